@@ -1,0 +1,1 @@
+"""Frontends: import a model (ONNX file, torch.nn.Module) into the graph IR."""

@@ -1,0 +1,1 @@
+"""Imports every pass module so each registers itself with the manager."""

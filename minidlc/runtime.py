@@ -1,0 +1,81 @@
+"""CompiledModel: a compiled graph plus the input checks that keep native code safe."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from .ir import Graph, TensorType
+from .ir.types import dtype_name
+
+
+class InputError(ValueError):
+    """A feed to `CompiledModel.run` is missing, unexpected, or of the wrong shape or dtype."""
+
+
+class CompiledModel:
+    """The result of `minidlc.compile`: run it, or print any of its stages."""
+
+    def __init__(self, source: Graph, optimized: Graph, executable, target: str, pass_log=None):
+        self.source = source          # the graph as imported
+        self.graph = optimized        # after the pass pipeline
+        self.executable = executable  # the backend's runnable form
+        self.target = target
+        self.pass_log = pass_log
+        self.input_types: dict[str, TensorType] = {v.name: v.type for v in optimized.inputs}
+        self.output_names = [v.name for v in source.outputs]
+
+    def check_inputs(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Validate feeds against the graph's inputs; return them in input order."""
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"run() takes a dict of input name -> array, got {type(feeds).__name__}")
+        missing = [n for n in self.input_types if n not in feeds]
+        extra = [n for n in feeds if n not in self.input_types]
+        if missing or extra:
+            parts = ([f"missing input(s) {missing}"] if missing else []) + \
+                    ([f"unexpected input(s) {extra}"] if extra else [])
+            raise InputError("; ".join(parts) + f"; the model takes {self._signature()}")
+        arrays = []
+        for name, t in self.input_types.items():
+            a = np.asarray(feeds[name])
+            try:
+                got = dtype_name(a.dtype)
+            except TypeError:
+                got = str(a.dtype)
+            if got != t.dtype:
+                raise InputError(f"input '{name}' has dtype {got}, expected {t.dtype} (shape {list(t.shape)})")
+            if a.shape != t.shape:
+                raise InputError(f"input '{name}' has shape {list(a.shape)}, expected {list(t.shape)}")
+            arrays.append(np.ascontiguousarray(a))
+        return arrays
+
+    def _signature(self) -> str:
+        return ", ".join(f"{n}: {t}" for n, t in self.input_types.items())
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.executable.run(self.check_inputs(feeds))
+        return dict(zip(self.output_names, outs))
+
+    __call__ = run
+
+    def emit(self, stage: str = "graph") -> str:
+        """The text of one compilation stage: 'graph' (as imported), 'fused'
+        (after the passes), or a backend stage such as 'loops', 'llvm', 'asm'."""
+        if stage == "graph":
+            return str(self.source)
+        if stage in ("fused", "optimized"):
+            return str(self.graph)
+        return self.executable.emit(stage)
+
+    def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """Random feeds of the right shapes and dtypes (for smoke tests and the CLI)."""
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for name, t in self.input_types.items():
+            if t.dtype == "bool":
+                feeds[name] = rng.random(t.shape) < 0.5
+            elif t.dtype.startswith(("i", "u")):
+                feeds[name] = rng.integers(0, 4, t.shape).astype(t.np_dtype)
+            else:
+                feeds[name] = rng.standard_normal(t.shape).astype(t.np_dtype)
+        return feeds
