@@ -1,0 +1,341 @@
+"""The `minidlc` command line: compile, run, inspect and benchmark models.
+
+Every user error (bad file, unsupported op, wrong input) is one line on
+stderr and exit status 2; `--debug` shows the full traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXAMPLES = """\
+examples:
+  minidlc demo                                   compile, check and time the demo models
+  minidlc ops model.onnx                         which ops the model uses, and which we support
+  minidlc compile model.onnx --emit graph        print the imported graph IR
+  minidlc compile model.onnx -O2 --print-ir-after-change   show what each pass changed
+  minidlc compile model.py:make_model --input-shape 1,3,32,32   a PyTorch module from a factory
+  minidlc run model.onnx --random-inputs --check          run and compare with onnxruntime
+  minidlc run model.onnx --input x=x.npy --output out.npz
+  minidlc bench model.onnx --target llvm --compare onnxruntime
+"""
+
+
+class UsageError(Exception):
+    """Bad command-line usage (reported like any user error)."""
+
+
+# ---- helpers shared by the commands ------------------------------------------
+def parse_input_shapes(specs: list[str]) -> dict | list:
+    """`name=1,3,224,224` (ONNX inputs by name) or `1,3,32,32` (PyTorch inputs in order)."""
+    named, positional = {}, []
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d)
+        except ValueError:
+            raise UsageError(f"--input-shape {spec!r}: expected name=D0,D1,... with integer dimensions") from None
+        if sep:
+            named[name] = shape
+        else:
+            positional.append(shape)
+    if named and positional:
+        raise UsageError("--input-shape: use either name=dims for every input or dims alone, not both")
+    return positional if positional else named
+
+
+def is_torch_spec(model: str) -> bool:
+    """`path/to/model.py:factory` names a PyTorch module factory."""
+    return model.endswith(".py") or ".py:" in model
+
+
+def load_graph(model: str, shapes):
+    import minidlc
+
+    if is_torch_spec(model):
+        if not isinstance(shapes, list) or not shapes:
+            raise UsageError(f"{model}: a PyTorch factory needs --input-shape D0,D1,... for each input")
+        from .frontends.torch import load_torch_factory
+
+        return load_torch_factory(model, shapes)
+    if isinstance(shapes, list) and shapes:
+        raise UsageError("--input-shape for an ONNX model takes name=D0,D1,... (the input's name)")
+    return minidlc.load(model, input_shapes=shapes or None)
+
+
+def compile_model(args, out=sys.stdout):
+    import minidlc
+
+    from .passes.options import pipeline_kwargs_from_args
+
+    graph = load_graph(args.model, parse_input_shapes(args.input_shape))
+    return minidlc.compile(graph, target=args.target, **pipeline_kwargs_from_args(args, out=out))
+
+
+def summarize(array: np.ndarray) -> str:
+    a = np.asarray(array)
+    head = np.array2string(a.reshape(-1)[:5], precision=4, separator=", ")
+    if a.size == 0:
+        return "empty"
+    if a.dtype.kind in "fiu":
+        af = a.astype(np.float64)
+        return f"mean {af.mean():.4g}  std {af.std():.4g}  min {af.min():.4g}  max {af.max():.4g}  first {head}"
+    return f"first {head}"
+
+
+def read_inputs(specs: list[str]) -> dict[str, np.ndarray]:
+    feeds = {}
+    for spec in specs or []:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            raise UsageError(f"--input {spec!r}: expected name=file.npy")
+        try:
+            feeds[name] = np.load(path)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--input {name}: cannot read {path}: {e}") from None
+    return feeds
+
+
+def onnxruntime_outputs(model_path: str, feeds: dict) -> dict[str, np.ndarray] | None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds)))
+
+
+def max_error(got: dict, want: dict) -> float:
+    return max(float(np.max(np.abs(got[k].astype(np.float64) - want[k].astype(np.float64)), initial=0))
+               for k in want)
+
+
+def time_call(fn, repeat: int = 10, budget_s: float = 2.0) -> float:
+    """Median wall time of fn() in milliseconds (after one warm-up call)."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeat and (time.perf_counter() - start < budget_s or len(times) < 3):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1000 * float(np.median(times))
+
+
+def best_target() -> str:
+    """llvm when its backend is available here, else the NumPy reference."""
+    from .backends import get_backend
+
+    try:
+        get_backend("llvm")
+        return "llvm"
+    except (ValueError, ImportError):
+        return "reference"
+
+
+# ---- commands ----------------------------------------------------------------
+def cmd_ops(args) -> int:
+    from .frontends.onnx.loader import format_table, op_support_table
+
+    rows = op_support_table(args.model)
+    print(format_table(rows))
+    missing = sum(not r["status"].startswith("supported") for r in rows)
+    print(f"\n{len(rows)} op types, {missing} unsupported")
+    return 1 if missing else 0
+
+
+def cmd_compile(args) -> int:
+    m = compile_model(args)
+    if args.emit:
+        print(m.emit(args.emit))
+    return 0
+
+
+def cmd_run(args) -> int:
+    m = compile_model(args, out=sys.stderr)
+    feeds = read_inputs(args.input)
+    if args.random_inputs:
+        feeds = {**m.random_inputs(), **feeds}
+    outs = m.run(feeds)
+    for name, a in outs.items():
+        print(f"{name}: {a.dtype}{list(a.shape)}  {summarize(a)}")
+    if args.output:
+        np.savez(args.output, **outs)
+        print(f"saved {len(outs)} output(s) to {args.output}")
+    if args.check:
+        want = reference_outputs(args.model, m, feeds)
+        err = max_error(outs, want)
+        ok = all(np.allclose(outs[k], want[k], rtol=1e-3, atol=1e-4) for k in want)
+        print(f"check against {want.source}: max abs error {err:.3g}  {'OK' if ok else 'MISMATCH'}")
+        return 0 if ok else 1
+    return 0
+
+
+class _Outputs(dict):
+    source = ""
+
+
+def reference_outputs(model: str, m, feeds) -> _Outputs:
+    """What a peer computes: onnxruntime for ONNX files, else our reference backend."""
+    import minidlc
+
+    want = _Outputs()
+    ort_out = None if is_torch_spec(model) else onnxruntime_outputs(model, feeds)
+    if ort_out is not None:
+        want.update(ort_out)
+        want.source = "onnxruntime"
+    else:
+        ref = minidlc.compile(m.source, target="reference", opt_level=0)
+        want.update(ref.run(feeds))
+        want.source = "the reference backend"
+    return want
+
+
+def cmd_demo(args) -> int:
+    import minidlc
+    from .demo_models import DEMOS, build_model, example_inputs
+
+    target = args.target or best_target()
+    rows = []
+    for name in args.models or DEMOS:
+        print(f"[{len(rows) + 1}/{len(args.models or DEMOS)}] {name}: building, compiling for {target}...",
+              file=sys.stderr, flush=True)
+        proto = build_model(name)
+        graph = minidlc.load(proto)
+        t0 = time.perf_counter()
+        m = minidlc.compile(graph, target=target)
+        compile_s = time.perf_counter() - t0
+        feeds = example_inputs(proto)
+        outs = m.run(feeds)
+        try:
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+            want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+            peer_ms = time_call(lambda: sess.run(None, feeds))
+        except ImportError:
+            want = minidlc.compile(graph, target="reference", opt_level=0).run(feeds)
+            peer_ms = float("nan")
+        err = max_error(outs, want)
+        ms = time_call(lambda: m.run(feeds))
+        params = sum(n.attrs["value"].size for n in graph.nodes if n.op == "Constant")
+        rows.append((name, len(graph.nodes), params, err, compile_s, ms, peer_ms))
+    print(f"target: {target}")
+    print(f"{'model':<9} {'ops':>4} {'params':>9} {'max err':>9} {'compile s':>9} {'run ms':>8} "
+          f"{'ort ms':>8} {'ort/ours':>8}")
+    for name, ops, params, err, cs, ms, peer in rows:
+        print(f"{name:<9} {ops:>4} {params:>9,} {err:>9.2e} {cs:>9.2f} {ms:>8.2f} {peer:>8.2f} {peer / ms:>8.2f}")
+    bad = [r[0] for r in rows if not r[3] <= 1e-3]
+    if bad:
+        print(f"MISMATCH against onnxruntime: {', '.join(bad)}")
+    return 1 if bad else 0
+
+
+def cmd_bench(args) -> int:
+    m = compile_model(args, out=sys.stderr)
+    feeds = {**m.random_inputs(), **read_inputs(args.input)}
+    ours = time_call(lambda: m.run(feeds), repeat=args.repeat)
+    print(f"{'runner':<22} {'ms':>9} {'peer/minidlc':>13}")
+    print(f"{'minidlc ' + args.target:<22} {ours:>9.3f} {1.0:>13.2f}")
+    for peer in [p for p in args.compare.split(",") if p]:
+        if peer == "onnxruntime":
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+            ms = time_call(lambda: sess.run(None, feeds), repeat=args.repeat)
+        elif peer == "reference":
+            import minidlc
+
+            ref = minidlc.compile(m.source, target="reference")
+            ms = time_call(lambda: ref.run(feeds), repeat=args.repeat)
+        else:
+            raise UsageError(f"--compare: unknown peer {peer!r} (onnxruntime, reference)")
+        print(f"{peer:<22} {ms:>9.3f} {ms / ours:>13.2f}")
+    return 0
+
+
+# ---- argument parsing ------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from .backends import TARGETS
+    from .passes.options import add_pass_arguments
+
+    p = argparse.ArgumentParser(prog="minidlc", description="minidlc: a small deep-learning compiler.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def model_command(name, help, example):
+        sp = sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.add_argument("model", help="an .onnx file, or path/to/file.py:factory returning an nn.Module")
+        sp.add_argument("--target", default="reference", choices=TARGETS, help="backend (default: reference)")
+        sp.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..",
+                        help="bind an input's shape (repeatable); for a PyTorch factory: D0,D1,.. per input")
+        add_pass_arguments(sp)
+        return sp
+
+    sp = model_command("compile", "compile a model and print a stage",
+                       "minidlc compile model.onnx -O2 --print-ir-after-change --emit fused")
+    sp.add_argument("--emit", choices=["graph", "fused", "loops", "llvm", "asm", "numba"],
+                    help="print this stage: graph (imported), fused (after passes), loops, llvm, asm")
+    sp.set_defaults(fn=cmd_compile)
+
+    sp = model_command("run", "compile and run a model, print or save its outputs",
+                       "minidlc run model.onnx --random-inputs --check")
+    sp.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input from a .npy file")
+    sp.add_argument("--random-inputs", action="store_true", help="random values for inputs not given")
+    sp.add_argument("--check", action="store_true", help="compare with onnxruntime (or the reference backend)")
+    sp.add_argument("--output", metavar="OUT.npz", help="save the outputs")
+    sp.set_defaults(fn=cmd_run)
+
+    sp = model_command("bench", "time a model against its peers in one process",
+                       "minidlc bench model.onnx --target llvm --compare onnxruntime")
+    sp.add_argument("--compare", default="onnxruntime", help="peers to time: onnxruntime,reference")
+    sp.add_argument("--input", action="append", metavar="NAME=FILE.npy")
+    sp.add_argument("--repeat", type=int, default=20)
+    sp.set_defaults(fn=cmd_bench)
+
+    sp = sub.add_parser("ops", help="list the model's ops and whether each is supported",
+                        description="list the model's ops (opset, node count, status)\n\nexample:\n  minidlc ops model.onnx",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("model")
+    sp.set_defaults(fn=cmd_ops)
+
+    sp = sub.add_parser("demo", help="compile, check and time the shipped demo models",
+                        description="compile the demo models (mlp, convnet, tfblock), compare with onnxruntime "
+                                    "and print a table\n\nexample:\n  minidlc demo --target llvm",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("--target", choices=TARGETS, help="backend (default: the fastest available)")
+    sp.add_argument("models", nargs="*", help="which demo models (default: all)")
+    sp.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .ir import IRError
+    from .passes.manager import PassError
+    from .runtime import InputError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (IRError, InputError, PassError, UsageError, ValueError, OSError) as e:
+        if args.debug:
+            raise
+        msg = str(e).strip()
+        first, _, rest = msg.partition("\n")
+        print(f"minidlc: error: {first}", file=sys.stderr)
+        if rest:  # e.g. the table of unsupported ops
+            print(rest, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
