@@ -1,0 +1,82 @@
+"""The `minidlc` command line: output, exit codes and one-line errors."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from minidlc.cli import main
+
+
+@pytest.fixture
+def relu_model(tmp_path):
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu1")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return str(path)
+
+
+def test_help_explains_every_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("demo", "ops", "compile", "run", "bench"):
+        assert f"minidlc {cmd} " in out
+
+
+def test_compile_emit_graph(relu_model, capsys):
+    assert main(["compile", relu_model, "--emit", "graph"]) == 0
+    assert "%y = Relu(%x) : f32[2,3]  # relu1" in capsys.readouterr().out
+
+
+def test_run_random_inputs_check(relu_model, capsys):
+    assert main(["run", relu_model, "--random-inputs", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "y: float32[2, 3]" in out
+    assert "check against onnxruntime: max abs error 0  OK" in out
+
+
+def test_run_input_file_and_output(relu_model, tmp_path, capsys):
+    x = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out.npz"
+    assert main(["run", relu_model, "--input", f"x={tmp_path / 'x.npy'}", "--output", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out)["y"], np.maximum(x, 0))
+
+
+def test_errors_are_one_line_with_status_2(relu_model, tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minidlc: error: model file not found") and err.count("\n") == 1
+    np.save(tmp_path / "x.npy", np.zeros((3, 3), np.float32))
+    assert main(["run", relu_model, "--input", f"x={tmp_path / 'x.npy'}"]) == 2
+    assert "input 'x' has shape [3, 3], expected [2, 3]" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(Exception, match="model file not found"):
+        main(["--debug", "run", str(tmp_path / "missing.onnx")])
+
+
+def test_ops_table(tmp_path, capsys):
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Frobnicate", ["a"], ["y"])],
+                          "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert main(["ops", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "Frobnicate" in out and "missing: no converter for this op" in out
+    assert "2 op types, 1 unsupported" in out
+    assert main(["run", str(path), "--random-inputs"]) == 2
+    assert "unsupported op type(s): Frobnicate (1 node)" in capsys.readouterr().err
+
+
+def test_demo_prints_a_table(capsys):
+    assert main(["demo", "--target", "reference", "mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "model" in out and "max err" in out
+    row = next(line for line in out.splitlines() if line.startswith("mlp"))
+    assert float(row.split()[3]) < 1e-4
