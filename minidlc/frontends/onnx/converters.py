@@ -4,8 +4,8 @@ A converter takes a `Ctx` (one ONNX node, its opset, its input Values) and
 returns the node's output Values, built with `ctx.add(...)`. Most ONNX ops
 need only `same_op`: the same op name, attributes copied. The family modules
 (`elementwise.py`, `nn.py`, `reduce.py`, `shape.py`) register the rest with
-`@converter("OpName")`; `min_opset` is the oldest opset whose semantics the
-converter handles.
+`@converter("OpName")`; `min_opset` is the oldest version of the op (its
+schema's since_version) whose semantics the converter handles.
 """
 from __future__ import annotations
 

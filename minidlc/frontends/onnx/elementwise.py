@@ -5,22 +5,15 @@ import numpy as np
 
 from .converters import converter, dtype_of, register_same, same_op
 
-register_same("Neg", "Abs", "Sqrt", "Exp", "Log", "Erf", "Reciprocal",
-              "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Tanh", "Sigmoid", "Relu", "LeakyRelu",
-              "Elu", "Selu", "HardSigmoid", "Softplus", "Softsign", "Where",
-              "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor",
-              "Identity", "Mod")
+register_same("Mod", "Neg", "Abs", "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Floor", "Ceil", "Round", "Sign",
+              "Sin", "Cos", "Tanh", "Sigmoid", "Relu", "LeakyRelu", "Elu", "Selu", "HardSigmoid", "Softplus",
+              "Softsign", "Where", "LessOrEqual", "GreaterOrEqual", "Not", "Identity")
+# Versions before these had legacy `broadcast`/`axis` attributes (or no broadcasting).
+register_same("Add", "Sub", "Mul", "Div", "Pow", "PRelu", "Equal", "Less", "Greater", "And", "Or", "Xor",
+              min_opset=7)
+register_same("Sum", "Max", "Min", "Mean", min_opset=8)
 register_same("HardSwish", min_opset=14)
 register_same("Gelu", min_opset=20)
-
-
-@converter("Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "PRelu", "Pow")
-def broadcast_op(ctx):
-    # Before opset 7 these ops had `broadcast`/`axis` attributes; from 7 on,
-    # NumPy broadcasting. `consumed_inputs` (opset < 6) is meaningless here.
-    if ctx.opset < 7:
-        raise ctx.error("opsets before 7 (legacy broadcast attributes) are not supported")
-    return same_op(ctx)
 
 
 @converter("Cast")

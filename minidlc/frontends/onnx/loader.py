@@ -70,14 +70,23 @@ def op_support_table(model) -> list[dict]:
             status = f"missing: domain {domain!r} is not supported (only the default ONNX domain)"
         elif conv is None:
             status = "missing: no converter for this op"
-        elif opset < conv.min_opset:
-            status = f"missing: supported from opset {conv.min_opset}"
         elif opset > newest:
             status = f"missing: opset {opset} is newer than the installed onnx package knows ({newest})"
+        elif _since_version(op, opset) < conv.min_opset:
+            status = (f"missing: the version of {op} in opset {opset} (since opset {_since_version(op, opset)}) "
+                      f"is not supported; supported from opset {conv.min_opset}")
         else:
             status = "supported" + (f" ({conv.note})" if conv.note else "")
         rows.append({"op": op, "domain": domain or "ai.onnx", "opset": opset, "count": count, "status": status})
     return rows
+
+
+def _since_version(op: str, opset: int) -> int:
+    """The opset that introduced the version of `op` in force at `opset`."""
+    try:
+        return onnx.defs.get_schema(op, opset).since_version
+    except onnx.defs.SchemaError:
+        return opset
 
 
 def format_table(rows: list[dict]) -> str:
