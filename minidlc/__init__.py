@@ -33,19 +33,22 @@ def load(model, example_inputs=None, input_shapes: dict | None = None) -> Graph:
 
 
 def compile(model, target: str = "reference", opt_level: int = 2, *, example_inputs=None,
-            input_shapes: dict | None = None, passes=None, instruments=(), **backend_options) -> CompiledModel:
+            input_shapes: dict | None = None, passes=None, instruments=(), verify_each: bool = True,
+            **backend_options) -> CompiledModel:
     """Import, optimize and build a model for `target` (reference, llvm, numba, cuda).
 
     `opt_level` picks the pass pipeline (0 none, 1 cleanups, 2 cleanups and
     fusion); `passes` gives an explicit list of pass names instead.
-    `instruments` are pass-manager instruments (printing, timing, checks).
+    `instruments` are pass-manager instruments (printing, timing, checks);
+    `verify_each=False` skips the IR verifier between passes.
     """
     from .backends import get_backend
     from .passes.manager import build_pipeline
 
     backend = get_backend(target)
     source = load(model, example_inputs, input_shapes)
-    pipeline = build_pipeline(opt_level=opt_level, passes=passes, instruments=instruments)
+    pipeline = build_pipeline(opt_level=opt_level, passes=passes, instruments=instruments,
+                              verify_each=verify_each)
     optimized = pipeline.run(source.copy())
     executable = backend.build(optimized, **backend_options)
     return CompiledModel(source, optimized, executable, target, pipeline)

@@ -1,0 +1,218 @@
+"""Ready-made pass instruments: print, diff, dump, time, trace, check numerics.
+
+Each one is an `Instrument` (manager.py) and writes to a text stream `out`
+(standard output by default), so the CLI and tests use the same objects:
+
+    minidlc.compile(model, instruments=[PrintIR(after="fold"), TimePasses()])
+
+The flag names follow LLVM and MLIR (-print-ir-after-all, -print-changed,
+-time-passes) so what students learn here carries over.
+"""
+from __future__ import annotations
+
+import difflib
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from ..ir import Graph, Node, interpret
+from .manager import Instrument, Pass, PassError
+
+
+def _banner(what: str) -> str:
+    return f"// -----// IR Dump {what} //----- //"
+
+
+class PrintIR(Instrument):
+    """Print the IR before and/or after passes: all of them, or those named."""
+
+    def __init__(self, before: bool | list[str] = False, after: bool | list[str] = False,
+                 out: TextIO | None = None):
+        self.before, self.after = _selector(before), _selector(after)
+        self.out = out
+
+    def before_pass(self, p: Pass, graph: Graph) -> None:
+        if self.before(p.name):
+            _write(self.out, f"{_banner(f'Before {p.name}')}\n{graph}\n")
+
+    def after_pass(self, p: Pass, graph: Graph, changed: bool) -> None:
+        if self.after(p.name):
+            _write(self.out, f"{_banner(f'After {p.name}')}\n{graph}\n")
+
+
+def _selector(which: bool | str | list[str]):
+    if isinstance(which, bool):
+        return lambda name: which
+    names = set(which.split(",") if isinstance(which, str) else which)
+    return lambda name: name in names
+
+
+def _write(out: TextIO | None, text: str) -> None:
+    (out or sys.stdout).write(text)
+
+
+class PrintChanged(Instrument):
+    """After each pass that changed the IR, print a unified diff of the printed IR."""
+
+    def __init__(self, out: TextIO | None = None):
+        self.out = out
+        self.text = ""
+
+    def before_pipeline(self, graph: Graph) -> None:
+        self.text = str(graph)
+        _write(self.out, f"{_banner('Input')}\n{self.text}\n")
+
+    def after_pass(self, p: Pass, graph: Graph, changed: bool) -> None:
+        text = str(graph)
+        if text == self.text:
+            _write(self.out, f"{_banner(f'After {p.name}')} omitted because no change\n")
+            return
+        diff = difflib.unified_diff(self.text.splitlines(), text.splitlines(),
+                                    f"before {p.name}", f"after {p.name}", lineterm="")
+        _write(self.out, f"{_banner(f'After {p.name}')}\n" + "\n".join(diff) + "\n")
+        self.text = text
+
+
+class DumpIR(Instrument):
+    """Write the IR to numbered files in `directory`: 000_input.ir, 001_fold.ir, ..."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self.count = 0
+        self.last_path: Path | None = None
+
+    def before_pipeline(self, graph: Graph) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+        self._dump("input", graph)
+
+    def after_pass(self, p: Pass, graph: Graph, changed: bool) -> None:
+        self._dump(p.name, graph)
+
+    def _dump(self, name: str, graph: Graph) -> None:
+        self.last_path = self.dir / f"{self.count:03d}_{name}.ir"
+        self.last_path.write_text(str(graph) + "\n")
+        self.count += 1
+
+
+class TimePasses(Instrument):
+    """Time each pass; print a table, slowest first, when the pipeline ends."""
+
+    def __init__(self, out: TextIO | None = None):
+        self.out = out
+        self.rows: list[tuple[str, float, bool]] = []
+
+    def before_pipeline(self, graph: Graph) -> None:
+        self.rows = []
+
+    def before_pass(self, p: Pass, graph: Graph) -> None:
+        self.start = time.perf_counter()
+
+    def after_pass(self, p: Pass, graph: Graph, changed: bool) -> None:
+        self.rows.append((p.name, time.perf_counter() - self.start, changed))
+
+    def after_pipeline(self, graph: Graph) -> None:
+        _write(self.out, self.table() + "\n")
+
+    def table(self) -> str:
+        total = sum(t for _, t, _ in self.rows) or 1e-12
+        lines = ["===-------------------------------------------===",
+                 "                 Pass execution timing report",
+                 "===-------------------------------------------===",
+                 f"  {'Wall time (ms)':>14}  {'%':>6}  changed  pass"]
+        for name, t, changed in sorted(self.rows, key=lambda r: -r[1]):
+            lines.append(f"  {t * 1e3:14.3f}  {100 * t / total:5.1f}%  {'yes' if changed else 'no':>7}  {name}")
+        lines.append(f"  {total * 1e3:14.3f}  100.0%           total")
+        return "\n".join(lines)
+
+
+class TraceRewrites(Instrument):
+    """Log which named rule fired on which node (and near misses, with the reason)."""
+
+    def __init__(self, out: TextIO | None = None, near_misses: bool = True):
+        self.out = out
+        self.near_misses = near_misses
+
+    def on_rewrite(self, p: Pass, rule: str, node: Node, note: str | None) -> None:
+        if note is None:
+            _write(self.out, f"[{p.name}] {rule} fired on {node.describe()}\n")
+        elif self.near_misses:
+            _write(self.out, f"[{p.name}] {rule} matched {node.describe()} but did not fire: {note}\n")
+
+
+class VerifyNumerics(Instrument):
+    """After each pass, run fixed random inputs through the reference interpreter
+    and compare with the unoptimized graph. The first pass that breaks the
+    tolerance raises PassError naming it and the first value (in the order the
+    optimized graph computes them) that differs from the original's value of
+    the same name."""
+
+    needs_valid_graph = True
+
+    def __init__(self, seed: int = 0, rtol: float = 1e-4, atol: float = 1e-5):
+        self.seed, self.rtol, self.atol = seed, rtol, atol
+        self.done: list[str] = []
+
+    def before_pipeline(self, graph: Graph) -> None:
+        self.done = []
+        self.inputs = random_inputs(graph, self.seed)
+        self.reference: dict[str, np.ndarray] = {}
+        self.expected = interpret(graph, self.inputs,
+                                  on_value=lambda v, a: self.reference.__setitem__(v.name, a))
+        self.output_names = [v.name for v in graph.outputs]
+
+    def after_pass(self, p: Pass, graph: Graph, changed: bool) -> None:
+        got = interpret(graph, self.inputs)
+        bad = [i for i, (a, b) in enumerate(zip(got, self.expected)) if not self.close(a, b)]
+        if bad:
+            raise PassError(f"pass '{p.name}' changed the numerics "
+                            f"(passes before it: {', '.join(self.done) or 'none'}): "
+                            f"output %{self.output_names[bad[0]]} differs by "
+                            f"{_max_error(got[bad[0]], self.expected[bad[0]])}; "
+                            f"{self._first_divergence(graph)}")
+        self.done.append(p.name)
+
+    def close(self, a: np.ndarray, b: np.ndarray) -> bool:
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.dtype.kind != "f":
+            return bool(np.array_equal(a, b))
+        scale = max(1.0, float(np.max(np.abs(b[np.isfinite(b)]), initial=0)))
+        return bool(np.allclose(a, b, rtol=self.rtol, atol=self.atol * scale, equal_nan=True))
+
+    def _first_divergence(self, graph: Graph) -> str:
+        found: list[str] = []
+
+        def on_value(v, a):
+            ref = self.reference.get(v.name)
+            if not found and ref is not None and not self.close(a, ref):
+                found.append(f"first diverging tensor: %{v.name} ({v.producer.describe()}), "
+                             f"max error {_max_error(a, ref)}")
+
+        interpret(graph, self.inputs, on_value=on_value)
+        return found[0] if found else "no intermediate tensor of the same name differs"
+
+
+def _max_error(a: np.ndarray, b: np.ndarray) -> str:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return f"type ({a.dtype}{list(a.shape)} vs {b.dtype}{list(b.shape)})"
+    return f"{float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0)):.3g}"
+
+
+def random_inputs(graph: Graph, seed: int = 0) -> list[np.ndarray]:
+    """Fixed pseudo-random arrays for the graph's inputs: normal floats,
+    small non-negative integers (valid as indices), random booleans."""
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for v in graph.inputs:
+        t = v.type
+        if t.dtype == "bool":
+            arrays.append(rng.random(t.shape) < 0.5)
+        elif t.dtype.startswith(("i", "u")):
+            arrays.append(rng.integers(0, 4, t.shape).astype(t.np_dtype))
+        else:
+            arrays.append(rng.standard_normal(t.shape).astype(t.np_dtype))
+    return arrays

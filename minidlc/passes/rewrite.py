@@ -1,0 +1,224 @@
+"""Local rewrites given as data: a pattern, a check, a rewrite, and a name.
+
+    Rule("mul-one", Pat("Mul", ("x", Const("one"))), check=all_equal("one", 1), rewrite=lambda g, m: m["x"])
+
+A pattern is a tree of `Pat(op, args)` whose leaves are capture names
+(strings bind the value found there) or `Const(name)` (binds a value made by
+a Constant node). `"..."` as the last argument allows any further inputs.
+Commutative binary ops (Add, Mul) match in either argument order.
+
+`check(graph, match)` returns None when the rule applies, or a short reason
+why not: the reason goes to the rewrite trace, so students can see why a
+pattern matched yet nothing happened. `rewrite(graph, match)` adds the new
+nodes just before the matched root (`graph.add(..., before=match.root)`) and
+returns the value that replaces the root's first output. The engine refuses a
+replacement of another type: a rewrite must never change a value's type.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+import numpy as np
+
+from ..ir import Graph, Node, Value
+from .dce import remove_dead_nodes
+
+COMMUTATIVE = {"Add", "Mul"}
+
+
+@dataclass(frozen=True)
+class Const:
+    """Matches a value produced by a Constant node."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Pat:
+    """Matches a value produced by an `op` node whose inputs match `args`.
+    `name` binds the node itself (the root is always bound as "root")."""
+
+    op: str
+    args: tuple["PatArg", ...] = ()
+    name: str | None = None
+
+
+PatArg = Union[Pat, Const, str]
+
+
+@dataclass
+class Match:
+    graph: Graph
+    values: dict[str, Value] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Value:
+        return self.values[name]
+
+    @property
+    def root(self) -> Node:
+        return self.nodes["root"]
+
+    def const(self, name: str) -> np.ndarray:
+        """The array of a value captured by `Const(name)`."""
+        return self.graph.const_value(self.values[name])
+
+    def add(self, op: str, inputs, attrs: dict | None = None) -> Value:
+        """Add a node just before the root, named and located after it."""
+        root = self.root
+        return self.graph.add(op, inputs, attrs, loc=root.loc, names=[root.outputs[0].name],
+                              before=root).outputs[0]
+
+    def constant(self, array) -> Value:
+        """Add a Constant just before the root."""
+        return self.graph.constant(array, name=f"{self.root.outputs[0].name}.c", before=self.root)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    pattern: Pat
+    rewrite: Callable[[Graph, Match], Value]
+    check: Callable[[Graph, Match], str | None] | None = None
+    doc: str = ""
+
+
+def match(graph: Graph, pattern: Pat, node: Node) -> Match | None:
+    m = Match(graph)
+    return m if _match_node(pattern, node, m, "root") else None
+
+
+def _match_node(p: Pat, node: Node | None, m: Match, bind: str | None) -> bool:
+    if node is None or node.op != p.op:
+        return False
+    args = list(p.args)
+    open_ended = bool(args) and args[-1] == "..."
+    if open_ended:
+        args.pop()
+    inputs = node.inputs
+    if len(inputs) < len(args) or (not open_ended and len(inputs) != len(args)):
+        return False
+    orders = [inputs[:len(args)]]
+    if p.op in COMMUTATIVE and len(args) == 2:
+        orders.append(inputs[1::-1])
+    for order in orders:
+        trial = Match(m.graph, dict(m.values), dict(m.nodes))
+        if all(_match_arg(a, v, trial) for a, v in zip(args, order)):
+            m.values, m.nodes = trial.values, trial.nodes
+            for name in filter(None, {bind, p.name}):
+                m.nodes[name] = node
+            return True
+    return False
+
+
+def _match_arg(a: PatArg, v: Value | None, m: Match) -> bool:
+    if v is None:
+        return False
+    if isinstance(a, Pat):
+        return _match_node(a, v.producer, m, None)
+    if isinstance(a, Const):
+        if m.graph.const_value(v) is None:
+            return False
+        a = a.name
+    if a in m.values:
+        return m.values[a] is v
+    m.values[a] = v
+    return True
+
+
+class RewritePass:
+    """A pass that applies its `rules` everywhere until none fires, then removes
+    the nodes the rewrites left dead. `trace(rule, node, note)` is set by the
+    pass manager when an instrument listens."""
+
+    name = "rewrite"
+    rules: list[Rule] = []
+
+    def __init__(self):
+        self.trace = None
+
+    def run(self, graph: Graph) -> tuple[Graph, bool]:
+        return graph, apply_rules(graph, self.rules, self.trace)
+
+
+def apply_rules(graph: Graph, rules: list[Rule], trace=None) -> bool:
+    """Rewrite `graph` in place with `rules` to a fixed point; True if anything fired."""
+    by_op: dict[str, list[Rule]] = {}
+    for r in rules:
+        by_op.setdefault(r.pattern.op, []).append(r)
+    changed = False
+    reported: set[tuple[str, int]] = set()  # report each near miss once
+    progress = True
+    while progress:
+        progress = False
+        for node in list(graph.nodes):
+            for rule in by_op.get(node.op, ()):
+                why, fired = _try(graph, rule, node)
+                if fired:
+                    if trace:
+                        trace(rule.name, node, None)
+                    progress = changed = True
+                    break
+                if why and trace and (rule.name, id(node)) not in reported:
+                    reported.add((rule.name, id(node)))
+                    trace(rule.name, node, why)
+            if progress:
+                break  # the node list changed: start a fresh sweep
+        remove_dead_nodes(graph)
+    return changed
+
+
+def _try(graph: Graph, rule: Rule, node: Node) -> tuple[str | None, bool]:
+    """(reason it did not fire or None, whether it fired)."""
+    m = match(graph, rule.pattern, node)
+    if m is None:
+        return None, False
+    if len(node.outputs) > 1:
+        counts = graph.use_counts()
+        if any(counts.get(v) for v in node.outputs[1:]):
+            return "its extra outputs are used", False
+    why = rule.check(graph, m) if rule.check else None
+    if why:
+        return why, False
+    old = node.outputs[0]
+    new = rule.rewrite(graph, m)
+    if new.type != old.type:
+        return f"the rewrite gives {new.type}, not {old.type}", False
+    graph.replace_all_uses(old, new)
+    return None, True
+
+
+# ---- helpers shared by rule sets ---------------------------------------------
+def constant_is(name: str, x: float):
+    """A check: the constant captured as `name` is `x` everywhere."""
+
+    def check(graph: Graph, m: Match) -> str | None:
+        return None if np.all(m.const(name) == x) else f"the constant is not all {x:g}"
+
+    return check
+
+
+def same_type(a: str, b: str = "root"):
+    """A check: captured value `a` has the type of `b` (the root's output by default),
+    so replacing one by the other cannot change a type (e.g. by broadcasting)."""
+
+    def check(graph: Graph, m: Match) -> str | None:
+        ta = m[a].type
+        tb = m.root.outputs[0].type if b == "root" else m[b].type
+        return None if ta == tb else f"%{m[a].name} is {ta} but the result is {tb}"
+
+    return check
+
+
+def all_of(*checks):
+    """A check that passes when every check passes (the first reason wins)."""
+
+    def check(graph: Graph, m: Match) -> str | None:
+        for c in checks:
+            why = c(graph, m)
+            if why:
+                return why
+        return None
+
+    return check
