@@ -46,7 +46,7 @@ class CompiledModel:
                 raise InputError(f"input '{name}' has dtype {got}, expected {t.dtype} (shape {list(t.shape)})")
             if a.shape != t.shape:
                 raise InputError(f"input '{name}' has shape {list(a.shape)}, expected {list(t.shape)}")
-            arrays.append(np.ascontiguousarray(a))
+            arrays.append(np.asarray(a, order="C"))  # not ascontiguousarray: it makes 0-d arrays 1-d
         return arrays
 
     def _signature(self) -> str:
