@@ -1,0 +1,197 @@
+"""Operator fusion: partition the graph into groups that each become one kernel.
+
+Why fuse? Between two ops that run as separate kernels, the intermediate
+tensor goes to memory and comes back. Fusing `conv -> add bias -> relu` into
+one kernel computes the relu while the conv's result is still in registers.
+Which ops may fuse is decided by each op's fusion kind (registry.Kind), as in
+TVM's FuseOps:
+
+    ELEMENTWISE, BROADCAST   out[i] depends on in[i] (broadcast: modulo shape)
+    INJECTIVE                each output reads one input element (reshape, transpose)
+    REDUCTION                reduces axes (softmax, layernorm, mean)
+    OUT_FUSABLE              heavy op that can take an elementwise epilogue (conv, matmul)
+    OPAQUE                   never fused (constants, pooling, ...)
+
+A group holds at most one "master" (an OUT_FUSABLE or REDUCTION op); the
+other members are cheap elementwise/injective ops around it. The algorithm has
+two phases, both linear walks over the nodes:
+
+Phase 1, epilogues (forward, in topological order). Each master starts a
+group. While the group's last node has one output with exactly one reader,
+and that reader is ELEMENTWISE or BROADCAST and keeps the shape (so the
+epilogue runs once per element of the master's result), the reader joins.
+This builds conv + bias + relu + residual add, matmul + bias, softmax * x.
+
+Phase 2, prologues and chains (backward, in reverse topological order). Each
+node `p` that is ELEMENTWISE, BROADCAST or INJECTIVE and not yet grouped
+joins the group of its readers when *all* of its readers are in one group
+and that group has no master or a REDUCTION master (a reduction takes an
+elementwise prologue, a conv or matmul does not). Otherwise `p` starts a
+new group, which its own producers may join later. Walking backwards, `p`'s
+readers are decided before `p`, which is what TVM's post-dominator analysis
+computes in general; requiring that every reader is in the group means the
+group has a single exit, so merging can never create a cycle between groups.
+
+Finally every group of two or more nodes becomes one `Fused` node whose
+`body` sub-graph holds the members; single nodes stay as they are.
+
+Constants: scalars (such as the 0.5 of GELU) are copied into each group
+body that reads them, so a kernel generator sees them as literals. All
+other constants (weights, biases) stay group inputs: a backend packs them
+once, and two groups may share them.
+"""
+from __future__ import annotations
+
+from ..ir import Graph, Kind, Node, Value
+from .dce import remove_dead_nodes
+from .manager import register_pass
+
+INLINE_CONSTANT_NUMEL = 1  # constants this small are copied into group bodies
+MASTERS = (Kind.OUT_FUSABLE, Kind.REDUCTION)
+EPILOGUE = (Kind.ELEMENTWISE, Kind.BROADCAST)
+CHAIN = (Kind.ELEMENTWISE, Kind.BROADCAST, Kind.INJECTIVE)
+
+
+class _Groups:
+    """Union of nodes into groups: group id per node, members and master per group."""
+
+    def __init__(self):
+        self.of: dict[int, int] = {}
+        self.members: list[list[Node]] = []
+        self.master: list[Node | None] = []
+
+    def new(self, node: Node, master: Node | None = None) -> int:
+        self.members.append([])
+        self.master.append(master)
+        gid = len(self.members) - 1
+        self.join(node, gid)
+        return gid
+
+    def join(self, node: Node, gid: int) -> None:
+        self.of[id(node)] = gid
+        self.members[gid].append(node)
+
+    def group(self, node: Node) -> int | None:
+        return self.of.get(id(node))
+
+
+def find_groups(graph: Graph) -> list[list[Node]]:
+    """The fusion groups of `graph`, each as its member nodes in graph order."""
+    readers: dict[int, list[Node]] = {}
+    for n in graph.nodes:
+        for v in n.inputs:
+            if v is not None:
+                readers.setdefault(id(v), []).append(n)
+    outputs = {id(v) for v in graph.outputs}
+    groups = _Groups()
+
+    def kind(n: Node) -> Kind:
+        return n.opdef.kind
+
+    # phase 1: each master takes the chain of elementwise ops after it
+    for n in graph.nodes:
+        if kind(n) not in MASTERS or groups.group(n) is not None:
+            continue
+        gid, last = groups.new(n, master=n), n
+        while len(last.outputs) == 1 and id(last.output) not in outputs:
+            rs = {id(r): r for r in readers.get(id(last.output), [])}
+            if len(rs) != 1:
+                break
+            (c,) = rs.values()
+            if (groups.group(c) is not None or kind(c) not in EPILOGUE or len(c.outputs) != 1
+                    or c.output.type.shape != last.output.type.shape):
+                break
+            groups.join(c, gid)
+            last = c
+
+    # phase 2: cheap ops join their readers' group when all readers agree
+    for p in reversed(graph.nodes):
+        if groups.group(p) is not None or kind(p) not in CHAIN:
+            continue
+        rs = [r for v in p.outputs for r in readers.get(id(v), [])]
+        gids = {groups.group(r) for r in rs}
+        exposed = any(id(v) in outputs for v in p.outputs)
+        if len(gids) == 1 and None not in gids and not exposed:
+            (gid,) = gids
+            master = groups.master[gid]
+            if master is None or kind(master) == Kind.REDUCTION:
+                groups.join(p, gid)
+                continue
+        groups.new(p)
+
+    order = {id(n): i for i, n in enumerate(graph.nodes)}
+    return [sorted(m, key=lambda n: order[id(n)]) for m in groups.members if len(m) > 1]
+
+
+def _group_name(members: list[Node]) -> str:
+    ops = [n.op.lower() for n in members]
+    return "fused_" + "_".join(ops[:4]) + ("_etc" if len(ops) > 4 else "")
+
+
+def _inlined(graph: Graph, v: Value) -> bool:
+    return graph.const_value(v) is not None and v.type.numel <= INLINE_CONSTANT_NUMEL
+
+
+def build_body(graph: Graph, members: list[Node], name: str) -> tuple[Graph, list[Value], list[Value]]:
+    """The sub-graph of a group, with the outer values it reads and the ones it defines for others."""
+    inside = {id(n) for n in members}
+    defined = {id(v) for n in members for v in n.outputs}
+    body = Graph(name)
+    vmap: dict[int, Value] = {}
+    params: list[Value] = []
+    for n in members:
+        for v in n.inputs:
+            if v is None or id(v) in defined or id(v) in vmap:
+                continue
+            if _inlined(graph, v):
+                vmap[id(v)] = body.constant(graph.const_value(v), name=v.name, loc=v.loc)
+            else:
+                vmap[id(v)] = body.add_input(v.name, v.type, v.loc)
+                params.append(v)
+    for n in members:
+        _copy_node(body, n, vmap)
+    used_outside = {id(v) for n in graph.nodes if id(n) not in inside for v in n.inputs if v is not None}
+    used_outside |= {id(v) for v in graph.outputs}
+    exits = [v for n in members for v in n.outputs if id(v) in used_outside]
+    body.outputs = [vmap[id(v)] for v in exits]
+    return body, params, exits
+
+
+def _copy_node(g: Graph, n: Node, vmap: dict[int, Value]) -> Node:
+    """Add a copy of `n` to `g`, reading the copies of its inputs; record its outputs."""
+    m = g.add(n.op, [None if v is None else vmap[id(v)] for v in n.inputs], n.attrs, loc=n.loc,
+              names=[v.name for v in n.outputs], num_outputs=len(n.outputs))
+    for old, new in zip(n.outputs, m.outputs):
+        vmap[id(old)] = new
+    return m
+
+
+def fuse(graph: Graph) -> tuple[Graph, int]:
+    """A new graph in which each fusion group is one Fused node; and the number of groups."""
+    groups = find_groups(graph)
+    group_of = {id(n): members for members in groups for n in members}
+    last = {id(members[-1]) for members in groups}
+    out = Graph(graph.name)
+    vmap: dict[int, Value] = {id(v): out.add_input(v.name, v.type, v.loc) for v in graph.inputs}
+    for n in graph.nodes:
+        members = group_of.get(id(n))
+        if members is None:
+            _copy_node(out, n, vmap)
+        elif id(n) in last:
+            name = _group_name(members)
+            body, params, exits = build_body(graph, members, name)
+            f = out.add("Fused", [vmap[id(v)] for v in params], {"body": body, "name": name},
+                        loc=members[-1].loc, names=[v.name for v in exits])
+            vmap.update({id(old): new for old, new in zip(exits, f.outputs)})
+    out.outputs = [vmap[id(v)] for v in graph.outputs]
+    remove_dead_nodes(out)  # small constants now live inside the groups
+    return out, len(groups)
+
+
+@register_pass
+class FuseOps:
+    name = "fuse"
+
+    def run(self, graph: Graph) -> tuple[Graph, bool]:
+        fused, count = fuse(graph)
+        return (fused, True) if count else (graph, False)
