@@ -52,14 +52,12 @@ def scoped_cases():
 
 def run_case(case, target: str = "reference") -> None:
     """Compile and run one case on `target`; raise AssertionError on a mismatch."""
-    import minidlc
-
-    m = minidlc.compile(case.model, target=target, opt_level=0)
     names = [vi.name for vi in case.model.graph.input]
     for inputs, expected in case.data_sets:
-        inputs = [_array(x) for x in inputs]
+        feeds = dict(zip(names, (_array(x) for x in inputs)))
+        m, feeds = compile_binding_static_inputs(case.model, feeds, target)
         expected = [_array(x) for x in expected]
-        outs = m.run(dict(zip(names, inputs)))
+        outs = m.run(feeds)
         for vi, want in zip(case.model.graph.output, expected):
             got = outs[vi.name]
             want = np.asarray(want)
@@ -67,6 +65,46 @@ def run_case(case, target: str = "reference") -> None:
             assert got.dtype == want.dtype, f"{vi.name}: dtype {got.dtype} != {want.dtype}"
             np.testing.assert_allclose(got, want, rtol=case.rtol, atol=case.atol, equal_nan=True,
                                        err_msg=f"output {vi.name}")
+
+
+def compile_binding_static_inputs(model, feeds: dict, target: str):
+    """Compile `model`; graph inputs that minidlc needs at compile time become constants.
+
+    The node tests feed shape-like operands (Reshape's shape, Slice's starts,
+    Reduce* axes, Pad's pads, a window's size) as graph inputs. minidlc
+    compiles static shapes, so, as a user would, we bind the inputs such an
+    operand is computed from to the test's data, as initializers. Returns the
+    compiled model and the remaining feeds."""
+    import minidlc
+    from minidlc.frontends.onnx.converters import StaticValueError
+    from onnx import numpy_helper
+
+    feeds = dict(feeds)
+    while True:
+        try:
+            return minidlc.compile(model, target=target, opt_level=0), feeds
+        except StaticValueError as e:
+            bind = _graph_inputs_behind(model.graph, e.value) & set(feeds)
+            if not bind:
+                raise
+            model = model.__class__.FromString(model.SerializeToString())
+            model.graph.initializer.extend(numpy_helper.from_array(feeds.pop(n), n) for n in sorted(bind))
+
+
+def _graph_inputs_behind(graph, name: str) -> set[str]:
+    """The graph inputs that the ONNX value `name` is computed from."""
+    producer = {out: node for node in graph.node for out in node.output}
+    found, todo, seen = set(), [name], set()
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n in producer:
+            todo.extend(i for i in producer[n].input if i)
+        else:
+            found.add(n)
+    return found
 
 
 def _array(x) -> np.ndarray:

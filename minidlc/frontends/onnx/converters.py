@@ -31,6 +31,15 @@ class ConversionError(IRError):
     """A node cannot be converted (unsupported attribute value, dynamic shape, ...)."""
 
 
+class StaticValueError(ConversionError):
+    """An input that must be known at compile time (a shape, axes, pads) is
+    computed at run time. `value` names it, so a caller can bind it."""
+
+    def __init__(self, message: str, value: str):
+        super().__init__(message)
+        self.value = value
+
+
 @dataclass
 class Converter:
     fn: Callable[["Ctx"], list[Value] | Value]
@@ -86,8 +95,8 @@ class Ctx:
             return None
         a = self.graph.static_value(v)
         if a is None:
-            raise self.error(f"{what or f'input {i}'} (%{v.name}) must be known at compile time; "
-                             "minidlc compiles static shapes")
+            raise StaticValueError(str(self.error(f"{what or f'input {i}'} (%{v.name}) must be known at compile "
+                                                  "time; minidlc compiles static shapes")), v.name)
         return a
 
     def pop(self, name: str, default=None):
