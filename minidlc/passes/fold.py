@@ -60,8 +60,11 @@ class ConstantFolding:
             outs = fold_node(graph, node)
             if outs is None:
                 continue
-            for v, a in zip(node.outputs, outs):
-                graph.replace_all_uses(v, graph.constant(a, name=v.name, loc=v.loc, before=node))
+            if len(outs) == 1:  # becomes a Constant in place: the value keeps its name and readers
+                node.op, node.inputs, node.attrs = "Constant", [], {"value": outs[0]}
+            else:
+                for v, a in zip(node.outputs, outs):
+                    graph.replace_all_uses(v, graph.constant(a, name=v.name, loc=v.loc, before=node))
             changed = True
         if changed:
             remove_dead_nodes(graph)
