@@ -152,7 +152,7 @@ def load_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> 
         except Exception as e:
             raise ModelLoadError(f"initializer '{name}' cannot be read: {e}") from None
         dtype_of(t.data_type, f"initializer '{name}'")
-        env[name] = g.constant(np.ascontiguousarray(arr), name)
+        env[name] = g.constant(np.asarray(arr, order="C"), name)  # ascontiguousarray makes 0-d 1-d
     for i, node in enumerate(proto.graph.node):
         loc = node.name or f"{node.op_type}_{i}"
         try:
