@@ -3,9 +3,9 @@
 Over the opsets, many attributes became inputs: Slice's starts/ends/axes
 (opset 10), Pad's pads and constant value (11) and axes (18), Split's sizes
 (13, with num_outputs from 18), Squeeze/Unsqueeze's axes (13). The IR keeps
-them as attributes (see `ir/ops/shape.py`), so the converters read the inputs'
-compile-time values with `ctx.static` and fill in ONNX's defaults, so the
-printed IR states every bound explicitly.
+them as attributes (see `ir/ops/shape.py`): the converters read the inputs'
+compile-time values with `ctx.static` and fill in ONNX's defaults, so that
+the printed IR states every axis and bound explicitly.
 """
 from __future__ import annotations
 

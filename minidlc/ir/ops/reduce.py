@@ -8,7 +8,7 @@ Identity, so backends see one meaning of "empty axes".
 Reducing over an empty set gives the reduction's identity (0 for sums, 1 for
 products, -inf for ReduceMax, NaN for ReduceMean), as ONNX specifies.
 Float reductions accumulate in float64, so the oracle is more accurate than
-the backends it checks; integer ones wrap in their own dtype, like ONNX Runtime.
+the backends it checks; integer ones stay in their dtype (wrapping on overflow).
 """
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: int) 
 
 
 def _extreme(dtype: np.dtype, largest: bool):
-    """The identity of max (largest=False) or min (largest=True) reductions."""
+    """The lowest (largest=False) or highest value of `dtype`: the identity
+    of max and of min reductions, which an empty reduction returns."""
     if dtype.kind == "f":
         return np.inf if largest else -np.inf
     if dtype.kind == "b":
