@@ -138,11 +138,11 @@ def test_simplify_sub_and_div_by_constants_become_add_and_mul_only_when_exact():
     }""", """
     graph main(%x: f32[2]) {
       %c = Constant() {value=<f32[2] [0.25, 3.0]>} : f32[2]
-      %a.c = Constant() {value=<f32[2] [-0.25, -3.0]>} : f32[2]
-      %a_0 = Add(%x, %a.c) : f32[2]
+      %a.neg = Constant() {value=<f32[2] [-0.25, -3.0]>} : f32[2]
+      %a_0 = Add(%x, %a.neg) : f32[2]
       %b = Div(%a_0, %c) : f32[2]
-      %d.c = Constant() {value=<f32[2] [4.0, -0.25]>} : f32[2]
-      %d_1 = Mul(%b, %d.c) : f32[2]
+      %d.recip = Constant() {value=<f32[2] [4.0, -0.25]>} : f32[2]
+      %d_1 = Mul(%b, %d.recip) : f32[2]
       return %d_1
     }""")
 
@@ -163,8 +163,8 @@ def test_simplify_collapses_view_and_transpose_chains():
       return %b, %t4
     }""", """
     graph main(%x: f32[2,3,4]) {
-      %b.c = Constant() {value=<i64[3] [3, 2, 4]>} : i64[3]
-      %b_0 = Reshape(%x, %b.c) {allowzero=0} : f32[3,2,4]
+      %b.shape = Constant() {value=<i64[3] [3, 2, 4]>} : i64[3]
+      %b_0 = Reshape(%x, %b.shape) {allowzero=0} : f32[3,2,4]
       %t4_1 = Transpose(%x) {perm=[2, 1, 0]} : f32[4,3,2]
       return %b_0, %t4_1
     }""")

@@ -35,10 +35,11 @@ group has a single exit, so merging can never create a cycle between groups.
 Finally every group of two or more nodes becomes one `Fused` node whose
 `body` sub-graph holds the members; single nodes stay as they are.
 
-Constants: scalars (such as the 0.5 of GELU) are copied into each group
-body that reads them, so a kernel generator sees them as literals. All
-other constants (weights, biases) stay group inputs: a backend packs them
-once, and two groups may share them.
+Constants: scalars (such as the 0.5 of GELU) and small integer vectors
+(shapes and indices: Reshape needs its target shape at compile time) are
+copied into each group body that reads them, so a kernel generator sees them
+as literals. All other constants (weights, biases) stay group inputs: a
+backend packs them once, and two groups may share them.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ from .dce import remove_dead_nodes
 from .manager import register_pass
 
 INLINE_CONSTANT_NUMEL = 1  # constants this small are copied into group bodies
+INLINE_INDEX_NUMEL = 16  # integer constants (shapes, indices) up to this size too
 MASTERS = (Kind.OUT_FUSABLE, Kind.REDUCTION)
 EPILOGUE = (Kind.ELEMENTWISE, Kind.BROADCAST)
 CHAIN = (Kind.ELEMENTWISE, Kind.BROADCAST, Kind.INJECTIVE)
@@ -124,12 +126,15 @@ def find_groups(graph: Graph) -> list[list[Node]]:
 
 
 def _group_name(members: list[Node]) -> str:
-    ops = [n.op.lower() for n in members]
-    return "fused_" + "_".join(ops[:4]) + ("_etc" if len(ops) > 4 else "")
+    ops = list(dict.fromkeys(n.op.lower() for n in members))  # distinct, in order
+    return "fused_" + "_".join(ops[:5]) + ("_etc" if len(ops) > 5 else "")
 
 
 def _inlined(graph: Graph, v: Value) -> bool:
-    return graph.const_value(v) is not None and v.type.numel <= INLINE_CONSTANT_NUMEL
+    if graph.const_value(v) is None:
+        return False
+    integer = v.type.dtype.startswith(("i", "u"))
+    return v.type.numel <= (INLINE_INDEX_NUMEL if integer else INLINE_CONSTANT_NUMEL)
 
 
 def build_body(graph: Graph, members: list[Node], name: str) -> tuple[Graph, list[Value], list[Value]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Graph
+from ..ir import Graph, Value
 from .manager import register_pass
 from .rewrite import Const, Match, Pat, RewritePass, Rule, all_of
 
@@ -53,24 +53,25 @@ def _bn_scale_shift(m: Match) -> tuple[np.ndarray, np.ndarray]:
     return s, m.const("B").astype(np.float64) - m.const("mean").astype(np.float64) * s
 
 
-def _rebuild_conv(m: Match, w: np.ndarray, b: np.ndarray):
+def _rebuild_conv(m: Match, w: Value, b: np.ndarray):
+    """The matched conv again, with weights `w` and the constant bias `b`."""
     conv = m.nodes["conv"]
-    dt = conv.outputs[0].type.np_dtype
-    return m.add("Conv", [m["x"], m.constant(w.astype(dt)), m.constant(b.astype(dt))], dict(conv.attrs))
+    bias = m.constant(b.astype(conv.outputs[0].type.np_dtype), "bias")
+    return m.add("Conv", [m["x"], w, bias], dict(conv.attrs))
 
 
 def _conv_bn(graph: Graph, m: Match):
     s, t = _bn_scale_shift(m)
-    w = m.const("w").astype(np.float64)
-    return _rebuild_conv(m, w * s.reshape((-1,) + (1,) * (w.ndim - 1)), _conv_bias(graph, m) * s + t)
+    w = m.const("w").astype(np.float64) * s.reshape((-1,) + (1,) * (m["w"].type.rank - 1))
+    return _rebuild_conv(m, m.constant(w.astype(m["w"].type.np_dtype), "weight"), _conv_bias(graph, m) * s + t)
 
 
 def _bn_affine(graph: Graph, m: Match):
     s, t = _bn_scale_shift(m)
     t_ = m.root.outputs[0].type
     view = (-1,) + (1,) * (t_.rank - 2)
-    scaled = m.add("Mul", [m["x"], m.constant(s.reshape(view).astype(t_.np_dtype))])
-    return m.add("Add", [scaled, m.constant(t.reshape(view).astype(t_.np_dtype))])
+    scaled = m.add("Mul", [m["x"], m.constant(s.reshape(view).astype(t_.np_dtype), "scale")])
+    return m.add("Add", [scaled, m.constant(t.reshape(view).astype(t_.np_dtype), "shift")])
 
 
 def _gemm_applies(graph: Graph, m: Match) -> str | None:
@@ -104,7 +105,7 @@ def _is_channel_bias(graph: Graph, m: Match) -> str | None:
 
 
 def _conv_add_bias(graph: Graph, m: Match):
-    return _rebuild_conv(m, m.const("w"), _conv_bias(graph, m) + _per_channel(graph, m))
+    return _rebuild_conv(m, m["w"], _conv_bias(graph, m) + _per_channel(graph, m))
 
 
 _CONV = Pat("Conv", ("x", Const("w"), "..."), name="conv")

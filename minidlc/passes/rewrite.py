@@ -70,9 +70,9 @@ class Match:
         return self.graph.add(op, inputs, attrs, loc=root.loc, names=[root.outputs[0].name],
                               before=root).outputs[0]
 
-    def constant(self, array) -> Value:
-        """Add a Constant just before the root."""
-        return self.graph.constant(array, name=f"{self.root.outputs[0].name}.c", before=self.root)
+    def constant(self, array, role: str = "c") -> Value:
+        """Add a Constant just before the root, named after the root and its `role`."""
+        return self.graph.constant(array, name=f"{self.root.outputs[0].name}.{role}", before=self.root)
 
 
 @dataclass(frozen=True)

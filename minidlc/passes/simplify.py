@@ -46,7 +46,7 @@ def _float(name: str):
 
 
 def _sub_to_add(graph: Graph, m: Match):
-    return m.add("Add", [m["x"], m.constant(-m.const("c"))])
+    return m.add("Add", [m["x"], m.constant(-m.const("c"), "neg")])
 
 
 def _exact_reciprocal(graph: Graph, m: Match) -> str | None:
@@ -59,7 +59,7 @@ def _exact_reciprocal(graph: Graph, m: Match) -> str | None:
 
 
 def _div_to_mul(graph: Graph, m: Match):
-    return m.add("Mul", [m["x"], m.constant(np.reciprocal(m.const("c")))])
+    return m.add("Mul", [m["x"], m.constant(np.reciprocal(m.const("c")), "recip")])
 
 
 def _view_noop(op: str) -> Rule:
@@ -70,7 +70,7 @@ def _reshape_to_root(graph: Graph, m: Match):
     t = m.root.outputs[0].type
     if t == m["x"].type:
         return m["x"]
-    return m.add("Reshape", [m["x"], m.constant(np.array(t.shape, np.int64))])
+    return m.add("Reshape", [m["x"], m.constant(np.array(t.shape, np.int64), "shape")])
 
 
 def _has_elements(graph: Graph, m: Match) -> str | None:

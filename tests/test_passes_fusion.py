@@ -1,0 +1,241 @@
+"""fuse-layers and fuse: golden IR on small graphs, differential tests on random
+graphs and on the demo models, and the fused-group counts of the demo models."""
+import functools
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+import minidlc
+from minidlc.demo_models import build_model
+from minidlc.ir import Kind, get_op
+from minidlc.passes.fuse import find_groups
+from minidlc.passes.instruments import VerifyNumerics
+from minidlc.passes.options import op_counts
+
+from graph_strategies import elementwise_graphs
+from passes_util import assert_same_results, check_golden, run_passes
+from test_passes_cleanups import mixed_graphs
+
+CONV_BN = """
+graph main(%x: f32[1,2,4,4]) {
+  %w = Constant() {value=<f32[2,2,1,1] [[[[1.0]], [[2.0]]], [[[0.5]], [[-1.0]]]]>} : f32[2,2,1,1]
+  %sc = Constant() {value=<f32[2] [2.0, 0.5]>} : f32[2]
+  %bb = Constant() {value=<f32[2] [0.0, 1.0]>} : f32[2]
+  %mu = Constant() {value=<f32[2] [1.0, -1.0]>} : f32[2]
+  %va = Constant() {value=<f32[2] [3.0, 0.0]>} : f32[2]
+  %c = Conv(%x, %w) {strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], group=1} : f32[1,2,4,4]
+  %y = BatchNormalization(%c, %sc, %bb, %mu, %va) {epsilon=1.0} : f32[1,2,4,4]
+  %z = BatchNormalization(%x, %sc, %bb, %mu, %va) {epsilon=1.0} : f32[1,2,4,4]
+  %o = Add(%y, %z) : f32[1,2,4,4]
+  return %o
+}"""
+
+
+def test_conv_bn_folds_into_weights_and_lone_bn_becomes_mul_add():
+    # s = scale / sqrt(var + eps) = [1, 0.5]; shift = B - mean * s = [-1, 1.5]
+    check_golden("fuse-layers", CONV_BN, """
+    graph main(%x: f32[1,2,4,4]) {
+      %y.weight = Constant() {value=<f32[2,2,1,1] [[[[1.0]], [[2.0]]], [[[0.25]], [[-0.5]]]]>} : f32[2,2,1,1]
+      %y.bias = Constant() {value=<f32[2] [-1.0, 1.5]>} : f32[2]
+      %y_0 = Conv(%x, %y.weight, %y.bias) {strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], group=1} : f32[1,2,4,4]
+      %z.scale = Constant() {value=<f32[2,1,1] [[[1.0]], [[0.5]]]>} : f32[2,1,1]
+      %z_1 = Mul(%x, %z.scale) : f32[1,2,4,4]
+      %z.shift = Constant() {value=<f32[2,1,1] [[[-1.0]], [[1.5]]]>} : f32[2,1,1]
+      %z_2 = Add(%z_1, %z.shift) : f32[1,2,4,4]
+      %o = Add(%y_0, %z_2) : f32[1,2,4,4]
+      return %o
+    }""")
+
+
+def test_conv_with_two_readers_keeps_its_batchnorm_apart():
+    g = run_passes(minidlc.load(_parse(CONV_BN.replace("return %o", "return %o, %c"))), "fuse-layers")
+    assert op_counts(g)["Conv"] == 1 and op_counts(g)["BatchNormalization"] == 0  # BN -> Mul+Add instead
+    assert op_counts(g)["Mul"] == 2
+
+
+def _parse(text):
+    from minidlc.ir import parse_graph
+
+    return parse_graph(text.strip())
+
+
+def test_matmul_add_becomes_gemm_only_for_matrices():
+    check_golden("fuse-layers", """
+    graph main(%a: f32[2,3], %b: f32[3,4], %c: f32[4], %d: f32[5,2,3]) {
+      %m = MatMul(%a, %b) : f32[2,4]
+      %y = Add(%c, %m) : f32[2,4]
+      %n = MatMul(%d, %b) : f32[5,2,4]
+      %z = Add(%n, %c) : f32[5,2,4]
+      return %y, %z
+    }""", """
+    graph main(%a: f32[2,3], %b: f32[3,4], %c: f32[4], %d: f32[5,2,3]) {
+      %y_0 = Gemm(%a, %b, %c) {alpha=1.0, beta=1.0, transA=0, transB=0} : f32[2,4]
+      %n = MatMul(%d, %b) : f32[5,2,4]
+      %z = Add(%n, %c) : f32[5,2,4]
+      return %y_0, %z
+    }""")
+
+
+def test_conv_takes_a_per_channel_bias_add_but_not_a_spatial_one():
+    check_golden("fuse-layers", """
+    graph main(%x: f32[1,1,2,2]) {
+      %w = Constant() {value=<f32[2,1,1,1] [[[[1.0]]], [[[2.0]]]]>} : f32[2,1,1,1]
+      %b0 = Constant() {value=<f32[2] [0.5, 0.25]>} : f32[2]
+      %b = Constant() {value=<f32[2,1,1] [[[1.0]], [[-1.0]]]>} : f32[2,1,1]
+      %sp = Constant() {value=<f32[2] [1.0, 2.0]>} : f32[2]
+      %c = Conv(%x, %w, %b0) {strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], group=1} : f32[1,2,2,2]
+      %y = Add(%b, %c) : f32[1,2,2,2]
+      %z = Add(%y, %sp) : f32[1,2,2,2]
+      return %z
+    }""", """
+    graph main(%x: f32[1,1,2,2]) {
+      %w = Constant() {value=<f32[2,1,1,1] [[[[1.0]]], [[[2.0]]]]>} : f32[2,1,1,1]
+      %sp = Constant() {value=<f32[2] [1.0, 2.0]>} : f32[2]
+      %y.bias = Constant() {value=<f32[2] [1.5, -0.75]>} : f32[2]
+      %y_0 = Conv(%x, %w, %y.bias) {strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], group=1} : f32[1,2,2,2]
+      %z = Add(%y_0, %sp) : f32[1,2,2,2]
+      return %z
+    }""")
+
+
+FUSE_SRC = """
+graph main(%x: f32[1,2,4,4], %skip: f32[1,2,4,4]) {
+  %w = Constant() {value=<f32[2,2,1,1] [[[[1.0]], [[2.0]]], [[[0.5]], [[-1.0]]]]>} : f32[2,2,1,1]
+  %b = Constant() {value=<f32[2] [0.5, -0.5]>} : f32[2]
+  %half = Constant() {value=<f32[] 0.5>} : f32[]
+  %c = Conv(%x, %w, %b) {strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], group=1} : f32[1,2,4,4]
+  %r = Relu(%c) : f32[1,2,4,4]
+  %s = Add(%r, %skip) : f32[1,2,4,4]
+  %e = Exp(%s) : f32[1,2,4,4]
+  %m = Mul(%e, %half) : f32[1,2,4,4]
+  %t = Tanh(%s) : f32[1,2,4,4]
+  %o = Add(%m, %t) : f32[1,2,4,4]
+  %sm = Softmax(%o) {axis=-1} : f32[1,2,4,4]
+  %q = Mul(%sm, %half) : f32[1,2,4,4]
+  return %q
+}"""
+
+
+def test_fuse_conv_epilogue_and_reduction_with_prologue_and_epilogue():
+    # conv + relu + residual add is one group (weights stay group inputs); the
+    # diamond exp/tanh feeding softmax, and the scaling after it, are another
+    check_golden("fuse", FUSE_SRC, """
+    graph main(%x: f32[1,2,4,4], %skip: f32[1,2,4,4]) {
+      %w = Constant() {value=<f32[2,2,1,1] [[[[1.0]], [[2.0]]], [[[0.5]], [[-1.0]]]]>} : f32[2,2,1,1]
+      %b = Constant() {value=<f32[2] [0.5, -0.5]>} : f32[2]
+      %s = Fused(%x, %w, %b, %skip) {name="fused_conv_relu_add"} : f32[1,2,4,4] graph fused_conv_relu_add(%x: f32[1,2,4,4], %w: f32[2,2,1,1], %b: f32[2], %skip: f32[1,2,4,4]) {
+        %c = Conv(%x, %w, %b) {strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], group=1} : f32[1,2,4,4]
+        %r = Relu(%c) : f32[1,2,4,4]
+        %s = Add(%r, %skip) : f32[1,2,4,4]
+        return %s
+      }
+      %q = Fused(%s) {name="fused_exp_mul_tanh_add_softmax"} : f32[1,2,4,4] graph fused_exp_mul_tanh_add_softmax(%s: f32[1,2,4,4]) {
+        %half = Constant() {value=<f32[] 0.5>} : f32[]
+        %e = Exp(%s) : f32[1,2,4,4]
+        %m = Mul(%e, %half) : f32[1,2,4,4]
+        %t = Tanh(%s) : f32[1,2,4,4]
+        %o = Add(%m, %t) : f32[1,2,4,4]
+        %sm = Softmax(%o) {axis=-1} : f32[1,2,4,4]
+        %q = Mul(%sm, %half) : f32[1,2,4,4]
+        return %q
+      }
+      return %q
+    }""")
+
+
+def test_fuse_never_merges_two_masters_or_opaque_ops():
+    g = check_golden("fuse", """
+    graph main(%a: f32[4,4], %b: f32[4,4]) {
+      %m = MatMul(%a, %b) : f32[4,4]
+      %s = Softmax(%m) {axis=-1} : f32[4,4]
+      %n = MatMul(%s, %b) : f32[4,4]
+      return %n
+    }""", """
+    graph main(%a: f32[4,4], %b: f32[4,4]) {
+      %m = MatMul(%a, %b) : f32[4,4]
+      %s = Softmax(%m) {axis=-1} : f32[4,4]
+      %n = MatMul(%s, %b) : f32[4,4]
+      return %n
+    }""")
+    assert not find_groups(g)
+
+
+def test_fuse_exposes_values_read_outside_a_group_only_at_its_exit():
+    src = """
+    graph main(%x: f32[3]) {
+      %a = Exp(%x) : f32[3]
+      %b = Neg(%a) : f32[3]
+      %c = Tanh(%b) : f32[3]
+      %d = Add(%c, %a) : f32[3]
+      return %d, %b
+    }"""
+    g = run_passes(_parse(src), "fuse")
+    # %b is a graph output, so it ends a group; %a has readers in two groups
+    assert [n.op for n in g.nodes] == ["Exp", "Neg", "Fused"]
+    assert_same_results(_parse(src), g)
+
+
+def _check_groups(g):
+    """Every group has at most one master, and only fusable ops."""
+    for n in g.nodes:
+        if n.op == "Fused":
+            kinds = [get_op(m.op).kind for m in n.body.nodes if m.op != "Constant"]
+            assert sum(k in (Kind.OUT_FUSABLE, Kind.REDUCTION) for k in kinds) <= 1
+            assert Kind.OPAQUE not in kinds
+
+
+@given(elementwise_graphs(max_nodes=10))
+def test_fusion_preserves_results_on_random_elementwise_graphs(g):
+    after = run_passes(g.copy(), "fold,dce,cse,simplify,fuse-layers,fuse")
+    _check_groups(after)
+    assert_same_results(g, after)
+
+
+@given(mixed_graphs())
+def test_fusion_preserves_results_on_random_mixed_graphs(g):
+    after = run_passes(g.copy(), "fold,dce,cse,simplify,fuse-layers,fuse")
+    _check_groups(after)
+    assert_same_results(g, after, rtol=1e-5, atol=1e-6)
+
+
+# fused groups per demo model at -O2: change deliberately, never by accident
+DEMO_GROUPS = {"mlp": 2, "convnet": 5, "tfblock": 12}
+
+
+@functools.lru_cache(maxsize=None)
+def demo(name: str):
+    """The demo model as imported, and after -O2 with numerics checked after every pass."""
+    source = minidlc.load(build_model(name))
+    return source, run_passes(source.copy(), None, instruments=[VerifyNumerics()])
+
+
+@pytest.mark.parametrize("name", sorted(DEMO_GROUPS))
+def test_demo_models_keep_their_results_and_group_counts(name):
+    source, optimized = demo(name)
+    assert_same_results(source, optimized, seeds=(3,))
+    assert sum(n.op == "Fused" for n in optimized.nodes) == DEMO_GROUPS[name]
+    _check_groups(optimized)
+
+
+def test_demo_convnet_has_no_batchnorm_and_takes_conv_epilogues():
+    source, optimized = demo("convnet")
+    assert op_counts(source)["BatchNormalization"] == 6
+    assert op_counts(optimized)["BatchNormalization"] == 0
+    names = sorted(n.attrs["name"] for n in optimized.nodes if n.op == "Fused")
+    assert names == ["fused_conv_add_relu"] * 2 + ["fused_conv_relu"] * 3
+
+
+def test_demo_mlp_dense_layers_become_gemm_with_relu_epilogues():
+    source, optimized = demo("mlp")
+    assert op_counts(optimized)["Gemm"] == 3 and op_counts(optimized)["MatMul"] == 0
+    assert [n.attrs["name"] for n in optimized.nodes if n.op == "Fused"] == ["fused_gemm_relu"] * 2
+
+
+def test_compile_at_O2_matches_O0_through_the_public_api():
+    fast, plain = (minidlc.compile(build_model("mlp"), opt_level=level) for level in (2, 0))
+    feeds = plain.random_inputs(seed=1)
+    got, want = fast.run(feeds), plain.run(feeds)
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
