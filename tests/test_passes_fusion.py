@@ -239,3 +239,24 @@ def test_compile_at_O2_matches_O0_through_the_public_api():
     assert got.keys() == want.keys()
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+
+
+def test_fuse_without_fold_inlines_shape_computations_into_groups():
+    src = """
+    graph main(%x: f32[2,3,4]) {
+      %s = Shape(%x) {start=0} : i64[3]
+      %i = Constant() {value=<i64[1] [0]>} : i64[1]
+      %b = Gather(%s, %i) {axis=0} : i64[1]
+      %m = Constant() {value=<i64[1] [-1]>} : i64[1]
+      %t = Concat(%b, %m) {axis=0} : i64[2]
+      %e = Exp(%x) : f32[2,3,4]
+      %r = Reshape(%e, %t) {allowzero=0} : f32[2,12]
+      %y = Relu(%r) : f32[2,12]
+      return %y
+    }"""
+    g = run_passes(_parse(src), "fuse")
+    body = next(n.body for n in g.nodes if n.op == "Fused")
+    assert [n.op for n in g.nodes] == ["Fused"]  # the shape computation became a literal
+    assert [n.op for n in body.nodes] == ["Constant", "Exp", "Reshape", "Relu"]
+    assert body.nodes[0].attrs["value"].tolist() == [2, -1]
+    assert_same_results(_parse(src), g)

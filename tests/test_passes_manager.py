@@ -170,3 +170,10 @@ def test_format_stats_counts_ops_groups_and_bytes():
     assert "Constant        1        0" in text and "Mul             1        0" in text
     assert "fused groups: 0 (holding 0 nodes); top-level nodes: 3 -> 1" in text
     assert "constant bytes: 4 -> 0" in text
+
+
+def test_print_ir_after_an_unknown_pass_is_an_error():
+    ap = argparse.ArgumentParser()
+    add_pass_arguments(ap)
+    with pytest.raises(ValueError, match=r"--print-ir-after: unknown pass\(es\) \['fusion'\]; available: cse, dce"):
+        pipeline_kwargs_from_args(ap.parse_args(["--print-ir-after=fold,fusion"]))

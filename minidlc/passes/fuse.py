@@ -31,6 +31,7 @@ new group, which its own producers may join later. Walking backwards, `p`'s
 readers are decided before `p`, which is what TVM's post-dominator analysis
 computes in general; requiring that every reader is in the group means the
 group has a single exit, so merging can never create a cycle between groups.
+A value that is a graph output also ends its group (groups have one exit).
 
 Finally every group of two or more nodes becomes one `Fused` node whose
 `body` sub-graph holds the members; single nodes stay as they are.
@@ -108,8 +109,9 @@ def find_groups(graph: Graph) -> list[list[Node]]:
 
     # phase 2: cheap ops join their readers' group when all readers agree
     for p in reversed(graph.nodes):
-        if groups.group(p) is not None or kind(p) not in CHAIN:
-            continue
+        if groups.group(p) is not None or kind(p) not in CHAIN or all(_literal(graph, v) is not None
+                                                                      for v in p.outputs):
+            continue  # (a shape computation is copied into its readers' groups as a literal)
         rs = [r for v in p.outputs for r in readers.get(id(v), [])]
         gids = {groups.group(r) for r in rs}
         exposed = any(id(v) in outputs for v in p.outputs)
@@ -130,11 +132,13 @@ def _group_name(members: list[Node]) -> str:
     return "fused_" + "_".join(ops[:5]) + ("_etc" if len(ops) > 5 else "")
 
 
-def _inlined(graph: Graph, v: Value) -> bool:
-    if graph.const_value(v) is None:
-        return False
-    integer = v.type.dtype.startswith(("i", "u"))
-    return v.type.numel <= (INLINE_INDEX_NUMEL if integer else INLINE_CONSTANT_NUMEL)
+def _literal(graph: Graph, v: Value):
+    """The array to copy into a group body for `v`, or None if `v` stays a group input.
+    Small integer values also come from shape computations that were not folded
+    (`static_value`), since ops such as Reshape need them at compile time."""
+    if v.type.dtype.startswith(("i", "u")):
+        return graph.static_value(v) if v.type.numel <= INLINE_INDEX_NUMEL else None
+    return graph.const_value(v) if v.type.numel <= INLINE_CONSTANT_NUMEL else None
 
 
 def build_body(graph: Graph, members: list[Node], name: str) -> tuple[Graph, list[Value], list[Value]]:
@@ -148,8 +152,9 @@ def build_body(graph: Graph, members: list[Node], name: str) -> tuple[Graph, lis
         for v in n.inputs:
             if v is None or id(v) in defined or id(v) in vmap:
                 continue
-            if _inlined(graph, v):
-                vmap[id(v)] = body.constant(graph.const_value(v), name=v.name, loc=v.loc)
+            literal = _literal(graph, v)
+            if literal is not None:
+                vmap[id(v)] = body.constant(literal, name=v.name, loc=v.loc)
             else:
                 vmap[id(v)] = body.add_input(v.name, v.type, v.loc)
                 params.append(v)

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from ..ir import Graph
 from .instruments import DumpIR, PrintChanged, PrintIR, TimePasses, TraceRewrites, VerifyNumerics
-from .manager import Instrument
+from .manager import PASSES, Instrument
 
 
 def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +48,9 @@ def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
 def pipeline_kwargs_from_args(args: argparse.Namespace, out: TextIO = sys.stdout) -> dict:
     """Keyword arguments for `minidlc.compile` (opt_level, passes, instruments, verify_each)."""
     after = [name for item in args.print_ir_after for name in item.split(",") if name]
+    unknown = sorted(set(after) - set(available_passes()))
+    if unknown:
+        raise ValueError(f"--print-ir-after: unknown pass(es) {unknown}; available: {', '.join(available_passes())}")
     instruments: list[Instrument] = []
     if args.print_ir_before_all or args.print_ir_after_all or after:
         instruments.append(PrintIR(before=args.print_ir_before_all,
@@ -66,6 +69,12 @@ def pipeline_kwargs_from_args(args: argparse.Namespace, out: TextIO = sys.stdout
         instruments.append(Stats(out))
     return {"opt_level": args.opt_level, "passes": args.passes, "instruments": instruments,
             "verify_each": not args.no_verify}
+
+
+def available_passes() -> list[str]:
+    from . import _all  # noqa: F401  (registers every pass)
+
+    return sorted(PASSES)
 
 
 class Stats(Instrument):
