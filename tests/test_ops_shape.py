@@ -296,6 +296,8 @@ def test_shape_computation_chain_gives_static_types():
     assert types["Concat"] == TensorType((2,), "i64")
     assert types["Reshape"] == TensorType((3, 20), "f32")
     check_vs_onnxruntime(model, {"x": X})
+    folded = minidlc.compile(model, target="reference", opt_level=1).graph
+    assert [n.op for n in folded.nodes] == ["Constant", "Reshape"]  # the shape computation folded away
 
 
 # ---- errors name the node and say what is wrong -------------------------------------------
