@@ -1,0 +1,539 @@
+"""The LLVM CPU backend: loop IR -> LLVM IR (llvmlite) -> native code, JIT-compiled.
+
+Each kernel becomes one LLVM function per top-level statement (a *stage*)
+with the signature `void stage(i8** buffers, i64 lo, i64 hi)`. A stage whose
+statement is a parallel loop runs iterations [lo, hi) of it, so the runtime
+splits it across threads (ctypes releases the GIL during the call); other
+stages ignore lo and hi. The module is optimized at O3 for the host CPU (its
+name and features, so AVX2/AVX-512 and FMA are used) and the object code is
+cached on disk under its content hash.
+
+Groups without a native lowering run their NumPy reference implementation;
+`emit("loops")` lists them.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+
+from ..ir import Graph, Node
+from ..loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
+                        Seq, Stmt, Store, Var)
+from ..loops.lower import LoweredGroup, Unsupported, lower_group
+from ..loops.plan import MemoryPlan, plan_memory
+from ..loops.printer import print_kernel
+from ..loops.rules import VIEW_OPS
+from ..loops.schedule import default_schedule
+from ..loops.verify import verify_kernel
+
+_TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType(), "i8": ir.IntType(8), "u8": ir.IntType(8),
+          "i16": ir.IntType(16), "i32": ir.IntType(32), "i64": ir.IntType(64), "bool": ir.IntType(1)}
+_MEM = dict(_TYPES, bool=ir.IntType(8))
+_ALIGN = {"f32": 4, "f64": 8, "i8": 1, "u8": 1, "i16": 2, "i32": 4, "i64": 8, "bool": 1}  # bools are bytes in memory, i1 in registers
+# Floating-point flags: contraction into FMA everywhere; reassociation only inside
+# loops marked vectorized, where a reduction may be split into vector lanes (and
+# nowhere else, so that LLVM does not vectorize, say, GEMM's k loop across k).
+_CONTRACT = ("contract",)
+_REASSOC = ("contract", "reassoc", "nsz")
+_PTR = ir.IntType(8).as_pointer()
+_STAGE = ir.FunctionType(ir.VoidType(), [_PTR.as_pointer(), ir.IntType(64), ir.IntType(64)])
+_INTRINSIC = {"exp": "llvm.exp", "log": "llvm.log", "sqrt": "llvm.sqrt", "sin": "llvm.sin", "cos": "llvm.cos",
+              "floor": "llvm.floor", "ceil": "llvm.ceil", "round": "llvm.roundeven", "pow": "llvm.pow"}
+_LIBM = {"tanh": ("tanhf", "tanh"), "erf": ("erff", "erf")}
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype in ("f32", "f64")
+
+
+def _like(scalar_type, v: ir.Value):
+    """`scalar_type`, or a vector of it when v is a vector (for the vector emitter)."""
+    return ir.VectorType(scalar_type, v.type.count) if isinstance(v.type, ir.VectorType) else scalar_type
+
+
+def _const(v: ir.Value, x):
+    """The constant x with v's type (splat for vectors)."""
+    if isinstance(v.type, ir.VectorType):
+        return ir.Constant(v.type, [ir.Constant(v.type.element, x)] * v.type.count)
+    return ir.Constant(v.type, x)
+
+
+class KernelCodegen:
+    """Emits the stages of one kernel into an llvmlite module."""
+
+    def __init__(self, module: ir.Module, kernel: Kernel):
+        self.module, self.kernel = module, kernel
+        self.dtypes = {p.name: p.dtype for p in kernel.params}
+        self.stages: list[tuple[str, int | None]] = []  # (function name, parallel extent or None)
+
+    def emit(self) -> list[tuple[str, int | None]]:
+        body = self.kernel.body
+        for i, s in enumerate(body.stmts if isinstance(body, Seq) else (body,)):
+            name = f"{self.kernel.name}_s{i}"
+            fn = ir.Function(self.module, _STAGE, name)
+            fn.attributes.add("nounwind")
+            self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+            self.entry = self.b.block
+            args, lo, hi = fn.args
+            self.bufs = {}
+            for j, p in enumerate(self.kernel.params):
+                raw = self.b.load(self.b.gep(args, [ir.Constant(ir.IntType(64), j)]))
+                self.bufs[p.name] = self.b.bitcast(raw, _MEM[p.dtype].as_pointer())
+            self.env: dict[Var, ir.Value] = {}
+            self.vectorized = 0  # depth of enclosing vectorized loops
+            self.indexing = 0  # > 0 while emitting a buffer index
+            parallel = isinstance(s, For) and s.kind == LoopKind.PARALLEL and isinstance(s.extent, Const)
+            if parallel:
+                self.loop(s, lo, hi)
+            else:
+                self.stmt(s)
+            self.b.ret_void()
+            self.stages.append((name, int(s.extent.value) if parallel else None))
+        return self.stages
+
+    # ---- statements ------------------------------------------------------------------
+    def stmt(self, s: Stmt) -> None:
+        if isinstance(s, For):
+            if s.kind == LoopKind.UNROLLED and isinstance(s.extent, Const):
+                for i in range(int(s.extent.value)):
+                    self.env[s.var] = ir.Constant(ir.IntType(64), i)
+                    self.stmt(s.body)
+                del self.env[s.var]
+            else:
+                self.loop(s, ir.Constant(ir.IntType(64), 0), self.expr(s.extent))
+        elif isinstance(s, Store):
+            ptr = self.b.gep(self.bufs[s.buf], [self.index(s.index)], inbounds=True)
+            value = self.expr(s.value)
+            if self.dtypes[s.buf] == "bool":
+                value = self.b.zext(value, ir.IntType(8))
+            self.b.store(value, ptr)
+        elif isinstance(s, Allocate):
+            with self.b.goto_block(self.entry):  # allocas in the entry block: mem2reg/SROA promote them
+                self.b.position_at_start(self.entry)
+                self.bufs[s.buf] = self.b.alloca(_MEM[s.dtype], s.size, name=s.buf)
+            self.dtypes[s.buf] = s.dtype
+            self.stmt(s.body)
+        elif isinstance(s, If):
+            cond = self.expr(s.cond)
+            if s.orelse is None:
+                with self.b.if_then(cond):
+                    self.stmt(s.then)
+            else:
+                with self.b.if_else(cond) as (then, orelse):
+                    with then:
+                        self.stmt(s.then)
+                    with orelse:
+                        self.stmt(s.orelse)
+        elif isinstance(s, Seq):
+            for x in s.stmts:
+                self.stmt(x)
+        else:
+            raise TypeError(f"cannot emit {s!r}")
+
+    def loop(self, s: For, start: ir.Value, stop: ir.Value) -> None:
+        if (s.kind == LoopKind.VECTORIZED and isinstance(s.extent, Const) and 1 < s.extent.value <= MAX_VECTOR
+                and isinstance(s.body, Store)):
+            return VectorCodegen(self, s.var, int(s.extent.value)).store(s.body)
+        i64 = ir.IntType(64)
+        pre = self.b.block
+        head = self.b.append_basic_block(f"{s.var.name}.head")
+        body = self.b.append_basic_block(f"{s.var.name}.body")
+        done = self.b.append_basic_block(f"{s.var.name}.end")
+        self.b.branch(head)
+        self.b.position_at_end(head)
+        i = self.b.phi(i64, name=s.var.name)
+        i.add_incoming(start, pre)
+        self.b.cbranch(self.b.icmp_signed("<", i, stop), body, done)
+        self.b.position_at_end(body)
+        self.env[s.var] = i
+        vec = s.kind == LoopKind.VECTORIZED
+        self.vectorized += vec
+        self.stmt(s.body)
+        self.vectorized -= vec
+        nxt = self.b.add(i, ir.Constant(i64, 1), flags=["nsw"])
+        i.add_incoming(nxt, self.b.block)
+        self.b.branch(head)
+        self.b.position_at_end(done)
+        del self.env[s.var]
+
+    # ---- expressions -----------------------------------------------------------------
+    def index(self, e: Expr) -> ir.Value:
+        """A buffer index: its arithmetic is emitted with no-signed-wrap flags."""
+        self.indexing += 1
+        try:
+            return self.expr(e)
+        finally:
+            self.indexing -= 1
+
+    def expr(self, e: Expr, sub=None) -> ir.Value:
+        """Emit e; its operands are emitted by `sub` (the vector emitter passes its own)."""
+        b, sub = self.b, sub or self.expr
+        if isinstance(e, Var):
+            return self.env[e]
+        if isinstance(e, Const):
+            t = _TYPES[e.dtype]
+            return ir.Constant(t, float(e.value) if _is_float(e.dtype) else int(bool(e.value)) if e.dtype == "bool"
+                               else int(e.value))
+        if isinstance(e, Load):
+            v = b.load(b.gep(self.bufs[e.buf], [self.index(e.index)], inbounds=True))
+            return b.trunc(v, ir.IntType(1)) if e.dtype == "bool" else v
+        if isinstance(e, Binary):
+            return self.binary(e.op, sub(e.a), sub(e.b), e.a.dtype)
+        if isinstance(e, Compare):
+            a, c = sub(e.a), sub(e.b)
+            if _is_float(e.a.dtype):
+                return b.fcmp_unordered(e.op, a, c) if e.op == "!=" else b.fcmp_ordered(e.op, a, c)
+            if e.a.dtype in ("u8", "bool"):
+                return b.icmp_unsigned(e.op, a, c)
+            return b.icmp_signed(e.op, a, c)
+        if isinstance(e, Select):
+            return b.select(sub(e.cond), sub(e.a), sub(e.b))
+        if isinstance(e, Cast):
+            return self.cast(sub(e.value), e.value.dtype, e.dtype)
+        if isinstance(e, Call):
+            return self.call(e.fn, [sub(a) for a in e.args], e.dtype)
+        raise TypeError(f"cannot emit {e!r}")
+
+    def binary(self, op: str, a, c, dtype: str):
+        b = self.b
+        if _is_float(dtype):
+            if op in ("min", "max"):
+                return self.intrinsic("llvm.minimum" if op == "min" else "llvm.maximum", [a, c], dtype)
+            if op == "mod":  # floor modulo: fix the sign of C's remainder
+                r = b.frem(a, c)
+                fix = b.and_(b.fcmp_ordered("!=", r, _const(r, 0.0)),
+                             b.xor(b.fcmp_ordered("<", r, _const(r, 0.0)), b.fcmp_ordered("<", c, _const(r, 0.0))))
+                return b.select(fix, b.fadd(r, c), r)
+            fn = {"+": b.fadd, "-": b.fsub, "*": b.fmul, "/": b.fdiv, "%": b.frem}[op]
+            return fn(a, c, flags=_REASSOC if self.vectorized else _CONTRACT)
+        unsigned = dtype in ("u8", "bool")
+        if op in ("min", "max"):
+            cmp = b.icmp_unsigned if unsigned else b.icmp_signed
+            return b.select(cmp("<" if op == "min" else ">", a, c), a, c)
+        if op in ("+", "-", "*"):
+            # index arithmetic never wraps (buffers are small); saying so lets LLVM
+            # see that neighbouring elements are adjacent in memory, and vectorize
+            fn = {"+": b.add, "-": b.sub, "*": b.mul}[op]
+            return fn(a, c, flags=["nsw"] if self.indexing else [])
+        fn = {"and": b.and_, "or": b.or_, "xor": b.xor,
+              "/": b.udiv if unsigned else b.sdiv, "%": b.urem if unsigned else b.srem}[op]
+        return fn(a, c)
+
+    def cast(self, v, src: str, dst: str):
+        b, t = self.b, _like(_TYPES[dst], v)
+        if src == dst:
+            return v
+        if dst == "bool":
+            zero = _const(v, 0.0 if _is_float(src) else 0)
+            return b.fcmp_unordered("!=", v, zero) if _is_float(src) else b.icmp_unsigned("!=", v, zero)
+        if _is_float(src) and _is_float(dst):
+            return b.fpext(v, t) if dst == "f64" else b.fptrunc(v, t)
+        if _is_float(src):
+            return b.fptoui(v, t) if dst == "u8" else b.fptosi(v, t)
+        if _is_float(dst):
+            return b.uitofp(v, t) if src in ("u8", "bool") else b.sitofp(v, t)
+        width, src_width = _TYPES[dst].width, _TYPES[src].width
+        if width > src_width:
+            return b.zext(v, t) if src in ("u8", "bool") else b.sext(v, t)
+        return b.trunc(v, t) if width < src_width else v
+
+    def call(self, fn: str, args, dtype: str):
+        b = self.b
+        if fn == "neg":
+            return b.fneg(args[0]) if _is_float(dtype) else b.neg(args[0])
+        if fn == "abs":
+            if _is_float(dtype):
+                return self.intrinsic("llvm.fabs", args, dtype)
+            return b.select(b.icmp_signed("<", args[0], _const(args[0], 0)), b.neg(args[0]), args[0])
+        if fn in _INTRINSIC:
+            return self.intrinsic(_INTRINSIC[fn], args, dtype)
+        name = _LIBM[fn][0 if dtype == "f32" else 1]
+        t = args[0].type
+        f = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(t, [t] * len(args)), name)
+        return b.call(f, args)
+
+    def intrinsic(self, name: str, args, dtype: str):
+        t = args[0].type
+        suffix = "f32" if dtype == "f32" else "f64"
+        full = f"{name}.v{t.count}{suffix}" if isinstance(t, ir.VectorType) else f"{name}.{suffix}"
+        f = self.module.globals.get(full) or ir.Function(self.module, ir.FunctionType(t, [t] * len(args)), full)
+        return self.b.call(f, args, fastmath=("contract",))
+
+
+MAX_VECTOR = 64  # longer vectorized loops are left to LLVM's loop vectorizer
+
+
+class VectorCodegen:
+    """Straight-line vector code for `for (v < W) buf[i(v)] = e(v)`  // vectorized.
+
+    Every expression becomes a <W x T> value: a load or store whose index is
+    `base + v` is one vector memory access, an index that does not depend on
+    v is a scalar load and a broadcast, anything else is W scalar accesses.
+    """
+
+    def __init__(self, cg: KernelCodegen, var: Var, width: int):
+        self.cg, self.b, self.var, self.w = cg, cg.b, var, width
+
+    def store(self, s: Store) -> None:
+        value = self.expr(s.value)
+        if self.cg.dtypes[s.buf] == "bool":
+            value = self.b.zext(value, ir.VectorType(ir.IntType(8), self.w))
+        base = self._unit_base(s.index)
+        if base is not None:
+            # element alignment only: a vector's natural alignment is not guaranteed
+            self.b.store(value, self._vec_ptr(s.buf, base, value.type), align=_ALIGN[self.cg.dtypes[s.buf]])
+            return
+        for lane in range(self.w):
+            self.cg.env[self.var] = ir.Constant(ir.IntType(64), lane)
+            ptr = self.b.gep(self.cg.bufs[s.buf], [self.cg.index(s.index)], inbounds=True)
+            self.b.store(self.b.extract_element(value, ir.Constant(ir.IntType(32), lane)), ptr)
+        del self.cg.env[self.var]
+
+    def _unit_base(self, index: Expr) -> Expr | None:
+        """`base` when index == base + var (base free of var), else None."""
+        from ..loops.simplify import simplify
+        from ..loops.transform import substitute
+
+        coeff = _coefficient(index, self.var)
+        if coeff != 1:
+            return None
+        return simplify(substitute(index, {self.var: Const(0)}))
+
+    def _vec_ptr(self, buf: str, base: Expr, vtype) -> ir.Value:
+        ptr = self.b.gep(self.cg.bufs[buf], [self.cg.index(base)], inbounds=True)
+        return self.b.bitcast(ptr, vtype.as_pointer())
+
+    def splat(self, scalar: ir.Value) -> ir.Value:
+        vec = self.b.insert_element(ir.Constant(ir.VectorType(scalar.type, self.w), ir.Undefined), scalar,
+                                    ir.Constant(ir.IntType(32), 0))
+        return self.b.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), self.w), [0] * self.w))
+
+    def expr(self, e: Expr) -> ir.Value:
+        b, cg = self.b, self.cg
+        if _coefficient(e, self.var) == 0:  # uniform across lanes: compute once, broadcast
+            return self.splat(cg.expr(e))
+        if isinstance(e, Var):
+            return ir.Constant(ir.VectorType(ir.IntType(64), self.w), list(range(self.w)))
+        if isinstance(e, Load):
+            base = self._unit_base(e.index)
+            if base is not None and e.dtype != "bool":
+                return b.load(self._vec_ptr(e.buf, base, ir.VectorType(_MEM[e.dtype], self.w)), align=_ALIGN[e.dtype])
+            lanes = []
+            for lane in range(self.w):
+                cg.env[self.var] = ir.Constant(ir.IntType(64), lane)
+                lanes.append(cg.expr(e))
+            del cg.env[self.var]
+            vec = ir.Constant(ir.VectorType(lanes[0].type, self.w), ir.Undefined)
+            for lane, x in enumerate(lanes):
+                vec = b.insert_element(vec, x, ir.Constant(ir.IntType(32), lane))
+            return vec
+        if isinstance(e, Call) and e.fn in _LIBM:  # no vector libm: one call per lane
+            arg = self.expr(e.args[0])
+            vec = ir.Constant(arg.type, ir.Undefined)
+            for lane in range(self.w):
+                x = b.extract_element(arg, ir.Constant(ir.IntType(32), lane))
+                vec = b.insert_element(vec, cg.call(e.fn, [x], e.dtype), ir.Constant(ir.IntType(32), lane))
+            return vec
+        return cg.expr(e, sub=self.expr)  # arithmetic: the scalar instructions work on vectors too
+
+
+def _coefficient(e: Expr, var: Var) -> int | None:
+    """The coefficient of `var` in `e` when e is affine in var (0: independent), else None."""
+    if e == var:
+        return 1
+    if isinstance(e, (Const,)):
+        return 0
+    if isinstance(e, Var):
+        return 0
+    if isinstance(e, Binary) and e.op in ("+", "-") and e.dtype == "i64":
+        a, c = _coefficient(e.a, var), _coefficient(e.b, var)
+        return None if a is None or c is None else a + c if e.op == "+" else a - c
+    if isinstance(e, Binary) and e.op == "*" and e.dtype == "i64":
+        a, c = _coefficient(e.a, var), _coefficient(e.b, var)
+        if a == 0 and c is not None and isinstance(e.a, Const):
+            return c * int(e.a.value)
+        if c == 0 and a is not None and isinstance(e.b, Const):
+            return a * int(e.b.value)
+        return 0 if a == 0 and c == 0 else None
+    from ..loops.transform import walk_exprs
+
+    return 0 if var not in walk_exprs(e) else None
+
+
+# ---- JIT -------------------------------------------------------------------------------
+_INITIALIZED = False
+CACHE_DIR = Path(os.environ.get("MINIDLC_CACHE", Path.home() / ".cache" / "minidlc"))
+
+
+def _target_machine():
+    global _INITIALIZED
+    if not _INITIALIZED:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        _INITIALIZED = True
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+                                        opt=3, codemodel="jitdefault")
+
+
+class JitModule:
+    """An LLVM module optimized at O3 and compiled; object code cached on disk."""
+
+    def __init__(self, module: ir.Module):
+        self.tm = _target_machine()
+        module.triple = llvm.get_process_triple()
+        module.data_layout = str(self.tm.target_data)
+        self.ir_text = str(module)
+        key = hashlib.sha256("\n".join([self.ir_text, llvm.get_host_cpu_name(),
+                                        llvm.get_host_cpu_features().flatten(), llvm.__name__]).encode()).hexdigest()
+        self.cache_file = CACHE_DIR / f"{key}.o"
+        self.mod = llvm.parse_assembly(self.ir_text)
+        self.mod.verify()
+        self.cached = self.cache_file.exists()
+        if not self.cached:
+            pto = llvm.create_pipeline_tuning_options(speed_level=3)
+            pb = llvm.create_pass_builder(self.tm, pto)
+            pb.getModulePassManager().run(self.mod, pb)
+        self.engine = llvm.create_mcjit_compiler(self.mod, self.tm)
+        self.engine.set_object_cache(self._notify, self._load)
+        self.engine.finalize_object()
+
+    def _notify(self, module, data: bytes) -> None:
+        try:
+            CACHE_DIR.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(self.cache_file)
+        except OSError:
+            pass  # a read-only home: run uncached
+
+    def _load(self, module) -> bytes | None:
+        return self.cache_file.read_bytes() if self.cached else None
+
+    def function(self, name: str):
+        return ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)(
+            self.engine.get_function_address(name))
+
+    def llvm_ir(self) -> str:
+        return self.ir_text if self.cached else str(self.mod)
+
+    def asm(self) -> str:
+        return self.tm.emit_assembly(llvm.parse_assembly(self.ir_text) if self.cached else self.mod)
+
+
+# ---- the executable -----------------------------------------------------------------------
+@dataclass
+class Step:
+    """One group of the graph: a native kernel, a view, or a NumPy fallback."""
+
+    node: Node
+    kind: str  # "native" | "view" | "numpy"
+    lowered: LoweredGroup | None = None
+    reason: str = ""
+
+
+def _plan_steps(graph: Graph, schedule: bool) -> list[Step]:
+    steps, names = [], set()
+    for node in graph.nodes:
+        if node.op == "Constant":
+            continue
+        if node.op in VIEW_OPS or node.op == "Identity":
+            steps.append(Step(node, "view"))
+            continue
+        base = "k_" + "".join(c if c.isalnum() else "_" for c in (node.attrs.get("name") if node.body else node.op.lower()))
+        name, i = base, 1
+        while name in names:
+            name, i = f"{base}_{i}", i + 1
+        names.add(name)
+        try:
+            lowered = lower_group(node, name)
+            if schedule:
+                lowered.kernel = default_schedule(lowered.kernel)
+            verify_kernel(lowered.kernel)
+            steps.append(Step(node, "native", lowered))
+        except Unsupported as e:
+            steps.append(Step(node, "numpy", reason=str(e)))
+    return steps
+
+
+class LLVMExecutable:
+    def __init__(self, graph: Graph, threads: int | None = None, schedule: bool = True):
+        self.graph = graph
+        self.threads = threads or os.cpu_count() or 1
+        self.steps = _plan_steps(graph, schedule)
+        module = ir.Module(name=graph.name)
+        stage_names = {id(s): KernelCodegen(module, s.lowered.kernel).emit() for s in self.steps if s.kind == "native"}
+        self.jit = JitModule(module)
+        self.plan: MemoryPlan = plan_memory(graph, self.steps)
+        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.calls = [self._bind(s, stage_names.get(id(s), [])) for s in self.steps]
+
+    def _bind(self, step: Step, stages):
+        """A closure that runs one step over the arena (pointer arrays built once)."""
+        plan = self.plan
+        if step.kind == "view":
+            return None
+        if step.kind == "numpy":
+            ins = [None if v is None else plan.array(v) for v in step.node.inputs]
+            outs = [plan.array(v) for v in step.node.outputs]
+
+            def run_numpy():
+                results = step.node.opdef.evaluate([None if a is None else a for a in ins], step.node.attrs)
+                for dst, src in zip(outs, results):
+                    np.copyto(dst, np.asarray(src).reshape(dst.shape), casting="unsafe")
+            return run_numpy
+        ptrs = (ctypes.c_void_p * len(step.lowered.bindings))(*[plan.pointer(step.node, bnd) for bnd in step.lowered.bindings])
+        fns = [(self.jit.function(name), extent) for name, extent in stages]
+        pool, threads = self.pool, self.threads
+
+        def run_native():
+            for fn, extent in fns:
+                if extent is None or pool is None or extent < 2:
+                    fn(ptrs, 0, extent or 0)
+                else:
+                    chunk = -(-extent // threads)
+                    futures = [pool.submit(fn, ptrs, lo, min(lo + chunk, extent)) for lo in range(0, extent, chunk)]
+                    for f in futures:
+                        f.result()
+        run_native.keep = (ptrs, fns)
+        return run_native
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        for v, a in zip(self.graph.inputs, arrays):
+            np.copyto(self.plan.array(v), a)
+        for call in self.calls:
+            if call is not None:
+                call()
+        return [self.plan.array(v).copy() for v in self.graph.outputs]
+
+    def emit(self, stage: str) -> str:
+        if stage == "loops":
+            parts = []
+            for s in self.steps:
+                if s.kind == "native":
+                    parts.append(print_kernel(s.lowered.kernel))
+                elif s.kind == "view":
+                    parts.append(f"// {s.node.describe()}: a view of %{s.node.inputs[0].name}, no copy")
+                else:
+                    parts.append(f"// {s.node.describe()}: runs on NumPy (fallback: {s.reason})")
+            parts.append(self.plan.describe())
+            return "\n\n".join(parts)
+        if stage == "llvm":
+            return self.jit.llvm_ir()
+        if stage == "asm":
+            return self.jit.asm()
+        raise ValueError(f"the llvm backend emits 'loops', 'llvm' or 'asm', not {stage!r}")
+
+
+def build(graph: Graph, threads: int | None = None, schedule: bool = True, **options) -> LLVMExecutable:
+    if options:
+        raise TypeError(f"unknown llvm backend option(s): {sorted(options)}; it takes threads=, schedule=")
+    return LLVMExecutable(graph, threads, schedule)

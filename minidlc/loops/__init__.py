@@ -1,0 +1,18 @@
+"""Loop IR and everything that makes and transforms it.
+
+ir.py         the dataclasses (Kernel, For, Store, Load, ...)
+printer.py    C-like text
+verify.py     scoping, dtypes, provably in-bounds accesses
+simplify.py   index-expression simplifier
+rules.py      each op's element as an expression (operator inlining)
+lower.py      a fused group -> one kernel; reduce.py and gemm.py for the loops that reduce
+schedule.py   split, reorder, fuse, vectorize, parallel, unroll; the default schedule
+plan.py       the memory plan (one arena, reuse by liveness)
+"""
+from .ir import (Allocate, Binary, Call, Cast, Compare, Const, For, If, Kernel, Load, LoopKind, Param, Select, Seq,
+                 Store, Var)
+from .printer import print_kernel
+from .verify import LoopIRError, verify_kernel
+
+__all__ = ["Allocate", "Binary", "Call", "Cast", "Compare", "Const", "For", "If", "Kernel", "Load", "LoopKind", "Param",
+           "Select", "Seq", "Store", "Var", "print_kernel", "verify_kernel", "LoopIRError"]

@@ -1,0 +1,204 @@
+"""Loop IR: kernels over flat buffers, as frozen dataclasses.
+
+A `Kernel` has parameters (flat buffers: a name, a dtype and a length) and a
+body of statements. Indices are i64 expressions over loop variables; every
+buffer access is `buf[index]` into the flat storage, so a lowering decides
+the layout (row-major strides, packed panels) and the backend only sees
+pointer arithmetic.
+
+Expressions: Var, Const, Load, Binary (arithmetic, min/max), Compare, Select,
+Cast, Call (exp, log, tanh, sqrt, erf, ...). Statements: For, Store, Allocate
+(a small kernel-local array, e.g. an accumulator or a register block), If and
+Seq. Nodes are immutable and hashable, so schedules build new trees and never
+edit old ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Union
+
+INDEX = "i64"  # the dtype of loop variables and buffer indices
+
+
+# ---- expressions ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Var:
+    name: str
+    dtype: str = INDEX
+
+
+@dataclass(frozen=True)
+class Const:
+    value: float | int | bool
+    dtype: str = INDEX
+
+
+@dataclass(frozen=True)
+class Load:
+    buf: str
+    index: "Expr"
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Binary:
+    """op is one of + - * / % (C semantics: / truncates, % takes the sign of
+    the dividend), mod (floor modulo, as Python and NumPy), min, max (NaN
+    propagating on floats), and, or, xor."""
+
+    op: str
+    a: "Expr"
+    b: "Expr"
+
+    @property
+    def dtype(self) -> str:
+        return self.a.dtype
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: str  # == != < <= > >=
+    a: "Expr"
+    b: "Expr"
+    dtype: str = field(default="bool", init=False)
+
+
+@dataclass(frozen=True)
+class Select:
+    cond: "Expr"
+    a: "Expr"
+    b: "Expr"
+
+    @property
+    def dtype(self) -> str:
+        return self.a.dtype
+
+
+@dataclass(frozen=True)
+class Cast:
+    value: "Expr"
+    dtype: str
+
+
+# Calls the backends know: name -> number of arguments. All compute in the
+# argument dtype (floats), except abs/neg which also take integers.
+CALLS = {"exp": 1, "log": 1, "sqrt": 1, "tanh": 1, "erf": 1, "sin": 1, "cos": 1, "abs": 1,
+         "floor": 1, "ceil": 1, "round": 1, "pow": 2, "neg": 1}
+
+
+@dataclass(frozen=True)
+class Call:
+    fn: str
+    args: tuple["Expr", ...]
+
+    @property
+    def dtype(self) -> str:
+        return self.args[0].dtype
+
+
+Expr = Union[Var, Const, Load, Binary, Compare, Select, Cast, Call]
+
+
+# ---- statements -----------------------------------------------------------------
+class LoopKind(str, Enum):
+    SERIAL = "serial"
+    PARALLEL = "parallel"      # iterations run on several threads
+    VECTORIZED = "vectorized"  # the backend vectorizes this (innermost) loop
+    UNROLLED = "unrolled"      # the backend unrolls this loop fully
+
+
+@dataclass(frozen=True)
+class For:
+    """for var in [0, extent): body."""
+
+    var: Var
+    extent: Expr
+    body: "Stmt"
+    kind: LoopKind = LoopKind.SERIAL
+
+
+@dataclass(frozen=True)
+class Store:
+    buf: str
+    index: Expr
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Allocate:
+    """A kernel-local array `buf` of `size` elements, live inside `body`."""
+
+    buf: str
+    dtype: str
+    size: int
+    body: "Stmt"
+
+
+@dataclass(frozen=True)
+class If:
+    cond: Expr
+    then: "Stmt"
+    orelse: "Stmt | None" = None
+
+
+@dataclass(frozen=True)
+class Seq:
+    stmts: tuple["Stmt", ...]
+
+
+Stmt = Union[For, Store, Allocate, If, Seq]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A kernel parameter: a flat buffer of `size` elements of `dtype`."""
+
+    name: str
+    dtype: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str
+    params: tuple[Param, ...]
+    body: Stmt
+
+
+# ---- small constructors that keep lowering code short -------------------------------
+def const(value, dtype: str = INDEX) -> Const:
+    return Const(value, dtype)
+
+
+def add(a: Expr, b: Expr) -> Expr:
+    return Binary("+", a, b)
+
+
+def mul(a: Expr, b: Expr) -> Expr:
+    return Binary("*", a, b)
+
+
+def seq(*stmts: "Stmt | None") -> Stmt:
+    """A Seq of the given statements, flattening nested Seqs and dropping None."""
+    out: list[Stmt] = []
+    for s in stmts:
+        if s is None:
+            continue
+        out.extend(s.stmts if isinstance(s, Seq) else (s,))
+    return out[0] if len(out) == 1 else Seq(tuple(out))
+
+
+def loop_nest(vars_: list[Var], extents: list[int], body: Stmt) -> Stmt:
+    """Nested serial loops, first variable outermost."""
+    for v, n in reversed(list(zip(vars_, extents))):
+        body = For(v, const(n), body)
+    return body
+
+
+def row_major(index: list[Expr], shape: tuple[int, ...]) -> Expr:
+    """The flat offset of a multi-index into a row-major tensor of `shape`."""
+    flat: Expr = const(0)
+    for i, n in zip(index, shape):
+        flat = add(mul(flat, const(n)), i)
+    return flat

@@ -1,0 +1,220 @@
+"""Lowering: one fused group (or one plain node) becomes one loop-IR kernel.
+
+Values inside a group are either *inlined* (an op with a compute rule: its
+element is an expression, substituted into its consumers) or *materialized*
+into a buffer: the group's outputs, and the results of reductions and
+matmuls, which need loops of their own. Group inputs and weights become
+kernel parameters; materialized values that are not group outputs live in
+scratch parameters the runtime places in its arena.
+
+A node with no lowering raises `Unsupported`; the backend then runs that
+group with the NumPy reference (and `emit("loops")` says so).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from itertools import count
+
+import numpy as np
+
+from ..ir import Graph, Node, Value
+from .ir import Allocate, Const, Expr, For, Kernel, Load, Param, Stmt, Store, Var, const, loop_nest, row_major, seq
+from .rules import NATIVE_DTYPES, RULES, Unsupported
+from .simplify import simplify_kernel
+
+
+@dataclass
+class Binding:
+    """What runtime buffer a kernel parameter is: a group input or output
+    (by position), a constant array, or scratch memory."""
+
+    param: Param
+    role: str  # "input" | "output" | "const" | "scratch"
+    index: int | None = None
+    array: np.ndarray | None = None
+
+
+@dataclass
+class LoweredGroup:
+    kernel: Kernel
+    bindings: list[Binding]
+
+
+@dataclass
+class Group:
+    """A group as lowering sees it: body nodes, and the body values that are
+    its inputs and outputs (for a plain node, the node's own values)."""
+
+    name: str
+    nodes: list[Node]
+    inputs: list[Value]
+    outputs: list[Value]
+    constants: dict[int, np.ndarray]  # id(input) -> its value, for inputs that are weights
+
+    @staticmethod
+    def of(node: Node) -> "Group":
+        outer = [v for v in node.inputs if v is not None]
+        consts = [v.producer.attrs["value"] if v.producer is not None and v.producer.op == "Constant" else None
+                  for v in outer]
+        if node.body is not None:
+            body: Graph = node.body
+            inputs = list(body.inputs)
+            return Group(node.attrs.get("name") or "fused", list(body.nodes), inputs, list(body.outputs),
+                         {id(v): c for v, c in zip(inputs, consts) if c is not None})
+        return Group(node.op.lower(), [node], outer, list(node.outputs),
+                     {id(v): c for v, c in zip(outer, consts) if c is not None})
+
+
+class Lowerer:
+    """Builds one kernel; `read(value, idx)` is the heart of operator inlining."""
+
+    def __init__(self, group: Group, name: str):
+        self.group = group
+        self.name = name
+        self.bindings: list[Binding] = []
+        self.buffers: dict[int, str] = {}  # id(value) -> parameter holding it
+        self.special: dict[int, object] = {}  # id(value) -> idx -> Expr (e.g. a GEMM accumulator)
+        self.users: dict[int, list[Node]] = {}
+        self._names: set[str] = set()
+        self._vars = count()
+        for n in group.nodes:
+            for v in n.inputs:
+                if v is not None:
+                    self.users.setdefault(id(v), []).append(n)
+        for i, v in enumerate(group.inputs):
+            self.buffers[id(v)] = self.param(v, "input", i).name
+        self.out_index = {id(v): i for i, v in enumerate(group.outputs)}
+
+    # ---- parameters and names ---------------------------------------------------
+    def fresh(self, hint: str) -> str:
+        base = re.sub(r"\W", "_", hint) or "b"
+        if base[0].isdigit():
+            base = "v" + base
+        name, k = base, 1
+        while name in self._names:
+            name, k = f"{base}_{k}", k + 1
+        self._names.add(name)
+        return name
+
+    def var(self, hint: str = "i") -> Var:
+        return Var(f"{hint}{next(self._vars)}")
+
+    def vars(self, n: int, hint: str = "i") -> list[Var]:
+        return [self.var(hint) for _ in range(n)]
+
+    def param(self, v: Value, role: str, index=None, array=None) -> Param:
+        dtype = v.type.dtype
+        if dtype not in NATIVE_DTYPES:
+            raise Unsupported(f"dtype {dtype} of %{v.name}")
+        p = Param(self.fresh(v.name), dtype, max(v.type.numel, 1))
+        self.bindings.append(Binding(p, role, index, array))
+        return p
+
+    def scratch(self, hint: str, dtype: str, size: int) -> str:
+        p = Param(self.fresh(hint), dtype, max(size, 1))
+        self.bindings.append(Binding(p, "scratch"))
+        return p.name
+
+    def constant_param(self, hint: str, array: np.ndarray, dtype: str) -> str:
+        p = Param(self.fresh(hint), dtype, max(array.size, 1))
+        self.bindings.append(Binding(p, "const", array=np.ascontiguousarray(array)))
+        return p.name
+
+    def buffer_for(self, v: Value) -> str:
+        """The buffer a materialized value is stored into (a group output or scratch)."""
+        if id(v) in self.out_index:
+            name = self.param(v, "output", self.out_index[id(v)]).name
+        else:
+            if v.type.dtype not in NATIVE_DTYPES:
+                raise Unsupported(f"dtype {v.type.dtype} of %{v.name}")
+            name = self.scratch(v.name, v.type.dtype, v.type.numel)
+        return name
+
+    def group_const(self, v: Value) -> np.ndarray | None:
+        """The array of a weight (a constant input of the group or a Constant in it)."""
+        if id(v) in self.group.constants:
+            return self.group.constants[id(v)]
+        if v.producer is not None and v.producer.op == "Constant":
+            return v.producer.attrs["value"]
+        return None
+
+    # ---- reading values -----------------------------------------------------------
+    def read(self, v: Value, idx: list[Expr]) -> Expr:
+        """The element of `v` at multi-index `idx`, inlining producers with a rule."""
+        if id(v) in self.special:
+            return self.special[id(v)](idx)
+        if id(v) in self.buffers:
+            return Load(self.buffers[id(v)], row_major(idx, v.type.shape), v.type.dtype)
+        node = v.producer
+        if node is not None and node.op == "Constant":
+            array = node.attrs["value"]
+            if array.size == 1 and v.type.dtype in NATIVE_DTYPES:
+                return Const(array.reshape(()).item(), v.type.dtype)
+            self.buffers[id(v)] = self.constant_param(v.name, array, v.type.dtype)
+            return self.read(v, idx)
+        if node is None or node.op not in RULES or len(node.outputs) != 1:
+            raise Unsupported(f"{node.op if node else '?'} has no compute rule")
+        return RULES[node.op](node, idx, lambda i, ix: self.read(node.inputs[i], ix))
+
+    def store_all(self, v: Value, expr_of=None) -> Stmt:
+        """Loops that write every element of `v` into its buffer."""
+        buf = self.buffer_for(v)
+        idx = self.vars(v.type.rank)
+        expr = (expr_of or (lambda ix: self.read(v, ix)))(list(idx))
+        body = loop_nest(idx, list(v.type.shape), Store(buf, row_major(list(idx), v.type.shape), expr))
+        self.buffers[id(v)] = buf
+        return body
+
+    # ---- the group -------------------------------------------------------------------
+    def lower(self) -> LoweredGroup:
+        from .gemm import GEMM_OPS, lower_gemm
+        from .reduce import REDUCERS
+
+        stmts: list[Stmt] = []
+        done: set[int] = set()
+        for node in self.group.nodes:
+            if id(node) in done or node.op == "Constant":
+                continue
+            if node.op in GEMM_OPS:
+                stmts.append(lower_gemm(self, node, done))
+            elif node.op in REDUCERS:
+                stmts.append(REDUCERS[node.op](self, node))
+            elif node.op in RULES:
+                for v in node.outputs:
+                    if id(v) in self.out_index:
+                        stmts.append(self.store_all(v))
+            else:
+                raise Unsupported(f"{node.op} has no lowering")
+        for i, v in enumerate(self.group.outputs):  # an output that is an input or a constant
+            if not any(b.role == "output" and b.index == i for b in self.bindings):
+                idx = self.vars(v.type.rank)
+                buf = self.param(v, "output", i).name
+                stmts.append(loop_nest(idx, list(v.type.shape),
+                                       Store(buf, row_major(list(idx), v.type.shape), self.read(v, list(idx)))))
+        kernel = simplify_kernel(Kernel(self.name, tuple(b.param for b in self.bindings), seq(*stmts)))
+        return LoweredGroup(kernel, self.bindings)
+
+
+def lower_group(node: Node, name: str) -> LoweredGroup:
+    """Lower a Fused node or a plain node to one kernel (raises Unsupported)."""
+    return Lowerer(Group.of(node), name).lower()
+
+
+# Accumulation helpers shared by reductions and GEMM ------------------------------------------
+def accumulate(lw: Lowerer, dtype: str, init: Expr, loops: list[tuple[Var, int]], combine, finish) -> tuple[str, Stmt, Expr]:
+    """`acc = init; for loops: acc = combine(acc)`; returns (acc name, statement, finish(acc))."""
+    acc = lw.fresh("acc")
+    cur = Load(acc, const(0), dtype)
+    body: Stmt = Store(acc, const(0), combine(cur))
+    for v, n in reversed(loops):
+        body = For(v, const(n), body)
+    return acc, seq(Store(acc, const(0), init), body), finish(cur)
+
+
+def with_accumulators(accs: list[tuple[str, str]], body: Stmt) -> Stmt:
+    for name, dtype in reversed(accs):
+        body = Allocate(name, dtype, 1, body)
+    return body
+
+

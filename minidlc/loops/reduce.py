@@ -1,0 +1,159 @@
+"""Lowering of reductions: Reduce*, Softmax/LogSoftmax and LayerNormalization.
+
+Each becomes loops over the kept axes around an accumulator loop over the
+reduced axes (`acc` is a one-element local array, which LLVM keeps in a
+register). Softmax is the usual three passes over a row (max, sum of
+exponentials, write), layer normalization three as well (mean, variance,
+normalize): two-pass statistics are more accurate than one-pass sums of
+squares. The input element is re-read (and its producers re-computed) in
+each pass instead of being stored.
+"""
+from __future__ import annotations
+
+import math
+
+from ..ir import Node
+from .ir import Allocate, Binary, Call, Cast, Const, Expr, Load, Stmt, Store, Var, const, loop_nest, row_major, seq
+from .lower import Lowerer, accumulate, with_accumulators
+from .rules import FLOATS, Unsupported
+
+_LOWEST = {"f32": -math.inf, "f64": -math.inf, "i8": -2**7, "u8": 0, "i16": -2**15, "i32": -2**31, "i64": -2**63}
+_HIGHEST = {"f32": math.inf, "f64": math.inf, "i8": 2**7 - 1, "u8": 255, "i16": 2**15 - 1, "i32": 2**31 - 1,
+            "i64": 2**63 - 1}
+
+
+def _split_axes(lw: Lowerer, shape: tuple[int, ...], axes: set[int]):
+    """Fresh variables for the kept and the reduced axes, and the input index."""
+    kept = [lw.var("i") if a not in axes else None for a in range(len(shape))]
+    red = [lw.var("r") if a in axes else None for a in range(len(shape))]
+    idx = [k if k is not None else r for k, r in zip(kept, red)]
+    return kept, red, idx
+
+
+def _reduce(lw: Lowerer, node: Node) -> Stmt:
+    x, out = node.inputs[0], node.outputs[0]
+    dt = out.type.dtype
+    rank = x.type.rank
+    axes = {a % max(rank, 1) for a in node.attrs["axes"]} if node.attrs["axes"] else set(range(rank))
+    kept, red, idx = _split_axes(lw, x.type.shape, axes)
+    n = math.prod(x.type.shape[a] for a in axes)
+    elem = lw.read(x, idx)
+    acc_dt = dt
+    if node.op in ("ReduceMean", "ReduceL2") and dt not in FLOATS:
+        raise Unsupported(f"{node.op} on {dt}")
+    if node.op == "ReduceL2":
+        acc_dt, elem = "f64", Cast(elem, "f64")
+    if dt == "bool":
+        raise Unsupported(f"{node.op} on bool")
+    zero, one = Const(0, acc_dt), Const(1, acc_dt)
+    init, combine, finish = {
+        "ReduceSum": (zero, lambda a: Binary("+", a, elem), lambda a: a),
+        "ReduceMean": (zero, lambda a: Binary("+", a, elem), lambda a: Binary("/", a, Const(float(n), dt))),
+        "ReduceProd": (one, lambda a: Binary("*", a, elem), lambda a: a),
+        "ReduceMax": (Const(_LOWEST[dt], dt), lambda a: Binary("max", a, elem), lambda a: a),
+        "ReduceMin": (Const(_HIGHEST[dt], dt), lambda a: Binary("min", a, elem), lambda a: a),
+        "ReduceSumSquare": (zero, lambda a: Binary("+", a, Binary("*", elem, elem)), lambda a: a),
+        "ReduceL2": (zero, lambda a: Binary("+", a, Binary("*", elem, elem)), lambda a: Cast(Call("sqrt", (a,)), dt)),
+    }[node.op]
+    acc, body, result = accumulate(lw, acc_dt, init, [(r, x.type.shape[a]) for a, r in enumerate(red) if r is not None],
+                                   combine, finish)
+    buf = lw.buffer_for(out)
+    out_idx = [k for k in kept if k is not None] if not node.attrs["keepdims"] else \
+        [k if k is not None else const(0) for k in kept]
+    store = Store(buf, row_major(out_idx, out.type.shape), result)
+    lw.buffers[id(out)] = buf
+    kept_loops = [(k, x.type.shape[a]) for a, k in enumerate(kept) if k is not None]
+    return loop_nest([v for v, _ in kept_loops], [e for _, e in kept_loops],
+                     with_accumulators([(acc, acc_dt)], seq(body, store)))
+
+
+def _row_loops(lw: Lowerer, shape: tuple[int, ...], axes: list[int]):
+    """Kept-axis variables, and a function giving the full index for fresh reduced variables."""
+    kept = {a: lw.var("i") for a in range(len(shape)) if a not in axes}
+
+    def index(red: dict[int, Var]) -> list[Expr]:
+        return [kept[a] if a in kept else red[a] for a in range(len(shape))]
+
+    def fresh_red() -> dict[int, Var]:
+        return {a: lw.var("j") for a in axes}
+
+    return kept, index, fresh_red
+
+
+def _softmax(lw: Lowerer, node: Node) -> Stmt:
+    x, out = node.inputs[0], node.outputs[0]
+    dt = out.type.dtype
+    if dt not in FLOATS:
+        raise Unsupported(f"{node.op} on {dt}")
+    shape = x.type.shape
+    axis = node.attrs["axis"] % len(shape)
+    kept, index, fresh = _row_loops(lw, shape, [axis])
+    r1, r2, r3 = fresh(), fresh(), fresh()
+    m_acc, m_body, m = accumulate(lw, dt, Const(-math.inf, dt), [(r1[axis], shape[axis])],
+                                  lambda a: Binary("max", a, lw.read(x, index(r1))), lambda a: a)
+    shifted = lambda r: Binary("-", lw.read(x, index(r)), m)  # noqa: E731
+    s_acc, s_body, s = accumulate(lw, dt, Const(0.0, dt), [(r2[axis], shape[axis])],
+                                  lambda a: Binary("+", a, Call("exp", (shifted(r2),))), lambda a: a)
+    buf = lw.buffer_for(out)
+    if node.op == "Softmax":
+        value = Binary("/", Call("exp", (shifted(r3),)), s)
+    else:
+        value = Binary("-", shifted(r3), Call("log", (s,)))
+    write = loop_nest([r3[axis]], [shape[axis]], Store(buf, row_major(index(r3), shape), value))
+    lw.buffers[id(out)] = buf
+    return loop_nest(list(kept.values()), [shape[a] for a in kept],
+                     with_accumulators([(m_acc, dt), (s_acc, dt)], seq(m_body, s_body, write)))
+
+
+def _layernorm(lw: Lowerer, node: Node) -> Stmt:
+    x, scale = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    y = node.outputs[0]
+    dt = y.type.dtype
+    if dt not in FLOATS or node.outputs[1].type.dtype != dt:
+        raise Unsupported(f"LayerNormalization on {dt} with stash type {node.outputs[1].type.dtype}")
+    shape = x.type.shape
+    axis = node.attrs["axis"] % len(shape)
+    axes = list(range(axis, len(shape)))
+    n = math.prod(shape[axis:])
+    kept, index, fresh = _row_loops(lw, shape, axes)
+    r1, r2, r3 = fresh(), fresh(), fresh()
+    inner = lambda r: [(r[a], shape[a]) for a in axes]  # noqa: E731
+    mean_acc, mean_body, mean = accumulate(lw, dt, Const(0.0, dt), inner(r1),
+                                           lambda a: Binary("+", a, lw.read(x, index(r1))),
+                                           lambda a: Binary("/", a, Const(float(n), dt)))
+    centered = lambda r: Binary("-", lw.read(x, index(r)), mean)  # noqa: E731
+    var_acc, var_body, var = accumulate(lw, dt, Const(0.0, dt), inner(r2),
+                                        lambda a: Binary("+", a, Binary("*", centered(r2), centered(r2))),
+                                        lambda a: Binary("/", a, Const(float(n), dt)))
+    inv_std = Binary("/", Const(1.0, dt), Call("sqrt", (Binary("+", var, Const(node.attrs["epsilon"], dt)),)))
+
+    def param(p, r):  # scale and bias broadcast against the normalized axes
+        tail = [r[a] for a in axes]
+        return lw.read(p, tail[len(tail) - p.type.rank:] if p.type.rank else [])
+
+    # the statistics of a row are stored once into a two-element local, then reused
+    stats = lw.fresh("stats")
+    mean_l, inv_l = Load(stats, const(0), dt), Load(stats, const(1), dt)
+    value = Binary("*", Binary("*", Binary("-", lw.read(x, index(r3)), mean_l), inv_l), param(scale, r3))
+    if bias is not None:
+        value = Binary("+", value, param(bias, r3))
+    outs: list[Stmt] = []
+    ybuf = lw.buffer_for(y)
+    outs.append(loop_nest([r3[a] for a in axes], [shape[a] for a in axes],
+                          Store(ybuf, row_major(index(r3), shape), value)))
+    lw.buffers[id(y)] = ybuf
+    row = [kept[a] for a in kept] + [const(0)] * len(axes)
+    for v, e in ((node.outputs[1], mean_l), (node.outputs[2], inv_l)):
+        if id(v) in lw.out_index or lw.users.get(id(v)):
+            buf = lw.buffer_for(v)
+            outs.append(Store(buf, row_major(row, v.type.shape), e))
+            lw.buffers[id(v)] = buf
+    body = seq(mean_body, Store(stats, const(0), mean), var_body, Store(stats, const(1), inv_std), *outs)
+    body = Allocate(stats, dt, 2, with_accumulators([(mean_acc, dt), (var_acc, dt)], body))
+    return loop_nest(list(kept.values()), [shape[a] for a in kept], body)
+
+
+REDUCERS = {name: _reduce for name in ("ReduceSum", "ReduceMean", "ReduceProd", "ReduceMax", "ReduceMin",
+                                       "ReduceSumSquare", "ReduceL2")}
+REDUCERS.update(Softmax=_softmax, LogSoftmax=_softmax, LayerNormalization=_layernorm)

@@ -1,0 +1,323 @@
+"""Compute rules: each op's output element as an expression over its inputs.
+
+`RULES[op](node, idx, read)` returns the expression of the output element
+at multi-index `idx` (one i64 expression per output axis); `read(i, idx_i)`
+gives input i's element at its own multi-index. Because a rule only asks for
+input elements, a producer's rule can be substituted for `read` and the
+whole chain becomes one expression: elementwise producers inline into their
+consumers with no intermediate buffer.
+
+A rule raises `Unsupported` for a case it does not handle (integer division,
+say); the group that holds the node then runs on the NumPy reference.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from .ir import Binary, Call, Cast, Compare, Const, Expr, Select, add, const, mul, row_major
+
+Read = Callable[[int, list[Expr]], Expr]
+
+
+class Unsupported(Exception):
+    """This node (or this use of it) has no native lowering yet."""
+
+
+RULES: dict[str, Callable] = {}
+FLOATS = ("f32", "f64")
+NATIVE_DTYPES = FLOATS + ("i8", "u8", "i16", "i32", "i64", "bool")
+
+
+def rule(*names):
+    def deco(fn):
+        for n in names:
+            RULES[n] = fn
+        return fn
+    return deco
+
+
+def broadcast_index(idx: list[Expr], in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[Expr]:
+    """The input index that NumPy broadcasting reads for output index `idx`."""
+    lead = len(out_shape) - len(in_shape)
+    return [const(0) if d == 1 and out_shape[lead + a] != 1 else idx[lead + a] for a, d in enumerate(in_shape)]
+
+
+def unravel(flat: Expr, shape: tuple[int, ...]) -> list[Expr]:
+    """The multi-index of a flat row-major offset."""
+    out, stride = [], 1
+    for d in reversed(shape):
+        out.append(Binary("%", Binary("/", flat, const(stride)), const(d)) if d != 1 else const(0))
+        stride *= d
+    return out[::-1]
+
+
+def _c(x: float, like: Expr) -> Const:
+    return Const(x, like.dtype)
+
+
+def _float(node) -> str:
+    dt = node.outputs[0].type.dtype
+    if dt not in FLOATS:
+        raise Unsupported(f"{node.op} on {dt}")
+    return dt
+
+
+def _inputs(node, idx, read) -> list[Expr]:
+    """Every input read at the broadcast of `idx` (for elementwise/broadcast ops)."""
+    out_shape = node.outputs[0].type.shape
+    return [read(i, broadcast_index(idx, v.type.shape, out_shape)) for i, v in enumerate(node.inputs)]
+
+
+def _unary(fn):
+    """A float unary rule from a function of one expression."""
+    def r(node, idx, read):
+        _float(node)
+        (x,) = _inputs(node, idx, read)
+        return fn(x, **node.attrs)
+    return r
+
+
+def _in_f64(fn):
+    """Compute in f64, as the reference does, then cast back (keeps accuracy)."""
+    def wrapped(x, **attrs):
+        return Cast(fn(Cast(x, "f64"), **attrs), x.dtype)
+    return wrapped
+
+
+def _sigmoid(x):
+    return Binary("/", _c(1.0, x), Binary("+", _c(1.0, x), Call("exp", (Call("neg", (x,)),))))
+
+
+def _softplus(x):
+    # max(x, 0) + log(1 + exp(-|x|)): no overflow for large |x|
+    return Binary("+", Binary("max", x, _c(0.0, x)),
+                  Call("log", (Binary("+", _c(1.0, x), Call("exp", (Call("neg", (Call("abs", (x,)),)),))),)))
+
+
+def _gelu(x, approximate):
+    if approximate == "tanh":
+        inner = mul(_c(math.sqrt(2 / math.pi), x), add(x, mul(_c(0.044715, x), mul(x, mul(x, x)))))
+        t = Call("tanh", (inner,))
+    else:
+        t = Call("erf", (mul(x, _c(1 / math.sqrt(2), x)),))
+    return mul(mul(_c(0.5, x), x), add(_c(1.0, x), t))
+
+
+def _where_neg(x, neg):
+    return Select(Compare("<", x, _c(0.0, x)), neg, x)
+
+
+_FLOAT_UNARY = {
+    "Sqrt": lambda x: Call("sqrt", (x,)),
+    "Exp": lambda x: Call("exp", (x,)),
+    "Log": lambda x: Call("log", (x,)),
+    "Erf": lambda x: Call("erf", (x,)),
+    "Tanh": lambda x: Call("tanh", (x,)),
+    "Sin": lambda x: Call("sin", (x,)),
+    "Cos": lambda x: Call("cos", (x,)),
+    "Floor": lambda x: Call("floor", (x,)),
+    "Ceil": lambda x: Call("ceil", (x,)),
+    "Round": lambda x: Call("round", (x,)),
+    "Reciprocal": lambda x: Binary("/", _c(1.0, x), x),
+    "Sigmoid": _in_f64(_sigmoid),
+    "Softplus": _in_f64(_softplus),
+    "Gelu": _in_f64(_gelu),
+    "LeakyRelu": lambda x, alpha: _where_neg(x, mul(_c(alpha, x), x)),
+    "Elu": lambda x, alpha: _where_neg(x, mul(_c(alpha, x), Binary("-", Call("exp", (x,)), _c(1.0, x)))),
+    "Selu": lambda x, alpha, gamma: mul(_c(gamma, x), Select(Compare("<=", x, _c(0.0, x)),
+                                                            mul(_c(alpha, x), Binary("-", Call("exp", (x,)), _c(1.0, x))), x)),
+    "HardSigmoid": lambda x, alpha, beta: Binary("min", Binary("max", add(mul(_c(alpha, x), x), _c(beta, x)), _c(0.0, x)), _c(1.0, x)),
+    "HardSwish": lambda x: mul(x, Binary("min", Binary("max", add(Binary("/", x, _c(6.0, x)), _c(0.5, x)), _c(0.0, x)), _c(1.0, x))),
+    "Softsign": lambda x: Binary("/", x, add(_c(1.0, x), Call("abs", (x,)))),
+}
+for _name, _fn in _FLOAT_UNARY.items():
+    RULES[_name] = _unary(_fn)
+
+
+def _numeric_unary(fn):
+    def r(node, idx, read):
+        if node.outputs[0].type.dtype not in NATIVE_DTYPES or node.outputs[0].type.dtype == "bool":
+            raise Unsupported(f"{node.op} on {node.outputs[0].type.dtype}")
+        (x,) = _inputs(node, idx, read)
+        return fn(x)
+    return r
+
+
+RULES["Neg"] = _numeric_unary(lambda x: Call("neg", (x,)))
+RULES["Abs"] = _numeric_unary(lambda x: Call("abs", (x,)))
+RULES["Relu"] = _numeric_unary(lambda x: Binary("max", x, _c(0, x)))
+RULES["Sign"] = _numeric_unary(lambda x: Select(Compare(">", x, _c(0, x)), _c(1, x),
+                                                Select(Compare("<", x, _c(0, x)), _c(-1, x), x)))
+
+
+@rule("Identity")
+def _identity(node, idx, read):
+    return read(0, idx)
+
+
+_ARITH = {"Add": "+", "Sub": "-", "Mul": "*", "Max": "max", "Min": "min", "Sum": "+"}
+
+
+@rule(*_ARITH)
+def _arith(node, idx, read):
+    xs = _inputs(node, idx, read)
+    out = xs[0]
+    for x in xs[1:]:
+        out = Binary(_ARITH[node.op], out, x)
+    return out
+
+
+@rule("Mean")
+def _mean(node, idx, read):
+    _float(node)
+    xs = _inputs(node, idx, read)
+    out = xs[0]
+    for x in xs[1:]:
+        out = add(out, x)
+    return Binary("/", out, _c(float(len(xs)), out))
+
+
+@rule("Div")
+def _div(node, idx, read):
+    _float(node)  # integer division by zero would trap: leave it to NumPy
+    a, b = _inputs(node, idx, read)
+    return Binary("/", a, b)
+
+
+@rule("Mod")
+def _mod(node, idx, read):
+    _float(node)
+    a, b = _inputs(node, idx, read)
+    return Binary("%" if node.attrs["fmod"] else "mod", a, b)
+
+
+@rule("Pow")
+def _pow(node, idx, read):
+    dt = _float(node)
+    a, b = _inputs(node, idx, read)
+    if node.inputs[1].type.dtype not in NATIVE_DTYPES or node.inputs[1].type.dtype == "bool":
+        raise Unsupported(f"Pow exponent of dtype {node.inputs[1].type.dtype}")
+    return Cast(Call("pow", (Cast(a, "f64"), Cast(b, "f64"))), dt)
+
+
+@rule("PRelu")
+def _prelu(node, idx, read):
+    _float(node)
+    x, slope = _inputs(node, idx, read)
+    return _where_neg(x, mul(slope, x))
+
+
+@rule("Clip")
+def _clip(node, idx, read):
+    if node.outputs[0].type.dtype not in NATIVE_DTYPES:
+        raise Unsupported(f"Clip on {node.outputs[0].type.dtype}")
+    x = read(0, idx)
+    for i, op in ((1, "max"), (2, "min")):
+        if len(node.inputs) > i and node.inputs[i] is not None:
+            x = Binary(op, x, read(i, [const(0)] * node.inputs[i].type.rank))
+    return x
+
+
+_CMP = {"Equal": "==", "Less": "<", "LessOrEqual": "<=", "Greater": ">", "GreaterOrEqual": ">="}
+
+
+@rule(*_CMP)
+def _compare(node, idx, read):
+    a, b = _inputs(node, idx, read)
+    return Compare(_CMP[node.op], a, b)
+
+
+_LOGIC = {"And": "and", "Or": "or", "Xor": "xor"}
+
+
+@rule(*_LOGIC)
+def _logic(node, idx, read):
+    a, b = _inputs(node, idx, read)
+    return Binary(_LOGIC[node.op], a, b)
+
+
+@rule("Not")
+def _not(node, idx, read):
+    return Binary("xor", read(0, idx), Const(True, "bool"))
+
+
+@rule("Where")
+def _where(node, idx, read):
+    c, a, b = _inputs(node, idx, read)
+    return Select(c, a, b)
+
+
+@rule("Cast")
+def _cast(node, idx, read):
+    src, dst = node.inputs[0].type.dtype, node.outputs[0].type.dtype
+    if src not in NATIVE_DTYPES or dst not in NATIVE_DTYPES:
+        raise Unsupported(f"Cast from {src} to {dst}")
+    return Cast(read(0, idx), dst)
+
+
+# ---- injective ops: index remapping ----------------------------------------------------
+def _same_data(node, idx, read):
+    """Reshape-like ops: the same row-major data under another shape."""
+    flat = row_major(idx, node.outputs[0].type.shape)
+    return read(0, unravel(flat, node.inputs[0].type.shape))
+
+
+VIEW_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
+for _name in VIEW_OPS:
+    RULES[_name] = _same_data
+
+
+@rule("Expand")
+def _expand(node, idx, read):
+    return read(0, broadcast_index(idx, node.inputs[0].type.shape, node.outputs[0].type.shape))
+
+
+@rule("Transpose")
+def _transpose(node, idx, read):
+    rank = len(idx)
+    perm = node.attrs.get("perm") or list(range(rank))[::-1]
+    src: list[Expr] = [const(0)] * rank
+    for k, p in enumerate(perm):
+        src[p] = idx[k]
+    return read(0, src)
+
+
+@rule("Slice")
+def _slice(node, idx, read):
+    shape = node.inputs[0].type.shape
+    out_shape = node.outputs[0].type.shape
+    try:
+        starts, ends = node.attrs["starts"], node.attrs["ends"]
+        axes = node.attrs.get("axes") or list(range(len(starts)))
+        steps = node.attrs.get("steps") or [1] * len(starts)
+    except KeyError as e:
+        raise Unsupported(f"Slice without attribute {e}") from None
+    src = list(idx)
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        a = a % len(shape)
+        start, _, step = slice(s, e, st).indices(shape[a])
+        if out_shape[a]:
+            src[a] = add(const(start), mul(const(step), idx[a]))
+    return read(0, src)
+
+
+@rule("Concat")
+def _concat(node, idx, read):
+    axis = node.attrs["axis"] % len(idx)
+    offsets, off = [], 0
+    for v in node.inputs:
+        offsets.append(off)
+        off += v.type.shape[axis]
+    out = None
+    for i in reversed(range(len(node.inputs))):
+        if node.inputs[i].type.shape[axis] == 0:
+            continue
+        src = list(idx)
+        # the clamp keeps the index in bounds in the branch not taken
+        src[axis] = Binary("max", Binary("min", Binary("-", idx[axis], const(offsets[i])), const(node.inputs[i].type.shape[axis] - 1)), const(0))
+        value = read(i, src)
+        out = value if out is None else Select(Compare("<", idx[axis], const(offsets[i] + node.inputs[i].type.shape[axis])), value, out)
+    if out is None:
+        raise Unsupported("Concat of empty inputs")
+    return out

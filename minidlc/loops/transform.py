@@ -1,0 +1,95 @@
+"""Generic rewriting helpers for loop IR: substitution and traversal."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Iterator
+
+from .ir import Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Load, Select, Seq, Stmt, Store, Var
+
+
+def map_expr(e: Expr, fn: Callable[[Expr], Expr | None]) -> Expr:
+    """Rebuild `e` bottom-up; `fn(node)` may return a replacement (or None to keep)."""
+    if isinstance(e, Binary):
+        e = Binary(e.op, map_expr(e.a, fn), map_expr(e.b, fn))
+    elif isinstance(e, Compare):
+        e = Compare(e.op, map_expr(e.a, fn), map_expr(e.b, fn))
+    elif isinstance(e, Select):
+        e = Select(map_expr(e.cond, fn), map_expr(e.a, fn), map_expr(e.b, fn))
+    elif isinstance(e, Cast):
+        e = Cast(map_expr(e.value, fn), e.dtype)
+    elif isinstance(e, Call):
+        e = Call(e.fn, tuple(map_expr(a, fn) for a in e.args))
+    elif isinstance(e, Load):
+        e = Load(e.buf, map_expr(e.index, fn), e.dtype)
+    out = fn(e)
+    return e if out is None else out
+
+
+def map_stmt(s: Stmt, expr_fn: Callable[[Expr], Expr | None]) -> Stmt:
+    """Apply `map_expr(., expr_fn)` to every expression of a statement tree."""
+    if isinstance(s, For):
+        return replace(s, extent=map_expr(s.extent, expr_fn), body=map_stmt(s.body, expr_fn))
+    if isinstance(s, Store):
+        return Store(s.buf, map_expr(s.index, expr_fn), map_expr(s.value, expr_fn))
+    if isinstance(s, Allocate):
+        return replace(s, body=map_stmt(s.body, expr_fn))
+    if isinstance(s, If):
+        return If(map_expr(s.cond, expr_fn), map_stmt(s.then, expr_fn),
+                  None if s.orelse is None else map_stmt(s.orelse, expr_fn))
+    if isinstance(s, Seq):
+        return Seq(tuple(map_stmt(x, expr_fn) for x in s.stmts))
+    raise TypeError(f"not a statement: {s!r}")
+
+
+def substitute(e: Expr, env: dict[Var, Expr]) -> Expr:
+    return map_expr(e, lambda x: env.get(x) if isinstance(x, Var) else None)
+
+
+def substitute_stmt(s: Stmt, env: dict[Var, Expr]) -> Stmt:
+    return map_stmt(s, lambda x: env.get(x) if isinstance(x, Var) else None)
+
+
+def walk_stmts(s: Stmt) -> Iterator[Stmt]:
+    """Every statement in the tree, pre-order."""
+    yield s
+    if isinstance(s, (For, Allocate)):
+        yield from walk_stmts(s.body)
+    elif isinstance(s, If):
+        yield from walk_stmts(s.then)
+        if s.orelse is not None:
+            yield from walk_stmts(s.orelse)
+    elif isinstance(s, Seq):
+        for x in s.stmts:
+            yield from walk_stmts(x)
+
+
+def walk_exprs(e: Expr) -> Iterator[Expr]:
+    yield e
+    if isinstance(e, (Binary, Compare)):
+        yield from walk_exprs(e.a)
+        yield from walk_exprs(e.b)
+    elif isinstance(e, Select):
+        for x in (e.cond, e.a, e.b):
+            yield from walk_exprs(x)
+    elif isinstance(e, Cast):
+        yield from walk_exprs(e.value)
+    elif isinstance(e, Call):
+        for x in e.args:
+            yield from walk_exprs(x)
+    elif isinstance(e, Load):
+        yield from walk_exprs(e.index)
+
+
+def stmt_exprs(s: Stmt) -> Iterator[Expr]:
+    """The expressions directly held by one statement (not its children's)."""
+    if isinstance(s, For):
+        yield s.extent
+    elif isinstance(s, Store):
+        yield s.index
+        yield s.value
+    elif isinstance(s, If):
+        yield s.cond
+
+
+def is_const(e: Expr, value=None) -> bool:
+    return isinstance(e, Const) and (value is None or e.value == value)

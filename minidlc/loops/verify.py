@@ -1,0 +1,167 @@
+"""The loop IR verifier: scoping, dtypes, and in-bounds accesses, proved statically.
+
+Every buffer index is checked by interval arithmetic over the loop ranges
+(refined by enclosing `if (v < c)` guards): an access that cannot be proved
+to lie inside its buffer is an error. Shapes are static, so this proves that
+a kernel never reads or writes out of bounds for any input the runtime
+accepts (the runtime checks shapes before every native call).
+"""
+from __future__ import annotations
+
+from .ir import Allocate, Binary, Call, CALLS, Cast, Compare, Const, Expr, For, If, INDEX, Kernel, Load, Select, Seq, Stmt, Store, Var
+
+
+class LoopIRError(Exception):
+    """A kernel is malformed or may access memory out of bounds."""
+
+
+Range = tuple[int, int]  # inclusive [lo, hi]
+
+
+def _interval(e: Expr, env: dict[Var, Range]) -> Range | None:
+    """Bounds of an integer expression, or None when they cannot be derived."""
+    if isinstance(e, Const):
+        return (int(e.value), int(e.value))
+    if isinstance(e, Var):
+        return env.get(e)
+    if isinstance(e, Binary):
+        a, b = _interval(e.a, env), _interval(e.b, env)
+        if a is None or b is None:
+            return None
+        if e.op == "+":
+            return (a[0] + b[0], a[1] + b[1])
+        if e.op == "-":
+            return (a[0] - b[1], a[1] - b[0])
+        if e.op == "*":
+            c = [x * y for x in a for y in b]
+            return (min(c), max(c))
+        if e.op == "min":
+            return (min(a[0], b[0]), min(a[1], b[1]))
+        if e.op == "max":
+            return (max(a[0], b[0]), max(a[1], b[1]))
+        if e.op == "/" and b[0] == b[1] and b[0] > 0 and a[0] >= 0:
+            return (a[0] // b[0], a[1] // b[0])
+        if e.op == "%" and b[0] == b[1] and b[0] > 0 and a[0] >= 0:
+            return (0, min(a[1], b[0] - 1))
+        return None
+    if isinstance(e, Select):
+        a, b = _interval(e.a, env), _interval(e.b, env)
+        if a is None or b is None:
+            return None
+        return (min(a[0], b[0]), max(a[1], b[1]))
+    if isinstance(e, Cast) and e.dtype == INDEX:
+        return _interval(e.value, env)
+    return None
+
+
+def _narrow(cond: Expr, env: dict[Var, Range]) -> dict[Var, Range]:
+    """The variable ranges known to hold inside `if (cond)`."""
+    if isinstance(cond, Binary) and cond.op == "and":
+        return _narrow(cond.b, _narrow(cond.a, env))
+    if isinstance(cond, Compare) and cond.op in ("<", "<="):
+        # a + (stuff >= 0) < c: bound every var appearing as a + term with a known-nonneg rest
+        bound = _interval(cond.b, env)
+        if bound is None:
+            return env
+        limit = bound[1] - (1 if cond.op == "<" else 0)
+        terms = _sum_terms(cond.a)
+        out = dict(env)
+        for t in terms:
+            if isinstance(t, Var) and t in env:
+                rest_lo = sum((_interval(o, env) or (0, 0))[0] for o in terms if o is not t)
+                if all(_interval(o, env) is not None for o in terms if o is not t):
+                    lo, hi = env[t]
+                    out[t] = (lo, min(hi, limit - rest_lo))
+        return out
+    return env
+
+
+def _sum_terms(e: Expr) -> list[Expr]:
+    if isinstance(e, Binary) and e.op == "+":
+        return _sum_terms(e.a) + _sum_terms(e.b)
+    return [e]
+
+
+def verify_kernel(k: Kernel) -> None:
+    """Raise LoopIRError naming the kernel and the first problem found."""
+    bufs = {p.name: (p.dtype, p.size) for p in k.params}
+    if len(bufs) != len(k.params):
+        raise LoopIRError(f"kernel {k.name}: duplicate parameter names")
+    try:
+        _check_stmt(k.body, bufs, {})
+    except LoopIRError as e:
+        raise LoopIRError(f"kernel {k.name}: {e}") from None
+
+
+def _check_access(buf: str, index: Expr, bufs, env, what: str) -> str:
+    if buf not in bufs:
+        raise LoopIRError(f"{what} of unknown buffer {buf!r}")
+    dtype, size = bufs[buf]
+    _check_expr(index, bufs, env)
+    if index.dtype != INDEX:
+        raise LoopIRError(f"{what} {buf}: index has dtype {index.dtype}, expected {INDEX}")
+    r = _interval(index, env)
+    if r is None or r[0] < 0 or r[1] >= size:
+        from .printer import print_expr
+
+        got = "unknown bounds" if r is None else f"index range [{r[0]}, {r[1]}]"
+        raise LoopIRError(f"{what} {buf}[{print_expr(index)}] may be out of bounds: "
+                          f"{got}, buffer has {size} elements")
+    return dtype
+
+
+def _check_expr(e: Expr, bufs, env) -> None:
+    if isinstance(e, Var):
+        if e not in env:
+            raise LoopIRError(f"variable {e.name} is used outside its loop")
+    elif isinstance(e, Load):
+        dt = _check_access(e.buf, e.index, bufs, env, "load")
+        if dt != e.dtype:
+            raise LoopIRError(f"load of {e.buf} has dtype {e.dtype}, buffer is {dt}")
+    elif isinstance(e, (Binary, Compare)):
+        _check_expr(e.a, bufs, env)
+        _check_expr(e.b, bufs, env)
+        if e.a.dtype != e.b.dtype:
+            raise LoopIRError(f"operands of {e.op} have dtypes {e.a.dtype} and {e.b.dtype}")
+    elif isinstance(e, Select):
+        for x in (e.cond, e.a, e.b):
+            _check_expr(x, bufs, env)
+        if e.cond.dtype != "bool" or e.a.dtype != e.b.dtype:
+            raise LoopIRError("select needs a bool condition and two operands of one dtype")
+    elif isinstance(e, Cast):
+        _check_expr(e.value, bufs, env)
+    elif isinstance(e, Call):
+        if CALLS.get(e.fn) != len(e.args):
+            raise LoopIRError(f"unknown call {e.fn} with {len(e.args)} argument(s)")
+        for a in e.args:
+            _check_expr(a, bufs, env)
+
+
+def _check_stmt(s: Stmt, bufs, env) -> None:
+    if isinstance(s, For):
+        _check_expr(s.extent, bufs, env)
+        ext = _interval(s.extent, env)
+        if ext is None:
+            raise LoopIRError(f"loop {s.var.name} has an extent with unknown bounds")
+        if s.var in env:
+            raise LoopIRError(f"loop variable {s.var.name} is bound twice")
+        _check_stmt(s.body, bufs, {**env, s.var: (0, ext[1] - 1)})
+    elif isinstance(s, Store):
+        dt = _check_access(s.buf, s.index, bufs, env, "store")
+        _check_expr(s.value, bufs, env)
+        if s.value.dtype != dt:
+            raise LoopIRError(f"store to {s.buf} ({dt}) of a {s.value.dtype} value")
+    elif isinstance(s, Allocate):
+        if s.buf in bufs:
+            raise LoopIRError(f"buffer {s.buf} is allocated twice")
+        _check_stmt(s.body, {**bufs, s.buf: (s.dtype, s.size)}, env)
+    elif isinstance(s, If):
+        _check_expr(s.cond, bufs, env)
+        _check_stmt(s.then, bufs, _narrow(s.cond, env))
+        if s.orelse is not None:
+            _check_stmt(s.orelse, bufs, env)
+    elif isinstance(s, Seq):
+        for x in s.stmts:
+            _check_stmt(x, bufs, env)
+    else:
+        raise LoopIRError(f"not a statement: {s!r}")
