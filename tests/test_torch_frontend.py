@@ -1,0 +1,293 @@
+"""The PyTorch frontend: modules compile through torch.export and match PyTorch.
+
+Every model and op case runs on every available CPU target and is compared
+with what PyTorch itself computes. Without PyTorch these tests skip.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install minidlc[torch])")
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import minidlc  # noqa: E402
+from minidlc.backends import get_backend  # noqa: E402
+from minidlc.frontends.torch import import_file, is_torch_spec, load_torch_factory  # noqa: E402
+from minidlc.frontends.torch.converters import ConversionError  # noqa: E402
+from minidlc.frontends.torch.loader import UnsupportedOpError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = import_file(f"{ROOT}/examples/torch_models.py").MODELS
+HERE = os.path.relpath(__file__)
+
+
+def available_targets() -> list[str]:
+    targets = ["reference"]
+    for t in ("llvm",):
+        try:
+            get_backend(t)
+            targets.append(t)
+        except (ValueError, ImportError):
+            pass
+    return targets
+
+
+TARGETS = available_targets()
+
+
+def line_of(marker: str) -> int:
+    """The line of this file that contains `marker` (for expected source locations)."""
+    lines = Path(__file__).read_text().splitlines()
+    return next(i for i, text in enumerate(lines, 1) if marker in text and "line_of" not in text)
+
+
+def assert_matches_torch(compiled, module, inputs, rtol=1e-4, atol=1e-5):
+    names = [v.name for v in compiled.graph.inputs]
+    got = list(compiled.run({n: x.numpy() for n, x in zip(names, inputs)}).values())
+    with torch.no_grad():
+        want = module(*inputs)
+    want = list(want) if isinstance(want, (tuple, list)) else [want]
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == w.numpy().dtype
+        np.testing.assert_allclose(g, w.numpy(), rtol=rtol, atol=atol)
+
+
+# ---- the demo models ---------------------------------------------------------------
+@functools.cache
+def _demo(name):
+    """(module, input, graph): export once (the slow part), compile per target."""
+    factory, shape = MODELS[name]
+    module, x = factory(), torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    return module, x, minidlc.load(module, (x,))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("name", list(MODELS))
+def test_demo_model_matches_pytorch(name, target):
+    module, x, graph = _demo(name)
+    assert_matches_torch(minidlc.compile(graph, target=target), module, (x,))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_compile_takes_a_module_and_example_inputs(target):
+    factory, shape = MODELS["mlp"]
+    module, x = factory(), torch.randn(shape)
+    compiled = minidlc.compile(module, example_inputs=(x,), target=target)
+    assert_matches_torch(compiled, module, (x,))
+
+
+# ---- op coverage -------------------------------------------------------------------------
+class Fn(nn.Module):
+    """A module whose forward is `fn(self, *inputs)`, with optional submodules."""
+
+    def __init__(self, fn, **modules):
+        super().__init__()
+        self.fn = fn
+        for name, m in modules.items():
+            self.add_module(name, m)
+
+    def forward(self, *xs):
+        return self.fn(self, *xs)
+
+
+def _randn(*shape):
+    return torch.randn(shape, generator=_GEN)
+
+
+def _bn(c, affine=True):
+    bn = nn.BatchNorm2d(c, affine=affine)
+    with torch.no_grad():
+        bn.running_mean.copy_(_randn(c))
+        bn.running_var.copy_(1 + _randn(c).abs())
+        if affine:
+            bn.weight.copy_(1 + 0.2 * _randn(c))
+            bn.bias.copy_(_randn(c))
+    return bn
+
+
+_GEN = torch.Generator().manual_seed(0)
+
+# id -> (module factory, input factory); factories so that collecting builds nothing.
+OP_CASES = {
+    "linear_2d": (lambda: nn.Linear(8, 5), lambda: (_randn(3, 8),)),
+    "linear_3d_no_bias": (lambda: nn.Linear(8, 5, bias=False), lambda: (_randn(2, 3, 8),)),
+    "conv_groups_stride_pad_dilation": (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2),
+                                        lambda: (_randn(2, 4, 9, 9),)),
+    "conv_depthwise_rect": (lambda: nn.Conv2d(4, 4, (3, 1), stride=(1, 2), padding=(1, 0), groups=4, bias=False),
+                            lambda: (_randn(1, 4, 6, 7),)),
+    "batchnorm_eval": (lambda: Fn(lambda m, x: m.b2(m.b1(x)), b1=_bn(3), b2=_bn(3, affine=False)),
+                       lambda: (_randn(2, 3, 4, 5),)),
+    "activations": (lambda: Fn(lambda m, x: (F.relu(x), F.gelu(x), F.gelu(x, approximate="tanh"), F.silu(x),
+                                             torch.sigmoid(x), torch.tanh(x), m.act(x)), act=nn.SiLU()),
+                    lambda: (_randn(4, 6),)),
+    "layernorm": (lambda: Fn(lambda m, x: (m.ln(x), F.layer_norm(x, (6,))), ln=nn.LayerNorm((5, 6))),
+                  lambda: (_randn(2, 5, 6),)),
+    "softmax": (lambda: Fn(lambda m, x: (x.softmax(1), F.log_softmax(x, dim=-1))), lambda: (_randn(3, 4, 5),)),
+    "matmul_bmm": (lambda: Fn(lambda m, a, b, w: (torch.matmul(a, w), torch.bmm(a, b), a @ b, a[0].mm(w))),
+                   lambda: (_randn(2, 3, 4), _randn(2, 4, 5), _randn(4, 5))),
+    "views": (lambda: Fn(lambda m, x: (x.view(2, -1), x.reshape(6, 4, 1), x.permute(2, 0, 1), x.transpose(0, 2),
+                                       torch.flatten(x, 1), x.transpose(1, 2).contiguous().view(-1))),
+              lambda: (_randn(2, 3, 4),)),
+    "cat_split_chunk": (lambda: Fn(lambda m, x, y: (torch.cat([x, y, x], dim=1), *torch.split(y, [1, 3], dim=1),
+                                                    *x.chunk(2, dim=-1), *torch.split(x, 3, dim=-1))),
+                        lambda: (_randn(2, 2, 6), _randn(2, 4, 6))),
+    "arithmetic_broadcast_scalars": (lambda: Fn(lambda m, x, y: (x + y, x - 2 * y, x * y / 4, 1 - x, x / (y.abs() + 1),
+                                                                 torch.add(x, y, alpha=3), x ** 2, -x + 0.5)),
+                                     lambda: (_randn(3, 4), _randn(4))),
+    "integer_arithmetic": (lambda: Fn(lambda m, i: (i + 2, i * 3 - i, i / 2, i.float() * 0.5)),
+                           lambda: (torch.arange(12).reshape(3, 4),)),
+    "reductions": (lambda: Fn(lambda m, x: (x.mean(dim=(2, 3)), x.sum(dim=1, keepdim=True), x.amax(dim=-1),
+                                            x.mean(), x.sum(-2), torch.amin(x, dim=(0, 1), keepdim=True))),
+                   lambda: (_randn(2, 3, 4, 5),)),
+    "pools": (lambda: Fn(lambda m, x: (F.max_pool2d(x, 2), F.max_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 2),
+                                       F.avg_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+                                       F.adaptive_avg_pool2d(x, 1), m.pool(x)), pool=nn.AdaptiveAvgPool2d((1, 1))),
+              lambda: (_randn(2, 3, 8, 7),)),
+    "dropout_eval": (lambda: Fn(lambda m, x: m.drop(x) * 2, drop=nn.Dropout(0.5)), lambda: (_randn(4, 5),)),
+    "embedding": (lambda: Fn(lambda m, idx: m.emb(idx) + 1, emb=nn.Embedding(10, 4)),
+                  lambda: (torch.tensor([[1, 2, 9], [0, 3, 3]]),)),
+    "index_and_slice": (lambda: Fn(lambda m, x: (x[:, 1:3], x[0], x[:, None], x[..., -2:], x[:, :1].squeeze(1))),
+                        lambda: (_randn(3, 4, 5),)),
+    "compare_where_clamp": (lambda: Fn(lambda m, x: (torch.where(x > 0, x, 0.1 * x), x.clamp(-0.5, 0.5),
+                                                     F.hardtanh(x), (x <= 0.2).float(), torch.maximum(x, -x))),
+                            lambda: (_randn(3, 5),)),
+    "math": (lambda: Fn(lambda m, x: (torch.exp(x), torch.log(x.abs() + 1), torch.sqrt(x.abs()),
+                                      torch.rsqrt(x.abs() + 1), torch.erf(x), torch.abs(x), F.leaky_relu(x, 0.2),
+                                      F.elu(x), F.hardswish(x))),
+             lambda: (_randn(3, 5),)),
+}
+
+
+@functools.cache
+def _op_case(name):
+    """(module, inputs, graph): export once, compile for each target."""
+    make_module, make_inputs = OP_CASES[name]
+    module, inputs = make_module().eval(), make_inputs()
+    return module, inputs, minidlc.load(module, inputs)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("name", list(OP_CASES))
+def test_op_matches_pytorch(name, target):
+    module, inputs, graph = _op_case(name)
+    assert_matches_torch(minidlc.compile(graph, target=target), module, inputs)
+
+
+# ---- what the graph looks like -------------------------------------------------------------
+class TwoLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.bn = nn.BatchNorm1d(3)
+
+    def forward(self, x):
+        h = self.fc(x)  # marker: fc
+        return torch.relu(h) * 2  # marker: relu
+
+
+def test_graph_is_high_level_with_source_lines_and_weights():
+    module = TwoLayers()
+    g = minidlc.load(module, (torch.randn(2, 4),))
+    ops = [n.op for n in g.nodes if n.op != "Constant"]
+    assert ops == ["Gemm", "Relu", "Mul"]
+    by_op = {n.op: n for n in g.nodes}
+    assert by_op["Gemm"].loc == f"{HERE}:{line_of('# marker: fc')}"
+    assert by_op["Relu"].loc == by_op["Mul"].loc == f"{HERE}:{line_of('# marker: relu')}"
+    weights = {n.outputs[0].name: n.attrs["value"] for n in g.nodes if n.op == "Constant"}
+    np.testing.assert_array_equal(weights["fc.weight"], module.fc.weight.detach().numpy())
+    assert "bn.running_mean" not in weights  # unused buffers are left out
+    scalar = by_op["Mul"].inputs[1]
+    assert scalar.type.shape == () and scalar.type.dtype == "f32"
+    assert [v.name for v in g.inputs] == ["x"]
+    assert module.training  # loading evaluates in eval mode, then restores the mode
+
+
+def test_scalars_take_the_promoted_dtype():
+    module = Fn(lambda m, i: (i + 2, i / 2))
+    g = minidlc.load(module, (torch.arange(4),))
+    add, div = (n for n in g.nodes if n.op in ("Add", "Div"))
+    assert add.inputs[1].type.dtype == "i64" and add.output.type.dtype == "i64"
+    assert [v.producer.op for v in div.inputs] == ["Cast", "Constant"]  # true division: in float
+    assert div.output.type.dtype == "f32"
+
+
+def test_batchnorm_uses_running_statistics_even_when_training():
+    module = Fn(lambda m, x: m.bn(x), bn=_bn(3)).train()
+    x = _randn(2, 3, 4, 4)
+    compiled = minidlc.compile(module, example_inputs=(x,))
+    assert module.training
+    assert_matches_torch(compiled, module.eval(), (x,))
+
+
+# ---- errors ----------------------------------------------------------------------------------
+class Unsupported(nn.Module):
+    def forward(self, x):
+        return torch.cumsum(x, dim=1)  # marker: unsupported
+
+
+def test_unsupported_op_names_the_op_and_the_source_line():
+    with pytest.raises(UnsupportedOpError) as err:
+        minidlc.load(Unsupported(), (torch.randn(2, 3),))
+    where = f"{HERE}:{line_of('# marker: unsupported')}"
+    assert "aten.cumsum.default" in str(err.value) and where in str(err.value)
+    assert err.value.ops == {"aten.cumsum.default": [where]}
+
+
+class UnsupportedArgument(nn.Module):
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, 2)  # marker: adaptive 2x2
+
+
+def test_unsupported_argument_names_the_op_and_the_source_line():
+    where = f"{HERE}:{line_of('# marker: adaptive 2x2')}"
+    with pytest.raises(ConversionError, match=rf"adaptive_avg_pool2d.*{where}.*only to 1x1"):
+        minidlc.load(UnsupportedArgument(), (torch.randn(1, 2, 4, 4),))
+
+
+def test_missing_example_inputs_is_a_clear_error():
+    with pytest.raises(ConversionError, match="needs example_inputs"):
+        minidlc.load(nn.ReLU())
+
+
+def test_untraceable_model_is_a_clear_error():
+    module = Fn(lambda m, x: x * 2 if x.sum() > 0 else x)  # data-dependent control flow
+    with pytest.raises(ConversionError, match="torch.export could not trace Fn"):
+        minidlc.load(module, (torch.randn(3),))
+
+
+# ---- the factory entry point the CLI uses ------------------------------------------------------
+def test_load_torch_factory_builds_random_inputs_of_the_given_shapes():
+    g = load_torch_factory("examples/torch_models.py:make_convnet", [(1, 3, 16, 16)])
+    assert [(v.name, v.type.shape, v.type.dtype) for v in g.inputs] == [("x", (1, 3, 16, 16), "f32")]
+    assert g.outputs[0].type.shape == (1, 10)
+
+
+def test_load_torch_factory_errors(tmp_path):
+    with pytest.raises(AttributeError, match="has no function 'nope'.*make_mlp"):
+        load_torch_factory("examples/torch_models.py:nope", [(1, 784)])
+    with pytest.raises(FileNotFoundError, match="missing.py"):
+        load_torch_factory("missing.py:make", [(1,)])
+    (tmp_path / "model.py").write_text("def make_model():\n    return 3\n")
+    with pytest.raises(TypeError, match="returned a int, not a torch.nn.Module"):
+        load_torch_factory(str(tmp_path / "model.py"), [(1,)])
+
+
+def test_is_torch_spec():
+    assert is_torch_spec("model.py") and is_torch_spec("dir/model.py:make_model")
+    assert not is_torch_spec("model.onnx") and not is_torch_spec("py.onnx")
+
+
+def test_minidlc_does_not_import_torch():
+    code = ("import sys; sys.modules['torch'] = None; import minidlc; from minidlc.frontends.torch import "
+            "is_torch_spec; assert is_torch_spec('m.py:f'); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "ok", out.stderr
