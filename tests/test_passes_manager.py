@@ -177,3 +177,43 @@ def test_print_ir_after_an_unknown_pass_is_an_error():
     add_pass_arguments(ap)
     with pytest.raises(ValueError, match=r"--print-ir-after: unknown pass\(es\) \['fusion'\]; available: cse, dce"):
         pipeline_kwargs_from_args(ap.parse_args(["--print-ir-after=fold,fusion"]))
+
+
+def test_pass_options_from_the_pass_list():
+    pipe = build_pipeline(passes="fold{always_fold_numel=8}, simplify{disable=sub-const,div-const}, dce")
+    assert [p.name for p in pipe.passes] == ["fold", "simplify", "dce"]
+    assert pipe.passes[0].options == {"always_fold_numel": 8}
+    assert pipe.passes[1].options == {"disable": ("sub-const", "div-const")}
+    g = parse_graph(ir("""
+    graph main(%x: f32[2]) {
+      %c = Constant() {value=<f32[] 2.0>} : f32[]
+      %y = Div(%x, %c) : f32[2]
+      return %y
+    }"""))
+    assert [n.op for n in pipe.run(g.copy()).nodes] == ["Constant", "Div"]
+    assert [n.op for n in run_passes(g, "simplify").nodes] == ["Constant", "Mul"]
+
+
+def test_fold_option_bounds_materialized_constants():
+    src = ir("""
+    graph main(%x: f32[4,4]) {
+      %v = Constant() {value=<f32[] 0.5>} : f32[]
+      %s = Constant() {value=<i64[2] [4, 4]>} : i64[2]
+      %e = Expand(%v, %s) : f32[4,4]
+      %y = Add(%x, %e) : f32[4,4]
+      return %y
+    }""")
+    assert "Expand" in str(run_passes(parse_graph(src), "fold{always_fold_numel=8},dce"))
+    assert "Expand" not in str(run_passes(parse_graph(src), "fold{always_fold_numel=16},dce"))
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("fold{limit=3}", r"pass 'fold' has no option 'limit'; its options: always_fold_numel"),
+    ("fold{always_fold_numel=many}", r"pass 'fold' option always_fold_numel: cannot use 'many'"),
+    ("simplify{disable=mul-two}", r"pass 'simplify' has no rule\(s\) \['mul-two'\]; its rules: identity"),
+    ("fold{always_fold_numel}", r"option 'always_fold_numel' needs the form name=value"),
+    ("fold,,dce", r"cannot read the pass list"),
+])
+def test_bad_pass_options_are_clear_errors(spec, message):
+    with pytest.raises(ValueError, match=message):
+        build_pipeline(passes=spec)

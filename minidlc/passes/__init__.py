@@ -1,1 +1,13 @@
-"""Graph-to-graph passes and the pass manager that runs them (see manager.py)."""
+"""Graph-to-graph passes and the pass manager that runs them.
+
+    manager.py      Pass protocol, registry, -O levels, Pipeline (verifies between passes)
+    instruments.py  print / diff / dump / time / trace rewrites / check numerics
+    options.py      the command-line flags of all of the above
+    rewrite.py      rules as data (pattern, check, rewrite, name) and the engine that applies them
+
+    fold            constant folding through the ops' reference implementations
+    dce, cse        dead code and common subexpression elimination
+    simplify        algebraic peepholes (x*1, reshape chains, cast pairs, ...)
+    fuse-layers     conv+bn, lone bn -> mul+add, matmul+add -> gemm, conv+bias
+    fuse            operator fusion into Fused groups by fusion kind (TVM's FuseOps)
+"""

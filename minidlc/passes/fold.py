@@ -26,7 +26,7 @@ ALWAYS_FOLD_NUMEL = 64
 SHAPE_OPS = ("Shape", "Size")
 
 
-def fold_node(graph: Graph, node: Node) -> list[np.ndarray] | None:
+def fold_node(graph: Graph, node: Node, always_fold_numel: int = ALWAYS_FOLD_NUMEL) -> list[np.ndarray] | None:
     """The output arrays of `node` if it can and should be folded, else None."""
     if node.op == "Constant" or node.body is not None or node.op.startswith("Random"):
         return None
@@ -36,7 +36,7 @@ def fold_node(graph: Graph, node: Node) -> list[np.ndarray] | None:
         args = [None if v is None else graph.const_value(v) for v in node.inputs]
         if any(a is None and v is not None for a, v in zip(args, node.inputs)):
             return None
-        budget = max(ALWAYS_FOLD_NUMEL, sum(a.size for a in args if a is not None))
+        budget = max(always_fold_numel, sum(a.size for a in args if a is not None))
         if sum(v.type.numel for v in node.outputs) > budget:
             return None
     try:
@@ -54,10 +54,13 @@ def fold_node(graph: Graph, node: Node) -> list[np.ndarray] | None:
 class ConstantFolding:
     name = "fold"
 
+    def __init__(self, always_fold_numel: int = ALWAYS_FOLD_NUMEL):
+        self.always_fold_numel = always_fold_numel
+
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         changed = False
         for node in list(graph.nodes):
-            outs = fold_node(graph, node)
+            outs = fold_node(graph, node, self.always_fold_numel)
             if outs is None:
                 continue
             if len(outs) == 1:  # becomes a Constant in place: the value keeps its name and readers

@@ -1,7 +1,8 @@
 """The pass manager: named passes, pipelines, and the hooks instruments use.
 
-A pass is an object with a `name` and `run(graph) -> (graph, changed)`; it may
-edit the graph in place and return it. Pipelines come from an optimization
+A pass is an object with a `name`, `options` (its constructor's keyword
+arguments, settable from a pass list: "fold{always_fold_numel=8}") and
+`run(graph) -> (graph, changed)`; it may edit the graph in place and return it. Pipelines come from an optimization
 level (`LEVELS`) or an explicit list of names. Instruments observe the
 pipeline (print IR, dump files, time passes, check numerics), in the manner of
 LLVM's and TVM's pass instrumentation; the ready-made ones are in
@@ -14,13 +15,16 @@ such as the numerics checker) run after the verifier.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+import inspect
+import re
+from typing import Any, Callable, Protocol
 
 from ..ir import Graph, Node, verify
 
 
 class Pass(Protocol):
     name: str
+    options: dict[str, Any]  # the values of its constructor's keyword options (set by make_pass)
 
     def run(self, graph: Graph) -> tuple[Graph, bool]: ...
 
@@ -107,16 +111,70 @@ class Pipeline:
 
 def build_pipeline(opt_level: int = 2, passes: list[str] | str | None = None, instruments=(),
                    verify_each: bool = True) -> Pipeline:
-    """The pipeline for an -O level, or for an explicit list of pass names."""
+    """The pipeline for an -O level, or for an explicit list of passes.
+
+    `passes` is a list of pass specs or one comma-separated string of them; a
+    spec is a name with optional options in braces, MLIR style:
+    "fold{always_fold_numel=8},dce,simplify{disable=sub-const,div-const}".
+    """
     from . import _all  # noqa: F401  (registers every pass)
 
-    if isinstance(passes, str):
-        passes = [p.strip() for p in passes.split(",") if p.strip()]
     if passes is None:
         if opt_level not in LEVELS:
             raise ValueError(f"opt_level must be one of {sorted(LEVELS)}, got {opt_level}")
         passes = LEVELS[opt_level]
-    unknown = [p for p in passes if p not in PASSES]
+    specs = parse_pass_list(passes) if isinstance(passes, str) else [s for p in passes for s in parse_pass_list(p)]
+    unknown = [name for name, _ in specs if name not in PASSES]
     if unknown:
         raise ValueError(f"unknown pass(es) {unknown}; available: {', '.join(sorted(PASSES))}")
-    return Pipeline([PASSES[name]() for name in passes], instruments, verify_each)
+    return Pipeline([make_pass(name, options) for name, options in specs], instruments, verify_each)
+
+
+_SPEC = re.compile(r"\s*([\w-]+)\s*(?:\{([^{}]*)\})?\s*(?:,|$)")
+
+
+def parse_pass_list(text: str) -> list[tuple[str, dict[str, str]]]:
+    """Split "a,b{k=v k2=v2},c" into [(name, {option: text})]."""
+    out, pos, text = [], 0, text.strip()
+    while pos < len(text):
+        m = _SPEC.match(text, pos)
+        if not m or m.end() == pos:
+            raise ValueError(f"cannot read the pass list {text!r} at {text[pos:]!r}; "
+                             "expected name or name{option=value ...}, separated by commas")
+        options = {}
+        for item in (m.group(2) or "").split():
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ValueError(f"pass '{m.group(1)}': option {item!r} needs the form name=value")
+            options[key.replace("-", "_")] = value
+        out.append((m.group(1), options))
+        pos = m.end()
+    return out
+
+
+def make_pass(name: str, options: dict[str, str] | None = None) -> Pass:
+    """Instantiate a registered pass; option texts are converted to the types of
+    the keyword defaults of its constructor, and recorded in `p.options`."""
+    factory = PASSES[name]
+    params = {k: v for k, v in inspect.signature(factory).parameters.items() if v.default is not v.empty}
+    kwargs = {}
+    for key, text in (options or {}).items():
+        if key not in params:
+            raise ValueError(f"pass '{name}' has no option {key!r}; its options: {', '.join(params) or 'none'}")
+        kwargs[key] = _convert(text, params[key].default, f"pass '{name}' option {key}")
+    p = factory(**kwargs)
+    p.options = {k: kwargs.get(k, v.default) for k, v in params.items()}
+    return p
+
+
+def _convert(text: str, default, where: str):
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError("expected true or false")
+            return text.lower() in ("true", "1")
+        if isinstance(default, (tuple, list)):
+            return tuple(t for t in text.split(",") if t)
+        return type(default)(text)
+    except ValueError as e:
+        raise ValueError(f"{where}: cannot use {text!r}: {e}") from None

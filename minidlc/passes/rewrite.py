@@ -135,11 +135,16 @@ class RewritePass:
     name = "rewrite"
     rules: list[Rule] = []
 
-    def __init__(self):
+    def __init__(self, disable: tuple[str, ...] = ()):
+        unknown = sorted(set(disable) - {r.name for r in self.rules})
+        if unknown:
+            raise ValueError(f"pass '{self.name}' has no rule(s) {unknown}; "
+                             f"its rules: {', '.join(r.name for r in self.rules)}")
+        self.active = [r for r in self.rules if r.name not in disable]
         self.trace = None
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
-        return graph, apply_rules(graph, self.rules, self.trace)
+        return graph, apply_rules(graph, self.active, self.trace)
 
 
 def apply_rules(graph: Graph, rules: list[Rule], trace=None) -> bool:
