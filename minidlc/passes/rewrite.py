@@ -1,11 +1,12 @@
 """Local rewrites given as data: a pattern, a check, a rewrite, and a name.
 
-    Rule("mul-one", Pat("Mul", ("x", Const("one"))), check=all_equal("one", 1), rewrite=lambda g, m: m["x"])
+    Rule("mul-one", Pat("Mul", ("x", Const("one", 1.0))), rewrite=lambda g, m: m["x"], check=same_type("x"))
 
 A pattern is a tree of `Pat(op, args)` whose leaves are capture names
 (strings bind the value found there) or `Const(name)` (binds a value made by
-a Constant node). `"..."` as the last argument allows any further inputs.
-Commutative binary ops (Add, Mul) match in either argument order.
+a Constant node; `Const(name, 1.0)` only one that is 1 everywhere). `"..."`
+as the last argument allows any further inputs. Commutative binary ops (Add,
+Mul) match in either argument order.
 
 `check(graph, match)` returns None when the rule applies, or a short reason
 why not: the reason goes to the rewrite trace, so students can see why a
@@ -29,9 +30,10 @@ COMMUTATIVE = {"Add", "Mul"}
 
 @dataclass(frozen=True)
 class Const:
-    """Matches a value produced by a Constant node."""
+    """Matches a value produced by a Constant node (equal to `value` everywhere, if given)."""
 
     name: str
+    value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class Rule:
     pattern: Pat
     rewrite: Callable[[Graph, Match], Value]
     check: Callable[[Graph, Match], str | None] | None = None
-    doc: str = ""
+    quiet: bool = False  # True: do not trace near misses (rules that match almost everywhere)
 
 
 def match(graph: Graph, pattern: Pat, node: Node) -> Match | None:
@@ -118,7 +120,8 @@ def _match_arg(a: PatArg, v: Value | None, m: Match) -> bool:
     if isinstance(a, Pat):
         return _match_node(a, v.producer, m, None)
     if isinstance(a, Const):
-        if m.graph.const_value(v) is None:
+        array = m.graph.const_value(v)
+        if array is None or (a.value is not None and not np.all(array == a.value)):
             return False
         a = a.name
     if a in m.values:
@@ -165,7 +168,7 @@ def apply_rules(graph: Graph, rules: list[Rule], trace=None) -> bool:
                         trace(rule.name, node, None)
                     progress = changed = True
                     break
-                if why and trace and (rule.name, id(node)) not in reported:
+                if why and trace and not rule.quiet and (rule.name, id(node)) not in reported:
                     reported.add((rule.name, id(node)))
                     trace(rule.name, node, why)
             if progress:
@@ -195,15 +198,6 @@ def _try(graph: Graph, rule: Rule, node: Node) -> tuple[str | None, bool]:
 
 
 # ---- helpers shared by rule sets ---------------------------------------------
-def constant_is(name: str, x: float):
-    """A check: the constant captured as `name` is `x` everywhere."""
-
-    def check(graph: Graph, m: Match) -> str | None:
-        return None if np.all(m.const(name) == x) else f"the constant is not all {x:g}"
-
-    return check
-
-
 def same_type(a: str, b: str = "root"):
     """A check: captured value `a` has the type of `b` (the root's output by default),
     so replacing one by the other cannot change a type (e.g. by broadcasting)."""

@@ -24,7 +24,7 @@ import numpy as np
 from ..ir import Graph
 from ..ir.types import DTYPES, FLOAT_DTYPES
 from .manager import register_pass
-from .rewrite import Const, Match, Pat, RewritePass, Rule, all_of, constant_is, same_type
+from .rewrite import Const, Match, Pat, RewritePass, Rule, all_of, same_type
 
 # Ops that only change the shape of a row-major tensor (the data order stays).
 VIEW_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
@@ -35,7 +35,7 @@ def _keep_x(graph: Graph, m: Match):
 
 
 def _neutral(op: str, rule: str, x: float) -> Rule:
-    return Rule(rule, Pat(op, ("x", Const("c"))), _keep_x, all_of(constant_is("c", x), same_type("x")))
+    return Rule(rule, Pat(op, ("x", Const("c", x))), _keep_x, same_type("x"))
 
 
 def _float(name: str):
@@ -63,7 +63,7 @@ def _div_to_mul(graph: Graph, m: Match):
 
 
 def _view_noop(op: str) -> Rule:
-    return Rule(f"{op.lower()}-noop", Pat(op, ("x", "...")), _keep_x, same_type("x"))
+    return Rule(f"{op.lower()}-noop", Pat(op, ("x", "...")), _keep_x, same_type("x"), quiet=True)
 
 
 def _reshape_to_root(graph: Graph, m: Match):
@@ -134,9 +134,9 @@ RULES: list[Rule] = [
     Rule("div-const", Pat("Div", ("x", Const("c"))), _div_to_mul, all_of(_float("x"), _exact_reciprocal)),
     *[_view_noop(op) for op in VIEW_OPS],
     *[_view_chain(inner, outer) for inner, outer in itertools.product(VIEW_OPS, VIEW_OPS)],
-    Rule("transpose-noop", Pat("Transpose", ("x",)), _keep_x, _identity_perm),
+    Rule("transpose-noop", Pat("Transpose", ("x",)), _keep_x, _identity_perm, quiet=True),
     Rule("transpose-transpose", Pat("Transpose", (Pat("Transpose", ("x",), name="inner"),)), _transpose_pair),
-    Rule("cast-same", Pat("Cast", ("x",)), _keep_x, same_type("x")),
+    Rule("cast-same", Pat("Cast", ("x",)), _keep_x, same_type("x"), quiet=True),
     Rule("cast-cast", Pat("Cast", (Pat("Cast", ("x",), name="inner"),)), _cast_pair, _first_cast_exact),
 ]
 
