@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from ..ir import Node
+from ..ir.ops.norm import STASH_DTYPES
 from .ir import Allocate, Binary, Call, Cast, Const, Expr, Load, Stmt, Store, Var, const, loop_nest, row_major, seq
 from .lower import Lowerer, accumulate, with_accumulators
 from .rules import FLOATS, Unsupported
@@ -110,8 +111,9 @@ def _layernorm(lw: Lowerer, node: Node) -> Stmt:
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]
     dt = y.type.dtype
-    if dt not in FLOATS or node.outputs[1].type.dtype != dt:
-        raise Unsupported(f"LayerNormalization on {dt} with stash type {node.outputs[1].type.dtype}")
+    stash = STASH_DTYPES[node.attrs["stash_type"]]  # the node may have only its first output
+    if dt not in FLOATS or stash != dt:
+        raise Unsupported(f"LayerNormalization on {dt} with stash type {stash}")
     shape = x.type.shape
     axis = node.attrs["axis"] % len(shape)
     axes = list(range(axis, len(shape)))
@@ -144,7 +146,7 @@ def _layernorm(lw: Lowerer, node: Node) -> Stmt:
                           Store(ybuf, row_major(index(r3), shape), value)))
     lw.buffers[id(y)] = ybuf
     row = [kept[a] for a in kept] + [const(0)] * len(axes)
-    for v, e in ((node.outputs[1], mean_l), (node.outputs[2], inv_l)):
+    for v, e in zip(node.outputs[1:], (mean_l, inv_l)):
         if id(v) in lw.out_index or lw.users.get(id(v)):
             buf = lw.buffer_for(v)
             outs.append(Store(buf, row_major(row, v.type.shape), e))

@@ -49,7 +49,7 @@ register("BatchNormalization", Kind.OPAQUE, _bn_infer, _bn, inputs=(5, 5),
 
 
 # stash_type is an ONNX TensorProto dtype number: the precision of the statistics.
-_STASH = {1: "f32", 11: "f64"}
+STASH_DTYPES = {1: "f32", 11: "f64"}
 
 
 def _ln_infer(x, scale, bias=None, *, axis, epsilon, stash_type):
@@ -63,14 +63,14 @@ def _ln_infer(x, scale, bias=None, *, axis, epsilon, stash_type):
                 fail(f"{name} {list(p.shape)} does not broadcast to the normalized shape {list(x.shape[a:])}")
             if p.rank > x.rank - a:
                 fail(f"{name} {list(p.shape)} has more axes than the normalized shape {list(x.shape[a:])}")
-    stats = TensorType(x.shape[:a] + (1,) * (x.rank - a), _STASH[stash_type])
+    stats = TensorType(x.shape[:a] + (1,) * (x.rank - a), STASH_DTYPES[stash_type])
     return [x.type, stats, stats]
 
 
 def _ln(x, scale, bias=None, *, axis, epsilon, stash_type):
     """Y, and the Mean and 1/StdDev it used, computed in the stash dtype."""
     a = norm_axis(axis, x.ndim)
-    xs = x.astype(TensorType((), _STASH[stash_type]).np_dtype)
+    xs = x.astype(TensorType((), STASH_DTYPES[stash_type]).np_dtype)
     axes = tuple(range(a, x.ndim))
     mean = xs.mean(axis=axes, keepdims=True)
     inv_std = 1 / np.sqrt(((xs - mean) ** 2).mean(axis=axes, keepdims=True) + epsilon)
@@ -82,7 +82,7 @@ def _ln(x, scale, bias=None, *, axis, epsilon, stash_type):
 
 register("LayerNormalization", Kind.REDUCTION, _ln_infer, _ln, inputs=(2, 3),
          attrs={"axis": Attr("int", -1), "epsilon": Attr("float", 1e-5),
-                "stash_type": Attr("int", 1, choices=tuple(_STASH))},
+                "stash_type": Attr("int", 1, choices=tuple(STASH_DTYPES))},
          doc="normalize over axes [axis, rank); outputs Y, Mean, InvStdDev")
 
 
