@@ -217,3 +217,16 @@ def test_fold_option_bounds_materialized_constants():
 def test_bad_pass_options_are_clear_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         build_pipeline(passes=spec)
+
+
+def test_a_pass_that_raises_is_named():
+    from minidlc.passes.manager import Pipeline
+
+    class Crash:
+        name = "crash"
+
+        def run(self, graph):
+            raise KeyError("boom")
+
+    with pytest.raises(PassError, match=r"pass 'crash' failed \(passes before it: dce\): KeyError: 'boom'"):
+        Pipeline([PASSES["dce"](), Crash()]).run(parse_graph(SRC))

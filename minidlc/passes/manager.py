@@ -2,8 +2,9 @@
 
 A pass is an object with a `name`, `options` (its constructor's keyword
 arguments, settable from a pass list: "fold{always_fold_numel=8}") and
-`run(graph) -> (graph, changed)`; it may edit the graph in place and return it. Pipelines come from an optimization
-level (`LEVELS`) or an explicit list of names. Instruments observe the
+`run(graph) -> (graph, changed)`; it may edit the graph in place and return
+it. Pipelines come from an optimization level (`LEVELS`) or an explicit list
+of names. Instruments observe the
 pipeline (print IR, dump files, time passes, check numerics), in the manner of
 LLVM's and TVM's pass instrumentation; the ready-made ones are in
 `instruments.py`.
@@ -45,7 +46,7 @@ class Instrument:
 
 
 # name -> factory returning a Pass; filled by the pass modules via `register_pass`.
-PASSES: dict[str, Callable[[], Pass]] = {}
+PASSES: dict[str, Callable[..., Pass]] = {}
 
 # The pipeline of each optimization level, as pass names.
 # Rewriting passes erase the nodes they make dead, so each level runs every pass once.
@@ -53,7 +54,7 @@ CLEANUPS = ["fold", "dce", "cse", "simplify"]
 LEVELS: dict[int, list[str]] = {0: [], 1: CLEANUPS, 2: CLEANUPS + ["fuse-layers", "fuse"]}
 
 
-def register_pass(factory: Callable[[], Pass], name: str | None = None):
+def register_pass(factory: Callable[..., Pass], name: str | None = None):
     """Make a pass available by name (use as a class decorator)."""
     PASSES[name or factory.name] = factory
     return factory
@@ -64,6 +65,8 @@ class PassError(Exception):
 
 
 class Pipeline:
+    """Passes run in order on one graph, observed by instruments."""
+
     def __init__(self, passes: list[Pass], instruments=(), verify_each: bool = True):
         self.passes = passes
         self.instruments = list(instruments)
@@ -80,7 +83,11 @@ class Pipeline:
                 ins.before_pass(p, graph)
             if hasattr(p, "trace"):
                 p.trace = self._tracer(p)
-            graph, changed = p.run(graph)
+            try:
+                graph, changed = p.run(graph)
+            except Exception as e:
+                raise PassError(f"pass '{p.name}' failed (passes before it: {', '.join(done) or 'none'}): "
+                                f"{type(e).__name__}: {e}") from e
             for ins in observers:
                 ins.after_pass(p, graph, changed)
             if self.verify_each:
