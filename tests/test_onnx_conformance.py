@@ -9,7 +9,7 @@ import pytest
 
 from onnx_node_cases import expected_failures, run_case, scoped_cases
 
-TARGETS = ["reference"]
+TARGETS = ["reference", "llvm"]
 
 _XFAIL = expected_failures()
 

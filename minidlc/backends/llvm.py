@@ -140,7 +140,7 @@ class KernelCodegen:
 
     def loop(self, s: For, start: ir.Value, stop: ir.Value) -> None:
         if (s.kind == LoopKind.VECTORIZED and isinstance(s.extent, Const) and 1 < s.extent.value <= MAX_VECTOR
-                and isinstance(s.body, Store)):
+                and _lanes_independent(s.body, s.var)):
             return VectorCodegen(self, s.var, int(s.extent.value)).store(s.body)
         i64 = ir.IntType(64)
         pre = self.b.block
@@ -343,6 +343,18 @@ class VectorCodegen:
                 vec = b.insert_element(vec, cg.call(e.fn, [x], e.dtype), ir.Constant(ir.IntType(32), lane))
             return vec
         return cg.expr(e, sub=self.expr)  # arithmetic: the scalar instructions work on vectors too
+
+
+def _lanes_independent(s: Stmt, var: Var) -> bool:
+    """True when `s` is a Store to a distinct element per iteration of var that
+    reads its own buffer only at that element: its iterations may run as vector
+    lanes. (An accumulation, acc[0] = acc[0] + x[r], is not: LLVM's loop
+    vectorizer handles those, as reductions.)"""
+    from ..loops.transform import walk_exprs
+
+    if not isinstance(s, Store) or not _coefficient(s.index, var):
+        return False
+    return all(e.index == s.index for e in walk_exprs(s.value) if isinstance(e, Load) and e.buf == s.buf)
 
 
 def _coefficient(e: Expr, var: Var) -> int | None:
