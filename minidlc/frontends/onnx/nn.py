@@ -184,7 +184,7 @@ def resize(ctx: Ctx):
     given = [float(v) for v in (scales if scales is not None else sizes)]
     if len(given) != len(axes):
         raise ctx.error(f"{'scales' if scales is not None else 'sizes'} has {len(given)} entries for {len(axes)} axes")
-    attrs = {k: v for k, v in ctx.attrs.items()}
+    attrs = dict(ctx.attrs)  # the interpolation attributes map 1:1
     if scales is not None:
         attrs["scales"] = _fill(axes, given, [1.0] * r)
     else:
@@ -220,7 +220,8 @@ def _keep_aspect(ctx: Ctx, policy: str, axes, sizes, shape):
 def _legacy_resize(ctx: Ctx, scales):
     """Resize-10 and Upsample: asymmetric coordinates; nearest rounds down
     when upsampling and up when downsampling (onnxruntime's rule)."""
-    mode = {"bilinear": "linear"}.get(ctx.attrs.get("mode", "nearest"), ctx.attrs.get("mode", "nearest"))
+    mode = ctx.attrs.get("mode", "nearest")
+    mode = "linear" if mode == "bilinear" else mode  # Upsample-1's name for it
     scales = [float(s) for s in scales]
     if min(scales) < 1 < max(scales):
         raise ctx.error(f"scales {scales} mix upsampling and downsampling, whose nearest rounding differs")
