@@ -150,7 +150,8 @@ OP_CASES = {
                    lambda: (_randn(2, 3, 4, 5),)),
     "pools": (lambda: Fn(lambda m, x: (F.max_pool2d(x, 2), F.max_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 2),
                                        F.avg_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
-                                       F.adaptive_avg_pool2d(x, 1), m.pool(x)), pool=nn.AdaptiveAvgPool2d((1, 1))),
+                                       F.adaptive_avg_pool2d(x, 1), m.pool(x), F.max_pool2d(x, 2, 2, 1, ceil_mode=True),
+                                       F.avg_pool2d(x, 3, 2, 1, ceil_mode=True)), pool=nn.AdaptiveAvgPool2d((1, 1))),
               lambda: (_randn(2, 3, 8, 7),)),
     "dropout_eval": (lambda: Fn(lambda m, x: m.drop(x) * 2, drop=nn.Dropout(0.5)), lambda: (_randn(4, 5),)),
     "embedding": (lambda: Fn(lambda m, idx: m.emb(idx) + 1, emb=nn.Embedding(10, 4)),
@@ -164,6 +165,13 @@ OP_CASES = {
                                       torch.rsqrt(x.abs() + 1), torch.erf(x), torch.abs(x), F.leaky_relu(x, 0.2),
                                       F.elu(x), F.hardswish(x))),
              lambda: (_randn(3, 5),)),
+    "causal_attention": (lambda: Fn(lambda m, q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)),
+                         lambda: (_randn(1, 2, 5, 8), _randn(1, 2, 5, 8), _randn(1, 2, 5, 8))),
+    "constants_and_indexing": (lambda: Fn(lambda m, x, i: (x + torch.arange(4), torch.triu(torch.ones(4, 4)) == 0,
+                                                           x[i] * torch.ones_like(x[i]), x[:, i], x.unbind(1)[2],
+                                                           (x > 0).any(-1), torch.logical_and(x > 0, x < 1),
+                                                           (x != 0).all(), torch.zeros_like(x))),
+                               lambda: (_randn(3, 4), torch.tensor([2, 0, 2]))),
 }
 
 

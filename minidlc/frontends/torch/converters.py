@@ -117,10 +117,3 @@ class Ctx:
         if isinstance(x, (bool, int, float)):
             return self.const(x, dtype, hint="scalar")
         raise self.error(f"expected a tensor or a number, got {type(x).__name__} {x!r}")
-
-    def static_ints(self, x: Value) -> list[int]:
-        """The value of a small integer tensor known at compile time."""
-        a = self.graph.static_value(x)
-        if a is None:
-            raise self.error(f"%{x.name} must be known at compile time")
-        return [int(v) for v in np.asarray(a).reshape(-1)]

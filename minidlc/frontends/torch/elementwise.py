@@ -63,7 +63,19 @@ for _name, _op in _COMPARISON.items():
 
 @converter("aten.ne.Tensor", "aten.ne.Scalar")
 def ne(ctx: Ctx, a, b):
-    return ctx.add("Not", [_compare("Equal")(ctx, a, b)])
+    dt = ctx.promoted_dtype()
+    return ctx.add("Not", [ctx.add("Equal", [ctx.operand(a, dt), ctx.operand(b, dt)], hint="eq")])
+
+
+def _logical(op: str):
+    def convert(ctx: Ctx, a, b):
+        return ctx.add(op, [ctx.operand(a, "bool"), ctx.operand(b, "bool")])
+
+    return convert
+
+
+for _name, _op in {"and": "And", "or": "Or", "xor": "Xor"}.items():
+    converter(f"aten.logical_{_name}.default")(_logical(_op))
 
 
 @converter("aten.where.self")

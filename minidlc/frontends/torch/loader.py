@@ -12,7 +12,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from ...ir import Graph, IRError, TensorType, Value
-from . import elementwise, nn, reduce, shape  # noqa: F401  (register converters)
+from . import creation, elementwise, nn, reduce, shape  # noqa: F401  (register converters)
 from .converters import CONVERTERS, ConversionError, Ctx, dtype_of
 
 # Composite ops that map onto one IR op each: kept whole instead of being

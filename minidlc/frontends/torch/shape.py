@@ -94,3 +94,13 @@ def slice_(ctx: Ctx, x, dim=0, start=None, end=None, step=1):
 def select(ctx: Ctx, x, dim, index):
     """x[..., index, ...]: a Gather with a scalar index drops the axis."""
     return ctx.add("Gather", [x, ctx.const(index, "i64", "index")], {"axis": dim})
+
+
+@converter("aten.index.Tensor")
+def index(ctx: Ctx, x, indices):
+    """x[..., idx, ...] with one integer index tensor: a Gather on that axis."""
+    axes = [i for i, v in enumerate(indices) if v is not None]
+    if len(axes) != 1 or indices[axes[0]].type.dtype not in ("i64", "i32"):
+        raise ctx.error("only indexing with one integer tensor is supported (no boolean masks, "
+                        "no several index tensors)")
+    return ctx.add("Gather", [x, indices[axes[0]]], {"axis": axes[0]})
