@@ -441,6 +441,50 @@ class JitModule:
         return self.tm.emit_assembly(llvm.parse_assembly(self.ir_text) if self.cached else self.mod)
 
 
+class NativeKernel:
+    """The compiled stages of one kernel; parallel stages are split across threads."""
+
+    def __init__(self, jit: JitModule, stages, pool: ThreadPoolExecutor | None, threads: int):
+        self.fns = [(jit.function(name), extent) for name, extent in stages]
+        self.pool, self.threads = pool, threads
+
+    def __call__(self, ptrs) -> None:
+        for fn, extent in self.fns:
+            if extent is None or self.pool is None or extent < 2:
+                fn(ptrs, 0, extent or 0)
+            else:
+                chunk = -(-extent // self.threads)
+                for f in [self.pool.submit(fn, ptrs, lo, min(lo + chunk, extent)) for lo in range(0, extent, chunk)]:
+                    f.result()
+
+
+def compile_kernel(kernel: Kernel, threads: int = 1):
+    """JIT one kernel by itself; returns `run(arrays)`, which checks each array
+    against its parameter (dtype, size) and calls the kernel on them in place.
+    Used by the tests and the GEMM ladder benchmark."""
+    verify_kernel(kernel)
+    module = ir.Module(name=kernel.name)
+    stages = KernelCodegen(module, kernel).emit()
+    jit = JitModule(module)
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    native = NativeKernel(jit, stages, pool, threads)
+
+    def run(arrays: list[np.ndarray]) -> None:
+        for p, a in zip(kernel.params, arrays, strict=True):
+            if a.dtype != _np_dtype(p.dtype) or a.size < p.size or not a.flags.c_contiguous:
+                raise ValueError(f"kernel {kernel.name}: parameter {p.name} wants {p.size} contiguous {p.dtype} "
+                                 f"elements, got {a.dtype}{list(a.shape)}")
+        native((ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays]))
+    run.jit = jit
+    return run
+
+
+def _np_dtype(dtype: str):
+    from ..ir.types import DTYPES
+
+    return DTYPES[dtype]
+
+
 # ---- the executable -----------------------------------------------------------------------
 @dataclass
 class Step:
@@ -503,20 +547,8 @@ class LLVMExecutable:
                     np.copyto(dst, np.asarray(src).reshape(dst.shape), casting="unsafe")
             return run_numpy
         ptrs = (ctypes.c_void_p * len(step.lowered.bindings))(*[plan.pointer(step.node, bnd) for bnd in step.lowered.bindings])
-        fns = [(self.jit.function(name), extent) for name, extent in stages]
-        pool, threads = self.pool, self.threads
-
-        def run_native():
-            for fn, extent in fns:
-                if extent is None or pool is None or extent < 2:
-                    fn(ptrs, 0, extent or 0)
-                else:
-                    chunk = -(-extent // threads)
-                    futures = [pool.submit(fn, ptrs, lo, min(lo + chunk, extent)) for lo in range(0, extent, chunk)]
-                    for f in futures:
-                        f.result()
-        run_native.keep = (ptrs, fns)
-        return run_native
+        native = NativeKernel(self.jit, stages, self.pool, self.threads)
+        return lambda: native(ptrs)
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         for v, a in zip(self.graph.inputs, arrays):

@@ -12,8 +12,8 @@ from dataclasses import replace
 from math import prod
 
 from .ir import Binary, Const, For, Kernel, LoopKind, Seq, Stmt, Var, add, const, mul, seq
-from .simplify import simplify_stmt
-from .transform import substitute_stmt, walk_stmts
+from .simplify import simplify
+from .transform import map_stmt, substitute_stmt, walk_stmts
 
 
 class ScheduleError(Exception):
@@ -28,18 +28,23 @@ def find_loop(s: Stmt, name: str) -> For:
 
 
 def _replace_loop(s: Stmt, name: str, fn) -> Stmt:
-    """Rebuild `s` with the loop over `name` replaced by fn(loop)."""
+    """Rebuild `s` with every loop over `name` replaced by fn(loop)."""
+    find_loop(s, name)
+    return _replace(s, name, fn)
+
+
+def _replace(s: Stmt, name: str, fn) -> Stmt:
     if isinstance(s, For):
         if s.var.name == name:
             return fn(s)
-        return replace(s, body=_replace_loop(s.body, name, fn))
+        return replace(s, body=_replace(s.body, name, fn))
     if isinstance(s, Seq):
-        return Seq(tuple(_replace_loop(x, name, fn) for x in s.stmts))
+        return Seq(tuple(_replace(x, name, fn) for x in s.stmts))
     if hasattr(s, "body") and not isinstance(s, For):
-        return replace(s, body=_replace_loop(s.body, name, fn))
+        return replace(s, body=_replace(s.body, name, fn))
     if hasattr(s, "then"):
-        return replace(s, then=_replace_loop(s.then, name, fn),
-                       orelse=None if s.orelse is None else _replace_loop(s.orelse, name, fn))
+        return replace(s, then=_replace(s.then, name, fn),
+                       orelse=None if s.orelse is None else _replace(s.orelse, name, fn))
     return s
 
 
@@ -62,7 +67,7 @@ def split(s: Stmt, name: str, factor: int) -> Stmt:
         main = For(outer, const(n // factor), For(inner, const(factor), substitute_stmt(
             loop.body, {loop.var: add(mul(outer, const(factor)), inner)})), loop.kind)
         rest = For(tail, const(n % factor), substitute_stmt(loop.body, {loop.var: add(const(n - n % factor), tail)}))
-        return simplify_stmt(seq(main if n >= factor else None, rest if n % factor else None))
+        return map_stmt(seq(main if n >= factor else None, rest if n % factor else None), simplify)
     return _replace_loop(s, name, do)
 
 

@@ -1,0 +1,119 @@
+"""Loop IR: printer, verifier (static bounds), simplifier, and each schedule
+primitive checked against the unscheduled kernel on random shapes."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from minidlc.backends.llvm import compile_kernel
+from minidlc.loops import LoopIRError, verify_kernel
+from minidlc.loops.ir import Binary, Const, For, Kernel, Load, Param, Store, Var, add, const, mul, seq
+from minidlc.loops.printer import print_kernel
+from minidlc.loops.schedule import ScheduleError, fuse, parallel, reorder, split, unroll, vectorize
+from minidlc.loops.simplify import simplify
+
+i, j, k = Var("i"), Var("j"), Var("k")
+
+
+def matmul_kernel(m: int, n: int, kk: int) -> Kernel:
+    """C = A @ B the naive way: zero C, then for i, j, k: C[i,j] += A[i,k] * B[k,j]."""
+    c_ij = add(mul(i, const(n)), j)
+    i0, j0 = Var("i0"), Var("j0")
+    zero = For(i0, const(m), For(j0, const(n), Store("C", add(mul(i0, const(n)), j0), Const(0.0, "f32"))))
+    update = Store("C", c_ij, add(Load("C", c_ij, "f32"),
+                                  mul(Load("A", add(mul(i, const(kk)), k), "f32"), Load("B", add(mul(k, const(n)), j), "f32"))))
+    nest = For(i, const(m), For(j, const(n), For(k, const(kk), update)))
+    params = (Param("A", "f32", m * kk), Param("B", "f32", kk * n), Param("C", "f32", m * n))
+    return Kernel("matmul", params, seq(zero, nest))
+
+
+def test_printer_reads_like_c():
+    text = print_kernel(matmul_kernel(2, 3, 4))
+    assert text == """\
+kernel matmul(f32* A /*[8]*/, f32* B /*[12]*/, f32* C /*[6]*/) {
+  for (i0 = 0; i0 < 2; i0++) {
+    for (j0 = 0; j0 < 3; j0++) {
+      C[i0 * 3 + j0] = 0.0f;
+    }
+  }
+  for (i = 0; i < 2; i++) {
+    for (j = 0; j < 3; j++) {
+      for (k = 0; k < 4; k++) {
+        C[i * 3 + j] = C[i * 3 + j] + A[i * 4 + k] * B[k * 3 + j];
+      }
+    }
+  }
+}"""
+
+
+def test_verifier_rejects_out_of_bounds_access():
+    bad = Kernel("bad", (Param("x", "f32", 10),), For(i, const(11), Store("x", i, Const(1.0, "f32"))))
+    with pytest.raises(LoopIRError, match=r"kernel bad: store x\[i\] may be out of bounds: index range \[0, 10\]"):
+        verify_kernel(bad)
+
+
+def test_verifier_accepts_guarded_and_clamped_accesses():
+    from minidlc.loops.ir import Compare, If
+
+    guarded = For(i, const(16), If(Compare("<", i, const(10)), Store("x", i, Const(1.0, "f32"))))
+    clamped = For(i, const(16), Store("y", i, Load("x", Binary("min", i, const(9)), "f32")))
+    verify_kernel(Kernel("ok", (Param("x", "f32", 10), Param("y", "f32", 16)), seq(guarded, clamped)))
+
+
+def test_verifier_rejects_unbound_variable_and_dtype_mismatch():
+    with pytest.raises(LoopIRError, match="variable j is used outside its loop"):
+        verify_kernel(Kernel("k", (Param("x", "f32", 4),), For(i, const(4), Store("x", j, Const(0.0, "f32")))))
+    with pytest.raises(LoopIRError, match=r"store to x \(f32\) of a f64 value"):
+        verify_kernel(Kernel("k", (Param("x", "f32", 4),), For(i, const(4), Store("x", i, Const(0.0, "f64")))))
+
+
+def test_simplifier_folds_index_arithmetic():
+    e = add(mul(add(mul(const(0), const(4)), i), const(1)), const(0))
+    assert simplify(e) == i
+    assert simplify(add(add(i, const(2)), const(3))) == add(i, const(5))
+    assert simplify(mul(Var("x", "f32"), Const(0.0, "f32"))) == mul(Var("x", "f32"), Const(0.0, "f32"))  # not on floats
+
+
+def _run(kernel: Kernel, m, n, kk, threads=1):
+    rng = np.random.default_rng(m * 100 + n * 10 + kk)
+    a = rng.standard_normal((m, kk)).astype(np.float32)
+    b = rng.standard_normal((kk, n)).astype(np.float32)
+    c = np.full((m, n), np.nan, np.float32)
+    compile_kernel(kernel, threads)([a, b, c])
+    return c, a @ b
+
+
+dims = st.integers(1, 37)
+
+
+@settings(deadline=None, max_examples=5)
+@given(dims, dims, dims, st.sampled_from([1, 2, 3, 4]), st.sampled_from([1, 2, 4, 8]))
+def test_schedules_preserve_results(m, n, kk, fi, fj):
+    """split + reorder + vectorize + unroll + parallel, applied one after the
+    other: every intermediate kernel computes A @ B."""
+    s = matmul_kernel(m, n, kk).body
+    steps = [lambda s: split(s, "i", fi), lambda s: split(s, "j", fj)]
+    if m % fi == 0 and n % fj == 0:  # no tail loops: the nest stays perfect
+        steps += [lambda s: reorder(s, ["i_o", "j_o", "k", "i_i", "j_i"]), lambda s: vectorize(s, "j_i"),
+                  lambda s: unroll(s, "i_i"), lambda s: parallel(s, "i_o")]
+    for step in steps:
+        s = step(s)
+        kern = Kernel("matmul", matmul_kernel(m, n, kk).params, s)
+        got, want = _run(kern, m, n, kk, threads=2)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@settings(deadline=None, max_examples=4)
+@given(dims, dims, dims)
+def test_fuse_preserves_results(m, n, kk):
+    s = matmul_kernel(m, n, kk).body
+    s = parallel(fuse(s, "i", "j"), "i_j")
+    got, want = _run(Kernel("matmul", matmul_kernel(m, n, kk).params, s), m, n, kk, threads=2)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_schedule_errors_name_the_loop():
+    s = matmul_kernel(4, 4, 4).body
+    with pytest.raises(ScheduleError, match="no loop over 'q'"):
+        split(s, "q", 2)
+    with pytest.raises(ScheduleError, match="loop i is not innermost"):
+        vectorize(s, "i")
