@@ -6,6 +6,7 @@ with what PyTorch itself computes. Without PyTorch these tests skip.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import subprocess
 import sys
@@ -132,8 +133,12 @@ OP_CASES = {
     "layernorm": (lambda: Fn(lambda m, x: (m.ln(x), F.layer_norm(x, (6,))), ln=nn.LayerNorm((5, 6))),
                   lambda: (_randn(2, 5, 6),)),
     "softmax": (lambda: Fn(lambda m, x: (x.softmax(1), F.log_softmax(x, dim=-1))), lambda: (_randn(3, 4, 5),)),
-    "matmul_bmm": (lambda: Fn(lambda m, a, b, w: (torch.matmul(a, w), torch.bmm(a, b), a @ b, a[0].mm(w))),
+    "matmul_bmm": (lambda: Fn(lambda m, a, b, w: (torch.matmul(a, w), torch.bmm(a, b), a @ b, a[0].mm(w),
+                                                  F.linear(a, w.t()), F.linear(a[0], w.t(), w[0]))),
                    lambda: (_randn(2, 3, 4), _randn(2, 4, 5), _randn(4, 5))),
+    "gelu_by_hand": (lambda: Fn(lambda m, x: (0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
+                                              0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))))),
+                     lambda: (_randn(4, 6),)),
     "views": (lambda: Fn(lambda m, x: (x.view(2, -1), x.reshape(6, 4, 1), x.permute(2, 0, 1), x.transpose(0, 2),
                                        torch.flatten(x, 1), x.transpose(1, 2).contiguous().view(-1))),
               lambda: (_randn(2, 3, 4),)),
@@ -217,6 +222,44 @@ def test_graph_is_high_level_with_source_lines_and_weights():
     assert scalar.type.shape == () and scalar.type.dtype == "f32"
     assert [v.name for v in g.inputs] == ["x"]
     assert module.training  # loading evaluates in eval mode, then restores the mode
+
+
+class ConvBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        h = F.relu(self.bn(self.conv(x)))  # marker: conv block
+        return h.flatten(1).softmax(-1) * 2  # marker: conv head
+
+
+GOLDEN_CONV_BLOCK = """\
+graph ConvBlock(%x: f32[1,2,3,3]) {
+  %conv.weight = Constant() {value=<f32[4,2,3,3] @conv.weight>} : f32[4,2,3,3]
+  %bn.weight = Constant() {value=<f32[4] [1.0, 1.0, 1.0, 1.0]>} : f32[4]
+  %bn.bias = Constant() {value=<f32[4] [0.0, 0.0, 0.0, 0.0]>} : f32[4]
+  %bn.running_mean = Constant() {value=<f32[4] [0.0, 0.0, 0.0, 0.0]>} : f32[4]
+  %bn.running_var = Constant() {value=<f32[4] [1.0, 1.0, 1.0, 1.0]>} : f32[4]
+  %conv = Conv(%x, %conv.weight) {strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], group=1} : f32[1,4,3,3]  # {block}
+  %bn = BatchNormalization(%conv, %bn.weight, %bn.bias, %bn.running_mean, %bn.running_var) {epsilon=1e-05} \
+: f32[1,4,3,3]  # {block}
+  %relu = Relu(%bn) : f32[1,4,3,3]  # {block}
+  %shape = Constant() {value=<i64[2] [1, 36]>} : i64[2]  # {head}
+  %view = Reshape(%relu, %shape) {allowzero=0} : f32[1,36]  # {head}
+  %softmax = Softmax(%view) {axis=-1} : f32[1,36]  # {head}
+  %scalar = Constant() {value=<f32[] 2.0>} : f32[]  # {head}
+  %mul = Mul(%softmax, %scalar) : f32[1,36]  # {head}
+  return %mul
+}"""
+
+
+def test_printed_graph_names_layers_and_source_lines():
+    """Values are named after module paths, nodes point at the forward line."""
+    g = minidlc.load(ConvBlock(), (torch.randn(1, 2, 3, 3),))
+    block, head = (f"{HERE}:{line_of(f'# marker: conv {m}')}" for m in ("block", "head"))
+    assert str(g) == GOLDEN_CONV_BLOCK.replace("{block}", block).replace("{head}", head)
 
 
 def test_scalars_take_the_promoted_dtype():

@@ -21,7 +21,8 @@ from .converters import CONVERTERS, ConversionError, Ctx, dtype_of
 KEEP = ("linear.default", "matmul.default", "layer_norm.default", "adaptive_avg_pool2d.default",
         "max_pool2d.default", "transpose.int", "hardswish.default")
 
-_SHORT_NAMES = {"native_batch_norm_legit_no_training": "batch_norm", "convolution": "conv"}
+_SHORT_NAMES = {"native_batch_norm_legit_no_training": "batch_norm", "convolution": "conv",
+                "split_with_sizes": "split"}
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 
