@@ -1,0 +1,143 @@
+"""The LLVM backend against the reference interpreter: fused elementwise
+groups, GEMM with epilogues on odd shapes, reductions, the demo models, the
+emitted stages, threads, the disk cache and input validation."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minidlc
+from minidlc.ir import Graph, TensorType
+
+ODD = [1, 2, 5, 7, 13, 17, 31]
+
+
+def check(g: Graph, seed: int = 0, **options):
+    m = minidlc.compile(g, target="llvm", **options)
+    ref = minidlc.compile(g, target="reference")
+    feeds = m.random_inputs(seed)
+    got, want = m.run(feeds), ref.run(feeds)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    return m
+
+
+def matmul_graph(batch, m, k, n, const_b=True, epilogue=True):
+    rng = np.random.default_rng(m * 7 + k * 3 + n)
+    g = Graph()
+    x = g.add_input("x", TensorType(batch + (m, k)))
+    w = g.constant(rng.standard_normal((k, n)).astype(np.float32), "w") if const_b else \
+        g.add_input("w", TensorType(batch + (k, n)))
+    y = g.add("MatMul", [x, w]).output
+    if epilogue:
+        y = g.add("Add", [y, g.constant(rng.standard_normal(n).astype(np.float32), "bias")]).output
+        y = g.add("Relu", [y]).output
+    g.outputs = [y]
+    return g
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 13, 17), (6, 16, 16), (31, 5, 33), (2, 64, 47)])
+def test_gemm_odd_shapes_with_epilogue(m, k, n):
+    m_ = check(matmul_graph((), m, k, n))
+    loops = m_.emit("loops")
+    assert "w_packed" in loops  # the weight was packed at compile time
+    assert loops.count("kernel ") == 1 and "max(" in loops  # bias and relu ran in the GEMM's epilogue
+
+
+@pytest.mark.parametrize("batch", [(1,), (2, 3)])
+def test_batched_matmul_with_runtime_b(batch):
+    check(matmul_graph(batch, 5, 7, 19, const_b=False, epilogue=False))
+
+
+@pytest.mark.parametrize("trans_a,trans_b,beta", [(0, 0, 1.0), (1, 0, 0.5), (0, 1, 2.0), (1, 1, 0.0)])
+def test_gemm_attributes(trans_a, trans_b, beta):
+    rng = np.random.default_rng(1)
+    g = Graph()
+    a = g.add_input("a", TensorType((13, 7) if trans_a else (7, 13)))
+    b = g.constant(rng.standard_normal((19, 13) if trans_b else (13, 19)).astype(np.float32))
+    c = g.constant(rng.standard_normal((1, 19)).astype(np.float32))
+    g.outputs = [g.add("Gemm", [a, b, c], {"alpha": 0.5, "beta": beta, "transA": trans_a, "transB": trans_b}).output]
+    check(g)
+
+
+def test_fused_elementwise_broadcast_and_reductions():
+    g = Graph()
+    x = g.add_input("x", TensorType((3, 5, 17)))
+    y = g.add_input("y", TensorType((5, 1)))
+    t = g.add("Tanh", [g.add("Mul", [x, y]).output]).output
+    s = g.add("Softmax", [t], {"axis": -1}).output
+    r = g.add("ReduceSum", [s], {"axes": [1], "keepdims": 0}).output
+    scale = g.constant(np.linspace(0.5, 1.5, 17).astype(np.float32))
+    bias = g.constant(np.linspace(-1, 1, 17).astype(np.float32))
+    ln = g.add("LayerNormalization", [x, scale, bias], {"axis": -1}).outputs[0]
+    g.outputs = [r, ln, g.add("Sigmoid", [ln]).output]
+    check(g)
+
+
+def test_integer_division_falls_back_and_says_so():
+    g = Graph()
+    a, b = g.add_input("a", TensorType((4,), "i32")), g.add_input("b", TensorType((4,), "i32"))
+    g.outputs = [g.add("Div", [a, b]).output]
+    m = minidlc.compile(g, target="llvm")
+    assert "runs on NumPy (fallback: Div on i32)" in m.emit("loops")
+    out = m.run({"a": np.array([7, -7, 9, 1], np.int32), "b": np.array([2, 2, -4, 1], np.int32)})
+    np.testing.assert_array_equal(list(out.values())[0], [3, -3, -2, 1])
+
+
+def test_emit_stages_and_threads_agree():
+    g = matmul_graph((), 128, 128, 80)  # big enough to run in parallel
+    m1 = minidlc.compile(g, target="llvm", threads=1)
+    m2 = minidlc.compile(g, target="llvm", threads=2)
+    feeds = m1.random_inputs()
+    np.testing.assert_array_equal(m1.run(feeds)["relu"], m2.run(feeds)["relu"])
+    assert "define void @" in m1.emit("llvm")
+    assert "fma" in m1.emit("asm").lower() or "mul" in m1.emit("asm")
+    assert "// parallel" in m1.emit("loops")
+    with pytest.raises(ValueError, match="emits 'loops', 'llvm' or 'asm'"):
+        m1.emit("ptx")
+
+
+def test_compiled_code_is_cached_on_disk(tmp_path, monkeypatch):
+    from minidlc.backends import llvm
+
+    monkeypatch.setattr(llvm, "CACHE_DIR", tmp_path)
+    g = matmul_graph((), 3, 4, 5)
+    first = minidlc.compile(g, target="llvm")
+    assert not first.executable.jit.cached and list(tmp_path.glob("*.o"))
+    second = minidlc.compile(g, target="llvm")
+    assert second.executable.jit.cached
+    feeds = first.random_inputs()
+    np.testing.assert_array_equal(first.run(feeds)["relu"], second.run(feeds)["relu"])
+
+
+def test_bad_input_is_a_python_error_before_native_code():
+    m = minidlc.compile(matmul_graph((), 3, 4, 5), target="llvm")
+    with pytest.raises(minidlc.InputError, match=r"input 'x' has shape \[4, 4\], expected \[3, 4\]"):
+        m.run({"x": np.zeros((4, 4), np.float32)})
+
+
+def test_memory_plan_reuses_the_arena():
+    g = Graph()
+    v = g.add_input("x", TensorType((64, 64)))
+    for _ in range(6):  # a chain of unfusable reductions: only neighbours are live together
+        v = g.add("Softmax", [v], {"axis": 0}).output
+    g.outputs = [v]
+    m = check(g, opt_level=0)
+    plan = m.executable.plan
+    assert plan.size < sum(s.size for s in plan.slots.values()) / 2
+
+
+@pytest.mark.parametrize("name", ["mlp", "tfblock", "convnet"])
+def test_demo_models_match_reference(name):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+    from models import build_model
+
+    model = build_model(name)
+    m = minidlc.compile(model, target="llvm")
+    ref = minidlc.compile(model, target="reference")
+    feeds = m.random_inputs(3)
+    got, want = m.run(feeds), ref.run(feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
