@@ -1,7 +1,7 @@
 """Demo PyTorch models for the torch frontend, each with a factory and an input shape.
 
     minidlc compile examples/torch_models.py:make_resnet --input-shape 1,3,32,32 --emit graph
-    python examples/torch_models.py          # compile each, compare with PyTorch
+    python examples/torch_models.py [TARGET]     # compile each, compare with PyTorch
 
     mlp      784-256-256-10 perceptron with dropout (the identity in eval mode)
     convnet  conv-bn-relu stem, two residual blocks (the second down-samples),
@@ -167,11 +167,14 @@ MODELS = {
 
 
 if __name__ == "__main__":
+    import sys
+
     import minidlc
 
+    target = sys.argv[1] if len(sys.argv) > 1 else "reference"
     for name, (factory, shape) in MODELS.items():
         model, x = factory(), torch.randn(shape)
-        compiled = minidlc.compile(model, example_inputs=(x,))
+        compiled = minidlc.compile(model, example_inputs=(x,), target=target)
         (got,) = compiled.run({"x": x.numpy()}).values()
         err = (torch.from_numpy(got) - model(x)).abs().max().item()
         print(f"{name:8} {len(compiled.source.nodes):4} nodes  max |minidlc - torch| = {err:.2e}")

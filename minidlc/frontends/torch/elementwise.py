@@ -16,14 +16,14 @@ _UNARY = {
 _ARITHMETIC = {
     "add.Tensor": "Add", "add.Scalar": "Add", "sub.Tensor": "Sub", "sub.Scalar": "Sub", "mul.Tensor": "Mul",
     "mul.Scalar": "Mul", "div.Tensor": "Div", "div.Scalar": "Div", "div.Tensor_mode": "Div",
-    "maximum.default": "Max", "minimum.default": "Min",
+    "maximum.default": "Max", "minimum.default": "Min", "remainder.Tensor": "Mod", "remainder.Scalar": "Mod",
 }
 _COMPARISON = {"eq": "Equal", "lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual"}
 
 
 def _unary(op: str):
     def convert(ctx: Ctx, x):
-        return ctx.add(op, [x])
+        return ctx.add(op, [ctx.operand(x, ctx.out_dtype)])  # exp(int) is float, logical_not(x) bool
 
     return convert
 
