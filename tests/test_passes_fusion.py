@@ -233,3 +233,14 @@ def test_fuse_without_fold_inlines_shape_computations_into_groups():
     assert [n.op for n in body.nodes] == ["Constant", "Exp", "Reshape", "Relu"]
     assert body.nodes[0].attrs["value"].tolist() == [2, -1]
     assert_same_results(_parse(src), g)
+
+
+def test_fused_graph_prints_nested_and_parses_back():
+    from minidlc.ir import collect_weights, parse_graph
+
+    _, optimized = demo("convnet")
+    text = str(optimized)
+    assert "= Fused(" in text and "graph fused_conv_add_relu(" in text
+    again = parse_graph(text, collect_weights(optimized))
+    assert str(again) == text
+    assert_same_results(optimized, again, seeds=(0,))

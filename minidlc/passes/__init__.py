@@ -10,4 +10,10 @@
     simplify        algebraic peepholes (x*1, reshape chains, cast pairs, ...)
     fuse-layers     conv+bn, lone bn -> mul+add, matmul+add -> gemm, conv+bias
     fuse            operator fusion into Fused groups by fusion kind (TVM's FuseOps)
+
+Adding a pass: a class with `name` and `run(graph) -> (graph, changed)`
+(keyword arguments of its constructor become its options), decorated with
+`@register_pass`, in a module imported by `_all.py`. Adding a peephole: a
+`Rule` appended to `simplify.RULES` (or `fuse_layers.RULES`), plus a golden
+test in tests/test_passes_cleanups.py; the random-graph tests then check it.
 """
