@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Kind, Node, Value
-from .ir import (Allocate, Binary, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, Var, add, const,
+from .ir import (Allocate, Binary, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, const,
                  loop_nest, mul, row_major, seq)
 from .lower import Lowerer
 from .rules import FLOATS, RULES, Unsupported, broadcast_index
@@ -197,4 +197,3 @@ def pack_b(b: np.ndarray, nr: int, trans_b: bool = False) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(b.shape[:-2] + (k, panels, nr)).swapaxes(-3, -2))
 
 
-__all__ = ["GEMM_OPS", "GemmConfig", "CONFIG", "lower_gemm", "pack_b", "Var"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import singledispatch
 
-from .ir import Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, Select, Seq, Stmt, Store, Var, seq
+from .ir import Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, Select, Seq, Stmt, Store, seq
 
 _INT_FOLD = {
     "+": lambda a, b: a + b,
@@ -135,5 +135,3 @@ def simplify_stmt(s: Stmt) -> Stmt:
 def simplify_kernel(k: Kernel) -> Kernel:
     return replace(k, body=simplify_stmt(k.body))
 
-
-__all__ = ["simplify", "simplify_stmt", "simplify_kernel", "Var"]
