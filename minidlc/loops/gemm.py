@@ -13,8 +13,10 @@ The epilogue (Gemm's alpha/beta/C, a bias add, an activation, a residual
 add: the elementwise consumers the fuse pass put in the group) is applied to
 the accumulator while it is still in registers, and stored once.
 
-Full blocks and the edge blocks (M % MR rows, N % NR columns) are separate
-loops with static extents, so every access is provably in bounds.
+The outer (parallel) loop runs over column panels of B, so a panel is read
+from memory once and reused, from cache, by every row block of A. Full
+blocks and the edge blocks (M % MR rows, N % NR columns) are separate loops
+with static extents, so every access is provably in bounds.
 """
 from __future__ import annotations
 
@@ -146,21 +148,22 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     edge_rows, edge_cols = m % mr, n % nr
     parallel = nb * m * n * k * 2 >= PARALLEL_MIN_FLOPS
 
-    # full row blocks, fused with the batch into one parallel loop
-    if full_rows:
-        t, jb = lw.var("t"), lw.var("jb")
-        bidx = _unflatten(Binary("/", t, const(full_rows)), batch)
-        row0 = mul(Binary("%", t, const(full_rows)), const(mr))
-        row_stage = seq(For(jb, const(full_cols), block(bidx, row0, mr, jb, nr)) if full_cols else None,
-                        block(bidx, row0, mr, const(full_cols), edge_cols) if edge_cols else None)
-        stages.append(For(t, const(nb * full_rows), row_stage, LoopKind.PARALLEL if parallel else LoopKind.SERIAL))
-    if edge_rows:
-        b2, jb2 = lw.var("b"), lw.var("jb")
-        bidx2 = _unflatten(b2, batch)
-        row0 = const(full_rows * mr)
-        edge = seq(For(jb2, const(full_cols), block(bidx2, row0, edge_rows, jb2, nr)) if full_cols else None,
-                   block(bidx2, row0, edge_rows, const(full_cols), edge_cols) if edge_cols else None)
-        stages.append(For(b2, const(nb), edge))
+    def column_panel(bidx: list[Expr], panel: Expr, cols: int) -> Stmt:
+        """All rows of C against one panel of B: the panel stays in cache meanwhile."""
+        ib = lw.var("ib")
+        return seq(For(ib, const(full_rows), block(bidx, mul(ib, const(mr)), mr, panel, cols)) if full_rows else None,
+                   block(bidx, const(full_rows * mr), edge_rows, panel, cols) if edge_rows else None)
+
+    # full column panels, fused with the batch into one parallel loop; then the edge panel
+    if full_cols:
+        t = lw.var("t")
+        bidx = _unflatten(Binary("/", t, const(full_cols)), batch)
+        stages.append(For(t, const(nb * full_cols), column_panel(bidx, Binary("%", t, const(full_cols)), nr),
+                          LoopKind.PARALLEL if parallel else LoopKind.SERIAL))
+    if edge_cols:
+        b2 = lw.var("b")
+        stages.append(For(b2, const(nb), column_panel(_unflatten(b2, batch), const(full_cols), edge_cols),
+                          LoopKind.PARALLEL if parallel and nb > 1 else LoopKind.SERIAL))
     lw.buffers[id(out)] = buf
     done.update(id(nd) for nd in chain)  # they ran in the epilogue
     return seq(*stages)
