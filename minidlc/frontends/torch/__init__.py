@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Callable
@@ -33,8 +34,10 @@ def import_file(path: str) -> ModuleType:
     """Run a Python file as a module (it need not be on sys.path)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path}")
-    spec = importlib.util.spec_from_file_location("minidlc_user_" + Path(path).stem, path)
+    name = "minidlc_user_" + Path(path).stem
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look classes up there
     spec.loader.exec_module(module)
     return module
 

@@ -137,3 +137,10 @@ def same_value(ctx: Ctx, x, *, memory_format=None):
 def assertion(ctx: Ctx, *args, **kwargs):
     """Checks PyTorch placed in the trace; our types are static and checked already."""
     return None
+
+
+@converter("aten.log1p.default")
+def log1p(ctx: Ctx, x):
+    """log(1 + x), as softplus decomposes (the IR has no Log1p: less accurate near 0)."""
+    x = ctx.operand(x, ctx.out_dtype)
+    return ctx.add("Log", [ctx.add("Add", [x, ctx.const(1, x.type.dtype, "one")], hint="plus1")])

@@ -1,5 +1,5 @@
 """Converters for neural-network ATen ops: linear layers, convolution,
-normalization, softmax, pooling and embedding.
+normalization, softmax, pooling, upsampling and embedding.
 
 PyTorch gives pads per spatial axis ([ph, pw]); ONNX ops take begin and end
 pads ([ph, pw, ph, pw]). Integer-list arguments may come as one value meant
@@ -132,6 +132,31 @@ def adaptive_avg_pool2d(ctx: Ctx, x, output_size):
         raise ctx.error(f"adaptive_avg_pool2d to {list(output_size)} is not supported, only to 1x1 "
                         "(global average pooling)")
     return ctx.add("GlobalAveragePool", [x])
+
+
+def _resize(ctx: Ctx, x, scale_factors, attrs: dict):
+    """Given scale factors, PyTorch maps coordinates with them (as Resize
+    with `scales` does); given an output size, or with align_corners, with
+    the input and output sizes (Resize with `sizes`)."""
+    if scale_factors and attrs["coordinate_transformation_mode"] != "align_corners":
+        attrs["scales"] = [1.0, 1.0] + list(scale_factors)
+    else:
+        attrs["sizes"] = list(ctx.out_shape)
+    return ctx.add("Resize", [x], attrs)
+
+
+@converter("aten.upsample_nearest2d.vec")
+def upsample_nearest2d(ctx: Ctx, x, output_size, scale_factors):
+    return _resize(ctx, x, scale_factors, {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                                           "nearest_mode": "floor"})
+
+
+@converter("aten.upsample_bilinear2d.vec")
+def upsample_bilinear2d(ctx: Ctx, x, output_size, align_corners, scale_factors):
+    # PyTorch's half-pixel mapping is ONNX's half_pixel (its pytorch_half_pixel
+    # describes an older PyTorch that sampled index 0 for a length-1 output).
+    mode = "align_corners" if align_corners else "half_pixel"
+    return _resize(ctx, x, scale_factors, {"mode": "linear", "coordinate_transformation_mode": mode})
 
 
 @converter("aten.embedding.default")

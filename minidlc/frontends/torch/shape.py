@@ -104,3 +104,28 @@ def index(ctx: Ctx, x, indices):
         raise ctx.error("only indexing with one integer tensor is supported (no boolean masks, "
                         "no several index tensors)")
     return ctx.add("Gather", [x, indices[axes[0]]], {"axis": axes[0]})
+
+
+def _pad(ctx: Ctx, x, pad, mode: str, value=0.0):
+    """PyTorch lists (begin, end) pairs from the last axis backwards; the IR
+    wants all begins, then all ends, first axis first."""
+    rank = x.type.rank
+    begins, ends = [0] * rank, [0] * rank
+    for i in range(len(pad) // 2):
+        begins[rank - 1 - i], ends[rank - 1 - i] = pad[2 * i], pad[2 * i + 1]
+    return ctx.add("Pad", [x], {"pads": begins + ends, "mode": mode, "value": value})
+
+
+@converter("aten.constant_pad_nd.default")
+def constant_pad(ctx: Ctx, x, pad, value=0):
+    return _pad(ctx, x, pad, "constant", value)
+
+
+@converter("aten.reflection_pad1d.default", "aten.reflection_pad2d.default")
+def reflection_pad(ctx: Ctx, x, padding):
+    return _pad(ctx, x, padding, "reflect")
+
+
+@converter("aten.replication_pad1d.default", "aten.replication_pad2d.default")
+def replication_pad(ctx: Ctx, x, padding):
+    return _pad(ctx, x, padding, "edge")
