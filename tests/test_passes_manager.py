@@ -64,6 +64,8 @@ def test_dump_dir_writes_numbered_files(tmp_path):
     assert files == ["000_input.ir", "001_fold.ir", "002_simplify.ir"]
     assert (tmp_path / "d" / "000_input.ir").read_text().strip() == SRC
     assert parse_graph((tmp_path / "d" / "002_simplify.ir").read_text()).nodes[0].op == "Relu"
+    run_passes(parse_graph(SRC), "dce", instruments=[DumpIR(tmp_path / "d")])  # a second run replaces them
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["000_input.ir", "001_dce.ir"]
 
 
 def test_time_passes_table_lists_every_pass():

@@ -77,7 +77,9 @@ class PrintChanged(Instrument):
 
 
 class DumpIR(Instrument):
-    """Write the IR to numbered files in `directory`: 000_input.ir, 001_fold.ir, ..."""
+    """Write the IR to numbered files in `directory`: 000_input.ir, 001_fold.ir, ...
+    Dumps of an earlier run in the same directory are removed first, so the
+    files always tell the story of one pipeline."""
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
@@ -86,6 +88,8 @@ class DumpIR(Instrument):
 
     def before_pipeline(self, graph: Graph) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        for old in self.dir.glob("[0-9][0-9][0-9]_*.ir"):
+            old.unlink()
         self.count = 0
         self._dump("input", graph)
 

@@ -46,8 +46,9 @@ def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
                    help="print op counts before and after, fused groups and constant bytes")
 
 
-def pipeline_kwargs_from_args(args: argparse.Namespace, out: TextIO = sys.stdout) -> dict:
-    """Keyword arguments for `minidlc.compile` (opt_level, passes, instruments, verify_each)."""
+def pipeline_kwargs_from_args(args: argparse.Namespace, out: TextIO | None = None) -> dict:
+    """Keyword arguments for `minidlc.compile` (opt_level, passes, instruments, verify_each).
+    Instruments write to `out` (None: whatever sys.stdout is when they write)."""
     after = [name for item in args.print_ir_after for name in item.split(",") if name]
     unknown = sorted(set(after) - set(available_passes()))
     if unknown:
