@@ -30,6 +30,10 @@ def _is(e: Expr, value) -> bool:
     return isinstance(e, Const) and e.value == value
 
 
+def _is_sum(e: Expr) -> bool:
+    return isinstance(e, Binary) and e.op in ("+", "-")
+
+
 def simplify(e: Expr) -> Expr:
     """The simplified form of one expression (bottom-up)."""
     return _simplify(e)
@@ -40,9 +44,63 @@ def _simplify(e):
     return e
 
 
+def _linear(e: Expr, scale: int, out: dict, order: list) -> int:
+    """Add scale * e to `out` (atom -> coefficient) as a linear combination; returns its constant part."""
+    if isinstance(e, Const):
+        return scale * int(e.value)
+    if isinstance(e, Binary) and e.op in ("+", "-"):
+        return _linear(e.a, scale, out, order) + _linear(e.b, scale if e.op == "+" else -scale, out, order)
+    if isinstance(e, Binary) and e.op == "*" and isinstance(e.b, Const):
+        return _linear(e.a, scale * int(e.b.value), out, order)
+    if isinstance(e, Binary) and e.op == "*" and isinstance(e.a, Const):
+        return _linear(e.b, scale * int(e.a.value), out, order)
+    if e not in out:
+        order.append(e)
+    out[e] = out.get(e, 0) + scale
+    return 0
+
+
+def _sum(e: Binary) -> Expr:
+    """Canonical form of an integer sum: terms with constant coefficients, the
+    constant last, and (x / c) * c + x % c folded back into x, which undoes the
+    unravel-then-flatten round trips that reshapes produce."""
+    coeffs: dict = {}
+    order: list = []
+    konst = _linear(e, 1, coeffs, order)
+    changed = True
+    while changed:
+        changed = False
+        for t in list(order):
+            if isinstance(t, Binary) and t.op == "%" and isinstance(t.b, Const) and coeffs.get(t):
+                q = Binary("/", t.a, t.b)
+                k = coeffs[t]
+                if coeffs.get(q) == k * int(t.b.value):
+                    coeffs[t] = coeffs[q] = 0
+                    if t.a not in coeffs:
+                        order.append(t.a)
+                    coeffs[t.a] = coeffs.get(t.a, 0) + k
+                    changed = True
+    out: Expr | None = None
+    for t in order:
+        k = coeffs[t]
+        if k == 0:
+            continue
+        term = t if k == 1 else Binary("*", t, Const(k, e.dtype)) if k > 0 else None
+        if term is None:  # a negative coefficient: subtract
+            out = Binary("-", out if out is not None else Const(0, e.dtype), t if k == -1 else Binary("*", t, Const(-k, e.dtype)))
+        else:
+            out = term if out is None else Binary("+", out, term)
+    if out is None:
+        return Const(konst, e.dtype)
+    return Binary("+", out, Const(konst, e.dtype)) if konst > 0 else Binary("-", out, Const(-konst, e.dtype)) if konst else out
+
+
 @_simplify.register
 def _(e: Binary):
     a, b = _simplify(e.a), _simplify(e.b)
+    if _is_int(a) and e.op in ("+", "-") or (e.op == "*" and _is_int(a) and (isinstance(a, Const) or isinstance(b, Const))
+                                             and (_is_sum(a) or _is_sum(b))):
+        return _sum(Binary(e.op, a, b))
     if _is_int(a):
         if isinstance(a, Const) and isinstance(b, Const):
             if e.op in _INT_FOLD:
