@@ -100,6 +100,9 @@ class Fn(nn.Module):
         return self.fn(self, *xs)
 
 
+_GEN = torch.Generator().manual_seed(0)
+
+
 def _randn(*shape):
     return torch.randn(shape, generator=_GEN)
 
@@ -115,85 +118,163 @@ def _bn(c, affine=True):
     return bn
 
 
-_GEN = torch.Generator().manual_seed(0)
+# name -> (module factory, inputs factory): nothing is built at collection time.
+OP_CASES: dict[str, tuple] = {}
 
-# id -> (module factory, input factory); factories so that collecting builds nothing.
-OP_CASES = {
-    "linear_2d": (lambda: nn.Linear(8, 5), lambda: (_randn(3, 8),)),
-    "linear_3d_no_bias": (lambda: nn.Linear(8, 5, bias=False), lambda: (_randn(2, 3, 8),)),
-    "conv_groups_stride_pad_dilation": (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2),
-                                        lambda: (_randn(2, 4, 9, 9),)),
-    "conv_depthwise_rect": (lambda: nn.Conv2d(4, 4, (3, 1), stride=(1, 2), padding=(1, 0), groups=4, bias=False),
-                            lambda: (_randn(1, 4, 6, 7),)),
-    "batchnorm_eval": (lambda: Fn(lambda m, x: m.b2(m.b1(x)), b1=_bn(3), b2=_bn(3, affine=False)),
-                       lambda: (_randn(2, 3, 4, 5),)),
-    "activations": (lambda: Fn(lambda m, x: (F.relu(x), F.gelu(x), F.gelu(x, approximate="tanh"), F.silu(x),
-                                             torch.sigmoid(x), torch.tanh(x), m.act(x)), act=nn.SiLU()),
-                    lambda: (_randn(4, 6),)),
-    "layernorm": (lambda: Fn(lambda m, x: (m.ln(x), F.layer_norm(x, (6,))), ln=nn.LayerNorm((5, 6))),
-                  lambda: (_randn(2, 5, 6),)),
-    "softmax": (lambda: Fn(lambda m, x: (x.softmax(1), F.log_softmax(x, dim=-1))), lambda: (_randn(3, 4, 5),)),
-    "matmul_bmm": (lambda: Fn(lambda m, a, b, w: (torch.matmul(a, w), torch.bmm(a, b), a @ b, a[0].mm(w),
-                                                  F.linear(a, w.t()), F.linear(a[0], w.t(), w[0]))),
-                   lambda: (_randn(2, 3, 4), _randn(2, 4, 5), _randn(4, 5))),
-    "gelu_by_hand": (lambda: Fn(lambda m, x: (0.5 * x * (1 + torch.erf(x / math.sqrt(2))),
-                                              0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))))),
-                     lambda: (_randn(4, 6),)),
-    "views": (lambda: Fn(lambda m, x: (x.view(2, -1), x.reshape(6, 4, 1), x.permute(2, 0, 1), x.transpose(0, 2),
-                                       torch.flatten(x, 1), x.transpose(1, 2).contiguous().view(-1))),
-              lambda: (_randn(2, 3, 4),)),
-    "cat_split_chunk": (lambda: Fn(lambda m, x, y: (torch.cat([x, y, x], dim=1), *torch.split(y, [1, 3], dim=1),
-                                                    *x.chunk(2, dim=-1), *torch.split(x, 3, dim=-1))),
-                        lambda: (_randn(2, 2, 6), _randn(2, 4, 6))),
-    "arithmetic_broadcast_scalars": (lambda: Fn(lambda m, x, y: (x + y, x - 2 * y, x * y / 4, 1 - x, x / (y.abs() + 1),
-                                                                 torch.add(x, y, alpha=3), x ** 2, -x + 0.5,
-                                                                 torch.remainder(x, 0.3))),
-                                     lambda: (_randn(3, 4), _randn(4))),
-    "integer_arithmetic": (lambda: Fn(lambda m, i: (i + 2, i * 3 - i, i / 2, i.float() * 0.5, torch.sqrt(i),
-                                                    torch.logical_not(i), torch.abs(-i), i % 5, -i % 5)),
-                           lambda: (torch.arange(12).reshape(3, 4),)),
-    "reductions": (lambda: Fn(lambda m, x: (x.mean(dim=(2, 3)), x.sum(dim=1, keepdim=True), x.amax(dim=-1),
-                                            x.mean(), x.sum(-2), torch.amin(x, dim=(0, 1), keepdim=True))),
-                   lambda: (_randn(2, 3, 4, 5),)),
-    "pools": (lambda: Fn(lambda m, x: (F.max_pool2d(x, 2), F.max_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 2),
-                                       F.avg_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
-                                       F.adaptive_avg_pool2d(x, 1), m.pool(x), F.max_pool2d(x, 2, 2, 1, ceil_mode=True),
-                                       F.avg_pool2d(x, 3, 2, 1, ceil_mode=True)), pool=nn.AdaptiveAvgPool2d((1, 1))),
-              lambda: (_randn(2, 3, 8, 7),)),
-    "dropout_eval": (lambda: Fn(lambda m, x: m.drop(x) * 2, drop=nn.Dropout(0.5)), lambda: (_randn(4, 5),)),
-    "embedding": (lambda: Fn(lambda m, idx: m.emb(idx) + 1, emb=nn.Embedding(10, 4)),
-                  lambda: (torch.tensor([[1, 2, 9], [0, 3, 3]]),)),
-    "index_and_slice": (lambda: Fn(lambda m, x: (x[:, 1:3], x[0], x[:, None], x[..., -2:], x[:, :1].squeeze(1))),
-                        lambda: (_randn(3, 4, 5),)),
-    "compare_where_clamp": (lambda: Fn(lambda m, x: (torch.where(x > 0, x, 0.1 * x), x.clamp(-0.5, 0.5),
-                                                     F.hardtanh(x), (x <= 0.2).float(), torch.maximum(x, -x))),
-                            lambda: (_randn(3, 5),)),
-    "math": (lambda: Fn(lambda m, x: (torch.exp(x), torch.log(x.abs() + 1), torch.sqrt(x.abs()),
-                                      torch.rsqrt(x.abs() + 1), torch.erf(x), torch.abs(x), F.leaky_relu(x, 0.2),
-                                      F.elu(x), F.hardswish(x))),
-             lambda: (_randn(3, 5),)),
-    "var_max_argmax": (lambda: Fn(lambda m, x: (x.var(-1, keepdim=True), x.std(), x.var((0, 2), correction=0),
-                                                x.max(-1).values, x.max(1)[1], x.min(0, keepdim=True)[0], x.argmax(-1),
-                                                x.argmin())),
-                       lambda: (_randn(2, 3, 4),)),
-    "pad_and_upsample": (lambda: Fn(lambda m, x: (F.pad(x, (1, 2)), F.pad(x, (1, 0, 2, 1), value=3.0), F.pad(x, (-1, 1)),
-                                                  F.pad(x, (1, 2, 2, 1), mode="reflect"),
-                                                  F.pad(x, (1, 2, 2, 1), mode="replicate"),
-                                                  F.interpolate(x, scale_factor=2), F.interpolate(x, size=(5, 7)),
-                                                  F.interpolate(x, scale_factor=1.5, mode="bilinear"),
-                                                  F.interpolate(x, size=(2, 3), mode="bilinear"),
-                                                  F.interpolate(x, scale_factor=1.5, mode="bilinear", align_corners=True))),
-                         lambda: (_randn(1, 2, 3, 4),)),
-    "softplus_relu6_hardsigmoid_mish": (lambda: Fn(lambda m, x: (F.softplus(x), F.relu6(x), F.hardsigmoid(x), F.mish(x))),
-                                        lambda: (3 * _randn(3, 5),)),
-    "causal_attention": (lambda: Fn(lambda m, q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)),
-                         lambda: (_randn(1, 2, 5, 8), _randn(1, 2, 5, 8), _randn(1, 2, 5, 8))),
-    "constants_and_indexing": (lambda: Fn(lambda m, x, i: (x + torch.arange(4), torch.triu(torch.ones(4, 4)) == 0,
-                                                           x[i] * torch.ones_like(x[i]), x[:, i], x.unbind(1)[2],
-                                                           (x > 0).any(-1), torch.logical_and(x > 0, x < 1),
-                                                           (x != 0).all(), torch.zeros_like(x))),
-                               lambda: (_randn(3, 4), torch.tensor([2, 0, 2]))),
-}
+
+def case(*inputs, **layers):
+    """Register `fn(m, *xs)` as an op case named after it. `inputs` are shapes
+    of random float inputs, or functions that make one; `layers` make m's
+    submodules."""
+
+    def deco(fn):
+        def make_module():
+            return Fn(fn, **{name: make() for name, make in layers.items()})
+
+        def make_inputs():
+            return tuple(x() if callable(x) else _randn(*x) for x in inputs)
+
+        OP_CASES[fn.__name__] = (make_module, make_inputs)
+        return fn
+
+    return deco
+
+
+@case((3, 8), (2, 3, 8), fc=lambda: nn.Linear(8, 5), fc_no_bias=lambda: nn.Linear(8, 5, bias=False))
+def linear(m, x2, x3):
+    return m.fc(x2), m.fc(x3), m.fc_no_bias(x2), m.fc_no_bias(x3)
+
+
+@case((2, 4, 9, 9), conv=lambda: nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2),
+      depthwise=lambda: nn.Conv2d(4, 4, (3, 1), stride=(1, 2), padding=(1, 0), groups=4, bias=False))
+def conv(m, x):
+    return m.conv(x), m.depthwise(x)
+
+
+@case((2, 3, 4, 5), bn=lambda: _bn(3), bn_no_affine=lambda: _bn(3, affine=False))
+def batchnorm_eval(m, x):
+    return m.bn_no_affine(m.bn(x))
+
+
+@case((4, 6), silu=nn.SiLU)
+def activations(m, x):
+    return (F.relu(x), F.gelu(x), F.gelu(x, approximate="tanh"), F.silu(x), m.silu(x), torch.sigmoid(x),
+            torch.tanh(x))
+
+
+@case((4, 6))
+def gelu_by_hand(m, x):
+    erf_form = 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+    tanh_form = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    return erf_form, tanh_form
+
+
+@case(lambda: 3 * _randn(3, 5))
+def more_activations(m, x):
+    return F.softplus(x), F.relu6(x), F.hardsigmoid(x), F.hardswish(x), F.mish(x), F.leaky_relu(x, 0.2), F.elu(x)
+
+
+@case((2, 5, 6), ln=lambda: nn.LayerNorm((5, 6)))
+def layernorm(m, x):
+    return m.ln(x), F.layer_norm(x, (6,))
+
+
+@case((3, 4, 5))
+def softmax(m, x):
+    return x.softmax(1), F.log_softmax(x, dim=-1)
+
+
+@case((2, 3, 4), (2, 4, 5), (4, 5))
+def matmul_bmm(m, a, b, w):
+    return torch.matmul(a, w), torch.bmm(a, b), a @ b, a[0].mm(w), F.linear(a, w.t()), F.linear(a[0], w.t(), w[0])
+
+
+@case((2, 3, 4))
+def views(m, x):
+    return (x.view(2, -1), x.reshape(6, 4, 1), x.permute(2, 0, 1), x.transpose(0, 2), torch.flatten(x, 1),
+            x.transpose(1, 2).contiguous().view(-1))
+
+
+@case((2, 2, 6), (2, 4, 6))
+def cat_split_chunk(m, x, y):
+    return torch.cat([x, y, x], dim=1), *torch.split(y, [1, 3], dim=1), *x.chunk(2, dim=-1), *torch.split(x, 3, -1)
+
+
+@case((3, 4), (4,))
+def arithmetic_broadcast_scalars(m, x, y):
+    return (x + y, x - 2 * y, x * y / 4, 1 - x, x / (y.abs() + 1), torch.add(x, y, alpha=3), x ** 2, -x + 0.5,
+            torch.remainder(x, 0.3))
+
+
+@case(lambda: torch.arange(12).reshape(3, 4))
+def integer_arithmetic(m, i):
+    return i + 2, i * 3 - i, i / 2, i.float() * 0.5, torch.sqrt(i), torch.logical_not(i), torch.abs(-i), i % 5, -i % 5
+
+
+@case((3, 5))
+def math_functions(m, x):
+    return (torch.exp(x), torch.log(x.abs() + 1), torch.sqrt(x.abs()), torch.rsqrt(x.abs() + 1), torch.erf(x),
+            torch.abs(x))
+
+
+@case((2, 3, 4, 5))
+def reductions(m, x):
+    return (x.mean(dim=(2, 3)), x.sum(dim=1, keepdim=True), x.amax(dim=-1), x.mean(), x.sum(-2),
+            torch.amin(x, dim=(0, 1), keepdim=True))
+
+
+@case((2, 3, 4))
+def var_max_argmax(m, x):
+    return (x.var(-1, keepdim=True), x.std(), x.var((0, 2), correction=0), x.max(-1).values, x.max(1)[1],
+            x.min(0, keepdim=True)[0], x.argmax(-1), x.argmin())
+
+
+@case((2, 3, 8, 7), pool=lambda: nn.AdaptiveAvgPool2d((1, 1)))
+def pools(m, x):
+    return (F.max_pool2d(x, 2), F.max_pool2d(x, 3, 2, 1), F.max_pool2d(x, 2, 2, 1, ceil_mode=True),
+            F.avg_pool2d(x, 2), F.avg_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+            F.avg_pool2d(x, 3, 2, 1, ceil_mode=True), F.adaptive_avg_pool2d(x, 1), m.pool(x))
+
+
+@case((1, 2, 3, 4))
+def pad_and_upsample(m, x):
+    return (F.pad(x, (1, 2)), F.pad(x, (1, 0, 2, 1), value=3.0), F.pad(x, (-1, 1)),
+            F.pad(x, (1, 2, 2, 1), mode="reflect"), F.pad(x, (1, 2, 2, 1), mode="replicate"),
+            F.interpolate(x, scale_factor=2), F.interpolate(x, size=(5, 7)),
+            F.interpolate(x, scale_factor=1.5, mode="bilinear"), F.interpolate(x, size=(2, 3), mode="bilinear"),
+            F.interpolate(x, scale_factor=1.5, mode="bilinear", align_corners=True))
+
+
+@case((4, 5), drop=lambda: nn.Dropout(0.5))
+def dropout_eval(m, x):
+    return m.drop(x) * 2
+
+
+@case(lambda: torch.tensor([[1, 2, 9], [0, 3, 3]]), emb=lambda: nn.Embedding(10, 4))
+def embedding(m, idx):
+    return m.emb(idx) + 1
+
+
+@case((3, 4, 5))
+def index_and_slice(m, x):
+    return x[:, 1:3], x[0], x[:, None], x[..., -2:], x[:, :1].squeeze(1), x.unbind(1)[2]
+
+
+@case((3, 5))
+def compare_where_clamp(m, x):
+    return (torch.where(x > 0, x, 0.1 * x), x.clamp(-0.5, 0.5), F.hardtanh(x), (x <= 0.2).float(),
+            torch.maximum(x, -x), x != 0, (x > 0).any(-1), torch.logical_and(x > 0, x < 1), (x != 0).all())
+
+
+@case((1, 2, 5, 8), (1, 2, 5, 8), (1, 2, 5, 8))
+def causal_attention(m, q, k, v):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+@case((3, 4), lambda: torch.tensor([2, 0, 2]))
+def constants_and_indexing(m, x, i):
+    return (x + torch.arange(4), torch.triu(torch.ones(4, 4)) == 0, x[i] * torch.ones_like(x[i]), x[:, i],
+            torch.zeros_like(x))
 
 
 @functools.cache
@@ -258,7 +339,8 @@ graph ConvBlock(%x: f32[1,2,3,3]) {
   %bn.bias = Constant() {value=<f32[4] [0.0, 0.0, 0.0, 0.0]>} : f32[4]
   %bn.running_mean = Constant() {value=<f32[4] [0.0, 0.0, 0.0, 0.0]>} : f32[4]
   %bn.running_var = Constant() {value=<f32[4] [1.0, 1.0, 1.0, 1.0]>} : f32[4]
-  %conv = Conv(%x, %conv.weight) {strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], group=1} : f32[1,4,3,3]  # {block}
+  %conv = Conv(%x, %conv.weight) {strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], group=1} \
+: f32[1,4,3,3]  # {block}
   %bn = BatchNormalization(%conv, %bn.weight, %bn.bias, %bn.running_mean, %bn.running_var) {epsilon=1e-05} \
 : f32[1,4,3,3]  # {block}
   %relu = Relu(%bn) : f32[1,4,3,3]  # {block}
