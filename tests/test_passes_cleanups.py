@@ -1,5 +1,4 @@
 """fold, dce, cse, simplify: golden IR on small graphs (random graphs: test_passes_random.py)."""
-import numpy as np
 import pytest
 
 from minidlc.passes.simplify import lossless_cast

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minidlc
-from minidlc.ir import Graph, TensorType, parse_graph
+from minidlc.ir import TensorType, parse_graph
 from minidlc.passes.instruments import DumpIR, PrintChanged, PrintIR, TimePasses, TraceRewrites, VerifyNumerics
 from minidlc.passes.manager import LEVELS, PASSES, PassError, build_pipeline
 from minidlc.passes.options import add_pass_arguments, format_stats, pipeline_kwargs_from_args

@@ -36,11 +36,11 @@ class PrintIR(Instrument):
 
     def before_pass(self, p: Pass, graph: Graph) -> None:
         if self.before(p.name):
-            _write(self.out, f"{_banner(f'Before {p.name}')}\n{graph}\n")
+            write_text(self.out, f"{_banner(f'Before {p.name}')}\n{graph}\n")
 
     def after_pass(self, p: Pass, graph: Graph, changed: bool) -> None:
         if self.after(p.name):
-            _write(self.out, f"{_banner(f'After {p.name}')}\n{graph}\n")
+            write_text(self.out, f"{_banner(f'After {p.name}')}\n{graph}\n")
 
 
 def _selector(which: bool | str | list[str]):
@@ -50,7 +50,8 @@ def _selector(which: bool | str | list[str]):
     return lambda name: name in names
 
 
-def _write(out: TextIO | None, text: str) -> None:
+def write_text(out: TextIO | None, text: str) -> None:
+    """Write to `out`, or to whatever sys.stdout is now (pytest and the CLI replace it)."""
     (out or sys.stdout).write(text)
 
 
@@ -63,16 +64,16 @@ class PrintChanged(Instrument):
 
     def before_pipeline(self, graph: Graph) -> None:
         self.text = str(graph)
-        _write(self.out, f"{_banner('Input')}\n{self.text}\n")
+        write_text(self.out, f"{_banner('Input')}\n{self.text}\n")
 
     def after_pass(self, p: Pass, graph: Graph, changed: bool) -> None:
         text = str(graph)
         if text == self.text:
-            _write(self.out, f"{_banner(f'After {p.name}')} omitted because no change\n")
+            write_text(self.out, f"{_banner(f'After {p.name}')} omitted because no change\n")
             return
         diff = difflib.unified_diff(self.text.splitlines(), text.splitlines(),
                                     f"before {p.name}", f"after {p.name}", lineterm="")
-        _write(self.out, f"{_banner(f'After {p.name}')}\n" + "\n".join(diff) + "\n")
+        write_text(self.out, f"{_banner(f'After {p.name}')}\n" + "\n".join(diff) + "\n")
         self.text = text
 
 
@@ -119,7 +120,7 @@ class TimePasses(Instrument):
         self.rows.append((p.name, time.perf_counter() - self.start, changed))
 
     def after_pipeline(self, graph: Graph) -> None:
-        _write(self.out, self.table() + "\n")
+        write_text(self.out, self.table() + "\n")
 
     def table(self) -> str:
         total = sum(t for _, t, _ in self.rows) or 1e-12
@@ -142,9 +143,9 @@ class TraceRewrites(Instrument):
 
     def on_rewrite(self, p: Pass, rule: str, node: Node, note: str | None) -> None:
         if note is None:
-            _write(self.out, f"[{p.name}] {rule} fired on {node.describe()}\n")
+            write_text(self.out, f"[{p.name}] {rule} fired on {node.describe()}\n")
         elif self.near_misses:
-            _write(self.out, f"[{p.name}] {rule} matched {node.describe()} but did not fire: {note}\n")
+            write_text(self.out, f"[{p.name}] {rule} matched {node.describe()} but did not fire: {note}\n")
 
 
 class VerifyNumerics(Instrument):

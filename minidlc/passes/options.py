@@ -10,12 +10,11 @@ instruments in instruments.py, so the Python API can do everything the CLI can.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from typing import TextIO
 
 from ..ir import Graph
-from .instruments import DumpIR, PrintChanged, PrintIR, TimePasses, TraceRewrites, VerifyNumerics
+from .instruments import DumpIR, PrintChanged, PrintIR, TimePasses, TraceRewrites, VerifyNumerics, write_text
 from .manager import PASSES, Instrument
 
 
@@ -89,7 +88,7 @@ class Stats(Instrument):
         self.before = graph.copy()  # passes edit the graph in place
 
     def after_pipeline(self, graph: Graph) -> None:
-        (self.out or sys.stdout).write(format_stats(self.before, graph) + "\n")
+        write_text(self.out, format_stats(self.before, graph) + "\n")
 
 
 def op_counts(graph: Graph) -> Counter:
