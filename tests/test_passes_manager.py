@@ -232,3 +232,25 @@ def test_a_pass_that_raises_is_named():
 
     with pytest.raises(PassError, match=r"pass 'crash' failed \(passes before it: dce\): KeyError: 'boom'"):
         Pipeline([PASSES["dce"](), Crash()]).run(parse_graph(SRC))
+
+
+def test_verify_numerics_names_a_pass_whose_graph_cannot_run():
+    from minidlc.passes.manager import Pipeline
+
+    class BadAttr:
+        """Valid types, but an attribute value the reference implementation rejects."""
+        name = "bad-attr"
+
+        def run(self, graph):
+            graph.nodes[-1].attrs["perm"] = [0, 0]
+            return graph, True
+
+    g = parse_graph(ir("""
+    graph main(%x: f32[2,2]) {
+      %t = Transpose(%x) {perm=[1, 0]} : f32[2,2]
+      return %t
+    }"""))
+    with pytest.raises(PassError, match=r"pass 'bad-attr' made a graph the reference interpreter cannot run "
+                                        r"\(passes before it: none\): Transpose node %t failed"):
+        Pipeline([BadAttr()], [VerifyNumerics()], verify_each=False).run(g)
+

@@ -18,7 +18,7 @@ from typing import TextIO
 
 import numpy as np
 
-from ..ir import Graph, Node, interpret
+from ..ir import Graph, IRError, Node, interpret
 from .manager import Instrument, Pass, PassError
 
 
@@ -170,7 +170,11 @@ class VerifyNumerics(Instrument):
         self.output_names = [v.name for v in graph.outputs]
 
     def after_pass(self, p: Pass, graph: Graph, changed: bool) -> None:
-        got = interpret(graph, self.inputs)
+        try:
+            got = interpret(graph, self.inputs)
+        except IRError as e:
+            raise PassError(f"pass '{p.name}' made a graph the reference interpreter cannot run "
+                            f"(passes before it: {', '.join(self.done) or 'none'}): {e}") from e
         bad = [i for i, (a, b) in enumerate(zip(got, self.expected)) if not self.close(a, b)]
         if bad:
             raise PassError(f"pass '{p.name}' changed the numerics "
