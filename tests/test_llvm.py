@@ -141,3 +141,21 @@ def test_demo_models_match_reference(name):
     got, want = m.run(feeds), ref.run(feeds)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,wshape,attrs", [
+    ((1, 3, 7, 5), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
+    ((2, 4, 9, 11), (6, 2, 3, 2), {"group": 2, "strides": [2, 1], "dilations": [1, 2], "pads": [0, 1, 2, 0]}),
+    ((1, 6, 5, 5), (6, 1, 3, 3), {"group": 6, "pads": [1, 1, 1, 1]}),  # depthwise
+    ((3, 2, 13), (5, 2, 4), {"strides": [3], "pads": [2, 1]}),         # 1-D
+])
+def test_conv_as_im2col_gemm_with_bias_and_relu(shape, wshape, attrs):
+    rng = np.random.default_rng(2)
+    g = Graph()
+    x = g.add_input("x", TensorType(shape))
+    w = g.constant(rng.standard_normal(wshape).astype(np.float32), "w")
+    b = g.constant(rng.standard_normal(wshape[0]).astype(np.float32), "b")
+    y = g.add("Conv", [x, w, b], attrs).output
+    g.outputs = [g.add("Relu", [y]).output]
+    m = check(g)
+    assert "x_im2col_packed" in m.emit("loops") and "NumPy" not in m.emit("loops")

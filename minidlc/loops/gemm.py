@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from .ir import (Allocate, Binary, Const, Expr, For, Load, LoopKind, Select, Stm
 from .lower import Lowerer
 from .rules import FLOATS, RULES, Unsupported, broadcast_index
 
-GEMM_OPS = ("MatMul", "Gemm")
+GEMM_OPS = ("MatMul", "Gemm", "Conv")
 PARALLEL_MIN_FLOPS = 1 << 21  # below this, threads cost more than they save
 
 
@@ -82,59 +83,142 @@ def _epilogue(lw: Lowerer, node: Node) -> tuple[Value, list[Node]]:
     return c, []
 
 
+@dataclass
+class GemmSpec:
+    """A batch of products C[b] = A'[b] @ B'[b] as the blocked kernel sees it,
+    whatever op it came from (MatMul, Gemm, or Conv as im2col)."""
+
+    batch: tuple[int, ...]                      # the axes of b, fused into the parallel loop
+    m: int
+    k: int
+    n: int
+    a: Callable[[list[Expr], Expr, Expr], Expr]          # A'[b][row, kk]
+    b_batch: tuple[int, ...]                             # the axes B' varies along
+    b_index: Callable[[list[Expr]], list[Expr]]          # b -> B's batch index
+    b: Callable[[list[Expr], Expr, Expr], Expr]          # B'[bb][kk, col], for 0 <= col < n (run-time packing)
+    b_packed: np.ndarray | None                          # B' packed at compile time (weights)
+    out: Callable[[list[Expr], Expr, Expr], list[Expr]]  # the product's multi-index at (b, row, col)
+    adjust: Callable[[Expr, list[Expr]], Expr]           # e.g. alpha * acc + beta * C, at that index
+
+
+def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
+    batch, a_batch, b_batch, m, k, n = _shapes(node)
+    a_val, b_val = node.inputs[0], node.inputs[1]
+    gemm = node.op == "Gemm"
+    trans_a, trans_b = gemm and node.attrs["transA"], gemm and node.attrs["transB"]
+    bias = node.inputs[2] if gemm and len(node.inputs) > 2 else None
+    alpha, beta = (node.attrs["alpha"], node.attrs["beta"]) if gemm else (1.0, 0.0)
+    const_b = lw.group_const(b_val)
+
+    def adjust(acc: Expr, idx: list[Expr]) -> Expr:
+        value = acc if alpha == 1.0 else mul(Const(alpha, acc.dtype), acc)
+        if bias is not None and beta != 0.0:
+            c_in = lw.read(bias, broadcast_index(idx, bias.type.shape, (m, n)))
+            value = add(value, c_in if beta == 1.0 else mul(Const(beta, acc.dtype), c_in))
+        return value
+
+    return GemmSpec(
+        batch, m, k, n,
+        a=lambda bidx, row, kk: lw.read(a_val, broadcast_index(bidx, a_batch, batch) + ([kk, row] if trans_a else [row, kk])),
+        b_batch=b_batch,
+        b_index=lambda bidx: broadcast_index(bidx, b_batch, batch),
+        b=lambda bb, kk, col: lw.read(b_val, bb + ([col, kk] if trans_b else [kk, col])),
+        b_packed=None if const_b is None else pack_b(const_b, CONFIG.nr, trans_b),
+        out=lambda bidx, row, col: bidx + [row, col],
+        adjust=adjust)
+
+
+def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
+    """Conv as im2col + GEMM per (image, group): C[m, p] = W[m, (c, r)] @ X_col[(c, r), p].
+    The weight, viewed as a matrix, is already row-major (M, C/g * prod(kernel));
+    the im2col matrix is built by the packing loops, straight into B's panels."""
+    from ..ir.ops.windows import Window
+
+    x, w = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    w_const = lw.group_const(w)
+    if w_const is None:
+        raise Unsupported("Conv with a weight computed at run time")
+    a = node.attrs
+    win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
+    nimg, chans = x.type.shape[:2]
+    spatial, kernel = x.type.shape[2:], w.type.shape[2:]
+    out_sp = node.outputs[0].type.shape[2:]
+    g = a["group"]
+    mg, cg = w.type.shape[0] // g, chans // g
+    kc = cg * math.prod(kernel)
+    wbuf = lw.constant_param(w.name, w_const, w.type.dtype)
+
+    def b_elem(bb: list[Expr], kk: Expr, col: Expr) -> Expr:
+        img, grp = bb
+        c_r = _unflatten(kk, (cg,) + tuple(kernel))
+        o = _unflatten(col, tuple(out_sp))
+        pos = [add(add(mul(o[d], const(win.strides[d])), const(-win.pads[d])), mul(c_r[1 + d], const(win.dilations[d])))
+               for d in range(len(spatial))]
+        inside = None
+        for d, p in enumerate(pos):
+            ok = Binary("and", Compare(">=", p, const(0)), Compare("<", p, const(spatial[d])))
+            inside = ok if inside is None else Binary("and", inside, ok)
+        clamped = [Binary("max", Binary("min", p, const(spatial[d] - 1)), const(0)) for d, p in enumerate(pos)]
+        value = lw.read(x, [img, add(mul(grp, const(cg)), c_r[0])] + clamped)
+        return Select(inside, value, Const(0.0, x.type.dtype)) if any(win.pads) else value
+
+    def adjust(acc: Expr, idx: list[Expr]) -> Expr:
+        return acc if bias is None else add(acc, lw.read(bias, [idx[1]]))
+
+    return GemmSpec(
+        (nimg, g), mg, kc, math.prod(out_sp),
+        a=lambda bidx, row, kk: Load(wbuf, add(mul(add(mul(bidx[1], const(mg)), row), const(kc)), kk), w.type.dtype),
+        b_batch=(nimg, g),
+        b_index=lambda bidx: bidx,
+        b=b_elem,
+        b_packed=None,
+        out=lambda bidx, row, col: [bidx[0], add(mul(bidx[1], const(mg)), row)] + _unflatten(col, tuple(out_sp)),
+        adjust=adjust)
+
+
 def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     dt = node.outputs[0].type.dtype
     if dt not in FLOATS:
         raise Unsupported(f"{node.op} on {dt}")
-    batch, a_batch, b_batch, m, k, n = _shapes(node)
+    spec = _conv_spec(lw, node) if node.op == "Conv" else _matmul_spec(lw, node)
+    m, k, n, batch = spec.m, spec.k, spec.n, spec.batch
     mr, nr = CONFIG.mr, CONFIG.nr
     panels = -(-n // nr)
-    a_val, b_val = node.inputs[0], node.inputs[1]
-    trans_a = node.op == "Gemm" and node.attrs["transA"]
-    trans_b = node.op == "Gemm" and node.attrs["transB"]
 
-    # ---- B, packed: Bp[batch_b][panel][k][nr] ----------------------------------------
-    b_batch_n = math.prod(b_batch)
-    const_b = lw.group_const(b_val)
+    # ---- B', packed: Bp[b_batch][panel][k][nr] ----------------------------------------
     stages: list[Stmt] = []
-    if const_b is not None:
-        bp = lw.constant_param(b_val.name + "_packed", pack_b(const_b, nr, trans_b), dt)
+    b_name = node.inputs[1].name if node.op != "Conv" else node.inputs[0].name + "_im2col"
+    if spec.b_packed is not None:
+        bp = lw.constant_param(b_name + "_packed", spec.b_packed, dt)
     else:
-        bp = lw.scratch(b_val.name + "_packed", dt, b_batch_n * panels * k * nr)
-        stages.append(_pack_stage(lw, b_val, b_batch, panels, k, n, nr, trans_b, bp, dt))
+        bp = lw.scratch(b_name + "_packed", dt, math.prod(spec.b_batch) * panels * k * nr)
+        stages.append(_pack_stage(lw, spec, panels, bp, dt))
 
     out, chain = _epilogue(lw, node)
     c_val = node.outputs[0]
     buf = lw.buffer_for(out)
-    bias = node.inputs[2] if node.op == "Gemm" and len(node.inputs) > 2 else None
-    alpha, beta = (node.attrs["alpha"], node.attrs["beta"]) if node.op == "Gemm" else (1.0, 0.0)
 
     def block(bidx: list[Expr], row0: Expr, rows: int, panel: Expr, cols: int) -> Stmt:
         """One MR x NR block of C at rows row0.., panel `panel`; stores rows x cols."""
         acc = lw.fresh("acc")
         ii, jj, kk = lw.var("ii"), lw.var("jj"), lw.var("k")
-        a_idx = broadcast_index(bidx, a_batch, batch) + ([kk, add(row0, ii)] if trans_a else [add(row0, ii), kk])
-        b_flat = row_major(broadcast_index(bidx, b_batch, batch), b_batch) if b_batch else const(0)
+        bb = spec.b_index(bidx)
+        b_flat = row_major(bb, spec.b_batch) if spec.b_batch else const(0)
         bp_idx = add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(k)), kk), const(nr)), jj)
         cell = add(mul(ii, const(nr)), jj)
-        fma = Store(acc, cell, add(Load(acc, cell, dt), mul(lw.read(a_val, a_idx), Load(bp, bp_idx, dt))))
+        fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, add(row0, ii), kk), Load(bp, bp_idx, dt))))
         # rows unrolled, columns vectorized: acc is then accessed only at constant
         # offsets, whole vectors at a time, and LLVM keeps it in vector registers
         compute = For(kk, const(k), For(ii, const(rows), For(jj, const(nr), fma, LoopKind.VECTORIZED), LoopKind.UNROLLED))
         zero = For(ii, const(rows), For(jj, const(nr), Store(acc, cell, Const(0.0, dt)), LoopKind.VECTORIZED),
                    LoopKind.UNROLLED)
-        out_idx = bidx + [add(row0, ii), add(mul(panel, const(nr)), jj)]
+        out_idx = spec.out(bidx, add(row0, ii), add(mul(panel, const(nr)), jj))
 
         def product(idx: list[Expr]) -> Expr:
             if idx != out_idx:
                 raise Unsupported("epilogue reads the product at another index")
-            value: Expr = Load(acc, cell, dt)
-            if alpha != 1.0:
-                value = mul(Const(alpha, dt), value)
-            if bias is not None and beta != 0.0:
-                c_in = lw.read(bias, broadcast_index(idx, bias.type.shape, (m, n)))
-                value = add(value, c_in if beta == 1.0 else mul(Const(beta, dt), c_in))
-            return value
+            return spec.adjust(Load(acc, cell, dt), idx)
 
         lw.special[id(c_val)] = product
         result = lw.read(out, out_idx)
@@ -170,22 +254,27 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
 
 
 def _unflatten(flat: Expr, shape: tuple[int, ...]) -> list[Expr]:
-    from .rules import unravel
+    """The multi-index of `flat` (known to be < prod(shape)): no modulo on the first axis."""
+    out, stride = [], 1
+    for i, d in enumerate(reversed(shape)):
+        q = Binary("/", flat, const(stride)) if stride != 1 else flat
+        out.append(q if i == len(shape) - 1 else Binary("%", q, const(d)))
+        stride *= d
+    return out[::-1]
 
-    return unravel(flat, shape) if shape else []
 
-
-def _pack_stage(lw: Lowerer, b_val: Value, b_batch, panels: int, k: int, n: int, nr: int, trans_b: bool,
-                bp: str, dt: str) -> Stmt:
-    """Loops that repack a run-time B into panels (zero past column n)."""
-    nbb = math.prod(b_batch)
+def _pack_stage(lw: Lowerer, spec: GemmSpec, panels: int, bp: str, dt: str) -> Stmt:
+    """Loops that pack a run-time B' into panels (zero past column n): for a
+    MatMul a copy, for a Conv the im2col transform."""
+    k, n, nr = spec.k, spec.n, CONFIG.nr
     bb, p, kk, jj = lw.var("b"), lw.var("p"), lw.var("k"), lw.var("jj")
     col = add(mul(p, const(nr)), jj)
-    clamped = Binary("min", col, const(n - 1))
-    idx = _unflatten(bb, b_batch) + ([clamped, kk] if trans_b else [kk, clamped])
-    value = Select(Compare("<", col, const(n)), lw.read(b_val, idx), Const(0.0, dt))
+    value = Select(Compare("<", col, const(n)), spec.b(_unflatten(bb, spec.b_batch), kk, Binary("min", col, const(n - 1))),
+                   Const(0.0, dt))
     flat = add(mul(add(mul(add(mul(bb, const(panels)), p), const(k)), kk), const(nr)), jj)
-    return loop_nest([bb, p, kk], [nbb, panels, k], For(jj, const(nr), Store(bp, flat, value), LoopKind.VECTORIZED))
+    nbb = math.prod(spec.b_batch)
+    return For(bb, const(nbb), loop_nest([p, kk], [panels, k], For(jj, const(nr), Store(bp, flat, value), LoopKind.VECTORIZED)),
+               LoopKind.PARALLEL if nbb > 1 and nbb * k * n >= (1 << 16) else LoopKind.SERIAL)
 
 
 def pack_b(b: np.ndarray, nr: int, trans_b: bool = False) -> np.ndarray:
