@@ -256,21 +256,23 @@ def test_verify_numerics_names_a_pass_whose_graph_cannot_run():
 
 
 
-def test_cli_compile_with_pass_flags(tmp_path, capfd):
+def test_cli_compile_with_pass_flags(tmp_path, capsys):
     import onnx
 
-    from minidlc.cli import main
+    from minidlc.cli import build_parser, compile_model, main
     from minidlc.demo_models import build_model
 
     model, dump = str(tmp_path / "convnet.onnx"), tmp_path / "dump"
     onnx.save(build_model("convnet"), model)
-    assert main(["compile", model, "--print-ir-after=fuse-layers", "--time-passes", "--stats",
-                 "--dump-ir-dir", str(dump), "--verify-numerics"]) == 0
-    out = capfd.readouterr().out
+    args = build_parser().parse_args(["compile", model, "--print-ir-after=fuse-layers", "--time-passes", "--stats",
+                                      "--dump-ir-dir", str(dump), "--verify-numerics"])
+    buf = io.StringIO()
+    compile_model(args, out=buf)
+    out = buf.getvalue()
     printed = out.split("// -----// IR Dump After fuse-layers //----- //\n")[1]
     assert "Conv(" in printed and "BatchNormalization" not in printed.split("return")[0]
     assert "Pass execution timing report" in out
     assert "BatchNormalization        6        0" in out and "fused groups: 5" in out
     assert sorted(p.name for p in dump.iterdir())[-1] == "006_fuse.ir"
     assert main(["compile", model, "-p", "fold,nope"]) == 2
-    assert "unknown pass(es) ['nope']" in capfd.readouterr().err
+    assert "unknown pass(es) ['nope']" in capsys.readouterr().err
