@@ -21,7 +21,7 @@ from torch.nn import functional as F  # noqa: E402
 
 import minidlc  # noqa: E402
 from minidlc.backends import get_backend  # noqa: E402
-from minidlc.frontends.torch import import_file, is_torch_spec, load_torch_factory  # noqa: E402
+from minidlc.frontends.torch import FactoryError, import_file, is_torch_spec, load_torch_factory  # noqa: E402
 from minidlc.frontends.torch.converters import ConversionError  # noqa: E402
 from minidlc.frontends.torch.loader import UnsupportedOpError  # noqa: E402
 
@@ -421,13 +421,19 @@ def test_load_torch_factory_builds_random_inputs_of_the_given_shapes():
 
 
 def test_load_torch_factory_errors(tmp_path):
-    with pytest.raises(AttributeError, match="has no function 'nope'.*make_mlp"):
+    with pytest.raises(FactoryError, match="has no function 'nope'.*make_mlp"):
         load_torch_factory("examples/torch_models.py:nope", [(1, 784)])
     with pytest.raises(FileNotFoundError, match="missing.py"):
         load_torch_factory("missing.py:make", [(1,)])
     (tmp_path / "model.py").write_text("def make_model():\n    return 3\n")
-    with pytest.raises(TypeError, match="returned a int, not a torch.nn.Module"):
+    with pytest.raises(FactoryError, match="returned a int, not a torch.nn.Module"):
         load_torch_factory(str(tmp_path / "model.py"), [(1,)])
+
+
+def test_factory_file_may_import_its_neighbours(tmp_path):
+    (tmp_path / "torch_test_neighbour.py").write_text("import torch\ndef make_model():\n    return torch.nn.ReLU()\n")
+    (tmp_path / "net.py").write_text("from torch_test_neighbour import make_model\n")
+    assert [n.op for n in load_torch_factory(str(tmp_path / "net.py"), [(2,)]).nodes] == ["Relu"]
 
 
 def test_is_torch_spec():

@@ -25,6 +25,10 @@ from typing import Callable
 from ...ir import Graph
 
 
+class FactoryError(ValueError):
+    """A `model.py:factory` spec names no function, or the function returns no nn.Module."""
+
+
 def is_torch_spec(path: str) -> bool:
     """`path/to/model.py` or `path/to/model.py:factory` names a PyTorch model."""
     return path.endswith(".py") or ".py:" in path
@@ -38,7 +42,12 @@ def import_file(path: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look classes up there
-    spec.loader.exec_module(module)
+    folder = os.path.dirname(os.path.abspath(path))
+    sys.path.insert(0, folder)  # the file may import its neighbours, as under `python file.py`
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
     return module
 
 
@@ -50,7 +59,7 @@ def import_factory(spec: str) -> Callable:
     factory = getattr(module, name, None)
     if not callable(factory):
         found = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise AttributeError(f"{path} has no function {name!r}; it defines: {', '.join(found) or 'nothing callable'}")
+        raise FactoryError(f"{path} has no function {name!r}; it defines: {', '.join(found) or 'nothing callable'}")
     return factory
 
 
@@ -68,10 +77,10 @@ def load_torch_factory(spec: str, input_shapes: list[tuple[int, ...]], seed: int
 
     module = import_factory(spec)()
     if not isinstance(module, torch.nn.Module):
-        raise TypeError(f"{spec} returned a {type(module).__name__}, not a torch.nn.Module")
+        raise FactoryError(f"{spec} returned a {type(module).__name__}, not a torch.nn.Module")
     generator = torch.Generator().manual_seed(seed)
     inputs = tuple(torch.randn(shape, generator=generator) for shape in input_shapes)
     return load_torch(module, inputs)
 
 
-__all__ = ["is_torch_spec", "import_file", "import_factory", "load_torch", "load_torch_factory"]
+__all__ = ["FactoryError", "is_torch_spec", "import_file", "import_factory", "load_torch", "load_torch_factory"]
