@@ -402,6 +402,17 @@ def test_unsupported_argument_names_the_op_and_the_source_line():
         minidlc.load(UnsupportedArgument(), (torch.randn(1, 2, 4, 4),))
 
 
+def test_a_converter_bug_is_caught_by_the_type_check(monkeypatch):
+    """Each result must have the type PyTorch computed, so a wrong converter
+    fails at load time instead of computing wrong numbers."""
+    from minidlc.frontends.torch.converters import CONVERTERS
+
+    monkeypatch.setitem(CONVERTERS, "aten.relu.default",
+                        lambda ctx, x: ctx.add("ReduceSum", [x], {"axes": [0], "keepdims": 0}))
+    with pytest.raises(ConversionError, match=r"aten.relu.default .*converted to f32\[3\], but PyTorch computes f32\[2,3\]"):
+        minidlc.load(nn.ReLU(), (torch.randn(2, 3),))
+
+
 def test_missing_example_inputs_is_a_clear_error():
     with pytest.raises(ConversionError, match="needs example_inputs"):
         minidlc.load(nn.ReLU())
