@@ -159,3 +159,18 @@ def test_conv_as_im2col_gemm_with_bias_and_relu(shape, wshape, attrs):
     g.outputs = [g.add("Relu", [y]).output]
     m = check(g)
     assert "x_im2col_packed" in m.emit("loops") and "NumPy" not in m.emit("loops")
+
+
+@pytest.mark.parametrize("op,attrs", [
+    ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", {"kernel_shape": [2, 3], "dilations": [2, 1], "ceil_mode": 1, "strides": [2, 2]}),
+    ("AveragePool", {"kernel_shape": [3, 2], "pads": [1, 0, 1, 1], "count_include_pad": 1}),
+    ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
+    ("GlobalAveragePool", {}),
+    ("GlobalMaxPool", {}),
+])
+def test_pooling_runs_natively(op, attrs):
+    g = Graph()
+    g.outputs = [g.add(op, [g.add_input("x", TensorType((2, 3, 7, 11)))], attrs).outputs[0]]
+    m = check(g)
+    assert "NumPy" not in m.emit("loops")

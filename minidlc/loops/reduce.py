@@ -14,7 +14,7 @@ import math
 
 from ..ir import Node
 from ..ir.ops.norm import STASH_DTYPES
-from .ir import Allocate, Binary, Call, Cast, Const, Expr, Load, Stmt, Store, Var, const, loop_nest, row_major, seq
+from .ir import Allocate, Binary, Call, Cast, Compare, Const, Expr, Load, Select, Stmt, Store, Var, const, loop_nest, row_major, seq
 from .lower import Lowerer, accumulate, with_accumulators
 from .rules import FLOATS, Unsupported
 
@@ -32,17 +32,27 @@ def _split_axes(lw: Lowerer, shape: tuple[int, ...], axes: set[int]):
 
 
 def _reduce(lw: Lowerer, node: Node) -> Stmt:
+    rank = node.inputs[0].type.rank
+    axes = {a % max(rank, 1) for a in node.attrs["axes"]} if node.attrs["axes"] else set(range(rank))
+    return _reduce_axes(lw, node, node.op, axes, bool(node.attrs["keepdims"]))
+
+
+def _global_pool(lw: Lowerer, node: Node) -> Stmt:
+    """GlobalAveragePool/GlobalMaxPool: a mean or max over the spatial axes, kept."""
+    op = "ReduceMean" if node.op == "GlobalAveragePool" else "ReduceMax"
+    return _reduce_axes(lw, node, op, set(range(2, node.inputs[0].type.rank)), True)
+
+
+def _reduce_axes(lw: Lowerer, node: Node, op: str, axes: set[int], keepdims: bool) -> Stmt:
     x, out = node.inputs[0], node.outputs[0]
     dt = out.type.dtype
-    rank = x.type.rank
-    axes = {a % max(rank, 1) for a in node.attrs["axes"]} if node.attrs["axes"] else set(range(rank))
     kept, red, idx = _split_axes(lw, x.type.shape, axes)
     n = math.prod(x.type.shape[a] for a in axes)
     elem = lw.read(x, idx)
     acc_dt = dt
-    if node.op in ("ReduceMean", "ReduceL2") and dt not in FLOATS:
-        raise Unsupported(f"{node.op} on {dt}")
-    if node.op == "ReduceL2":
+    if op in ("ReduceMean", "ReduceL2") and dt not in FLOATS:
+        raise Unsupported(f"{op} on {dt}")
+    if op == "ReduceL2":
         acc_dt, elem = "f64", Cast(elem, "f64")
     if dt == "bool":
         raise Unsupported(f"{node.op} on bool")
@@ -55,11 +65,11 @@ def _reduce(lw: Lowerer, node: Node) -> Stmt:
         "ReduceMin": (Const(_HIGHEST[dt], dt), lambda a: Binary("min", a, elem), lambda a: a),
         "ReduceSumSquare": (zero, lambda a: Binary("+", a, Binary("*", elem, elem)), lambda a: a),
         "ReduceL2": (zero, lambda a: Binary("+", a, Binary("*", elem, elem)), lambda a: Cast(Call("sqrt", (a,)), dt)),
-    }[node.op]
+    }[op]
     acc, body, result = accumulate(lw, acc_dt, init, [(r, x.type.shape[a]) for a, r in enumerate(red) if r is not None],
                                    combine, finish)
     buf = lw.buffer_for(out)
-    out_idx = [k for k in kept if k is not None] if not node.attrs["keepdims"] else \
+    out_idx = [k for k in kept if k is not None] if not keepdims else \
         [k if k is not None else const(0) for k in kept]
     store = Store(buf, row_major(out_idx, out.type.shape), result)
     lw.buffers[id(out)] = buf
@@ -156,6 +166,55 @@ def _layernorm(lw: Lowerer, node: Node) -> Stmt:
     return loop_nest(list(kept.values()), [shape[a] for a in kept], body)
 
 
+def _window_pool(lw: Lowerer, node: Node) -> Stmt:
+    """MaxPool/AveragePool: loops over the output, an accumulator over the window.
+    Cells outside the input (pads, ceil_mode's extra cells) are skipped by a
+    select; AveragePool also counts the cells its divisor includes."""
+    from ..ir.ops.windows import Window
+
+    x, out = node.inputs[0], node.outputs[0]
+    dt = out.type.dtype
+    if dt not in FLOATS or (len(node.outputs) > 1 and (id(node.outputs[1]) in lw.out_index or lw.users.get(id(node.outputs[1])))):
+        raise Unsupported(f"{node.op} on {dt} or with its Indices output")
+    a = node.attrs
+    win = Window.of(a["kernel_shape"], a["strides"], a["dilations"], a["pads"])
+    spatial, out_sp = x.type.shape[2:], out.type.shape[2:]
+    n = len(spatial)
+    o = lw.vars(2 + n, "i")
+    r = lw.vars(n, "r")
+    pos = [Binary("+", Binary("-", Binary("*", o[2 + d], const(win.strides[d])), const(win.pads[d])),
+                  Binary("*", r[d], const(win.dilations[d]))) for d in range(n)]
+
+    def within(lo: list[int], hi: list[int]) -> Expr:
+        cond: Expr = Const(True, "bool")
+        for d, p in enumerate(pos):
+            cond = Binary("and", cond, Binary("and", Compare(">=", p, const(lo[d])), Compare("<", p, const(hi[d]))))
+        return cond
+    inside = within([0] * n, list(spatial))
+    clamped = [Binary("max", Binary("min", p, const(spatial[d] - 1)), const(0)) for d, p in enumerate(pos)]
+    value = lw.read(x, list(o[:2]) + clamped)
+    window = list(zip(r, win.kernel))
+    zero = Const(0.0, dt)
+    if node.op == "MaxPool":
+        acc, body, result = accumulate(lw, dt, Const(-math.inf, dt), window,
+                                       lambda acc: Select(inside, Binary("max", acc, value), acc), lambda acc: acc)
+        accs = [(acc, dt)]
+    else:
+        counted = within([-p for p in win.pads[:n]], [s + p for s, p in zip(spatial, win.pads[n:])]) \
+            if a["count_include_pad"] else inside
+        acc, body, total = accumulate(lw, dt, zero, window, lambda acc: Binary("+", acc, Select(inside, value, zero)),
+                                      lambda acc: acc)
+        cnt, cbody, count = accumulate(lw, dt, zero, window,
+                                       lambda acc: Binary("+", acc, Select(counted, Const(1.0, dt), zero)), lambda acc: acc)
+        body, result = seq(body, cbody), Binary("/", total, Binary("max", count, Const(1.0, dt)))
+        accs = [(acc, dt), (cnt, dt)]
+    buf = lw.buffer_for(out)
+    lw.buffers[id(out)] = buf
+    store = Store(buf, row_major(list(o), out.type.shape), result)
+    return loop_nest(list(o), list(out.type.shape), with_accumulators(accs, seq(body, store)))
+
+
 REDUCERS = {name: _reduce for name in ("ReduceSum", "ReduceMean", "ReduceProd", "ReduceMax", "ReduceMin",
                                        "ReduceSumSquare", "ReduceL2")}
-REDUCERS.update(Softmax=_softmax, LogSoftmax=_softmax, LayerNormalization=_layernorm)
+REDUCERS.update(Softmax=_softmax, LogSoftmax=_softmax, LayerNormalization=_layernorm,
+                GlobalAveragePool=_global_pool, GlobalMaxPool=_global_pool, MaxPool=_window_pool, AveragePool=_window_pool)
