@@ -498,6 +498,7 @@ class Step:
 
 def _plan_steps(graph: Graph, schedule: bool) -> list[Step]:
     steps, names = [], set()
+    counts = graph.use_counts()
     for node in graph.nodes:
         if node.op == "Constant":
             continue
@@ -510,7 +511,7 @@ def _plan_steps(graph: Graph, schedule: bool) -> list[Step]:
             name, i = f"{base}_{i}", i + 1
         names.add(name)
         try:
-            lowered = lower_group(node, name)
+            lowered = lower_group(node, name, frozenset(i for i, v in enumerate(node.outputs) if not counts.get(v)))
             if schedule:
                 lowered.kernel = default_schedule(lowered.kernel)
             verify_kernel(lowered.kernel)

@@ -69,8 +69,9 @@ class Group:
 class Lowerer:
     """Builds one kernel; `read(value, idx)` is the heart of operator inlining."""
 
-    def __init__(self, group: Group, name: str):
+    def __init__(self, group: Group, name: str, unused: frozenset[int] = frozenset()):
         self.group = group
+        self.unused = unused  # positions of outputs nobody reads: they need not be computed
         self.name = name
         self.bindings: list[Binding] = []
         self.buffers: dict[int, str] = {}  # id(value) -> parameter holding it
@@ -120,6 +121,11 @@ class Lowerer:
         p = Param(self.fresh(hint), dtype, max(array.size, 1))
         self.bindings.append(Binding(p, "const", array=np.ascontiguousarray(array)))
         return p.name
+
+    def needed(self, v: Value) -> bool:
+        """Whether anything reads v: a node of the group, or the graph (a live output)."""
+        live_out = id(v) in self.out_index and self.out_index[id(v)] not in self.unused
+        return live_out or bool(self.users.get(id(v)))
 
     def buffer_for(self, v: Value) -> str:
         """The buffer a materialized value is stored into (a group output or scratch)."""
@@ -187,7 +193,7 @@ class Lowerer:
             else:
                 raise Unsupported(f"{node.op} has no lowering")
         for i, v in enumerate(self.group.outputs):  # an output that is an input or a constant
-            if not any(b.role == "output" and b.index == i for b in self.bindings):
+            if i not in self.unused and not any(b.role == "output" and b.index == i for b in self.bindings):
                 idx = self.vars(v.type.rank)
                 buf = self.param(v, "output", i).name
                 stmts.append(loop_nest(idx, list(v.type.shape),
@@ -196,9 +202,10 @@ class Lowerer:
         return LoweredGroup(kernel, self.bindings)
 
 
-def lower_group(node: Node, name: str) -> LoweredGroup:
-    """Lower a Fused node or a plain node to one kernel (raises Unsupported)."""
-    return Lowerer(Group.of(node), name).lower()
+def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset()) -> LoweredGroup:
+    """Lower a Fused node or a plain node to one kernel (raises Unsupported).
+    `unused` lists the positions of outputs that nothing reads."""
+    return Lowerer(Group.of(node), name, unused).lower()
 
 
 # Accumulation helpers shared by reductions and GEMM ------------------------------------------

@@ -157,7 +157,7 @@ def _layernorm(lw: Lowerer, node: Node) -> Stmt:
     lw.buffers[id(y)] = ybuf
     row = [kept[a] for a in kept] + [const(0)] * len(axes)
     for v, e in zip(node.outputs[1:], (mean_l, inv_l)):
-        if id(v) in lw.out_index or lw.users.get(id(v)):
+        if lw.needed(v):
             buf = lw.buffer_for(v)
             outs.append(Store(buf, row_major(row, v.type.shape), e))
             lw.buffers[id(v)] = buf
@@ -174,7 +174,7 @@ def _window_pool(lw: Lowerer, node: Node) -> Stmt:
 
     x, out = node.inputs[0], node.outputs[0]
     dt = out.type.dtype
-    if dt not in FLOATS or (len(node.outputs) > 1 and (id(node.outputs[1]) in lw.out_index or lw.users.get(id(node.outputs[1])))):
+    if dt not in FLOATS or (len(node.outputs) > 1 and lw.needed(node.outputs[1])):
         raise Unsupported(f"{node.op} on {dt} or with its Indices output")
     a = node.attrs
     win = Window.of(a["kernel_shape"], a["strides"], a["dilations"], a["pads"])
