@@ -146,9 +146,11 @@ def linear(m, x2, x3):
 
 
 @case((2, 4, 9, 9), conv=lambda: nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2),
-      depthwise=lambda: nn.Conv2d(4, 4, (3, 1), stride=(1, 2), padding=(1, 0), groups=4, bias=False))
+      depthwise=lambda: nn.Conv2d(4, 4, (3, 1), stride=(1, 2), padding=(1, 0), groups=4, bias=False),
+      same=lambda: nn.Conv2d(4, 2, (3, 5), padding="same", dilation=2), conv1d=lambda: nn.Conv1d(4, 3, 3, padding=1),
+      up=lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2))
 def conv(m, x):
-    return m.conv(x), m.depthwise(x)
+    return m.conv(x), m.depthwise(x), m.same(x), m.conv1d(x[:, :, 0]), m.up(x)
 
 
 @case((2, 3, 4, 5), bn=lambda: _bn(3), bn_no_affine=lambda: _bn(3, affine=False))
@@ -409,7 +411,8 @@ def test_a_converter_bug_is_caught_by_the_type_check(monkeypatch):
 
     monkeypatch.setitem(CONVERTERS, "aten.relu.default",
                         lambda ctx, x: ctx.add("ReduceSum", [x], {"axes": [0], "keepdims": 0}))
-    with pytest.raises(ConversionError, match=r"aten.relu.default .*converted to f32\[3\], but PyTorch computes f32\[2,3\]"):
+    expected = r"aten.relu.default .*converted to f32\[3\], but PyTorch computes f32\[2,3\]"
+    with pytest.raises(ConversionError, match=expected):
         minidlc.load(nn.ReLU(), (torch.randn(2, 3),))
 
 

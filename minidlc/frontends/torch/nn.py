@@ -41,13 +41,15 @@ def addmm(ctx: Ctx, c, a, b, *, beta=1, alpha=1):
 # ---- convolution and normalization --------------------------------------------------
 @converter("aten.convolution.default")
 def convolution(ctx: Ctx, x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
-    if transposed:
-        raise ctx.error("transposed convolution is not supported")
+    """Conv, or ConvTranspose (whose weight PyTorch and ONNX both lay out as
+    [C_in, C_out / groups, *kernel])."""
     n = weight.type.rank - 2
     pads = _per_axis(padding, n)
-    return ctx.add("Conv", [x, weight] + ([bias] if bias is not None else []),
-                   {"strides": _per_axis(stride, n), "pads": pads + pads,
-                    "dilations": _per_axis(dilation, n), "group": groups})
+    attrs = {"strides": _per_axis(stride, n), "pads": pads + pads, "dilations": _per_axis(dilation, n),
+             "group": groups}
+    if transposed:
+        attrs["output_padding"] = _per_axis(output_padding, n)
+    return ctx.add("ConvTranspose" if transposed else "Conv", [x, weight] + ([bias] if bias is not None else []), attrs)
 
 
 def _or_const(ctx: Ctx, v, fill: float, shape, dtype: str):
