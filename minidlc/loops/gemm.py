@@ -95,10 +95,12 @@ class GemmSpec:
     a: Callable[[list[Expr], Expr, Expr], Expr]          # A'[b][row, kk]
     b_batch: tuple[int, ...]                             # the axes B' varies along
     b_index: Callable[[list[Expr]], list[Expr]]          # b -> B's batch index
-    b: Callable[[list[Expr], Expr, Expr], Expr]          # B'[bb][kk, col], for 0 <= col < n (run-time packing)
+    b: Callable[[list[Expr], Expr, Expr, Expr], Expr]    # B'[bb][kk, panel * NR + jj] (run-time packing; any
+                                                         # value, read in bounds, for columns past n)
     b_packed: np.ndarray | None                          # B' packed at compile time (weights)
     out: Callable[[list[Expr], Expr, Expr], list[Expr]]  # the product's multi-index at (b, row, col)
     adjust: Callable[[Expr, list[Expr]], Expr]           # e.g. alpha * acc + beta * C, at that index
+    prologue: Stmt | None = None                         # loops that must run first (Conv: padding)
 
 
 def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
@@ -122,7 +124,7 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         a=lambda bidx, row, kk: lw.read(a_val, broadcast_index(bidx, a_batch, batch) + ([kk, row] if trans_a else [row, kk])),
         b_batch=b_batch,
         b_index=lambda bidx: broadcast_index(bidx, b_batch, batch),
-        b=lambda bb, kk, col: lw.read(b_val, bb + ([col, kk] if trans_b else [kk, col])),
+        b=lambda bb, kk, panel, jj: lw.read(b_val, bb + ([_col(panel, jj, n), kk] if trans_b else [kk, _col(panel, jj, n)])),
         b_packed=None if const_b is None else pack_b(const_b, CONFIG.nr, trans_b),
         out=lambda bidx, row, col: bidx + [row, col],
         adjust=adjust)
@@ -149,19 +151,35 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     kc = cg * math.prod(kernel)
     wbuf = lw.constant_param(w.name, w_const, w.type.dtype)
 
-    def b_elem(bb: list[Expr], kk: Expr, col: Expr) -> Expr:
+    # Padding is materialized once (a copy of x with zero borders), so that the
+    # im2col loops read without bounds checks, contiguously along a row when
+    # the stride is 1.
+    src, src_shape, prologue = x, x.type.shape, None
+    if any(win.pads):
+        src_shape = x.type.shape[:2] + tuple(sp + win.pads[d] + win.pads[len(spatial) + d] for d, sp in enumerate(spatial))
+        padded = lw.scratch(x.name + "_padded", x.type.dtype, math.prod(src_shape))
+        idx = lw.vars(len(src_shape), "i")
+        pos = [Binary("-", idx[2 + d], const(win.pads[d])) for d in range(len(spatial))]
+        inside: Expr = Const(True, "bool")
+        for d, p in enumerate(pos):
+            inside = Binary("and", inside, Binary("and", Compare(">=", p, const(0)), Compare("<", p, const(spatial[d]))))
+        clamped = [Binary("max", Binary("min", p, const(spatial[d] - 1)), const(0)) for d, p in enumerate(pos)]
+        value = Select(inside, lw.read(x, list(idx[:2]) + clamped), Const(0.0, x.type.dtype))
+        prologue = loop_nest(idx, list(src_shape), Store(padded, row_major(list(idx), src_shape), value))
+        src = padded
+    row_panels = out_sp[-1] // CONFIG.nr if out_sp[-1] % CONFIG.nr == 0 else 0
+
+    def b_elem(bb: list[Expr], kk: Expr, panel: Expr, jj: Expr) -> Expr:
         img, grp = bb
         c_r = _unflatten(kk, (cg,) + tuple(kernel))
-        o = _unflatten(col, tuple(out_sp))
-        pos = [add(add(mul(o[d], const(win.strides[d])), const(-win.pads[d])), mul(c_r[1 + d], const(win.dilations[d])))
-               for d in range(len(spatial))]
-        inside = None
-        for d, p in enumerate(pos):
-            ok = Binary("and", Compare(">=", p, const(0)), Compare("<", p, const(spatial[d])))
-            inside = ok if inside is None else Binary("and", inside, ok)
-        clamped = [Binary("max", Binary("min", p, const(spatial[d] - 1)), const(0)) for d, p in enumerate(pos)]
-        value = lw.read(x, [img, add(mul(grp, const(cg)), c_r[0])] + clamped)
-        return Select(inside, value, Const(0.0, x.type.dtype)) if any(win.pads) else value
+        if row_panels:  # a panel lies within one output row: its columns are affine in jj
+            o = _unflatten(Binary("/", panel, const(row_panels)), tuple(out_sp[:-1])) + \
+                [add(mul(Binary("%", panel, const(row_panels)), const(CONFIG.nr)), jj)]
+        else:
+            o = _unflatten(_col(panel, jj, math.prod(out_sp)), tuple(out_sp))
+        pos = [add(mul(o[d], const(win.strides[d])), mul(c_r[1 + d], const(win.dilations[d]))) for d in range(len(spatial))]
+        index = [img, add(mul(grp, const(cg)), c_r[0])] + pos
+        return Load(src, row_major(index, src_shape), x.type.dtype) if src is not x else lw.read(x, index)
 
     def adjust(acc: Expr, idx: list[Expr]) -> Expr:
         return acc if bias is None else add(acc, lw.read(bias, [idx[1]]))
@@ -174,7 +192,8 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         b=b_elem,
         b_packed=None,
         out=lambda bidx, row, col: [bidx[0], add(mul(bidx[1], const(mg)), row)] + _unflatten(col, tuple(out_sp)),
-        adjust=adjust)
+        adjust=adjust,
+        prologue=prologue)
 
 
 def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
@@ -187,7 +206,7 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     panels = -(-n // nr)
 
     # ---- B', packed: Bp[b_batch][panel][k][nr] ----------------------------------------
-    stages: list[Stmt] = []
+    stages: list[Stmt] = [spec.prologue] if spec.prologue is not None else []
     b_name = node.inputs[1].name if node.op != "Conv" else node.inputs[0].name + "_im2col"
     if spec.b_packed is not None:
         bp = lw.constant_param(b_name + "_packed", spec.b_packed, dt)
@@ -253,6 +272,12 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     return seq(*stages)
 
 
+def _col(panel: Expr, jj: Expr, n: int) -> Expr:
+    """Column panel * NR + jj, clamped to the last real column (packing reads in bounds)."""
+    col = add(mul(panel, const(CONFIG.nr)), jj)
+    return col if n % CONFIG.nr == 0 else Binary("min", col, const(n - 1))
+
+
 def _unflatten(flat: Expr, shape: tuple[int, ...]) -> list[Expr]:
     """The multi-index of `flat` (known to be < prod(shape)): no modulo on the first axis."""
     out, stride = [], 1
@@ -268,9 +293,9 @@ def _pack_stage(lw: Lowerer, spec: GemmSpec, panels: int, bp: str, dt: str) -> S
     MatMul a copy, for a Conv the im2col transform."""
     k, n, nr = spec.k, spec.n, CONFIG.nr
     bb, p, kk, jj = lw.var("b"), lw.var("p"), lw.var("k"), lw.var("jj")
-    col = add(mul(p, const(nr)), jj)
-    value = Select(Compare("<", col, const(n)), spec.b(_unflatten(bb, spec.b_batch), kk, Binary("min", col, const(n - 1))),
-                   Const(0.0, dt))
+    value = spec.b(_unflatten(bb, spec.b_batch), kk, p, jj)
+    if n % nr:  # zeros past column n
+        value = Select(Compare("<", add(mul(p, const(nr)), jj), const(n)), value, Const(0.0, dt))
     flat = add(mul(add(mul(add(mul(bb, const(panels)), p), const(k)), kk), const(nr)), jj)
     nbb = math.prod(spec.b_batch)
     return For(bb, const(nbb), loop_nest([p, kk], [panels, k], For(jj, const(nr), Store(bp, flat, value), LoopKind.VECTORIZED)),
