@@ -148,6 +148,8 @@ def test_demo_models_match_reference(name):
     ((2, 4, 9, 11), (6, 2, 3, 2), {"group": 2, "strides": [2, 1], "dilations": [1, 2], "pads": [0, 1, 2, 0]}),
     ((1, 6, 5, 5), (6, 1, 3, 3), {"group": 6, "pads": [1, 1, 1, 1]}),  # depthwise
     ((3, 2, 13), (5, 2, 4), {"strides": [3], "pads": [2, 1]}),         # 1-D
+    ((2, 5, 9, 7), (11, 5, 3, 3), {"pads": [1, 2, 0, 1], "dilations": [2, 1]}),  # direct: pixels x channels
+    ((1, 4, 6, 13), (18, 2, 1, 3), {"group": 2, "strides": [1, 2]}),  # direct, grouped, no padding
 ])
 def test_conv_as_im2col_gemm_with_bias_and_relu(shape, wshape, attrs):
     rng = np.random.default_rng(2)
@@ -158,7 +160,8 @@ def test_conv_as_im2col_gemm_with_bias_and_relu(shape, wshape, attrs):
     y = g.add("Conv", [x, w, b], attrs).output
     g.outputs = [g.add("Relu", [y]).output]
     m = check(g)
-    assert "x_im2col_packed" in m.emit("loops") and "NumPy" not in m.emit("loops")
+    loops = m.emit("loops")
+    assert ("x_im2col_packed" in loops) == (wshape[0] // attrs.get("group", 1) < 8) and "NumPy" not in loops
 
 
 @pytest.mark.parametrize("op,attrs", [

@@ -34,6 +34,7 @@ from .rules import FLOATS, RULES, Unsupported, broadcast_index
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv")
 PARALLEL_MIN_FLOPS = 1 << 21  # below this, threads cost more than they save
+DIRECT_MIN_CHANNELS = 8  # a Conv with fewer output channels per group uses im2col
 
 
 @dataclass(frozen=True)
@@ -92,15 +93,17 @@ class GemmSpec:
     m: int
     k: int
     n: int
-    a: Callable[[list[Expr], Expr, Expr], Expr]          # A'[b][row, kk]
+    a: Callable[[list[Expr], Expr, list[Expr]], Expr]    # A'[b][row, k] (k: a multi-index over k_shape)
     b_batch: tuple[int, ...]                             # the axes B' varies along
     b_index: Callable[[list[Expr]], list[Expr]]          # b -> B's batch index
-    b: Callable[[list[Expr], Expr, Expr, Expr], Expr]    # B'[bb][kk, panel * NR + jj] (run-time packing; any
-                                                         # value, read in bounds, for columns past n)
+    b: Callable[[list[Expr], Expr, Expr, Expr], Expr] | None  # B'[bb][kk, panel * NR + jj] (run-time packing;
+                                                              # any value, read in bounds, past column n)
     b_packed: np.ndarray | None                          # B' packed at compile time (weights)
     out: Callable[[list[Expr], Expr, Expr], list[Expr]]  # the product's multi-index at (b, row, col)
     adjust: Callable[[Expr, list[Expr]], Expr]           # e.g. alpha * acc + beta * C, at that index
     prologue: Stmt | None = None                         # loops that must run first (Conv: padding)
+    k_shape: tuple[int, ...] = ()                        # the k loop as nested loops (default: one, of k)
+    rows_contiguous: bool = False                        # the output's rows, not columns, are adjacent in memory
 
 
 def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
@@ -121,7 +124,7 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     return GemmSpec(
         batch, m, k, n,
-        a=lambda bidx, row, kk: lw.read(a_val, broadcast_index(bidx, a_batch, batch) + ([kk, row] if trans_a else [row, kk])),
+        a=lambda bidx, row, kv: lw.read(a_val, broadcast_index(bidx, a_batch, batch) + ([kv[0], row] if trans_a else [row, kv[0]])),
         b_batch=b_batch,
         b_index=lambda bidx: broadcast_index(bidx, b_batch, batch),
         b=lambda bb, kk, panel, jj: lw.read(b_val, bb + ([_col(panel, jj, n), kk] if trans_b else [kk, _col(panel, jj, n)])),
@@ -131,9 +134,16 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
 
 def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
-    """Conv as im2col + GEMM per (image, group): C[m, p] = W[m, (c, r)] @ X_col[(c, r), p].
-    The weight, viewed as a matrix, is already row-major (M, C/g * prod(kernel));
-    the im2col matrix is built by the packing loops, straight into B's panels."""
+    """Conv as a GEMM per (image, group), in one of two orientations:
+
+    direct (out channels per group >= DIRECT_MIN_CHANNELS): rows are output
+      pixels, columns output channels, k runs over (channel, *kernel) as nested
+      loops. B' is the weight, transposed and packed at compile time; A' is read
+      straight from the (padded) input: no im2col buffer at all.
+    im2col (few output channels, e.g. depthwise): rows are output channels
+      (the weight, a row-major (M, C/g * prod(kernel)) matrix already), columns
+      output pixels; the packing loops build the im2col matrix in B's panels.
+    """
     from ..ir.ops.windows import Window
 
     x, w = node.inputs[0], node.inputs[1]
@@ -144,56 +154,68 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     a = node.attrs
     win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
     nimg, chans = x.type.shape[:2]
-    spatial, kernel = x.type.shape[2:], w.type.shape[2:]
-    out_sp = node.outputs[0].type.shape[2:]
+    spatial, kernel = x.type.shape[2:], tuple(w.type.shape[2:])
+    out_sp = tuple(node.outputs[0].type.shape[2:])
     g = a["group"]
     mg, cg = w.type.shape[0] // g, chans // g
     kc = cg * math.prod(kernel)
-    wbuf = lw.constant_param(w.name, w_const, w.type.dtype)
+    src, src_shape, prologue = _padded(lw, x, win)
 
-    # Padding is materialized once (a copy of x with zero borders), so that the
-    # im2col loops read without bounds checks, contiguously along a row when
-    # the stride is 1.
-    src, src_shape, prologue = x, x.type.shape, None
-    if any(win.pads):
-        src_shape = x.type.shape[:2] + tuple(sp + win.pads[d] + win.pads[len(spatial) + d] for d, sp in enumerate(spatial))
-        padded = lw.scratch(x.name + "_padded", x.type.dtype, math.prod(src_shape))
-        idx = lw.vars(len(src_shape), "i")
-        pos = [Binary("-", idx[2 + d], const(win.pads[d])) for d in range(len(spatial))]
-        inside: Expr = Const(True, "bool")
-        for d, p in enumerate(pos):
-            inside = Binary("and", inside, Binary("and", Compare(">=", p, const(0)), Compare("<", p, const(spatial[d]))))
-        clamped = [Binary("max", Binary("min", p, const(spatial[d] - 1)), const(0)) for d, p in enumerate(pos)]
-        value = Select(inside, lw.read(x, list(idx[:2]) + clamped), Const(0.0, x.type.dtype))
-        prologue = loop_nest(idx, list(src_shape), Store(padded, row_major(list(idx), src_shape), value))
-        src = padded
+    def read_x(img: Expr, grp: Expr, c: Expr, o: list[Expr], r: list[Expr]) -> Expr:
+        pos = [add(mul(o[d], const(win.strides[d])), mul(r[d], const(win.dilations[d]))) for d in range(len(spatial))]
+        index = [img, add(mul(grp, const(cg)), c)] + pos
+        return Load(src, row_major(index, src_shape), x.type.dtype) if src is not x else lw.read(x, index)
+
+    def channel(bidx: list[Expr], m: Expr) -> Expr:
+        return add(mul(bidx[1], const(mg)), m)
+
+    if mg >= DIRECT_MIN_CHANNELS:
+        w_t = np.swapaxes(w_const.reshape(g, mg, kc), 1, 2)  # (G, Kc, Mg)
+        return GemmSpec(
+            (nimg, g), math.prod(out_sp), kc, mg,
+            a=lambda bidx, row, kv: read_x(bidx[0], bidx[1], kv[0], _unflatten(row, out_sp), kv[1:]),
+            b_batch=(g,), b_index=lambda bidx: [bidx[1]], b=None, b_packed=pack_b(w_t, CONFIG.nr),
+            out=lambda bidx, row, col: [bidx[0], channel(bidx, col)] + _unflatten(row, out_sp),
+            adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
+            prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True)
+
+    wbuf = lw.constant_param(w.name, w_const, w.type.dtype)
     row_panels = out_sp[-1] // CONFIG.nr if out_sp[-1] % CONFIG.nr == 0 else 0
 
     def b_elem(bb: list[Expr], kk: Expr, panel: Expr, jj: Expr) -> Expr:
-        img, grp = bb
-        c_r = _unflatten(kk, (cg,) + tuple(kernel))
+        c_r = _unflatten(kk, (cg,) + kernel)
         if row_panels:  # a panel lies within one output row: its columns are affine in jj
-            o = _unflatten(Binary("/", panel, const(row_panels)), tuple(out_sp[:-1])) + \
+            o = _unflatten(Binary("/", panel, const(row_panels)), out_sp[:-1]) + \
                 [add(mul(Binary("%", panel, const(row_panels)), const(CONFIG.nr)), jj)]
         else:
-            o = _unflatten(_col(panel, jj, math.prod(out_sp)), tuple(out_sp))
-        pos = [add(mul(o[d], const(win.strides[d])), mul(c_r[1 + d], const(win.dilations[d]))) for d in range(len(spatial))]
-        index = [img, add(mul(grp, const(cg)), c_r[0])] + pos
-        return Load(src, row_major(index, src_shape), x.type.dtype) if src is not x else lw.read(x, index)
-
-    def adjust(acc: Expr, idx: list[Expr]) -> Expr:
-        return acc if bias is None else add(acc, lw.read(bias, [idx[1]]))
+            o = _unflatten(_col(panel, jj, math.prod(out_sp)), out_sp)
+        return read_x(bb[0], bb[1], c_r[0], o, c_r[1:])
 
     return GemmSpec(
         (nimg, g), mg, kc, math.prod(out_sp),
-        a=lambda bidx, row, kk: Load(wbuf, add(mul(add(mul(bidx[1], const(mg)), row), const(kc)), kk), w.type.dtype),
-        b_batch=(nimg, g),
-        b_index=lambda bidx: bidx,
-        b=b_elem,
-        b_packed=None,
-        out=lambda bidx, row, col: [bidx[0], add(mul(bidx[1], const(mg)), row)] + _unflatten(col, tuple(out_sp)),
-        adjust=adjust,
+        a=lambda bidx, row, kv: Load(wbuf, add(mul(channel(bidx, row), const(kc)), kv[0]), w.type.dtype),
+        b_batch=(nimg, g), b_index=lambda bidx: bidx, b=b_elem, b_packed=None,
+        out=lambda bidx, row, col: [bidx[0], channel(bidx, row)] + _unflatten(col, out_sp),
+        adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
         prologue=prologue)
+
+
+def _padded(lw: Lowerer, x: Value, win) -> tuple:
+    """(buffer or value, its shape, loops that fill it): x with its padding
+    materialized once, so that the convolution reads without bounds checks."""
+    if not any(win.pads):
+        return x, x.type.shape, None
+    spatial = x.type.shape[2:]
+    shape = x.type.shape[:2] + tuple(sp + win.pads[d] + win.pads[len(spatial) + d] for d, sp in enumerate(spatial))
+    padded = lw.scratch(x.name + "_padded", x.type.dtype, math.prod(shape))
+    idx = lw.vars(len(shape), "i")
+    pos = [Binary("-", idx[2 + d], const(win.pads[d])) for d in range(len(spatial))]
+    inside: Expr = Const(True, "bool")
+    for d, p in enumerate(pos):
+        inside = Binary("and", inside, Binary("and", Compare(">=", p, const(0)), Compare("<", p, const(spatial[d]))))
+    clamped = [Binary("max", Binary("min", p, const(spatial[d] - 1)), const(0)) for d, p in enumerate(pos)]
+    value = Select(inside, lw.read(x, list(idx[:2]) + clamped), Const(0.0, x.type.dtype))
+    return padded, shape, loop_nest(idx, list(shape), Store(padded, row_major(list(idx), shape), value))
 
 
 def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
@@ -221,15 +243,19 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     def block(bidx: list[Expr], row0: Expr, rows: int, panel: Expr, cols: int) -> Stmt:
         """One MR x NR block of C at rows row0.., panel `panel`; stores rows x cols."""
         acc = lw.fresh("acc")
-        ii, jj, kk = lw.var("ii"), lw.var("jj"), lw.var("k")
+        ii, jj = lw.var("ii"), lw.var("jj")
+        k_shape = spec.k_shape or (k,)
+        kv = lw.vars(len(k_shape), "k")
+        kk = row_major(list(kv), k_shape)
         bb = spec.b_index(bidx)
         b_flat = row_major(bb, spec.b_batch) if spec.b_batch else const(0)
         bp_idx = add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(k)), kk), const(nr)), jj)
         cell = add(mul(ii, const(nr)), jj)
-        fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, add(row0, ii), kk), Load(bp, bp_idx, dt))))
+        fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, add(row0, ii), list(kv)), Load(bp, bp_idx, dt))))
         # rows unrolled, columns vectorized: acc is then accessed only at constant
         # offsets, whole vectors at a time, and LLVM keeps it in vector registers
-        compute = For(kk, const(k), For(ii, const(rows), For(jj, const(nr), fma, LoopKind.VECTORIZED), LoopKind.UNROLLED))
+        compute = loop_nest(list(kv), list(k_shape),
+                            For(ii, const(rows), For(jj, const(nr), fma, LoopKind.VECTORIZED), LoopKind.UNROLLED))
         zero = For(ii, const(rows), For(jj, const(nr), Store(acc, cell, Const(0.0, dt)), LoopKind.VECTORIZED),
                    LoopKind.UNROLLED)
         out_idx = spec.out(bidx, add(row0, ii), add(mul(panel, const(nr)), jj))
@@ -242,8 +268,11 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         lw.special[id(c_val)] = product
         result = lw.read(out, out_idx)
         del lw.special[id(c_val)]
-        store = For(ii, const(rows), For(jj, const(cols), Store(buf, row_major(out_idx, out.type.shape), result),
-                                         LoopKind.VECTORIZED), LoopKind.UNROLLED)
+        write = Store(buf, row_major(out_idx, out.type.shape), result)
+        if spec.rows_contiguous:  # C is stored transposed: vectors run down a column of the block
+            store = For(jj, const(cols), For(ii, const(rows), write, LoopKind.VECTORIZED), LoopKind.UNROLLED)
+        else:
+            store = For(ii, const(rows), For(jj, const(cols), write, LoopKind.VECTORIZED), LoopKind.UNROLLED)
         return Allocate(acc, dt, mr * nr, seq(zero, compute, store))
 
     nb = math.prod(batch)
