@@ -229,7 +229,7 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
 
     # ---- B', packed: Bp[b_batch][panel][k][nr] ----------------------------------------
     stages: list[Stmt] = [spec.prologue] if spec.prologue is not None else []
-    b_name = node.inputs[1].name if node.op != "Conv" else node.inputs[0].name + "_im2col"
+    b_name = node.inputs[0].name + "_im2col" if node.op == "Conv" and spec.b_packed is None else node.inputs[1].name
     if spec.b_packed is not None:
         bp = lw.constant_param(b_name + "_packed", spec.b_packed, dt)
     else:
