@@ -87,7 +87,7 @@ def test_integer_division_falls_back_and_says_so():
 
 
 def test_emit_stages_and_threads_agree():
-    g = matmul_graph((), 128, 128, 80)  # big enough to run in parallel
+    g = matmul_graph((), 256, 256, 160)  # big enough to run in parallel
     m1 = minidlc.compile(g, target="llvm", threads=1)
     m2 = minidlc.compile(g, target="llvm", threads=2)
     feeds = m1.random_inputs()

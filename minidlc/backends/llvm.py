@@ -452,9 +452,11 @@ class NativeKernel:
         for fn, extent in self.fns:
             if extent is None or self.pool is None or extent < 2:
                 fn(ptrs, 0, extent or 0)
-            else:
+            else:  # the calling thread runs the first chunk itself: one wake-up fewer
                 chunk = -(-extent // self.threads)
-                for f in [self.pool.submit(fn, ptrs, lo, min(lo + chunk, extent)) for lo in range(0, extent, chunk)]:
+                rest = [self.pool.submit(fn, ptrs, lo, min(lo + chunk, extent)) for lo in range(chunk, extent, chunk)]
+                fn(ptrs, 0, min(chunk, extent))
+                for f in rest:
                     f.result()
 
 
@@ -466,7 +468,7 @@ def compile_kernel(kernel: Kernel, threads: int = 1):
     module = ir.Module(name=kernel.name)
     stages = KernelCodegen(module, kernel).emit()
     jit = JitModule(module)
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
     native = NativeKernel(jit, stages, pool, threads)
 
     def run(arrays: list[np.ndarray]) -> None:
@@ -530,7 +532,7 @@ class LLVMExecutable:
         stage_names = {id(s): KernelCodegen(module, s.lowered.kernel).emit() for s in self.steps if s.kind == "native"}
         self.jit = JitModule(module)
         self.plan: MemoryPlan = plan_memory(graph, self.steps)
-        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
         self.calls = [self._bind(s, stage_names.get(id(s), [])) for s in self.steps]
 
     def _bind(self, step: Step, stages):

@@ -153,7 +153,7 @@ def unroll(s: Stmt, name: str) -> Stmt:
 
 
 # ---- the default schedule --------------------------------------------------------------
-PARALLEL_MIN_ELEMENTS = 1 << 15
+PARALLEL_MIN_ELEMENTS = 1 << 18  # below this, waking threads costs more than it saves
 
 
 def _nest(s: Stmt) -> list[For]:
