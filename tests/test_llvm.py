@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import minidlc
+from graph_strategies import elementwise_graphs, random_feeds
 from minidlc.ir import Graph, TensorType
 
 ODD = [1, 2, 5, 7, 13, 17, 31]
@@ -188,3 +190,16 @@ def test_f32_exp_is_accurate_over_its_range():
     got = minidlc.compile(g, target="llvm").run({"x": xs})["exp"]
     np.testing.assert_allclose(got[:20000], np.exp(xs[:20000].astype(np.float64)), rtol=1e-6)
     np.testing.assert_array_equal(got[20000:], [np.nan, np.inf, 0.0, np.inf, 0.0, 1.0])
+
+
+@settings(deadline=None, max_examples=10)
+@given(elementwise_graphs(max_nodes=6), st.sampled_from([0, 2]))
+def test_random_elementwise_graphs_match_reference(g, opt_level):
+    """Random fused (and unfused) elementwise/broadcast graphs: inlining,
+    broadcasting and multi-output groups against the interpreter."""
+    m = minidlc.compile(g, target="llvm", opt_level=opt_level)
+    feeds = random_feeds(g)
+    got = m.executable.run(feeds)
+    want = minidlc.compile(g, target="reference", opt_level=0).executable.run(feeds)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
