@@ -552,6 +552,10 @@ def _plan_steps(graph: Graph, schedule: bool) -> list[Step]:
 
 
 class LLVMExecutable:
+    """The compiled graph: its steps (native kernels, views, NumPy fallbacks)
+    bound once to one memory arena. Runs copy the inputs in and the outputs
+    out, so results never alias the arena; one run at a time per executable."""
+
     def __init__(self, graph: Graph, threads: int | None = None, schedule: bool = True):
         self.graph = graph
         self.threads = threads or os.cpu_count() or 1

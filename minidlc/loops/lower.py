@@ -163,11 +163,11 @@ class Lowerer:
             raise Unsupported(f"{node.op if node else '?'} has no compute rule")
         return RULES[node.op](node, idx, lambda i, ix: self.read(node.inputs[i], ix))
 
-    def store_all(self, v: Value, expr_of=None) -> Stmt:
+    def store_all(self, v: Value) -> Stmt:
         """Loops that write every element of `v` into its buffer."""
         buf = self.buffer_for(v)
         idx = self.vars(v.type.rank)
-        expr = (expr_of or (lambda ix: self.read(v, ix)))(list(idx))
+        expr = self.read(v, list(idx))
         body = loop_nest(idx, list(v.type.shape), Store(buf, row_major(list(idx), v.type.shape), expr))
         self.buffers[id(v)] = buf
         return body

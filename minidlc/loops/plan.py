@@ -28,12 +28,11 @@ class Slot:
 
 
 class MemoryPlan:
-    def __init__(self, slots: dict, roots: dict, constants: dict, scratch: dict, values: dict):
+    def __init__(self, slots: dict, roots: dict, constants: dict, scratch: dict):
         self.slots = slots            # key -> Slot (key: id(root value) or (id(node), param name))
         self.roots = roots            # id(value) -> key of the storage it lives in
         self.constants = constants    # id(value) -> array, for weights
         self.scratch = scratch        # (id(node), param name) -> key
-        self.values = values          # id(value) -> Value
         self.size = max((s.offset + s.size for s in slots.values()), default=0)
         self.arena = np.zeros(max(self.size, 1) + ALIGN, np.uint8)
         base = self.arena.ctypes.data
@@ -81,7 +80,6 @@ def plan_memory(graph: Graph, steps) -> MemoryPlan:
     roots: dict[int, object] = {}
     slots: dict[object, Slot] = {}
     scratch: dict = {}
-    values = {id(v): v for v in graph.values()}
     last = len(steps) + 1
 
     def define(v: Value, step: int):
@@ -116,7 +114,7 @@ def plan_memory(graph: Graph, steps) -> MemoryPlan:
         if id(v) not in constants:
             slots[roots[id(v)]].end = last
     _place(list(slots.values()))
-    return MemoryPlan(slots, roots, constants, scratch, values)
+    return MemoryPlan(slots, roots, constants, scratch)
 
 
 def _np(dtype: str):
