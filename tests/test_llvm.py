@@ -203,3 +203,13 @@ def test_random_elementwise_graphs_match_reference(g, opt_level):
     want = minidlc.compile(g, target="reference", opt_level=0).executable.run(feeds)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_split_and_concat_are_index_remaps():
+    g = Graph()
+    x = g.add_input("x", TensorType((3, 10, 4)))
+    parts = g.add("Split", [x], {"axis": 1, "split": [2, 5, 3]}).outputs
+    y = g.add("Concat", [g.add("Tanh", [parts[2]]).output, parts[0]], {"axis": 1}).output
+    g.outputs = [y, parts[1]]
+    m = check(g, opt_level=0)
+    assert "NumPy" not in m.emit("loops")

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..ir import Graph, Node, Value
 from .ir import Allocate, Const, Expr, For, Kernel, Load, Param, Stmt, Store, Var, const, loop_nest, row_major, seq
-from .rules import NATIVE_DTYPES, RULES, Unsupported
+from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, Unsupported
 from .simplify import simplify_kernel
 
 
@@ -159,9 +159,12 @@ class Lowerer:
                 return Const(array.reshape(()).item(), v.type.dtype)
             self.buffers[id(v)] = self.constant_param(v.name, array, v.type.dtype)
             return self.read(v, idx)
+        operand = lambda i, ix: self.read(node.inputs[i], ix)  # noqa: E731
+        if node is not None and node.op in MULTI_RULES:
+            return MULTI_RULES[node.op](node, node.outputs.index(v), idx, operand)
         if node is None or node.op not in RULES or len(node.outputs) != 1:
             raise Unsupported(f"{node.op if node else '?'} has no compute rule")
-        return RULES[node.op](node, idx, lambda i, ix: self.read(node.inputs[i], ix))
+        return RULES[node.op](node, idx, operand)
 
     def store_all(self, v: Value) -> Stmt:
         """Loops that write every element of `v` into its buffer."""
@@ -186,9 +189,9 @@ class Lowerer:
                 stmts.append(lower_gemm(self, node, done))
             elif node.op in REDUCERS:
                 stmts.append(REDUCERS[node.op](self, node))
-            elif node.op in RULES:
+            elif node.op in RULES or node.op in MULTI_RULES:
                 for v in node.outputs:
-                    if id(v) in self.out_index:
+                    if id(v) in self.out_index and self.out_index[id(v)] not in self.unused:
                         stmts.append(self.store_all(v))
             else:
                 raise Unsupported(f"{node.op} has no lowering")

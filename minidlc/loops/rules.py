@@ -25,6 +25,8 @@ class Unsupported(Exception):
 
 
 RULES: dict[str, Callable] = {}
+# Ops with several outputs: MULTI_RULES[op](node, k, idx, read) is output k's element.
+MULTI_RULES: dict[str, Callable] = {}
 FLOATS = ("f32", "f64")
 NATIVE_DTYPES = FLOATS + ("i8", "u8", "i16", "i32", "i64", "bool")
 
@@ -341,3 +343,13 @@ def _concat(node, idx, read):
     if out is None:
         raise Unsupported("Concat of empty inputs")
     return out
+
+
+def _split(node, k, idx, read):
+    axis = node.attrs["axis"] % len(idx)
+    src = list(idx)
+    src[axis] = add(idx[axis], const(sum(node.attrs["split"][:k])))
+    return read(0, src)
+
+
+MULTI_RULES["Split"] = _split
