@@ -213,3 +213,12 @@ def test_split_and_concat_are_index_remaps():
     g.outputs = [y, parts[1]]
     m = check(g, opt_level=0)
     assert "NumPy" not in m.emit("loops")
+
+
+def test_batchnorm_is_elementwise_per_channel():
+    rng = np.random.default_rng(4)
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 5, 3, 7)))
+    params = [g.constant(rng.uniform(0.5, 2, 5).astype(np.float32)) for _ in range(4)]
+    g.outputs = [g.add("BatchNormalization", [x, *params], {"epsilon": 1e-3}).output]
+    assert "NumPy" not in check(g, opt_level=0).emit("loops")

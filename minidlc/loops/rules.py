@@ -353,3 +353,15 @@ def _split(node, k, idx, read):
 
 
 MULTI_RULES["Split"] = _split
+
+
+@rule("BatchNormalization")
+def _batchnorm(node, idx, read):
+    """(x - mean) / sqrt(var + eps) * scale + B, per channel (axis 1); params may have another float dtype."""
+    dt = _float(node)
+    if any(v.type.dtype not in FLOATS for v in node.inputs):
+        raise Unsupported("BatchNormalization parameters of a non-native dtype")
+    x = read(0, idx)
+    scale, bias, mean, var = (Cast(read(i, [idx[1]]), dt) for i in range(1, 5))
+    inv = Binary("/", scale, Call("sqrt", (add(var, _c(node.attrs["epsilon"], x)),)))
+    return add(mul(Binary("-", x, mean), inv), bias)
