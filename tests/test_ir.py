@@ -50,6 +50,17 @@ def test_add_infers_types_and_checks_attrs():
         g.add("Add", [x, g.add_input("i", TensorType((3,), "i64"))])
 
 
+def test_attr_defaults_are_not_shared_between_nodes():
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 3), "f32"))
+    first, second = g.add("Squeeze", [x]), g.add("Squeeze", [x])  # axes defaults to []
+    first.attrs["axes"].append(0)
+    assert second.attrs["axes"] == []
+    assert g.add("Squeeze", [x]).attrs["axes"] == []
+    c1, c2 = (g.add("ConstantOfShape", [g.constant(np.array([2], np.int64))]) for _ in range(2))
+    c1.attrs["value"][0] = 7.0  # value defaults to a zeros array
+    assert c2.attrs["value"][0] == 0.0
+
 def test_editing_api():
     g = small_graph()
     add = g.nodes[1]

@@ -14,6 +14,7 @@ ONNX can read the IR. The frontends normalize older opsets into this form.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -123,7 +124,7 @@ class OpDef:
             elif spec.default is REQUIRED:
                 raise IRError(f"{where}: {self.name} needs attribute {name!r}")
             else:
-                value = spec.default
+                value = copy.deepcopy(spec.default)  # each node its own list/array, never the shared default
             if spec.choices is not None and value not in spec.choices:
                 raise IRError(f"{where}: {self.name} attribute {name}={value!r} is not supported; "
                               f"supported: {list(spec.choices)}")
