@@ -19,6 +19,7 @@ from typing import TextIO
 import numpy as np
 
 from ..ir import Graph, IRError, Node, interpret
+from ..runtime import CompiledModel
 from .manager import Instrument, Pass, PassError
 
 
@@ -212,16 +213,8 @@ def _max_error(a: np.ndarray, b: np.ndarray) -> str:
 
 
 def random_inputs(graph: Graph, seed: int = 0) -> list[np.ndarray]:
-    """Fixed pseudo-random arrays for the graph's inputs: normal floats,
-    small non-negative integers (valid as indices), random booleans."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for v in graph.inputs:
-        t = v.type
-        if t.dtype == "bool":
-            arrays.append(rng.random(t.shape) < 0.5)
-        elif t.dtype.startswith(("i", "u")):
-            arrays.append(rng.integers(0, 4, t.shape).astype(t.np_dtype))
-        else:
-            arrays.append(rng.standard_normal(t.shape).astype(t.np_dtype))
-    return arrays
+    """Fixed pseudo-random arrays for the graph's inputs, in input order: the
+    same arrays `CompiledModel.random_inputs` makes (normal floats, small
+    non-negative integers valid as indices, random booleans)."""
+    feeds = CompiledModel(graph, graph, executable=None, target="reference").random_inputs(seed)
+    return [feeds[v.name] for v in graph.inputs]
