@@ -131,13 +131,41 @@ def test_memory_plan_reuses_the_arena():
     assert plan.size < sum(s.size for s in plan.slots.values()) / 2
 
 
+def test_native_programs_around_a_numpy_fallback_on_many_threads():
+    """Native steps before and after a fallback form two programs; 3 threads on
+    any machine exercise uneven chunks and the barrier between stages."""
+    g = Graph()
+    x = g.add_input("x", TensorType((96, 70)))
+    y = g.add("Relu", [g.add("MatMul", [x, g.constant(np.ones((70, 33), np.float32), "w")]).output]).output
+    q = g.add("Cast", [g.add("Div", [g.add("Cast", [y], {"to": "i32"}).output,
+                                     g.constant(np.array(3, np.int32), "three")]).output], {"to": "f32"}).output
+    g.outputs = [g.add("Softmax", [g.add("Add", [q, y]).output], {"axis": 1}).output]
+    m = minidlc.compile(g, target="llvm", threads=3, opt_level=0)  # unfused: the Div is a step of its own
+    feeds = {"x": np.random.default_rng(0).integers(-5, 6, (96, 70)).astype(np.float32)}  # exact sums
+    np.testing.assert_allclose(m.run(feeds)["softmax"], minidlc.compile(g).run(feeds)["softmax"], rtol=1e-5)
+    assert m.emit("loops").count("runs on NumPy") == 1
+    assert m.emit("llvm").count("define void @\"program") == 2
+
+
 @pytest.mark.parametrize("name", ["mlp", "tfblock", "convnet"])
-def test_demo_models_match_reference(name):
+def test_memory_plan_near_its_lower_bound_and_weights_packed_once(name):
+    from minidlc.demo_models import build_model
+
+    m = minidlc.compile(build_model(name), target="llvm")
+    plan = m.executable.plan
+    assert plan.size <= 1.25 * plan.lower_bound()
+    model_bytes = sum(n.attrs["value"].nbytes for n in m.source.nodes if n.op == "Constant")
+    assert plan.weight_bytes() <= 1.05 * model_bytes  # packed copies replace, not join, the originals
+    assert "a perfect plan needs" in m.emit("loops")
+
+
+@pytest.mark.parametrize("name,threads", [("mlp", 1), ("tfblock", 2), ("convnet", 3)])
+def test_demo_models_match_reference(name, threads):
     sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
     from models import build_model
 
     model = build_model(name)
-    m = minidlc.compile(model, target="llvm")
+    m = minidlc.compile(model, target="llvm", threads=threads)
     ref = minidlc.compile(model, target="reference")
     feeds = m.random_inputs(3)
     got, want = m.run(feeds), ref.run(feeds)

@@ -14,6 +14,7 @@ Groups without a native lowering run their NumPy reference implementation;
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -469,23 +470,102 @@ class JitModule:
         return self.tm.emit_assembly(llvm.parse_assembly(self.ir_text) if self.cached else self.mod)
 
 
-class NativeKernel:
-    """The compiled stages of one kernel; parallel stages are split across threads."""
+# ---- the native program: one entry point per run of native steps ---------------------
+# Every thread calls the same function (SPMD, as in an OpenMP parallel region) with
+# its thread id. A parallel stage runs the thread's share [lo, hi) of its loop; a
+# serial stage runs on thread 0 alone; a spinning barrier separates a stage from the
+# next one whenever another thread may read what it wrote. So a whole run costs one
+# Python call per thread, not one per kernel, and threads never return to Python.
+_I64 = ir.IntType(64)
+_TABLES = _PTR.as_pointer().as_pointer()  # i8*** : one pointer table per step
+_PROGRAM = ir.FunctionType(ir.VoidType(), [_TABLES, _I64, _I64, _I64.as_pointer()])
+SPINS_BEFORE_YIELD = 2000
 
-    def __init__(self, jit: JitModule, stages, pool: ThreadPoolExecutor | None, threads: int):
-        self.fns = [(jit.function(name), extent) for name, extent in stages]
-        self.pool, self.threads = pool, threads
 
-    def __call__(self, ptrs) -> None:
-        for fn, extent in self.fns:
-            if extent is None or self.pool is None or extent < 2:
-                fn(ptrs, 0, extent or 0)
-            else:  # the calling thread runs the first chunk itself: one wake-up fewer
-                chunk = -(-extent // self.threads)
-                rest = [self.pool.submit(fn, ptrs, lo, min(lo + chunk, extent)) for lo in range(chunk, extent, chunk)]
-                fn(ptrs, 0, min(chunk, extent))
-                for f in rest:
-                    f.result()
+def _emit_barrier(module: ir.Module) -> ir.Function:
+    """`void barrier(i64* state, i64 n)`: state[0] counts arrivals, state[1] is the
+    generation. The last thread to arrive resets the count and bumps the
+    generation; the others spin on the generation (yielding the core after a while)."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [_I64.as_pointer(), _I64]), "minidlc_barrier")
+    state, n = fn.args
+    sched_yield = ir.Function(module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    gen_ptr = b.gep(state, [ir.Constant(_I64, 1)])
+    gen = b.load_atomic(gen_ptr, "acquire", 8)
+    arrived = b.atomic_rmw("add", state, ir.Constant(_I64, 1), "acq_rel")
+    last, wait, done = fn.append_basic_block("last"), fn.append_basic_block("wait"), fn.append_basic_block("done")
+    entry = b.block
+    b.cbranch(b.icmp_signed("==", arrived, b.sub(n, ir.Constant(_I64, 1))), last, wait)
+    b.position_at_end(last)
+    b.store_atomic(ir.Constant(_I64, 0), state, "monotonic", 8)
+    b.atomic_rmw("add", gen_ptr, ir.Constant(_I64, 1), "release")
+    b.ret_void()
+    b.position_at_end(wait)
+    spins = b.phi(_I64)
+    spins.add_incoming(ir.Constant(_I64, 0), entry)
+    spin = fn.append_basic_block("spin")
+    b.cbranch(b.icmp_signed("!=", b.load_atomic(gen_ptr, "acquire", 8), gen), done, spin)
+    b.position_at_end(spin)
+    nxt = b.add(spins, ir.Constant(_I64, 1))
+    with b.if_then(b.icmp_signed(">", nxt, ir.Constant(_I64, SPINS_BEFORE_YIELD))):
+        b.call(sched_yield, [])
+    spins.add_incoming(nxt, b.block)
+    b.branch(wait)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn
+
+
+def emit_program(module: ir.Module, name: str, stages: list[tuple[str, int | None, int]]) -> None:
+    """`void name(i8*** tables, i64 tid, i64 nthreads, i64* barrier)` running
+    `stages` -- (stage function, parallel extent or None, table index) -- in order."""
+    barrier = module.globals.get("minidlc_barrier") or _emit_barrier(module)
+    fn = ir.Function(module, _PROGRAM, name)
+    tables, tid, nthreads, state = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero, one = ir.Constant(_I64, 0), ir.Constant(_I64, 1)
+    is_first = b.icmp_signed("==", tid, zero)
+    many = b.icmp_signed(">", nthreads, one)
+    for k, (stage, extent, table) in enumerate(stages):
+        ptrs = b.load(b.gep(tables, [ir.Constant(_I64, table)]))
+        callee = module.globals[stage]
+        if extent is None:
+            with b.if_then(is_first):
+                b.call(callee, [ptrs, zero, zero])
+        else:
+            chunk = b.sdiv(b.add(ir.Constant(_I64, extent), b.sub(nthreads, one)), nthreads)
+            lo = b.mul(tid, chunk)
+            hi = b.select(b.icmp_signed("<", b.add(lo, chunk), ir.Constant(_I64, extent)),
+                          b.add(lo, chunk), ir.Constant(_I64, extent))
+            with b.if_then(b.icmp_signed("<", lo, hi)):
+                b.call(callee, [ptrs, lo, hi])
+        # thread 0 may run serial stages back to back; anything else waits for everyone
+        if k + 1 < len(stages) and not (extent is None and stages[k + 1][1] is None):
+            with b.if_then(many):
+                b.call(barrier, [state, nthreads])
+    b.ret_void()
+
+
+class NativeProgram:
+    """A compiled program and the threads that run it. Thread 0 is the caller;
+    ctypes releases the GIL during each native call, so the others run alongside."""
+
+    def __init__(self, jit: JitModule, name: str, pool: ThreadPoolExecutor | None, threads: int):
+        self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)(
+            jit.engine.get_function_address(name))
+        self.pool, self.threads = pool, threads if pool is not None else 1
+        self.barrier = np.zeros(8, np.int64)  # count, generation (a cache line to itself)
+
+    def __call__(self, tables) -> None:
+        state = self.barrier.ctypes.data
+        rest = [self.pool.submit(self.fn, tables, t, self.threads, state) for t in range(1, self.threads)]
+        self.fn(tables, 0, self.threads, state)
+        for f in rest:
+            f.result()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor | None:
+    return ThreadPoolExecutor(threads - 1) if threads > 1 else None
 
 
 def compile_kernel(kernel: Kernel, threads: int = 1):
@@ -495,16 +575,17 @@ def compile_kernel(kernel: Kernel, threads: int = 1):
     verify_kernel(kernel)
     module = ir.Module(name=kernel.name)
     stages = KernelCodegen(module, kernel).emit()
+    emit_program(module, "program", [(name, extent, 0) for name, extent in stages])
     jit = JitModule(module)
-    pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
-    native = NativeKernel(jit, stages, pool, threads)
+    program = NativeProgram(jit, "program", _pool(threads), threads)
 
     def run(arrays: list[np.ndarray]) -> None:
         for p, a in zip(kernel.params, arrays, strict=True):
             if a.dtype != _np_dtype(p.dtype) or a.size < p.size or not a.flags.c_contiguous:
                 raise ValueError(f"kernel {kernel.name}: parameter {p.name} wants {p.size} contiguous {p.dtype} "
                                  f"elements, got {a.dtype}{list(a.shape)}")
-        native((ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays]))
+        ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+        program((ctypes.c_void_p * 1)(ctypes.addressof(ptrs)))
     run.jit = jit
     return run
 
@@ -553,44 +634,63 @@ def _plan_steps(graph: Graph, schedule: bool) -> list[Step]:
 
 class LLVMExecutable:
     """The compiled graph: its steps (native kernels, views, NumPy fallbacks)
-    bound once to one memory arena. Runs copy the inputs in and the outputs
-    out, so results never alias the arena; one run at a time per executable."""
+    bound once to one memory arena. Each run of consecutive native steps is one
+    native program (see `emit_program`), so a run makes one native call per
+    thread plus one per fallback. Runs copy the inputs in and the outputs out,
+    so results never alias the arena; one run at a time per executable."""
 
     def __init__(self, graph: Graph, threads: int | None = None, schedule: bool = True):
         self.graph = graph
         self.threads = threads or os.cpu_count() or 1
         self.steps = _plan_steps(graph, schedule)
-        module = ir.Module(name=graph.name)
-        stage_names = {id(s): KernelCodegen(module, s.lowered.kernel).emit() for s in self.steps if s.kind == "native"}
-        self.jit = JitModule(module)
         self.plan: MemoryPlan = plan_memory(graph, self.steps)
-        self.pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
-        self.calls = [self._bind(s, stage_names.get(id(s), [])) for s in self.steps]
+        module = ir.Module(name=graph.name)
+        pool = _pool(self.threads)
+        segments: list[list] = []  # each: the native steps of one program, or one fallback step
+        for step in self.steps:
+            if step.kind == "numpy":
+                segments.append([step])
+            elif step.kind == "native":
+                if not segments or segments[-1][0].kind != "native":
+                    segments.append([])
+                segments[-1].append(step)
+        programs = []
+        for i, seg in enumerate(segments):
+            if seg[0].kind == "native":
+                stages = [(name, extent, j) for j, st in enumerate(seg)
+                          for name, extent in KernelCodegen(module, st.lowered.kernel).emit()]
+                emit_program(module, f"program{i}", stages)
+                programs.append(f"program{i}")
+        self.jit = JitModule(module)
+        self.calls = []
+        names = iter(programs)
+        for seg in segments:
+            if seg[0].kind == "numpy":
+                self.calls.append(self._numpy_call(seg[0]))
+            else:
+                ptrs = [(ctypes.c_void_p * len(st.lowered.bindings))(
+                    *[self.plan.pointer(st.node, bnd) for bnd in st.lowered.bindings]) for st in seg]
+                tables = (ctypes.c_void_p * len(ptrs))(*[ctypes.addressof(t) for t in ptrs])
+                program = NativeProgram(self.jit, next(names), pool, self.threads)
+                self.calls.append(functools.partial(program, tables))
+                self.calls[-1].keep = ptrs  # the tables point into these arrays
 
-    def _bind(self, step: Step, stages):
-        """A closure that runs one step over the arena (pointer arrays built once)."""
-        plan = self.plan
-        if step.kind == "view":
-            return None
-        if step.kind == "numpy":
-            ins = [None if v is None else plan.array(v) for v in step.node.inputs]
-            outs = [plan.array(v) for v in step.node.outputs]
+    def _numpy_call(self, step: Step):
+        """Runs a group without a native lowering on its NumPy reference implementation."""
+        ins = [None if v is None else self.plan.array(v) for v in step.node.inputs]
+        outs = [self.plan.array(v) for v in step.node.outputs]
 
-            def run_numpy():
-                results = step.node.opdef.evaluate([None if a is None else a for a in ins], step.node.attrs)
-                for dst, src in zip(outs, results):
-                    np.copyto(dst, np.asarray(src).reshape(dst.shape), casting="unsafe")
-            return run_numpy
-        ptrs = (ctypes.c_void_p * len(step.lowered.bindings))(*[plan.pointer(step.node, bnd) for bnd in step.lowered.bindings])
-        native = NativeKernel(self.jit, stages, self.pool, self.threads)
-        return lambda: native(ptrs)
+        def run_numpy():
+            results = step.node.opdef.evaluate(ins, step.node.attrs)
+            for dst, src in zip(outs, results):
+                np.copyto(dst, np.asarray(src).reshape(dst.shape), casting="unsafe")
+        return run_numpy
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         for v, a in zip(self.graph.inputs, arrays):
             np.copyto(self.plan.array(v), a)
         for call in self.calls:
-            if call is not None:
-                call()
+            call()
         return [self.plan.array(v).copy() for v in self.graph.outputs]
 
     def emit(self, stage: str) -> str:
@@ -603,7 +703,7 @@ class LLVMExecutable:
                     parts.append(f"// {s.node.describe()}: a view of %{s.node.inputs[0].name}, no copy")
                 else:
                     parts.append(f"// {s.node.describe()}: runs on NumPy (fallback: {s.reason})")
-            parts.append(self.plan.describe())
+            parts.append("// " + self.plan.describe())
             return "\n\n".join(parts)
         if stage == "llvm":
             return self.jit.llvm_ir()

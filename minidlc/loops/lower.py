@@ -21,7 +21,8 @@ import numpy as np
 from ..ir import Graph, Node, Value
 from .ir import Allocate, Const, Expr, For, Kernel, Load, Param, Stmt, Store, Var, const, loop_nest, row_major, seq
 from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, Unsupported
-from .simplify import simplify_kernel
+from .simplify import simplify_stmt
+from .transform import stmt_exprs, walk_exprs, walk_stmts
 
 
 @dataclass
@@ -201,8 +202,21 @@ class Lowerer:
                 buf = self.param(v, "output", i).name
                 stmts.append(loop_nest(idx, list(v.type.shape),
                                        Store(buf, row_major(list(idx), v.type.shape), self.read(v, list(idx)))))
-        kernel = simplify_kernel(Kernel(self.name, tuple(b.param for b in self.bindings), seq(*stmts)))
-        return LoweredGroup(kernel, self.bindings)
+        body = simplify_stmt(seq(*stmts))
+        # an input read only through its packed copy is not a parameter: the
+        # kernel must not keep the unpacked weights alive beside the packed ones
+        bindings = [b for b in self.bindings if b.role != "input" or b.param.name in buffers_used(body)]
+        return LoweredGroup(Kernel(self.name, tuple(b.param for b in bindings), body), bindings)
+
+
+def buffers_used(body: Stmt) -> set[str]:
+    """Names of the buffers a statement loads from or stores to."""
+    names = set()
+    for st in walk_stmts(body):
+        if isinstance(st, Store):
+            names.add(st.buf)
+        names.update(e.buf for x in stmt_exprs(st) for e in walk_exprs(x) if isinstance(e, Load))
+    return names
 
 
 def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset()) -> LoweredGroup:
