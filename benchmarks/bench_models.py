@@ -1,59 +1,71 @@
-"""The demo models on minidlc's llvm target next to onnxruntime, same thread count, interleaved.
+"""The demo models on minidlc's llvm target next to onnxruntime: same thread
+count, interleaved in one process (see minidlc/benchmarking.py).
 
-    python benchmarks/bench_models.py [--models mlp,tfblock,convnet] [--threads N] [--repeat 20]
+    python benchmarks/bench_models.py [--models mlp,tfblock,convnet] [--threads N] [--rounds 20]
 
-Prints compile time, ms per run for each, and ratio = onnxruntime_ms / minidlc_ms
-(above 1: minidlc is faster).
+Prints, per model: compile time with a cold cache, ms per run for each,
+ratio = onnxruntime_ms / minidlc_ms (above 1: minidlc is faster), the arena
+size against the lower bound of a perfect liveness plan (the largest total
+size of tensors alive at one step), and the weight bytes the kernels read
+against the model's constants (packed weights replace the originals).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "examples"))
+import numpy as np  # noqa: E402
+
 import minidlc  # noqa: E402
+import minidlc.backends.llvm as llvm_backend  # noqa: E402
+from minidlc.benchmarking import onnxruntime_session, time_interleaved  # noqa: E402
+from minidlc.demo_models import build_model  # noqa: E402
 
 
 def main() -> None:
-    import onnxruntime as ort
-    from models import build_model
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="mlp,tfblock,convnet")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=20, help="turns each runner takes (3 runs per turn)")
     args = ap.parse_args()
-    print(f"{'model':<10}{'compile s':>10}{'minidlc ms':>12}{'ort ms':>10}{'ratio':>8}")
+    llvm_backend.CACHE_DIR = Path(tempfile.mkdtemp(prefix="minidlc-bench-"))  # a cold cache: real compile times
+    print(f"threads: {args.threads}  cpu: {cpu_name()}")
+    print(f"{'model':<9}{'compile s':>10}{'minidlc ms':>12}{'ort ms':>9}{'ratio':>7}"
+          f"{'arena KiB':>11}{'bound KiB':>11}{'weights KiB':>13}{'model KiB':>11}")
     for name in args.models.split(","):
         model = build_model(name)
         t = time.perf_counter()
         m = minidlc.compile(model, target="llvm", threads=args.threads)
         compile_s = time.perf_counter() - t
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = args.threads
-        so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess = onnxruntime_session(model.SerializeToString(), args.threads)
         feeds = m.random_inputs()
-        ours, theirs = m.run(feeds), sess.run(None, feeds)
-        for got, want in zip(ours.values(), theirs):
+        for got, want in zip(m.run(feeds).values(), sess.run(None, feeds)):
             np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
-        tm, to = [], []
-        for _ in range(args.repeat):  # interleaved, so both see the same machine state
-            t = time.perf_counter()
-            m.run(feeds)
-            tm.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            sess.run(None, feeds)
-            to.append(time.perf_counter() - t)
-        ms_m, ms_o = 1e3 * float(np.median(tm)), 1e3 * float(np.median(to))
-        print(f"{name:<10}{compile_s:>10.2f}{ms_m:>12.3f}{ms_o:>10.3f}{ms_o / ms_m:>8.2f}")
+        ms = time_interleaved({"minidlc": lambda: m.run(feeds), "ort": lambda: sess.run(None, feeds)},
+                              rounds=args.rounds, budget_s=60)
+        plan = m.executable.plan
+        model_bytes = sum(n.attrs["value"].nbytes for n in m.source.nodes if n.op == "Constant")
+        print(f"{name:<9}{compile_s:>10.2f}{ms['minidlc']:>12.3f}{ms['ort']:>9.3f}{ms['ort'] / ms['minidlc']:>7.2f}"
+              f"{plan.size / 1024:>11.0f}{plan.lower_bound() / 1024:>11.0f}{plan.weight_bytes() / 1024:>13.0f}"
+              f"{model_bytes / 1024:>11.0f}")
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .benchmarking import onnxruntime_session, time_interleaved
+
 EXAMPLES = """\
 examples:
   minidlc demo                                   compile, check and time the demo models
@@ -67,13 +69,21 @@ def load_graph(model: str, shapes):
     return minidlc.load(model, input_shapes=shapes or None)
 
 
-def compile_model(args, out=sys.stdout):
+def compile_model(args, out=None):
+    """Load and compile per the command line; `out` (default: stdout) gets the
+    pass instruments' text and, with --stats, the backend's memory plan."""
     import minidlc
 
+    from .passes.instruments import write_text
     from .passes.options import pipeline_kwargs_from_args
 
     graph = load_graph(args.model, parse_input_shapes(args.input_shape))
-    return minidlc.compile(graph, target=args.target, **pipeline_kwargs_from_args(args, out=out))
+    backend_options = {"threads": args.threads} if args.threads else {}
+    m = minidlc.compile(graph, target=args.target, **pipeline_kwargs_from_args(args, out=out), **backend_options)
+    plan = getattr(m.executable, "plan", None)
+    if args.stats and plan is not None:
+        write_text(out, plan.describe() + "\n")
+    return m
 
 
 def summarize(array: np.ndarray) -> str:
@@ -102,10 +112,9 @@ def read_inputs(specs: list[str]) -> dict[str, np.ndarray]:
 
 def onnxruntime_outputs(model_path: str, feeds: dict) -> dict[str, np.ndarray] | None:
     try:
-        import onnxruntime as ort
+        sess = onnxruntime_session(model_path)
     except ImportError:
         return None
-    sess = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(names, feeds)))
 
@@ -113,18 +122,6 @@ def onnxruntime_outputs(model_path: str, feeds: dict) -> dict[str, np.ndarray] |
 def max_error(got: dict, want: dict) -> float:
     return max(float(np.max(np.abs(got[k].astype(np.float64) - want[k].astype(np.float64)), initial=0))
                for k in want)
-
-
-def time_call(fn, repeat: int = 10, budget_s: float = 2.0) -> float:
-    """Median wall time of fn() in milliseconds (after one warm-up call)."""
-    fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < repeat and (time.perf_counter() - start < budget_s or len(times) < 3):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * float(np.median(times))
 
 
 def best_target() -> str:
@@ -212,17 +209,16 @@ def cmd_demo(args) -> int:
         compile_s = time.perf_counter() - t0
         feeds = example_inputs(proto)
         outs = m.run(feeds)
+        runners = {"minidlc": lambda: m.run(feeds)}
         try:
-            import onnxruntime as ort
-
-            sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+            sess = onnxruntime_session(proto.SerializeToString())
             want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
-            peer_ms = time_call(lambda: sess.run(None, feeds))
+            runners["onnxruntime"] = lambda: sess.run(None, feeds)
         except ImportError:
             want = minidlc.compile(graph, target="reference", opt_level=0).run(feeds)
-            peer_ms = float("nan")
         err = max_error(outs, want)
-        ms = time_call(lambda: m.run(feeds))
+        times = time_interleaved(runners, budget_s=3.0)
+        ms, peer_ms = times["minidlc"], times.get("onnxruntime", float("nan"))
         params = sum(n.attrs["value"].size for n in graph.nodes if n.op == "Constant")
         rows.append((name, len(graph.nodes), params, err, compile_s, ms, peer_ms))
     print(f"target: {target}")
@@ -239,23 +235,25 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     m = compile_model(args, out=sys.stderr)
     feeds = {**m.random_inputs(), **read_inputs(args.input)}
-    ours = time_call(lambda: m.run(feeds), repeat=args.repeat)
-    print(f"{'runner':<22} {'ms':>9} {'peer/minidlc':>13}")
-    print(f"{'minidlc ' + args.target:<22} {ours:>9.3f} {1.0:>13.2f}")
+    runners = {f"minidlc {m.target}": lambda: m.run(feeds)}
     for peer in [p for p in args.compare.split(",") if p]:
         if peer == "onnxruntime":
-            import onnxruntime as ort
-
-            sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
-            ms = time_call(lambda: sess.run(None, feeds), repeat=args.repeat)
+            if is_torch_spec(args.model):
+                raise UsageError("--compare onnxruntime needs an ONNX model file")
+            sess = onnxruntime_session(args.model)
+            runners[peer] = lambda: sess.run(None, feeds)
         elif peer == "reference":
             import minidlc
 
             ref = minidlc.compile(m.source, target="reference")
-            ms = time_call(lambda: ref.run(feeds), repeat=args.repeat)
+            runners[peer] = lambda: ref.run(feeds)
         else:
             raise UsageError(f"--compare: unknown peer {peer!r} (onnxruntime, reference)")
-        print(f"{peer:<22} {ms:>9.3f} {ms / ours:>13.2f}")
+    times = time_interleaved(runners, rounds=max(1, args.repeat // 3))
+    ours = times[f"minidlc {m.target}"]
+    print(f"{'runner':<22} {'ms':>9} {'runner/minidlc':>15}")
+    for name, ms in times.items():
+        print(f"{name:<22} {ms:>9.3f} {ms / ours:>15.2f}")
     return 0
 
 
@@ -276,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--target", default="reference", choices=TARGETS, help="backend (default: reference)")
         sp.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..",
                         help="bind an input's shape (repeatable); for a PyTorch factory: D0,D1,.. per input")
+        sp.add_argument("--threads", type=int, metavar="N", help="threads for the llvm target (default: all cores)")
         add_pass_arguments(sp)
         return sp
 

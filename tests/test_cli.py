@@ -80,3 +80,14 @@ def test_demo_prints_a_table(capsys):
     assert "model" in out and "max err" in out
     row = next(line for line in out.splitlines() if line.startswith("mlp"))
     assert float(row.split()[3]) < 1e-4
+
+
+def test_llvm_stats_bench_and_threads(relu_model, capsys):
+    assert main(["compile", relu_model, "--target", "llvm", "--threads", "3", "--stats"]) == 0
+    out = capsys.readouterr().out
+    assert "memory plan: one arena of 128 bytes" in out and "weights: 0 bytes" in out
+    assert main(["bench", relu_model, "--target", "llvm", "--compare", "onnxruntime,reference", "--repeat", "3"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split() == ["runner", "ms", "runner/minidlc"]
+    assert [r.split()[0] for r in rows[1:]] == ["minidlc", "onnxruntime", "reference"]
+    assert rows[1].split()[-1] == "1.00"

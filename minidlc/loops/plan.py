@@ -69,10 +69,22 @@ class MemoryPlan:
             return a.ctypes.data
         return self.arena.ctypes.data + self.base + self.slots[self.roots[id(v)]].offset
 
+    def lower_bound(self) -> int:
+        """The arena no plan can beat: the largest total size of buffers alive at one step."""
+        steps = {t for s in self.slots.values() for t in (s.start, s.end)}
+        return max((sum(s.size for s in self.slots.values() if s.start <= t <= s.end) for t in steps), default=0)
+
+    def weight_bytes(self) -> int:
+        """Bytes of the constant arrays the kernels point at (each array once):
+        packed copies of weights, and the weights that kernels read unpacked."""
+        return sum({a.ctypes.data: a.nbytes for a in self._keep}.values())
+
     def describe(self) -> str:
         total = sum(s.size for s in self.slots.values())
-        return (f"// memory plan: one arena of {self.size} bytes for {len(self.slots)} buffers "
-                f"({total} bytes without reuse)")
+        bound = self.lower_bound()
+        return (f"memory plan: one arena of {self.size} bytes for {len(self.slots)} buffers "
+                f"({total} bytes without reuse; a perfect plan needs {bound}, "
+                f"so the arena is {self.size / max(bound, 1):.2f}x that); weights: {self.weight_bytes()} bytes")
 
 
 def plan_memory(graph: Graph, steps) -> MemoryPlan:
