@@ -69,13 +69,19 @@ class CompiledModel:
 
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Random feeds of the right shapes and dtypes (for smoke tests and the CLI)."""
-        rng = np.random.default_rng(seed)
-        feeds = {}
-        for name, t in self.input_types.items():
-            if t.dtype == "bool":
-                feeds[name] = rng.random(t.shape) < 0.5
-            elif t.dtype.startswith(("i", "u")):
-                feeds[name] = rng.integers(0, 4, t.shape).astype(t.np_dtype)
-            else:
-                feeds[name] = rng.standard_normal(t.shape).astype(t.np_dtype)
-        return feeds
+        return random_inputs(self.input_types, seed)
+
+
+def random_inputs(input_types: Mapping[str, TensorType], seed: int = 0) -> dict[str, np.ndarray]:
+    """Fixed pseudo-random feeds: normal floats, small non-negative integers
+    (valid as indices), random booleans."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, t in input_types.items():
+        if t.dtype == "bool":
+            feeds[name] = rng.random(t.shape) < 0.5
+        elif t.dtype.startswith(("i", "u")):
+            feeds[name] = rng.integers(0, 4, t.shape).astype(t.np_dtype)
+        else:
+            feeds[name] = rng.standard_normal(t.shape).astype(t.np_dtype)
+    return feeds

@@ -19,7 +19,7 @@ from typing import TextIO
 import numpy as np
 
 from ..ir import Graph, IRError, Node, interpret
-from ..runtime import CompiledModel
+from ..runtime import random_inputs as runtime_random_inputs
 from .manager import Instrument, Pass, PassError
 
 
@@ -216,5 +216,5 @@ def random_inputs(graph: Graph, seed: int = 0) -> list[np.ndarray]:
     """Fixed pseudo-random arrays for the graph's inputs, in input order: the
     same arrays `CompiledModel.random_inputs` makes (normal floats, small
     non-negative integers valid as indices, random booleans)."""
-    feeds = CompiledModel(graph, graph, executable=None, target="reference").random_inputs(seed)
+    feeds = runtime_random_inputs({v.name: v.type for v in graph.inputs}, seed)
     return [feeds[v.name] for v in graph.inputs]
