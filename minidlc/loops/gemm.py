@@ -33,7 +33,7 @@ from .lower import Lowerer
 from .rules import FLOATS, RULES, Unsupported, broadcast_index
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv")
-PARALLEL_MIN_FLOPS = 1 << 24  # below this (~0.2 ms on one core), waking threads costs more than it saves
+PARALLEL_MIN_FLOPS = 1 << 20  # below this (~15 us on one core) a barrier and idle threads cost more than they save
 DIRECT_MIN_CHANNELS = 8  # a Conv with fewer output channels per group uses im2col
 
 

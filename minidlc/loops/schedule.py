@@ -9,9 +9,8 @@ each one against the unscheduled kernel on random shapes.
 from __future__ import annotations
 
 from dataclasses import replace
-from math import prod
 
-from .ir import Binary, Const, For, Kernel, LoopKind, Seq, Stmt, Var, add, const, mul, seq
+from .ir import Allocate, Binary, Const, For, If, Kernel, LoopKind, Seq, Stmt, Var, add, const, mul, seq
 from .simplify import simplify
 from .transform import map_stmt, substitute_stmt, walk_stmts
 
@@ -153,7 +152,22 @@ def unroll(s: Stmt, name: str) -> Stmt:
 
 
 # ---- the default schedule --------------------------------------------------------------
-PARALLEL_MIN_ELEMENTS = 1 << 18  # below this, waking threads costs more than it saves
+# Below this many innermost iterations a stage runs on one thread: splitting it
+# costs a barrier (a microsecond or so; the threads are already running).
+PARALLEL_MIN_WORK = 1 << 15
+
+
+def work(s: Stmt) -> int:
+    """How many times the innermost statements of `s` run (loops of unknown extent count once)."""
+    if isinstance(s, For):
+        return (int(s.extent.value) if isinstance(s.extent, Const) else 1) * work(s.body)
+    if isinstance(s, Seq):
+        return sum(work(x) for x in s.stmts)
+    if isinstance(s, If):
+        return work(s.then) + (work(s.orelse) if s.orelse is not None else 0)
+    if isinstance(s, Allocate):
+        return work(s.body)
+    return 1
 
 
 def _nest(s: Stmt) -> list[For]:
@@ -176,7 +190,7 @@ def default_schedule(k: Kernel) -> Kernel:
             continue
         chain = _nest(s)
         const_extents = [int(l.extent.value) for l in chain if isinstance(l.extent, Const)]
-        if chain and len(const_extents) == len(chain) and prod(const_extents) >= PARALLEL_MIN_ELEMENTS:
+        if chain and len(const_extents) == len(chain) and work(s) >= PARALLEL_MIN_WORK:
             if len(chain) > 1 and const_extents[0] < 64 and isinstance(chain[0].body, For):
                 s = fuse(s, chain[0].var.name, chain[1].var.name)
             s = parallel(s, _nest(s)[0].var.name)
