@@ -250,3 +250,16 @@ def test_batchnorm_is_elementwise_per_channel():
     params = [g.constant(rng.uniform(0.5, 2, 5).astype(np.float32)) for _ in range(4)]
     g.outputs = [g.add("BatchNormalization", [x, *params], {"epsilon": 1e-3}).output]
     assert "NumPy" not in check(g, opt_level=0).emit("loops")
+
+
+@pytest.mark.parametrize("starts,ends,axes,view", [([2], [5], [0], True),          # rows 2..4: contiguous
+                                                    ([0, 1], [1, 3], [0, 1], True),  # part of one row
+                                                    ([1], [3], [1], False)])        # a column band: a copy
+def test_contiguous_slices_are_views(starts, ends, axes, view):
+    g = Graph()
+    x = g.add_input("x", TensorType((8, 4)))
+    y = g.add("Exp", [x]).output  # the slice reads an arena tensor, not the input copy
+    s = g.add("Slice", [y], {"starts": starts, "ends": ends, "axes": axes}).output
+    g.outputs = [g.add("Softmax", [s], {"axis": -1}).output]
+    m = check(g, opt_level=0)
+    assert ("Slice node %slice: a view of %exp, no copy" in m.emit("loops")) == view

@@ -31,7 +31,7 @@ from ..loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For,
 from ..loops.lower import LoweredGroup, Unsupported, lower_group
 from ..loops.plan import MemoryPlan, plan_memory
 from ..loops.printer import print_kernel
-from ..loops.rules import VIEW_OPS
+from ..loops.rules import view_offset
 from ..loops.schedule import default_schedule
 from ..loops.verify import verify_kernel
 
@@ -613,7 +613,7 @@ def _plan_steps(graph: Graph, schedule: bool) -> list[Step]:
     for node in graph.nodes:
         if node.op == "Constant":
             continue
-        if node.op in VIEW_OPS or node.op == "Identity":
+        if view_offset(node) is not None:
             steps.append(Step(node, "view"))
             continue
         base = "k_" + "".join(c if c.isalnum() else "_" for c in (node.attrs.get("name") if node.body else node.op.lower()))

@@ -4,7 +4,7 @@ and tensors whose lifetimes do not overlap share memory.
 Lifetimes are measured in steps (one step per group, in execution order): a
 value lives from the step that writes it to the last step that reads it
 (graph inputs from the start, graph outputs to the end). Views (Reshape and
-friends) share their source's storage and extend its lifetime. Scratch
+friends, contiguous slices) share their source's storage and extend its lifetime. Scratch
 buffers of a kernel live during that kernel's step only. Offsets are placed
 first-fit against the buffers whose lifetimes overlap, 64-byte aligned.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Graph, Value
+from .rules import view_offset
 
 ALIGN = 64
 
@@ -28,9 +29,10 @@ class Slot:
 
 
 class MemoryPlan:
-    def __init__(self, slots: dict, roots: dict, constants: dict, scratch: dict):
+    def __init__(self, slots: dict, roots: dict, offsets: dict, constants: dict, scratch: dict):
         self.slots = slots            # key -> Slot (key: id(root value) or (id(node), param name))
         self.roots = roots            # id(value) -> key of the storage it lives in
+        self.offsets = offsets        # id(value) -> its byte offset in that storage (views of slices)
         self.constants = constants    # id(value) -> array, for weights
         self.scratch = scratch        # (id(node), param name) -> key
         self.size = max((s.offset + s.size for s in slots.values()), default=0)
@@ -43,8 +45,7 @@ class MemoryPlan:
         """The arena view (or the constant array) holding value `v`."""
         if id(v) in self.constants:
             return self.constants[id(v)]
-        slot = self.slots[self.roots[id(v)]]
-        start = self.base + slot.offset
+        start = self.base + self.slots[self.roots[id(v)]].offset + self.offsets.get(id(v), 0)
         raw = self.arena[start:start + v.type.nbytes]
         return raw.view(v.type.np_dtype).reshape(v.type.shape)
 
@@ -67,7 +68,7 @@ class MemoryPlan:
             a = np.ascontiguousarray(self.constants[id(v)])
             self._keep.append(a)
             return a.ctypes.data
-        return self.arena.ctypes.data + self.base + self.slots[self.roots[id(v)]].offset
+        return self.arena.ctypes.data + self.base + self.slots[self.roots[id(v)]].offset + self.offsets.get(id(v), 0)
 
     def lower_bound(self) -> int:
         """The arena no plan can beat: the largest total size of buffers alive at one step."""
@@ -90,6 +91,7 @@ class MemoryPlan:
 def plan_memory(graph: Graph, steps) -> MemoryPlan:
     constants = {id(n.output): n.attrs["value"] for n in graph.nodes if n.op == "Constant"}
     roots: dict[int, object] = {}
+    offsets: dict[int, int] = {}
     slots: dict[object, Slot] = {}
     scratch: dict = {}
     last = len(steps) + 1
@@ -110,9 +112,13 @@ def plan_memory(graph: Graph, steps) -> MemoryPlan:
         for v in node.inputs:
             use(v, i)
         if step.kind == "view" and id(node.inputs[0]) not in constants:
-            roots[id(node.output)] = roots[id(node.inputs[0])]
+            src = node.inputs[0]
+            roots[id(node.output)] = roots[id(src)]
+            offsets[id(node.output)] = offsets.get(id(src), 0) + view_offset(node) * src.type.np_dtype.itemsize
         elif step.kind == "view":
-            constants[id(node.output)] = np.asarray(constants[id(node.inputs[0])]).reshape(node.output.type.shape)
+            src = np.asarray(constants[id(node.inputs[0])]).ravel()
+            start = view_offset(node)
+            constants[id(node.output)] = src[start:start + node.output.type.numel].reshape(node.output.type.shape)
         else:
             for v in node.outputs:
                 define(v, i)
@@ -126,7 +132,7 @@ def plan_memory(graph: Graph, steps) -> MemoryPlan:
         if id(v) not in constants:
             slots[roots[id(v)]].end = last
     _place(list(slots.values()))
-    return MemoryPlan(slots, roots, constants, scratch)
+    return MemoryPlan(slots, roots, offsets, constants, scratch)
 
 
 def _np(dtype: str):

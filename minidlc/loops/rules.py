@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
+
 from .ir import Binary, Call, Cast, Compare, Const, Expr, Select, add, const, mul, row_major
 
 Read = Callable[[int, list[Expr]], Expr]
@@ -288,6 +290,23 @@ def _same_data(node, idx, read):
 VIEW_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
 for _name in VIEW_OPS:
     RULES[_name] = _same_data
+
+
+def view_offset(node) -> int | None:
+    """If a standalone node's output is a stretch of its input's memory, the
+    element offset where it starts (so it runs as a view and copies nothing);
+    else None. Reshape-like ops and Identity start at 0; a Slice qualifies
+    when the elements it keeps are contiguous, which we check by slicing the
+    input's flat indices (e.g. x[2:5] of a [8, 4] tensor: elements 8..19)."""
+    if node.op in VIEW_OPS or node.op == "Identity":
+        return 0
+    if node.op != "Slice" or node.body is not None:
+        return None
+    x = node.inputs[0].type
+    kept = np.asarray(node.opdef.evaluate([np.arange(x.numel).reshape(x.shape)], node.attrs)[0]).ravel()
+    if kept.size and np.array_equal(kept, kept[0] + np.arange(kept.size)):
+        return int(kept[0])
+    return None
 
 
 @rule("Expand")
