@@ -460,3 +460,15 @@ def test_minidlc_does_not_import_torch():
             "is_torch_spec; assert is_torch_spec('m.py:f'); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_cli_compiles_and_runs_a_factory(capsys):
+    from minidlc.cli import main
+
+    spec = f"{ROOT}/examples/torch_models.py:make_mlp"
+    assert main(["compile", spec, "--input-shape", "8,784", "--target", "llvm", "--emit", "fused"]) == 0
+    assert "Fused(" in capsys.readouterr().out
+    assert main(["run", spec, "--input-shape", "8,784", "--target", "llvm", "--random-inputs", "--check"]) == 0
+    assert "check against the reference backend" in capsys.readouterr().out
+    assert main(["run", spec, "--target", "llvm"]) == 2
+    assert "needs --input-shape" in capsys.readouterr().err
