@@ -218,14 +218,18 @@ def cmd_demo(args) -> int:
             want = minidlc.compile(graph, target="reference", opt_level=0).run(feeds)
         err = max_error(outs, want)
         times = time_interleaved(runners, budget_s=3.0)
-        ms, peer_ms = times["minidlc"], times.get("onnxruntime", float("nan"))
+        ms, peer_ms = times["minidlc"], times.get("onnxruntime")
         params = sum(n.attrs["value"].size for n in graph.nodes if n.op == "Constant")
         rows.append((name, len(graph.nodes), params, err, compile_s, ms, peer_ms))
-    print(f"target: {target}")
+    have_ort = "onnxruntime" in runners
+    print(f"target: {target}; max err against "
+          + ("onnxruntime (timed with the same threads, interleaved)" if have_ort else
+             "the reference backend (install onnxruntime to compare and time against it)"))
     print(f"{'model':<9} {'ops':>4} {'params':>9} {'max err':>9} {'compile s':>9} {'run ms':>8} "
           f"{'ort ms':>8} {'ort/ours':>8}")
     for name, ops, params, err, cs, ms, peer in rows:
-        print(f"{name:<9} {ops:>4} {params:>9,} {err:>9.2e} {cs:>9.2f} {ms:>8.2f} {peer:>8.2f} {peer / ms:>8.2f}")
+        peer_cols = f"{peer:>8.2f} {peer / ms:>8.2f}" if have_ort else f"{'-':>8} {'-':>8}"
+        print(f"{name:<9} {ops:>4} {params:>9,} {err:>9.2e} {cs:>9.2f} {ms:>8.2f} {peer_cols}")
     bad = [r[0] for r in rows if not r[3] <= 1e-3]
     if bad:
         print(f"MISMATCH against onnxruntime: {', '.join(bad)}")

@@ -91,3 +91,14 @@ def test_llvm_stats_bench_and_threads(relu_model, capsys):
     assert rows[0].split() == ["runner", "ms", "runner/minidlc"]
     assert [r.split()[0] for r in rows[1:]] == ["minidlc", "onnxruntime", "reference"]
     assert rows[1].split()[-1] == "1.00"
+
+
+def test_demo_without_onnxruntime_checks_against_the_reference(monkeypatch, capsys):
+    def no_onnxruntime(*args, **kwargs):
+        raise ImportError("No module named 'onnxruntime'")
+
+    monkeypatch.setattr("minidlc.cli.onnxruntime_session", no_onnxruntime)
+    assert main(["demo", "--target", "reference", "mlp"]) == 0
+    out = capsys.readouterr().out
+    assert "max err against the reference backend" in out
+    assert next(line for line in out.splitlines() if line.startswith("mlp")).split()[-2:] == ["-", "-"]
