@@ -1,15 +1,18 @@
 """The LLVM CPU backend: loop IR -> LLVM IR (llvmlite) -> native code, JIT-compiled.
 
 Each kernel becomes one LLVM function per top-level statement (a *stage*)
-with the signature `void stage(i8** buffers, i64 lo, i64 hi)`. A stage whose
-statement is a parallel loop runs iterations [lo, hi) of it, so the runtime
-splits it across threads (ctypes releases the GIL during the call); other
-stages ignore lo and hi. The module is optimized at O3 for the host CPU (its
-name and features, so AVX2/AVX-512 and FMA are used) and the object code is
-cached on disk under its content hash.
+with the signature `void stage(i8** buffers, i64 lo, i64 hi)`; a stage whose
+statement is a parallel loop runs iterations [lo, hi) of it. Consecutive
+native steps of the graph form one *program*, a function every thread runs
+with its thread id (see `emit_program`): it calls the stages in order, splits
+parallel ones by thread, and puts a barrier between stages. So a run costs
+one native call per thread (ctypes releases the GIL), not one per kernel.
 
-Groups without a native lowering run their NumPy reference implementation;
-`emit("loops")` lists them.
+The module is optimized at O3 for the host CPU (its name and features, so
+AVX2/AVX-512 and FMA are used). The object code is cached on disk under a
+hash of the loop IR, so compiling a model again skips LLVM altogether.
+Groups without a native lowering run their NumPy reference implementation
+between programs; `emit("loops")` lists them.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import llvmlite.binding as llvm
@@ -425,49 +429,57 @@ def _target_machine():
                                         opt=3, codemodel="jitdefault")
 
 
-class JitModule:
-    """An LLVM module optimized at O3 and compiled; object code cached on disk."""
+# Compiled code on disk is stale when this file (the code generator) changes.
+CODEGEN_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
-    def __init__(self, module: ir.Module):
+
+class JitModule:
+    """Native code for the LLVM module that `build()` makes, optimized at O3 for
+    this CPU. The object code is cached on disk under a hash of `source` (the
+    loop IR the module is generated from), so a cache hit skips code generation
+    and LLVM entirely; the module is built only when someone asks to see it."""
+
+    def __init__(self, build: Callable[[], ir.Module], source: str):
         self.tm = _target_machine()
-        module.triple = llvm.get_process_triple()
-        module.data_layout = str(self.tm.target_data)
-        self.ir_text = str(module)
-        key = hashlib.sha256("\n".join([self.ir_text, llvm.get_host_cpu_name(),
-                                        llvm.get_host_cpu_features().flatten(), llvm.__name__]).encode()).hexdigest()
-        self.cache_file = CACHE_DIR / f"{key}.o"
-        self.mod = llvm.parse_assembly(self.ir_text)
-        self.mod.verify()
+        self._build, self._module = build, None
+        key = hashlib.sha256("\n".join([source, llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
+                                        ".".join(map(str, llvm.llvm_version_info)), CODEGEN_VERSION]).encode())
+        self.cache_file = CACHE_DIR / f"{key.hexdigest()}.o"
         self.cached = self.cache_file.exists()
+        data = self.cache_file.read_bytes() if self.cached else self.tm.emit_object(llvm.parse_assembly(self.optimized()))
         if not self.cached:
-            pto = llvm.create_pipeline_tuning_options(speed_level=3)
-            pb = llvm.create_pass_builder(self.tm, pto)
-            pb.getModulePassManager().run(self.mod, pb)
-        self.engine = llvm.create_mcjit_compiler(self.mod, self.tm)
-        self.engine.set_object_cache(self._notify, self._load)
+            self._save(data)
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
+        self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
         self.engine.finalize_object()
 
-    def _notify(self, module, data: bytes) -> None:
+    def optimized(self) -> str:
+        """The module's text after LLVM's O3 pipeline: what the object code is compiled from."""
+        if self._module is None:
+            module = self._build()
+            module.triple = llvm.get_process_triple()
+            module.data_layout = str(self.tm.target_data)
+            mod = llvm.parse_assembly(str(module))
+            mod.verify()
+            pb = llvm.create_pass_builder(self.tm, llvm.create_pipeline_tuning_options(speed_level=3))
+            pb.getModulePassManager().run(mod, pb)
+            self._module = str(mod)  # text: code generation would edit the module in place
+        return self._module
+
+    def _save(self, data: bytes) -> None:
         try:
             CACHE_DIR.mkdir(parents=True, exist_ok=True)
             tmp = self.cache_file.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_bytes(data)
-            tmp.replace(self.cache_file)
+            tmp.replace(self.cache_file)  # atomic: a concurrent reader sees all or nothing
         except OSError:
             pass  # a read-only home: run uncached
 
-    def _load(self, module) -> bytes | None:
-        return self.cache_file.read_bytes() if self.cached else None
-
-    def function(self, name: str):
-        return ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)(
-            self.engine.get_function_address(name))
-
     def llvm_ir(self) -> str:
-        return self.ir_text if self.cached else str(self.mod)
+        return self.optimized()
 
     def asm(self) -> str:
-        return self.tm.emit_assembly(llvm.parse_assembly(self.ir_text) if self.cached else self.mod)
+        return self.tm.emit_assembly(llvm.parse_assembly(self.optimized()))
 
 
 # ---- the native program: one entry point per run of native steps ---------------------
@@ -568,16 +580,26 @@ def _pool(threads: int) -> ThreadPoolExecutor | None:
     return ThreadPoolExecutor(threads - 1) if threads > 1 else None
 
 
+def jit_programs(name: str, programs: list[list[Kernel]]) -> JitModule:
+    """Compile `program0`, `program1`, ...: program i runs the kernels of
+    `programs[i]` in order, kernel j reading its buffers from pointer table j."""
+    def build() -> ir.Module:
+        module = ir.Module(name=name)
+        for i, kernels in enumerate(programs):
+            stages = [(stage, extent, j) for j, k in enumerate(kernels)
+                      for stage, extent in KernelCodegen(module, k).emit()]
+            emit_program(module, f"program{i}", stages)
+        return module
+    return JitModule(build, "\n".join(f"program{i}: {kernels!r}" for i, kernels in enumerate(programs)))
+
+
 def compile_kernel(kernel: Kernel, threads: int = 1):
     """JIT one kernel by itself; returns `run(arrays)`, which checks each array
     against its parameter (dtype, size) and calls the kernel on them in place.
     Used by the tests and the GEMM ladder benchmark."""
     verify_kernel(kernel)
-    module = ir.Module(name=kernel.name)
-    stages = KernelCodegen(module, kernel).emit()
-    emit_program(module, "program", [(name, extent, 0) for name, extent in stages])
-    jit = JitModule(module)
-    program = NativeProgram(jit, "program", _pool(threads), threads)
+    jit = jit_programs(kernel.name, [[kernel]])
+    program = NativeProgram(jit, "program0", _pool(threads), threads)
 
     def run(arrays: list[np.ndarray]) -> None:
         for p, a in zip(kernel.params, arrays, strict=True):
@@ -644,7 +666,6 @@ class LLVMExecutable:
         self.threads = threads or os.cpu_count() or 1
         self.steps = _plan_steps(graph, schedule)
         self.plan: MemoryPlan = plan_memory(graph, self.steps)
-        module = ir.Module(name=graph.name)
         pool = _pool(self.threads)
         segments: list[list] = []  # each: the native steps of one program, or one fallback step
         for step in self.steps:
@@ -654,16 +675,10 @@ class LLVMExecutable:
                 if not segments or segments[-1][0].kind != "native":
                     segments.append([])
                 segments[-1].append(step)
-        programs = []
-        for i, seg in enumerate(segments):
-            if seg[0].kind == "native":
-                stages = [(name, extent, j) for j, st in enumerate(seg)
-                          for name, extent in KernelCodegen(module, st.lowered.kernel).emit()]
-                emit_program(module, f"program{i}", stages)
-                programs.append(f"program{i}")
-        self.jit = JitModule(module)
+        native = [seg for seg in segments if seg[0].kind == "native"]
+        self.jit = jit_programs(graph.name, [[st.lowered.kernel for st in seg] for seg in native])
         self.calls = []
-        names = iter(programs)
+        names = (f"program{i}" for i in range(len(native)))
         for seg in segments:
             if seg[0].kind == "numpy":
                 self.calls.append(self._numpy_call(seg[0]))
