@@ -22,5 +22,6 @@ def test_passes_preserve_results_on_random_elementwise_graphs(passes, g):
 def test_passes_preserve_results_on_random_mixed_graphs(passes, g):
     after = run_passes(g.copy(), passes)
     check_groups(after)
-    # casts through f16 lose precision in the original too; the passes must keep them exact
-    assert_same_results(g, after, rtol=1e-5, atol=1e-6)
+    # tighter than f16's precision (5e-4), so a pass that dropped a cast through f16 fails;
+    # looser than f32's, since an exp downstream amplifies a last-bit rounding difference
+    assert_same_results(g, after, rtol=1e-4, atol=1e-6)
