@@ -35,7 +35,7 @@ def load(model, example_inputs=None, input_shapes: dict | None = None) -> Graph:
 def compile(model, target: str = "reference", opt_level: int = 2, *, example_inputs=None,
             input_shapes: dict | None = None, passes=None, instruments=(), verify_each: bool = True,
             **backend_options) -> CompiledModel:
-    """Import, optimize and build a model for `target` (reference, llvm, numba, cuda).
+    """Import, optimize and build a model for `target` (reference or llvm; see backends.TARGETS).
 
     `opt_level` picks the pass pipeline (0 none, 1 cleanups, 2 cleanups and
     fusion); `passes` gives an explicit list of pass names instead.

@@ -6,6 +6,7 @@ stderr and exit status 2; `--debug` shows the full traceback instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -284,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = model_command("compile", "compile a model and print a stage",
                        "minidlc compile model.onnx -O2 --print-ir-after-change --emit fused")
-    sp.add_argument("--emit", choices=["graph", "fused", "loops", "llvm", "asm", "numba"],
+    sp.add_argument("--emit", choices=["graph", "fused", "loops", "llvm", "asm"],
                     help="print this stage: graph (imported), fused (after passes), loops, llvm, asm")
     sp.set_defaults(fn=cmd_compile)
 
@@ -327,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
+    except BrokenPipeError:  # e.g. `minidlc compile ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (IRError, InputError, PassError, UsageError, ValueError, OSError) as e:
         if args.debug:
             raise

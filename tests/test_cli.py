@@ -102,3 +102,24 @@ def test_demo_without_onnxruntime_checks_against_the_reference(monkeypatch, caps
     out = capsys.readouterr().out
     assert "max err against the reference backend" in out
     assert next(line for line in out.splitlines() if line.startswith("mlp")).split()[-2:] == ["-", "-"]
+
+
+def test_a_pytorch_model_without_pytorch_is_a_one_line_error(monkeypatch, capsys):
+    import sys
+
+    from pathlib import Path
+
+    spec = f"{Path(__file__).parents[1] / 'examples' / 'torch_models.py'}:make_mlp"
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    assert main(["compile", spec, "--input-shape", "8,784"]) == 2
+    assert capsys.readouterr().err == (f"minidlc: error: {spec} is a PyTorch model, "
+                                       "but PyTorch is not installed (pip install 'minidlc[torch]')\n")
+
+
+def test_planned_targets_say_they_are_not_built():
+    from minidlc.backends import get_backend
+
+    with pytest.raises(ValueError, match="target 'cuda' is not implemented yet; available: reference, llvm"):
+        get_backend("cuda")
+    with pytest.raises(ValueError, match="unknown target 'tpu'"):
+        get_backend("tpu")

@@ -73,7 +73,11 @@ def load_torch(module, example_inputs) -> Graph:
 def load_torch_factory(spec: str, input_shapes: list[tuple[int, ...]], seed: int = 0) -> Graph:
     """Build the module returned by the factory in `spec` and convert it,
     traced on random float32 inputs of `input_shapes` (one per input)."""
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise FactoryError(f"{spec} is a PyTorch model, but PyTorch is not installed "
+                           "(pip install 'minidlc[torch]')") from None
 
     module = import_factory(spec)()
     if not isinstance(module, torch.nn.Module):
