@@ -566,7 +566,7 @@ class NativeProgram:
         self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)(
             jit.engine.get_function_address(name))
         self.pool, self.threads = pool, threads if pool is not None else 1
-        self.barrier = np.zeros(8, np.int64)  # count, generation (a cache line to itself)
+        self.barrier = np.zeros(8, np.int64)  # count, generation (and padding: 64 bytes in all)
 
     def __call__(self, tables) -> None:
         state = self.barrier.ctypes.data
