@@ -241,7 +241,8 @@ def cmd_bench(args) -> int:
     m = compile_model(args, out=sys.stderr)
     feeds = {**m.random_inputs(), **read_inputs(args.input)}
     runners = {f"minidlc {m.target}": lambda: m.run(feeds)}
-    for peer in [p for p in args.compare.split(",") if p]:
+    peers = args.compare or ("reference" if is_torch_spec(args.model) else "onnxruntime")
+    for peer in [p for p in peers.split(",") if p]:
         if peer == "onnxruntime":
             if is_torch_spec(args.model):
                 raise UsageError("--compare onnxruntime needs an ONNX model file")
@@ -299,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = model_command("bench", "time a model against its peers in one process",
                        "minidlc bench model.onnx --target llvm --compare onnxruntime")
-    sp.add_argument("--compare", default="onnxruntime", help="peers to time: onnxruntime,reference")
+    sp.add_argument("--compare", help="peers to time: onnxruntime,reference (default: onnxruntime for an ONNX "
+                                      "file, reference for a PyTorch model)")
     sp.add_argument("--input", action="append", metavar="NAME=FILE.npy")
     sp.add_argument("--repeat", type=int, default=20)
     sp.set_defaults(fn=cmd_bench)
