@@ -175,15 +175,20 @@ def test_demo_models_match_reference(name, threads):
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("shape,wshape,attrs", [
-    ((1, 3, 7, 5), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
-    ((2, 4, 9, 11), (6, 2, 3, 2), {"group": 2, "strides": [2, 1], "dilations": [1, 2], "pads": [0, 1, 2, 0]}),
-    ((1, 6, 5, 5), (6, 1, 3, 3), {"group": 6, "pads": [1, 1, 1, 1]}),  # depthwise
-    ((3, 2, 13), (5, 2, 4), {"strides": [3], "pads": [2, 1]}),         # 1-D
-    ((2, 5, 9, 7), (11, 5, 3, 3), {"pads": [1, 2, 0, 1], "dilations": [2, 1]}),  # direct: pixels x channels
-    ((1, 4, 6, 13), (18, 2, 1, 3), {"group": 2, "strides": [1, 2]}),  # direct, grouped, no padding
+@pytest.mark.parametrize("shape,wshape,attrs,kind", [
+    ((1, 3, 7, 5), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}, "im2col"),
+    ((2, 4, 9, 11), (6, 2, 3, 2), {"group": 2, "strides": [2, 1], "dilations": [1, 2], "pads": [0, 1, 2, 0]}, "im2col"),
+    ((1, 6, 5, 5), (6, 1, 3, 3), {"group": 6, "pads": [1, 1, 1, 1]}, "im2col"),  # depthwise
+    ((3, 2, 13), (5, 2, 4), {"strides": [3], "pads": [2, 1]}, "im2col"),         # 1-D
+    ((2, 5, 9, 7), (11, 5, 3, 3), {"pads": [1, 2, 0, 1], "dilations": [2, 1]}, "direct"),  # pixels x channels
+    ((1, 4, 6, 13), (18, 2, 1, 3), {"group": 2, "strides": [1, 2]}, "direct"),  # grouped, no padding
+    ((2, 8, 5, 16), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}, "direct"),  # k = 72: long enough to transpose blocks
+    # panels of 16 pixels in one output row, stride 1 along it: the pixels are read in place
+    ((2, 3, 5, 32), (16, 3, 3, 3), {"pads": [1, 1, 1, 1]}, "in place"),  # a stem: k = 27
+    ((1, 4, 7, 18), (4, 1, 3, 3), {"group": 4, "strides": [2, 1], "pads": [0, 0, 1, 0]}, "in place"),  # depthwise
+    ((1, 2, 4, 18), (9, 2, 2, 2), {"dilations": [1, 2]}, "in place"),  # no padding: x itself
 ])
-def test_conv_as_im2col_gemm_with_bias_and_relu(shape, wshape, attrs):
+def test_conv_as_gemm_with_bias_and_relu(shape, wshape, attrs, kind):
     rng = np.random.default_rng(2)
     g = Graph()
     x = g.add_input("x", TensorType(shape))
@@ -193,7 +198,9 @@ def test_conv_as_im2col_gemm_with_bias_and_relu(shape, wshape, attrs):
     g.outputs = [g.add("Relu", [y]).output]
     m = check(g)
     loops = m.emit("loops")
-    assert ("x_im2col_packed" in loops) == (wshape[0] // attrs.get("group", 1) < 8) and "NumPy" not in loops
+    packed = {"x_im2col_packed": "im2col", "w_packed": "direct"}
+    assert [packed[name] for name in packed if name in loops] == ([] if kind == "in place" else [kind])
+    assert "NumPy" not in loops
 
 
 @pytest.mark.parametrize("op,attrs", [

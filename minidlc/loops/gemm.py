@@ -35,6 +35,7 @@ from .rules import FLOATS, RULES, Unsupported, broadcast_index
 GEMM_OPS = ("MatMul", "Gemm", "Conv")
 PARALLEL_MIN_FLOPS = 1 << 20  # below this (~15 us on one core) a barrier and idle threads cost more than they save
 DIRECT_MIN_CHANNELS = 8  # a Conv with fewer output channels per group uses im2col
+DIRECT_MIN_K = 64  # below this k (channels per group x kernel size), a stride-1 Conv reads its pixels in place
 
 
 @dataclass(frozen=True)
@@ -96,14 +97,16 @@ class GemmSpec:
     a: Callable[[list[Expr], Expr, list[Expr]], Expr]    # A'[b][row, k] (k: a multi-index over k_shape)
     b_batch: tuple[int, ...]                             # the axes B' varies along
     b_index: Callable[[list[Expr]], list[Expr]]          # b -> B's batch index
-    b: Callable[[list[Expr], Expr, Expr, Expr], Expr] | None  # B'[bb][kk, panel * NR + jj] (run-time packing;
-                                                              # any value, read in bounds, past column n)
+    b: Callable[[list[Expr], list[Expr], Expr, Expr], Expr] | None  # B'[bb][k, panel * NR + jj] at run time
+                                                                    # (any value, read in bounds, past column n)
     b_packed: np.ndarray | None                          # B' packed at compile time (weights)
     out: Callable[[list[Expr], Expr, Expr], list[Expr]]  # the product's multi-index at (b, row, col)
     adjust: Callable[[Expr, list[Expr]], Expr]           # e.g. alpha * acc + beta * C, at that index
     prologue: Stmt | None = None                         # loops that must run first (Conv: padding)
     k_shape: tuple[int, ...] = ()                        # the k loop as nested loops (default: one, of k)
     rows_contiguous: bool = False                        # the output's rows, not columns, are adjacent in memory
+    b_in_place: bool = False                             # the micro-kernel reads `b` itself (it is contiguous
+                                                         # along a panel): no packing loops
 
 
 def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
@@ -127,22 +130,28 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         a=lambda bidx, row, kv: lw.read(a_val, broadcast_index(bidx, a_batch, batch) + ([kv[0], row] if trans_a else [row, kv[0]])),
         b_batch=b_batch,
         b_index=lambda bidx: broadcast_index(bidx, b_batch, batch),
-        b=lambda bb, kk, panel, jj: lw.read(b_val, bb + ([_col(panel, jj, n), kk] if trans_b else [kk, _col(panel, jj, n)])),
+        b=lambda bb, kv, panel, jj: lw.read(b_val, bb + ([_col(panel, jj, n), kv[0]] if trans_b else [kv[0], _col(panel, jj, n)])),
         b_packed=None if const_b is None else pack_b(const_b, CONFIG.nr, trans_b),
         out=lambda bidx, row, col: bidx + [row, col],
         adjust=adjust)
 
 
 def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
-    """Conv as a GEMM per (image, group), in one of two orientations:
+    """Conv as a GEMM per (image, group), k running over (channel, *kernel)
+    as nested loops, in one of two orientations:
 
     direct (out channels per group >= DIRECT_MIN_CHANNELS): rows are output
-      pixels, columns output channels, k runs over (channel, *kernel) as nested
-      loops. B' is the weight, transposed and packed at compile time; A' is read
-      straight from the (padded) input: no im2col buffer at all.
-    im2col (few output channels, e.g. depthwise): rows are output channels
-      (the weight, a row-major (M, C/g * prod(kernel)) matrix already), columns
-      output pixels; the packing loops build the im2col matrix in B's panels.
+      pixels, columns output channels. B' is the weight, transposed and packed
+      at compile time; A' is read straight from the (padded) input: no im2col
+      buffer at all. The output's pixels are adjacent in memory, so each block
+      is transposed on its way out; that costs little next to a long k loop.
+    im2col (few output channels, e.g. depthwise, or a short k loop such as a
+      stem's 3 channels x 3 x 3): rows are output channels (the weight, a
+      row-major (M, C/g * prod(kernel)) matrix already), columns output pixels,
+      stored as they lie. When a panel of NR pixels lies in one output row and
+      the stride along it is 1, the panel's pixels are adjacent in the (padded)
+      input too: the micro-kernel reads them in place, with no im2col matrix.
+      Otherwise the packing loops build the im2col matrix in B's panels.
     """
     from ..ir.ops.windows import Window
 
@@ -169,7 +178,9 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     def channel(bidx: list[Expr], m: Expr) -> Expr:
         return add(mul(bidx[1], const(mg)), m)
 
-    if mg >= DIRECT_MIN_CHANNELS:
+    row_panels = out_sp[-1] // CONFIG.nr if out_sp[-1] % CONFIG.nr == 0 else 0
+    in_place = bool(row_panels) and win.strides[-1] == 1  # a panel's pixels are adjacent in the (padded) input
+    if mg >= DIRECT_MIN_CHANNELS and not (in_place and kc < DIRECT_MIN_K):
         w_t = np.swapaxes(w_const.reshape(g, mg, kc), 1, 2)  # (G, Kc, Mg)
         return GemmSpec(
             (nimg, g), math.prod(out_sp), kc, mg,
@@ -180,24 +191,23 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
             prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True)
 
     wbuf = lw.constant_param(w.name, w_const, w.type.dtype)
-    row_panels = out_sp[-1] // CONFIG.nr if out_sp[-1] % CONFIG.nr == 0 else 0
 
-    def b_elem(bb: list[Expr], kk: Expr, panel: Expr, jj: Expr) -> Expr:
-        c_r = _unflatten(kk, (cg,) + kernel)
+    def b_elem(bb: list[Expr], kv: list[Expr], panel: Expr, jj: Expr) -> Expr:
         if row_panels:  # a panel lies within one output row: its columns are affine in jj
             o = _unflatten(Binary("/", panel, const(row_panels)), out_sp[:-1]) + \
                 [add(mul(Binary("%", panel, const(row_panels)), const(CONFIG.nr)), jj)]
         else:
             o = _unflatten(_col(panel, jj, math.prod(out_sp)), out_sp)
-        return read_x(bb[0], bb[1], c_r[0], o, c_r[1:])
+        return read_x(bb[0], bb[1], kv[0], o, kv[1:])
 
     return GemmSpec(
         (nimg, g), mg, kc, math.prod(out_sp),
-        a=lambda bidx, row, kv: Load(wbuf, add(mul(channel(bidx, row), const(kc)), kv[0]), w.type.dtype),
+        a=lambda bidx, row, kv: Load(wbuf, add(mul(channel(bidx, row), const(kc)), row_major(kv, (cg,) + kernel)),
+                                     w.type.dtype),
         b_batch=(nimg, g), b_index=lambda bidx: bidx, b=b_elem, b_packed=None,
         out=lambda bidx, row, col: [bidx[0], channel(bidx, row)] + _unflatten(col, out_sp),
         adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
-        prologue=prologue)
+        prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place)
 
 
 def _padded(lw: Lowerer, x: Value, win) -> tuple:
@@ -232,6 +242,8 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     b_name = node.inputs[0].name + "_im2col" if node.op == "Conv" and spec.b_packed is None else node.inputs[1].name
     if spec.b_packed is not None:
         bp = lw.constant_param(b_name + "_packed", spec.b_packed, dt)
+    elif spec.b_in_place:
+        bp = None
     else:
         bp = lw.scratch(b_name + "_packed", dt, math.prod(spec.b_batch) * panels * k * nr)
         stages.append(_pack_stage(lw, spec, panels, bp, dt))
@@ -246,12 +258,15 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         ii, jj = lw.var("ii"), lw.var("jj")
         k_shape = spec.k_shape or (k,)
         kv = lw.vars(len(k_shape), "k")
-        kk = row_major(list(kv), k_shape)
         bb = spec.b_index(bidx)
-        b_flat = row_major(bb, spec.b_batch) if spec.b_batch else const(0)
-        bp_idx = add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(k)), kk), const(nr)), jj)
+        if bp is None:
+            b_value = spec.b(bb, list(kv), panel, jj)
+        else:
+            b_flat = row_major(bb, spec.b_batch) if spec.b_batch else const(0)
+            kk = row_major(list(kv), k_shape)
+            b_value = Load(bp, add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(k)), kk), const(nr)), jj), dt)
         cell = add(mul(ii, const(nr)), jj)
-        fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, add(row0, ii), list(kv)), Load(bp, bp_idx, dt))))
+        fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, add(row0, ii), list(kv)), b_value)))
         # rows unrolled, columns vectorized: acc is then accessed only at constant
         # offsets, whole vectors at a time, and LLVM keeps it in vector registers
         compute = loop_nest(list(kv), list(k_shape),
@@ -322,7 +337,7 @@ def _pack_stage(lw: Lowerer, spec: GemmSpec, panels: int, bp: str, dt: str) -> S
     MatMul a copy, for a Conv the im2col transform."""
     k, n, nr = spec.k, spec.n, CONFIG.nr
     bb, p, kk, jj = lw.var("b"), lw.var("p"), lw.var("k"), lw.var("jj")
-    value = spec.b(_unflatten(bb, spec.b_batch), kk, p, jj)
+    value = spec.b(_unflatten(bb, spec.b_batch), _unflatten(kk, spec.k_shape or (k,)), p, jj)
     if n % nr:  # zeros past column n
         value = Select(Compare("<", add(mul(p, const(nr)), jj), const(n)), value, Const(0.0, dt))
     flat = add(mul(add(mul(add(mul(bb, const(panels)), p), const(k)), kk), const(nr)), jj)
