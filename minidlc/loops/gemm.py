@@ -212,20 +212,37 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
 def _padded(lw: Lowerer, x: Value, win) -> tuple:
     """(buffer or value, its shape, loops that fill it): x with its padding
-    materialized once, so that the convolution reads without bounds checks."""
+    materialized once, so that the convolution reads without bounds checks.
+
+    Per (image, channel) plane, the loops copy each row of x into place and
+    write zeros only around it: every loop has affine indices and no
+    condition, so its innermost loop vectorizes into plain vector copies."""
     if not any(win.pads):
         return x, x.type.shape, None
-    spatial = x.type.shape[2:]
-    shape = x.type.shape[:2] + tuple(sp + win.pads[d] + win.pads[len(spatial) + d] for d, sp in enumerate(spatial))
+    nd = len(x.type.shape) - 2
+    before, after = win.pads[:nd], win.pads[nd:]
+    shape = x.type.shape[:2] + tuple(sp + before[d] + after[d] for d, sp in enumerate(x.type.shape[2:]))
     padded = lw.scratch(x.name + "_padded", x.type.dtype, math.prod(shape))
-    idx = lw.vars(len(shape), "i")
-    pos = [Binary("-", idx[2 + d], const(win.pads[d])) for d in range(len(spatial))]
-    inside: Expr = Const(True, "bool")
-    for d, p in enumerate(pos):
-        inside = Binary("and", inside, Binary("and", Compare(">=", p, const(0)), Compare("<", p, const(spatial[d]))))
-    clamped = [Binary("max", Binary("min", p, const(spatial[d] - 1)), const(0)) for d, p in enumerate(pos)]
-    value = Select(inside, lw.read(x, list(idx[:2]) + clamped), Const(0.0, x.type.dtype))
-    return padded, shape, loop_nest(idx, list(shape), Store(padded, row_major(list(idx), shape), value))
+    plane = lw.var("p")
+    outer = _unflatten(plane, shape[:2])
+
+    def zeros(d: int, start: int, extent: int, index: list[Expr]) -> Stmt | None:
+        """Zeros over [start, start + extent) along spatial axis d, all of the axes after it."""
+        if not extent:
+            return None
+        v = lw.vars(nd - d, "z")
+        dst = outer + index + [add(const(start), v[0])] + list(v[1:])
+        return loop_nest(v, [extent] + list(shape[3 + d:]), Store(padded, row_major(dst, shape), Const(0.0, x.type.dtype)))
+
+    def fill(d: int, src: list[Expr], dst: list[Expr]) -> Stmt:
+        """Spatial axes d.. of one plane: zeros before, x's extent copied, zeros after."""
+        if d == nd:
+            return Store(padded, row_major(outer + dst, shape), lw.read(x, outer + src))
+        i = lw.var("i")
+        inside = For(i, const(x.type.shape[2 + d]), fill(d + 1, src + [i], dst + [add(i, const(before[d]))]))
+        return seq(zeros(d, 0, before[d], dst), inside, zeros(d, shape[2 + d] - after[d], after[d], dst))
+
+    return padded, shape, For(plane, const(math.prod(shape[:2])), fill(0, [], []))
 
 
 def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
