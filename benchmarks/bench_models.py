@@ -33,11 +33,14 @@ def main() -> None:
     ap.add_argument("--models", default="mlp,tfblock,convnet")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--rounds", type=int, default=20, help="turns each runner takes (3 runs per turn)")
+    ap.add_argument("--ort-spinning", action="store_true",
+                    help="also time onnxruntime alone with its spin-waiting threads on (column ort spin ms)")
     args = ap.parse_args()
     llvm_backend.CACHE_DIR = Path(tempfile.mkdtemp(prefix="minidlc-bench-"))  # a cold cache: real compile times
     print(f"threads: {args.threads}  cpu: {cpu_name()}")
     print(f"{'model':<9}{'compile s':>10}{'minidlc ms':>12}{'ort ms':>9}{'ratio':>7}"
-          f"{'arena KiB':>11}{'bound KiB':>11}{'weights KiB':>13}{'model KiB':>11}")
+          f"{'arena KiB':>11}{'bound KiB':>11}{'weights KiB':>13}{'model KiB':>11}"
+          + (f"{'ort spin ms':>15}" if args.ort_spinning else ""))
     for name in args.models.split(","):
         model = build_model(name)
         t = time.perf_counter()
@@ -49,11 +52,14 @@ def main() -> None:
             np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
         ms = time_interleaved({"minidlc": lambda: m.run(feeds), "ort": lambda: sess.run(None, feeds)},
                               rounds=args.rounds, budget_s=60)
+        if args.ort_spinning:  # by itself: its spinning threads would slow whatever runs beside it
+            spin = onnxruntime_session(model.SerializeToString(), args.threads, spinning=True)
+            ms["ort spin"] = time_interleaved({"ort spin": lambda: spin.run(None, feeds)}, rounds=args.rounds)["ort spin"]
         plan = m.executable.plan
         model_bytes = sum(n.attrs["value"].nbytes for n in m.source.nodes if n.op == "Constant")
         print(f"{name:<9}{compile_s:>10.2f}{ms['minidlc']:>12.3f}{ms['ort']:>9.3f}{ms['ort'] / ms['minidlc']:>7.2f}"
               f"{plan.size / 1024:>11.0f}{plan.lower_bound() / 1024:>11.0f}{plan.weight_bytes() / 1024:>13.0f}"
-              f"{model_bytes / 1024:>11.0f}")
+              f"{model_bytes / 1024:>11.0f}" + (f"{ms['ort spin']:>15.3f}" if args.ort_spinning else ""))
 
 
 def cpu_name() -> str:

@@ -6,7 +6,8 @@ Used by `minidlc demo`, `minidlc bench` and `benchmarks/`. Two rules:
   spin-waiting is turned off: idle onnxruntime threads otherwise keep spinning
   for a while after each run and, on a machine with few cores, steal the cores
   minidlc's threads need (halving our speed in an interleaved run). Turning
-  it off changes onnxruntime's own time by a few percent at most.
+  it off costs onnxruntime itself a few percent
+  (`benchmarks/bench_models.py --ort-spinning` shows both).
 - Interleaved. The runners take turns in short blocks, so both see the same
   machine state (frequency, other load), and each reports its median.
 """
@@ -19,15 +20,15 @@ from typing import Callable
 import numpy as np
 
 
-def onnxruntime_session(model, threads: int | None = None):
+def onnxruntime_session(model, threads: int | None = None, spinning: bool = False):
     """An onnxruntime CPU session for a path or serialized model bytes, with
-    `threads` intra-op threads (default: all cores) and no spin-waiting."""
+    `threads` intra-op threads (default: all cores), spin-waiting off unless asked."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or os.cpu_count() or 1
     so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
