@@ -272,3 +272,28 @@ def test_contiguous_slices_are_views(starts, ends, axes, view):
     g.outputs = [g.add("Softmax", [s], {"axis": -1}).output]
     m = check(g, opt_level=0)
     assert ("Slice node %slice: a view of %exp, no copy" in m.emit("loops")) == view
+
+
+def test_runs_from_several_python_threads_take_turns():
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = matmul_graph((), 64, 70, 33)
+    m = minidlc.compile(g, target="llvm", threads=2)
+    feeds = [m.random_inputs(seed) for seed in range(8)]
+    want = [m.run(f)["relu"] for f in feeds]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda f: m.run(f)["relu"], feeds * 10))
+    for i, a in enumerate(got):
+        np.testing.assert_array_equal(a, want[i % 8])
+
+
+def test_a_failing_numpy_fallback_names_the_node():
+    from minidlc.ir import IRError
+
+    g = Graph()
+    x = g.add_input("x", TensorType((4,), "i32"))
+    idx = g.add_input("idx", TensorType((3,), "i64"))
+    g.outputs = [g.add("Div", [g.add("Gather", [x, idx]).output, g.constant(np.array(2, np.int32), "two")]).output]
+    m = minidlc.compile(g, target="llvm", opt_level=0)
+    with pytest.raises(IRError, match=r"Gather node %gather failed in its NumPy implementation: IndexError"):
+        m.run({"x": np.arange(4, dtype=np.int32), "idx": np.array([0, 7, 1])})

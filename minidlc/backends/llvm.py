@@ -17,9 +17,10 @@ between programs; `emit("loops")` lists them.
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
+import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ import numpy as np
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
-from ..ir import Graph, Node
+from ..ir import DTYPES, Graph, Node
+from ..ir.interpreter import evaluate_node
 from ..loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
                         Seq, Stmt, Store, Var)
 from ..loops.lower import LoweredGroup, Unsupported, lower_group
@@ -469,9 +471,10 @@ class JitModule:
     def _save(self, data: bytes) -> None:
         try:
             CACHE_DIR.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(self.cache_file)  # atomic: a concurrent reader sees all or nothing
+            fd, tmp = tempfile.mkstemp(dir=CACHE_DIR, suffix=".tmp")  # unique per writer
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.cache_file)  # atomic: a concurrent reader sees all or nothing
         except OSError:
             pass  # a read-only home: run uncached
 
@@ -600,22 +603,18 @@ def compile_kernel(kernel: Kernel, threads: int = 1):
     verify_kernel(kernel)
     jit = jit_programs(kernel.name, [[kernel]])
     program = NativeProgram(jit, "program0", _pool(threads), threads)
+    lock = threading.Lock()
 
     def run(arrays: list[np.ndarray]) -> None:
         for p, a in zip(kernel.params, arrays, strict=True):
-            if a.dtype != _np_dtype(p.dtype) or a.size < p.size or not a.flags.c_contiguous:
+            if a.dtype != DTYPES[p.dtype] or a.size < p.size or not a.flags.c_contiguous:
                 raise ValueError(f"kernel {kernel.name}: parameter {p.name} wants {p.size} contiguous {p.dtype} "
                                  f"elements, got {a.dtype}{list(a.shape)}")
         ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
-        program((ctypes.c_void_p * 1)(ctypes.addressof(ptrs)))
+        with lock:  # the program's barrier serves one run at a time
+            program((ctypes.c_void_p * 1)(ctypes.addressof(ptrs)))
     run.jit = jit
     return run
-
-
-def _np_dtype(dtype: str):
-    from ..ir.types import DTYPES
-
-    return DTYPES[dtype]
 
 
 # ---- the executable -----------------------------------------------------------------------
@@ -654,12 +653,25 @@ def _plan_steps(graph: Graph, schedule: bool) -> list[Step]:
     return steps
 
 
+@dataclass
+class NativeCall:
+    """One program bound to its pointer tables (table j: the buffers of kernel j)."""
+
+    program: NativeProgram
+    tables: ctypes.Array
+    keepalive: list  # the per-kernel pointer arrays the tables point into
+
+    def __call__(self) -> None:
+        self.program(self.tables)
+
+
 class LLVMExecutable:
     """The compiled graph: its steps (native kernels, views, NumPy fallbacks)
     bound once to one memory arena. Each run of consecutive native steps is one
     native program (see `emit_program`), so a run makes one native call per
     thread plus one per fallback. Runs copy the inputs in and the outputs out,
-    so results never alias the arena; one run at a time per executable."""
+    so results never alias the arena; runs from several Python threads take
+    turns (they share the arena)."""
 
     def __init__(self, graph: Graph, threads: int | None = None, schedule: bool = True):
         self.graph = graph
@@ -687,8 +699,8 @@ class LLVMExecutable:
                     *[self.plan.pointer(st.node, bnd) for bnd in st.lowered.bindings]) for st in seg]
                 tables = (ctypes.c_void_p * len(ptrs))(*[ctypes.addressof(t) for t in ptrs])
                 program = NativeProgram(self.jit, next(names), pool, self.threads)
-                self.calls.append(functools.partial(program, tables))
-                self.calls[-1].keep = ptrs  # the tables point into these arrays
+                self.calls.append(NativeCall(program, tables, ptrs))
+        self.lock = threading.Lock()  # one run at a time: runs share the arena and the barriers
 
     def _numpy_call(self, step: Step):
         """Runs a group without a native lowering on its NumPy reference implementation."""
@@ -696,17 +708,17 @@ class LLVMExecutable:
         outs = [self.plan.array(v) for v in step.node.outputs]
 
         def run_numpy():
-            results = step.node.opdef.evaluate(ins, step.node.attrs)
-            for dst, src in zip(outs, results):
+            for dst, src in zip(outs, evaluate_node(step.node, ins)):
                 np.copyto(dst, np.asarray(src).reshape(dst.shape), casting="unsafe")
         return run_numpy
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        for v, a in zip(self.graph.inputs, arrays):
-            np.copyto(self.plan.array(v), a)
-        for call in self.calls:
-            call()
-        return [self.plan.array(v).copy() for v in self.graph.outputs]
+        with self.lock:
+            for v, a in zip(self.graph.inputs, arrays):
+                np.copyto(self.plan.array(v), a)
+            for call in self.calls:
+                call()
+            return [self.plan.array(v).copy() for v in self.graph.outputs]
 
     def emit(self, stage: str) -> str:
         if stage == "loops":

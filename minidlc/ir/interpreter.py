@@ -17,11 +17,7 @@ def interpret(graph: Graph, args: Sequence[np.ndarray], on_value=None) -> list[n
     """
     env = {id(v): a for v, a in zip(graph.inputs, args)}
     for node in graph.nodes:
-        ins = [None if v is None else env[id(v)] for v in node.inputs]
-        try:
-            outs = node.opdef.evaluate(ins, node.attrs)
-        except Exception as e:
-            raise IRError(f"{node.describe()} failed in the reference interpreter: {type(e).__name__}: {e}") from e
+        outs = evaluate_node(node, [None if v is None else env[id(v)] for v in node.inputs])
         for v, a in zip(node.outputs, outs):
             a = np.asarray(a)
             if a.shape != v.type.shape or a.dtype != v.type.np_dtype:
@@ -31,3 +27,13 @@ def interpret(graph: Graph, args: Sequence[np.ndarray], on_value=None) -> list[n
             if on_value is not None:
                 on_value(v, a)
     return [env[id(v)] for v in graph.outputs]
+
+
+def evaluate_node(node, ins: Sequence[np.ndarray | None]) -> list:
+    """Run one node's NumPy implementation. A failure (say, a Gather index out
+    of range in the data) is an IRError that names the node, never a bare
+    NumPy traceback."""
+    try:
+        return node.opdef.evaluate(ins, node.attrs)
+    except Exception as e:
+        raise IRError(f"{node.describe()} failed in its NumPy implementation: {type(e).__name__}: {e}") from e

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import Graph, Value
+from ..ir import DTYPES, Graph, Value
 from .rules import view_offset
 
 ALIGN = 64
@@ -127,18 +127,12 @@ def plan_memory(graph: Graph, steps) -> MemoryPlan:
                 if b.role == "scratch":
                     key = (id(node), b.param.name)
                     scratch[key] = key
-                    slots[key] = Slot(_aligned(b.param.size * np.dtype(_np(b.param.dtype)).itemsize), i, i)
+                    slots[key] = Slot(_aligned(b.param.size * np.dtype(DTYPES[b.param.dtype]).itemsize), i, i)
     for v in graph.outputs:
         if id(v) not in constants:
             slots[roots[id(v)]].end = last
     _place(list(slots.values()))
     return MemoryPlan(slots, roots, offsets, constants, scratch)
-
-
-def _np(dtype: str):
-    from ..ir.types import DTYPES
-
-    return DTYPES[dtype]
 
 
 def _aligned(n: int) -> int:
