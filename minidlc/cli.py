@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .benchmarking import onnxruntime_session, time_interleaved
+from .frontends.torch import is_torch_spec
 
 EXAMPLES = """\
 examples:
@@ -51,11 +52,6 @@ def parse_input_shapes(specs: list[str]) -> dict | list:
     return positional if positional else named
 
 
-def is_torch_spec(model: str) -> bool:
-    """`path/to/model.py:factory` names a PyTorch module factory."""
-    return model.endswith(".py") or ".py:" in model
-
-
 def load_graph(model: str, shapes):
     import minidlc
 
@@ -79,7 +75,11 @@ def compile_model(args, out=None):
     from .passes.options import pipeline_kwargs_from_args
 
     graph = load_graph(args.model, parse_input_shapes(args.input_shape))
-    backend_options = {"threads": args.threads} if args.threads else {}
+    backend_options = {}
+    if args.threads is not None:
+        if args.threads < 1 or args.target != "llvm":
+            raise UsageError("--threads takes a count of 1 or more, for --target llvm")
+        backend_options["threads"] = args.threads
     m = minidlc.compile(graph, target=args.target, **pipeline_kwargs_from_args(args, out=out), **backend_options)
     plan = getattr(m.executable, "plan", None)
     if args.stats and plan is not None:
@@ -140,6 +140,9 @@ def best_target() -> str:
 def cmd_ops(args) -> int:
     from .frontends.onnx.loader import format_table, op_support_table
 
+    if is_torch_spec(args.model):
+        raise UsageError(f"{args.model}: `minidlc ops` reads ONNX files; for a PyTorch model, "
+                         "`minidlc compile MODEL --input-shape ...` reports unsupported ATen ops")
     rows = op_support_table(args.model)
     print(format_table(rows))
     missing = sum(not r["status"].startswith("supported") for r in rows)
@@ -222,7 +225,7 @@ def cmd_demo(args) -> int:
         ms, peer_ms = times["minidlc"], times.get("onnxruntime")
         params = sum(n.attrs["value"].size for n in graph.nodes if n.op == "Constant")
         rows.append((name, len(graph.nodes), params, err, compile_s, ms, peer_ms))
-    have_ort = "onnxruntime" in runners
+    have_ort = all(row[6] is not None for row in rows)  # onnxruntime is installed, or it is not
     print(f"target: {target}; max err against "
           + ("onnxruntime (timed with the same threads, interleaved)" if have_ort else
              "the reference backend (install onnxruntime to compare and time against it)"))
@@ -233,7 +236,7 @@ def cmd_demo(args) -> int:
         print(f"{name:<9} {ops:>4} {params:>9,} {err:>9.2e} {cs:>9.2f} {ms:>8.2f} {peer_cols}")
     bad = [r[0] for r in rows if not r[3] <= 1e-3]
     if bad:
-        print(f"MISMATCH against onnxruntime: {', '.join(bad)}")
+        print(f"MISMATCH against {'onnxruntime' if have_ort else 'the reference backend'}: {', '.join(bad)}")
     return 1 if bad else 0
 
 
@@ -246,7 +249,11 @@ def cmd_bench(args) -> int:
         if peer == "onnxruntime":
             if is_torch_spec(args.model):
                 raise UsageError("--compare onnxruntime needs an ONNX model file")
-            sess = onnxruntime_session(args.model)
+            try:
+                sess = onnxruntime_session(args.model)
+            except ImportError:
+                raise UsageError("--compare onnxruntime: onnxruntime is not installed (pip install onnxruntime), "
+                                 "or use --compare reference") from None
             runners[peer] = lambda: sess.run(None, feeds)
         elif peer == "reference":
             import minidlc

@@ -123,3 +123,30 @@ def test_planned_targets_say_they_are_not_built():
         get_backend("cuda")
     with pytest.raises(ValueError, match="unknown target 'tpu'"):
         get_backend("tpu")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["compile", "{relu}", "--target", "llvm", "--threads", "0"], "--threads takes a count of 1 or more"),
+    (["compile", "{relu}", "--threads", "2"], "--threads takes a count of 1 or more, for --target llvm"),
+    (["ops", "{tmp}/m.py:make_model"], "`minidlc ops` reads ONNX files"),
+    (["compile", "{tmp}/broken.py", "--input-shape", "2"], "broken.py failed to import: SyntaxError"),
+    (["compile", "{tmp}/raises.py", "--input-shape", "2"], "raises.py raised RuntimeError: no weights here"),
+])
+def test_usage_errors_are_one_line(relu_model, tmp_path, capsys, argv, message):
+    if argv[0] == "compile" and ".py" in argv[1]:
+        pytest.importorskip("torch")  # PyTorch factories import torch first
+    (tmp_path / "broken.py").write_text("def make_model(:\n")
+    (tmp_path / "raises.py").write_text("def make_model():\n    raise RuntimeError('no weights here')\n")
+    assert main([a.format(relu=relu_model, tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minidlc: error: ") and message in err and err.count("\n") == 1
+
+
+def test_bench_without_onnxruntime_says_how_to_fix_it(relu_model, monkeypatch, capsys):
+    def no_onnxruntime(*args, **kwargs):
+        raise ImportError("No module named 'onnxruntime'")
+
+    monkeypatch.setattr("minidlc.cli.onnxruntime_session", no_onnxruntime)
+    assert main(["bench", relu_model]) == 2
+    assert "onnxruntime is not installed (pip install onnxruntime), or use --compare reference" in \
+        capsys.readouterr().err

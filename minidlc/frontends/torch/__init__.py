@@ -46,6 +46,8 @@ def import_file(path: str) -> ModuleType:
     sys.path.insert(0, folder)  # the file may import its neighbours, as under `python file.py`
     try:
         spec.loader.exec_module(module)
+    except Exception as e:  # the user's code: report it as theirs, in one line (--debug shows the traceback)
+        raise FactoryError(f"{path} failed to import: {type(e).__name__}: {e}") from e
     finally:
         sys.path.remove(folder)
     return module
@@ -79,7 +81,11 @@ def load_torch_factory(spec: str, input_shapes: list[tuple[int, ...]], seed: int
         raise FactoryError(f"{spec} is a PyTorch model, but PyTorch is not installed "
                            "(pip install 'minidlc[torch]')") from None
 
-    module = import_factory(spec)()
+    factory = import_factory(spec)
+    try:
+        module = factory()
+    except Exception as e:
+        raise FactoryError(f"{spec} raised {type(e).__name__}: {e}") from e
     if not isinstance(module, torch.nn.Module):
         raise FactoryError(f"{spec} returned a {type(module).__name__}, not a torch.nn.Module")
     generator = torch.Generator().manual_seed(seed)
