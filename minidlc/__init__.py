@@ -51,7 +51,7 @@ def compile(model, target: str = "reference", opt_level: int = 2, *, example_inp
                               verify_each=verify_each)
     optimized = pipeline.run(source.copy())
     executable = backend.build(optimized, **backend_options)
-    return CompiledModel(source, optimized, executable, target, pipeline)
+    return CompiledModel(source, optimized, executable, target)
 
 
 def _is_torch_module(obj) -> bool:

@@ -16,12 +16,11 @@ class InputError(ValueError):
 class CompiledModel:
     """The result of `minidlc.compile`: run it, or print any of its stages."""
 
-    def __init__(self, source: Graph, optimized: Graph, executable, target: str, pass_log=None):
+    def __init__(self, source: Graph, optimized: Graph, executable, target: str):
         self.source = source          # the graph as imported
         self.graph = optimized        # after the pass pipeline
         self.executable = executable  # the backend's runnable form
         self.target = target
-        self.pass_log = pass_log
         self.input_types: dict[str, TensorType] = {v.name: v.type for v in optimized.inputs}
         self.output_names = [v.name for v in source.outputs]
 
@@ -63,7 +62,7 @@ class CompiledModel:
         (after the passes), or a backend stage such as 'loops', 'llvm', 'asm'."""
         if stage == "graph":
             return str(self.source)
-        if stage in ("fused", "optimized"):
+        if stage == "fused":
             return str(self.graph)
         return self.executable.emit(stage)
 

@@ -16,4 +16,6 @@ class ReferenceExecutable:
 
 
 def build(graph: Graph, **options) -> ReferenceExecutable:
+    if options:
+        raise TypeError(f"the reference backend takes no options, got {sorted(options)}")
     return ReferenceExecutable(graph)

@@ -67,12 +67,6 @@ class TensorType:
     def nbytes(self) -> int:
         return self.numel * self.np_dtype.itemsize
 
-    def with_shape(self, shape) -> "TensorType":
-        return TensorType(tuple(shape), self.dtype)
-
-    def with_dtype(self, dtype: str) -> "TensorType":
-        return TensorType(self.shape, dtype)
-
     @staticmethod
     def of(array) -> "TensorType":
         """The type of a NumPy array (or anything np.asarray accepts)."""

@@ -178,7 +178,7 @@ def _window_pool(lw: Lowerer, node: Node) -> Stmt:
         raise Unsupported(f"{node.op} on {dt} or with its Indices output")
     a = node.attrs
     win = Window.of(a["kernel_shape"], a["strides"], a["dilations"], a["pads"])
-    spatial, out_sp = x.type.shape[2:], out.type.shape[2:]
+    spatial = x.type.shape[2:]
     n = len(spatial)
     o = lw.vars(2 + n, "i")
     r = lw.vars(n, "r")

@@ -19,7 +19,6 @@ import numpy as np
 
 from .ir import Binary, Call, Cast, Compare, Const, Expr, Select, add, const, mul, row_major
 
-Read = Callable[[int, list[Expr]], Expr]
 
 
 class Unsupported(Exception):

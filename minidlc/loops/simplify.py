@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import singledispatch
 
-from .ir import Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, Select, Seq, Stmt, Store, seq
+from .ir import Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Load, Select, Seq, Stmt, Store, seq
 
 _INT_FOLD = {
     "+": lambda a, b: a + b,
@@ -189,7 +189,4 @@ def simplify_stmt(s: Stmt) -> Stmt:
         return seq(*(simplify_stmt(x) for x in s.stmts)) if s.stmts else s
     raise TypeError(f"not a statement: {s!r}")
 
-
-def simplify_kernel(k: Kernel) -> Kernel:
-    return replace(k, body=simplify_stmt(k.body))
 

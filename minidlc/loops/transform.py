@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Iterator
 
-from .ir import Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Load, Select, Seq, Stmt, Store, Var
+from .ir import Allocate, Binary, Call, Cast, Compare, Expr, For, If, Load, Select, Seq, Stmt, Store, Var
 
 
 def map_expr(e: Expr, fn: Callable[[Expr], Expr | None]) -> Expr:
@@ -90,6 +90,3 @@ def stmt_exprs(s: Stmt) -> Iterator[Expr]:
     elif isinstance(s, If):
         yield s.cond
 
-
-def is_const(e: Expr, value=None) -> bool:
-    return isinstance(e, Const) and (value is None or e.value == value)
