@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import minidlc  # noqa: E402
-import minidlc.backends.llvm as llvm_backend  # noqa: E402
+import minidlc.backends.llvm.jit as llvm_jit  # noqa: E402
 from minidlc.benchmarking import onnxruntime_session, time_interleaved  # noqa: E402
 from minidlc.demo_models import build_model  # noqa: E402
 
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--ort-spinning", action="store_true",
                     help="also time onnxruntime alone with its spin-waiting threads on (column ort spin ms)")
     args = ap.parse_args()
-    llvm_backend.CACHE_DIR = Path(tempfile.mkdtemp(prefix="minidlc-bench-"))  # a cold cache: real compile times
+    llvm_jit.CACHE_DIR = Path(tempfile.mkdtemp(prefix="minidlc-bench-"))  # a cold cache: real compile times
     print(f"threads: {args.threads}  cpu: {cpu_name()}")
     print(f"{'model':<9}{'compile s':>10}{'minidlc ms':>12}{'ort ms':>9}{'ratio':>7}"
           f"{'arena KiB':>11}{'bound KiB':>11}{'weights KiB':>13}{'model KiB':>11}"

@@ -102,7 +102,7 @@ def test_emit_stages_and_threads_agree():
 
 
 def test_compiled_code_is_cached_on_disk(tmp_path, monkeypatch):
-    from minidlc.backends import llvm
+    from minidlc.backends.llvm import jit as llvm
 
     monkeypatch.setattr(llvm, "CACHE_DIR", tmp_path)
     g = matmul_graph((), 3, 4, 5)

@@ -1,0 +1,81 @@
+"""The JIT: an LLVM module optimized at O3 for this CPU, compiled to object
+code, cached on disk, and loaded so that its functions can be called."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+
+_INITIALIZED = False
+CACHE_DIR = Path(os.environ.get("MINIDLC_CACHE", Path.home() / ".cache" / "minidlc"))
+
+
+def _target_machine():
+    global _INITIALIZED
+    if not _INITIALIZED:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        _INITIALIZED = True
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+                                        opt=3, codemodel="jitdefault")
+
+
+# Compiled code on disk is stale when any file of this backend (the code generator) changes.
+CODEGEN_VERSION = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))
+                                 ).hexdigest()
+
+
+class JitModule:
+    """Native code for the LLVM module that `build()` makes, optimized at O3 for
+    this CPU. The object code is cached on disk under a hash of `source` (the
+    loop IR the module is generated from), so a cache hit skips code generation
+    and LLVM entirely; the module is built only when someone asks to see it."""
+
+    def __init__(self, build: Callable[[], ir.Module], source: str):
+        self.tm = _target_machine()
+        self._build, self._module = build, None
+        key = hashlib.sha256("\n".join([source, llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
+                                        ".".join(map(str, llvm.llvm_version_info)), CODEGEN_VERSION]).encode())
+        self.cache_file = CACHE_DIR / f"{key.hexdigest()}.o"
+        self.cached = self.cache_file.exists()
+        data = self.cache_file.read_bytes() if self.cached else self.tm.emit_object(llvm.parse_assembly(self.optimized()))
+        if not self.cached:
+            self._save(data)
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
+        self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+        self.engine.finalize_object()
+
+    def optimized(self) -> str:
+        """The module's text after LLVM's O3 pipeline: what the object code is compiled from."""
+        if self._module is None:
+            module = self._build()
+            module.triple = llvm.get_process_triple()
+            module.data_layout = str(self.tm.target_data)
+            mod = llvm.parse_assembly(str(module))
+            mod.verify()
+            pb = llvm.create_pass_builder(self.tm, llvm.create_pipeline_tuning_options(speed_level=3))
+            pb.getModulePassManager().run(mod, pb)
+            self._module = str(mod)  # text: code generation would edit the module in place
+        return self._module
+
+    def _save(self, data: bytes) -> None:
+        try:
+            CACHE_DIR.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=CACHE_DIR, suffix=".tmp")  # unique per writer
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.cache_file)  # atomic: a concurrent reader sees all or nothing
+        except OSError:
+            pass  # a read-only home: run uncached
+
+    def llvm_ir(self) -> str:
+        return self.optimized()
+
+    def asm(self) -> str:
+        return self.tm.emit_assembly(llvm.parse_assembly(self.optimized()))
