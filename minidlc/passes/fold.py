@@ -31,14 +31,13 @@ def fold_node(graph: Graph, node: Node, always_fold_numel: int = ALWAYS_FOLD_NUM
     if node.op == "Constant" or node.body is not None or node.op.startswith("Random"):
         return None
     if node.op in SHAPE_OPS:
-        args = [np.empty(node.inputs[0].type.shape, np.bool_)]
-    else:
-        args = [None if v is None else graph.const_value(v) for v in node.inputs]
-        if any(a is None and v is not None for a, v in zip(args, node.inputs)):
-            return None
-        budget = max(always_fold_numel, sum(a.size for a in args if a is not None))
-        if sum(v.type.numel for v in node.outputs) > budget:
-            return None
+        return [graph.static_value(node.outputs[0])]
+    args = [None if v is None else graph.const_value(v) for v in node.inputs]
+    if any(a is None and v is not None for a, v in zip(args, node.inputs)):
+        return None
+    budget = max(always_fold_numel, sum(a.size for a in args if a is not None))
+    if sum(v.type.numel for v in node.outputs) > budget:
+        return None
     try:
         with np.errstate(all="ignore"):
             outs = node.opdef.evaluate(args, node.attrs)
