@@ -61,6 +61,16 @@ def test_attr_defaults_are_not_shared_between_nodes():
     c1.attrs["value"][0] = 7.0  # value defaults to a zeros array
     assert c2.attrs["value"][0] == 0.0
 
+
+def test_copy_does_not_share_attribute_lists():
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 3), "f32"))
+    g.outputs = [g.add("Squeeze", [x], {"axes": [0]}).output]
+    h = g.copy()
+    h.nodes[0].attrs["axes"].append(1)  # a pass editing the copy...
+    assert g.nodes[0].attrs["axes"] == [0]  # ...leaves the original alone
+
+
 def test_editing_api():
     g = small_graph()
     add = g.nodes[1]

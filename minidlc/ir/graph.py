@@ -216,13 +216,14 @@ class Graph:
         self.nodes = order
 
     def copy(self) -> "Graph":
-        """A structural copy: new Values and Nodes, shared constant arrays."""
+        """A structural copy: new Values and Nodes, copied attribute lists (a pass
+        may edit them in place), shared constant arrays (never edited; big)."""
         g = Graph(self.name)
         vmap: dict[Value, Value] = {}
         for v in self.inputs:
             vmap[v] = g.add_input(v.name, v.type, v.loc)
         for n in self.nodes:
-            attrs = {k: (b.copy() if isinstance(b, Graph) else b) for k, b in n.attrs.items()}
+            attrs = {k: (b.copy() if isinstance(b, (Graph, list)) else b) for k, b in n.attrs.items()}
             m = Node(n.op, [None if v is None else vmap[v] for v in n.inputs], attrs, n.loc)
             for v in n.outputs:
                 g._names.add(v.name)
