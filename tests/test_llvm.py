@@ -314,3 +314,12 @@ def test_a_failing_numpy_fallback_names_the_node():
     m = minidlc.compile(g, target="llvm", opt_level=0)
     with pytest.raises(IRError, match=r"Gather node %gather failed in its NumPy implementation: IndexError"):
         m.run({"x": np.arange(4, dtype=np.int32), "idx": np.array([0, 7, 1])})
+
+
+def test_only_programs_with_parallel_loops_wake_threads():
+    tiny = Graph()
+    tiny.outputs = [tiny.add("Relu", [tiny.add_input("x", TensorType((2, 3)))]).output]
+    big = matmul_graph((), 256, 256, 160)
+    for g, threads in ((tiny, 1), (big, 2)):
+        m = minidlc.compile(g, target="llvm", threads=2)
+        assert [c.program.threads for c in m.executable.calls] == [threads]

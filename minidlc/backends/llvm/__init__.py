@@ -117,7 +117,7 @@ class LLVMExecutable:
                 ptrs = [(ctypes.c_void_p * len(st.lowered.bindings))(
                     *[self.plan.pointer(st.node, bnd) for bnd in st.lowered.bindings]) for st in seg]
                 tables = (ctypes.c_void_p * len(ptrs))(*[ctypes.addressof(t) for t in ptrs])
-                program = NativeProgram(self.jit, next(names), pool, self.threads)
+                program = NativeProgram(self.jit, next(names), [st.lowered.kernel for st in seg], pool, self.threads)
                 self.calls.append(NativeCall(program, tables, ptrs))
         self.lock = threading.Lock()  # one run at a time: runs share the arena and the barriers
 

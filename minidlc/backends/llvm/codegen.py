@@ -48,6 +48,17 @@ def _const(v: ir.Value, x):
     return ir.Constant(v.type, x)
 
 
+def _top_level(kernel: Kernel) -> tuple[Stmt, ...]:
+    return kernel.body.stmts if isinstance(kernel.body, Seq) else (kernel.body,)
+
+
+def stage_extents(kernel: Kernel) -> list[int | None]:
+    """Per stage (top-level statement): the extent of its parallel loop, or
+    None for a stage that runs on one thread."""
+    return [int(s.extent.value) if isinstance(s, For) and s.kind == LoopKind.PARALLEL and isinstance(s.extent, Const)
+            else None for s in _top_level(kernel)]
+
+
 class KernelCodegen:
     """Emits the stages of one kernel into an llvmlite module."""
 
@@ -57,8 +68,7 @@ class KernelCodegen:
         self.stages: list[tuple[str, int | None]] = []  # (function name, parallel extent or None)
 
     def emit(self) -> list[tuple[str, int | None]]:
-        body = self.kernel.body
-        for i, s in enumerate(body.stmts if isinstance(body, Seq) else (body,)):
+        for i, (s, extent) in enumerate(zip(_top_level(self.kernel), stage_extents(self.kernel))):
             name = f"{self.kernel.name}_s{i}"
             fn = ir.Function(self.module, _STAGE, name)
             fn.attributes.add("nounwind")
@@ -72,13 +82,12 @@ class KernelCodegen:
             self.env: dict[Var, ir.Value] = {}
             self.vectorized = 0  # depth of enclosing vectorized loops
             self.indexing = 0  # > 0 while emitting a buffer index
-            parallel = isinstance(s, For) and s.kind == LoopKind.PARALLEL and isinstance(s.extent, Const)
-            if parallel:
+            if extent is not None:
                 self.loop(s, lo, hi)
             else:
                 self.stmt(s)
             self.b.ret_void()
-            self.stages.append((name, int(s.extent.value) if parallel else None))
+            self.stages.append((name, extent))
         return self.stages
 
     # ---- statements ------------------------------------------------------------------

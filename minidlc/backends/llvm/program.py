@@ -18,7 +18,7 @@ import llvmlite.ir as ir
 from ...ir import DTYPES
 from ...loops.ir import Kernel
 from ...loops.verify import verify_kernel
-from .codegen import _PTR, KernelCodegen
+from .codegen import _PTR, KernelCodegen, stage_extents
 from .jit import JitModule
 
 _I64 = ir.IntType(64)
@@ -95,10 +95,13 @@ class NativeProgram:
     """A compiled program and the threads that run it. Thread 0 is the caller;
     ctypes releases the GIL during each native call, so the others run alongside."""
 
-    def __init__(self, jit: JitModule, name: str, pool: ThreadPoolExecutor | None, threads: int):
+    def __init__(self, jit: JitModule, name: str, kernels: list[Kernel], pool: ThreadPoolExecutor | None,
+                 threads: int):
         self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)(
             jit.engine.get_function_address(name))
-        self.pool, self.threads = pool, threads if pool is not None else 1
+        parallel = any(e is not None for k in kernels for e in stage_extents(k))
+        # waking a thread costs tens of microseconds: not worth it for serial work
+        self.pool, self.threads = pool, threads if pool is not None and parallel else 1
         self.barrier = np.zeros(8, np.int64)  # count, generation (and padding: 64 bytes in all)
 
     def __call__(self, tables) -> None:
@@ -132,7 +135,7 @@ def compile_kernel(kernel: Kernel, threads: int = 1):
     Used by the tests and the GEMM ladder benchmark."""
     verify_kernel(kernel)
     jit = jit_programs(kernel.name, [[kernel]])
-    program = NativeProgram(jit, "program0", pool_of_threads(threads), threads)
+    program = NativeProgram(jit, "program0", [kernel], pool_of_threads(threads), threads)
     lock = threading.Lock()
 
     def run(arrays: list[np.ndarray]) -> None:
