@@ -85,6 +85,8 @@ class Pipeline:
                 p.trace = self._tracer(p)
             try:
                 graph, changed = p.run(graph)
+            except BrokenPipeError:  # the reader of a trace went away: not the pass's fault
+                raise
             except Exception as e:
                 raise PassError(f"pass '{p.name}' failed (passes before it: {', '.join(done) or 'none'}): "
                                 f"{type(e).__name__}: {e}") from e
