@@ -25,8 +25,8 @@ _ALIGN = {"f32": 4, "f64": 8, "i8": 1, "u8": 1, "i16": 2, "i32": 4, "i64": 8, "b
 # nowhere else, so that LLVM does not vectorize, say, GEMM's k loop across k).
 _CONTRACT = ("contract",)
 _REASSOC = ("contract", "reassoc", "nsz")
-_PTR = ir.IntType(8).as_pointer()
-_STAGE = ir.FunctionType(ir.VoidType(), [_PTR.as_pointer(), ir.IntType(64), ir.IntType(64)])
+I8_PTR = ir.IntType(8).as_pointer()
+_STAGE = ir.FunctionType(ir.VoidType(), [I8_PTR.as_pointer(), ir.IntType(64), ir.IntType(64)])
 _INTRINSIC = {"exp": "llvm.exp", "log": "llvm.log", "sqrt": "llvm.sqrt", "sin": "llvm.sin", "cos": "llvm.cos",
               "floor": "llvm.floor", "ceil": "llvm.ceil", "round": "llvm.roundeven", "pow": "llvm.pow"}
 _LIBM = {"tanh": ("tanhf", "tanh"), "erf": ("erff", "erf")}

@@ -18,11 +18,11 @@ import llvmlite.ir as ir
 from ...ir import DTYPES
 from ...loops.ir import Kernel
 from ...loops.verify import verify_kernel
-from .codegen import _PTR, KernelCodegen, stage_extents
+from .codegen import I8_PTR, KernelCodegen, stage_extents
 from .jit import JitModule
 
 _I64 = ir.IntType(64)
-_TABLES = _PTR.as_pointer().as_pointer()  # i8*** : one pointer table per step
+_TABLES = I8_PTR.as_pointer().as_pointer()  # i8*** : one pointer table per step
 _PROGRAM = ir.FunctionType(ir.VoidType(), [_TABLES, _I64, _I64, _I64.as_pointer()])
 SPINS_BEFORE_YIELD = 2000
 
