@@ -26,6 +26,7 @@ import minidlc  # noqa: E402
 import minidlc.backends.llvm.jit as llvm_jit  # noqa: E402
 from minidlc.benchmarking import onnxruntime_session, time_interleaved  # noqa: E402
 from minidlc.demo_models import build_model  # noqa: E402
+from minidlc.passes.options import constant_bytes  # noqa: E402
 
 
 def main() -> None:
@@ -56,7 +57,7 @@ def main() -> None:
             spin = onnxruntime_session(model.SerializeToString(), args.threads, spinning=True)
             ms["ort spin"] = time_interleaved({"ort spin": lambda: spin.run(None, feeds)}, rounds=args.rounds)["ort spin"]
         plan = m.executable.plan
-        model_bytes = sum(n.attrs["value"].nbytes for n in m.source.nodes if n.op == "Constant")
+        model_bytes = constant_bytes(m.source)
         print(f"{name:<9}{compile_s:>10.2f}{ms['minidlc']:>12.3f}{ms['ort']:>9.3f}{ms['ort'] / ms['minidlc']:>7.2f}"
               f"{plan.size / 1024:>11.0f}{plan.lower_bound() / 1024:>11.0f}{plan.weight_bytes() / 1024:>13.0f}"
               f"{model_bytes / 1024:>11.0f}" + (f"{ms['ort spin']:>15.3f}" if args.ort_spinning else ""))

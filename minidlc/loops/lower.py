@@ -205,7 +205,8 @@ class Lowerer:
         body = simplify_stmt(seq(*stmts))
         # an input read only through its packed copy is not a parameter: the
         # kernel must not keep the unpacked weights alive beside the packed ones
-        bindings = [b for b in self.bindings if b.role != "input" or b.param.name in buffers_used(body)]
+        used = buffers_used(body)
+        bindings = [b for b in self.bindings if b.role != "input" or b.param.name in used]
         return LoweredGroup(Kernel(self.name, tuple(b.param for b in bindings), body), bindings)
 
 

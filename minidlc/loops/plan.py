@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import DTYPES, Graph, Value
-from .rules import view_offset
 
 ALIGN = 64
 
@@ -45,7 +44,7 @@ class MemoryPlan:
         """The arena view (or the constant array) holding value `v`."""
         if id(v) in self.constants:
             return self.constants[id(v)]
-        start = self.base + self.slots[self.roots[id(v)]].offset + self.offsets.get(id(v), 0)
+        start = self._arena_offset(v)
         raw = self.arena[start:start + v.type.nbytes]
         return raw.view(v.type.np_dtype).reshape(v.type.shape)
 
@@ -68,7 +67,11 @@ class MemoryPlan:
             a = np.ascontiguousarray(self.constants[id(v)])
             self._keep.append(a)
             return a.ctypes.data
-        return self.arena.ctypes.data + self.base + self.slots[self.roots[id(v)]].offset + self.offsets.get(id(v), 0)
+        return self.arena.ctypes.data + self._arena_offset(v)
+
+    def _arena_offset(self, v: Value) -> int:
+        """Where value `v` starts in the arena: its storage's slot, plus its offset there (a slice view)."""
+        return self.base + self.slots[self.roots[id(v)]].offset + self.offsets.get(id(v), 0)
 
     def lower_bound(self) -> int:
         """The arena no plan can beat: the largest total size of buffers alive at one step."""
@@ -114,10 +117,9 @@ def plan_memory(graph: Graph, steps) -> MemoryPlan:
         if step.kind == "view" and id(node.inputs[0]) not in constants:
             src = node.inputs[0]
             roots[id(node.output)] = roots[id(src)]
-            offsets[id(node.output)] = offsets.get(id(src), 0) + view_offset(node) * src.type.np_dtype.itemsize
+            offsets[id(node.output)] = offsets.get(id(src), 0) + step.view_offset * src.type.np_dtype.itemsize
         elif step.kind == "view":
-            src = np.asarray(constants[id(node.inputs[0])]).ravel()
-            start = view_offset(node)
+            src, start = np.asarray(constants[id(node.inputs[0])]).ravel(), step.view_offset
             constants[id(node.output)] = src[start:start + node.output.type.numel].reshape(node.output.type.shape)
         else:
             for v in node.outputs:

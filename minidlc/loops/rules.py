@@ -20,7 +20,6 @@ import numpy as np
 from .ir import Binary, Call, Cast, Compare, Const, Expr, Select, add, const, mul, row_major
 
 
-
 class Unsupported(Exception):
     """This node (or this use of it) has no native lowering yet."""
 

@@ -188,5 +188,3 @@ def simplify_stmt(s: Stmt) -> Stmt:
     if isinstance(s, Seq):
         return seq(*(simplify_stmt(x) for x in s.stmts)) if s.stmts else s
     raise TypeError(f"not a statement: {s!r}")
-
-

@@ -89,4 +89,3 @@ def stmt_exprs(s: Stmt) -> Iterator[Expr]:
         yield s.value
     elif isinstance(s, If):
         yield s.cond
-

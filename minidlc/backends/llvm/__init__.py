@@ -45,6 +45,7 @@ class Step:
     kind: str  # "native" | "view" | "numpy"
     lowered: LoweredGroup | None = None
     reason: str = ""
+    view_offset: int = 0  # a view's first element within its input
 
 
 def _plan_steps(graph: Graph, schedule: bool) -> list[Step]:
@@ -53,8 +54,9 @@ def _plan_steps(graph: Graph, schedule: bool) -> list[Step]:
     for node in graph.nodes:
         if node.op == "Constant":
             continue
-        if view_offset(node) is not None:
-            steps.append(Step(node, "view"))
+        offset = view_offset(node)
+        if offset is not None:
+            steps.append(Step(node, "view", view_offset=offset))
             continue
         base = "k_" + "".join(c if c.isalnum() else "_" for c in (node.attrs.get("name") if node.body else node.op.lower()))
         name, i = base, 1
@@ -107,9 +109,10 @@ class LLVMExecutable:
                     segments.append([])
                 segments[-1].append(step)
         native = [seg for seg in segments if seg[0].kind == "native"]
-        self.jit = jit_programs(graph.name, [[st.lowered.kernel for st in seg] for seg in native])
+        kernels = [[st.lowered.kernel for st in seg] for seg in native]
+        self.jit = jit_programs(graph.name, kernels)
         self.calls = []
-        names = (f"program{i}" for i in range(len(native)))
+        programs = ((f"program{i}", ks) for i, ks in enumerate(kernels))
         for seg in segments:
             if seg[0].kind == "numpy":
                 self.calls.append(self._numpy_call(seg[0]))
@@ -117,7 +120,7 @@ class LLVMExecutable:
                 ptrs = [(ctypes.c_void_p * len(st.lowered.bindings))(
                     *[self.plan.pointer(st.node, bnd) for bnd in st.lowered.bindings]) for st in seg]
                 tables = (ctypes.c_void_p * len(ptrs))(*[ctypes.addressof(t) for t in ptrs])
-                program = NativeProgram(self.jit, next(names), [st.lowered.kernel for st in seg], pool, self.threads)
+                program = NativeProgram(self.jit, *next(programs), pool, self.threads)
                 self.calls.append(NativeCall(program, tables, ptrs))
         self.lock = threading.Lock()  # one run at a time: runs share the arena and the barriers
 

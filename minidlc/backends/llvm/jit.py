@@ -39,30 +39,38 @@ class JitModule:
 
     def __init__(self, build: Callable[[], ir.Module], source: str):
         self.tm = _target_machine()
-        self._build, self._module = build, None
+        self._build, self._ir_text = build, None
         key = hashlib.sha256("\n".join([source, llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
                                         ".".join(map(str, llvm.llvm_version_info)), CODEGEN_VERSION]).encode())
         self.cache_file = CACHE_DIR / f"{key.hexdigest()}.o"
         self.cached = self.cache_file.exists()
-        data = self.cache_file.read_bytes() if self.cached else self.tm.emit_object(llvm.parse_assembly(self.optimized()))
-        if not self.cached:
+        if self.cached:
+            data = self.cache_file.read_bytes()
+        else:
+            data = self.tm.emit_object(self._optimize())
             self._save(data)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
         self.engine.finalize_object()
 
+    def _optimize(self) -> llvm.ModuleRef:
+        """Build the module and run LLVM's O3 pipeline on it; keeps its text for
+        `optimized()` (code generation edits the module in place afterwards)."""
+        module = self._build()
+        module.triple = llvm.get_process_triple()
+        module.data_layout = str(self.tm.target_data)
+        mod = llvm.parse_assembly(str(module))
+        mod.verify()
+        pb = llvm.create_pass_builder(self.tm, llvm.create_pipeline_tuning_options(speed_level=3))
+        pb.getModulePassManager().run(mod, pb)
+        self._ir_text = str(mod)
+        return mod
+
     def optimized(self) -> str:
-        """The module's text after LLVM's O3 pipeline: what the object code is compiled from."""
-        if self._module is None:
-            module = self._build()
-            module.triple = llvm.get_process_triple()
-            module.data_layout = str(self.tm.target_data)
-            mod = llvm.parse_assembly(str(module))
-            mod.verify()
-            pb = llvm.create_pass_builder(self.tm, llvm.create_pipeline_tuning_options(speed_level=3))
-            pb.getModulePassManager().run(mod, pb)
-            self._module = str(mod)  # text: code generation would edit the module in place
-        return self._module
+        """The module's text after O3: what the object code is compiled from."""
+        if self._ir_text is None:
+            self._optimize()
+        return self._ir_text
 
     def _save(self, data: bytes) -> None:
         try:
