@@ -56,10 +56,10 @@ def main() -> None:
         if args.ort_spinning:  # by itself: its spinning threads would slow whatever runs beside it
             spin = onnxruntime_session(model.SerializeToString(), args.threads, spinning=True)
             ms["ort spin"] = time_interleaved({"ort spin": lambda: spin.run(None, feeds)}, rounds=args.rounds)["ort spin"]
-        plan = m.executable.plan
+        plan = m.program.plan
         model_bytes = constant_bytes(m.source)
         print(f"{name:<9}{compile_s:>10.2f}{ms['minidlc']:>12.3f}{ms['ort']:>9.3f}{ms['ort'] / ms['minidlc']:>7.2f}"
-              f"{plan.size / 1024:>11.0f}{plan.lower_bound() / 1024:>11.0f}{plan.weight_bytes() / 1024:>13.0f}"
+              f"{plan.size / 1024:>11.0f}{plan.lower_bound() / 1024:>11.0f}{m.program.weight_bytes() / 1024:>13.0f}"
               f"{model_bytes / 1024:>11.0f}" + (f"{ms['ort spin']:>15.3f}" if args.ort_spinning else ""))
 
 

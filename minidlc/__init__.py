@@ -35,7 +35,7 @@ def load(model, example_inputs=None, input_shapes: dict | None = None) -> Graph:
 def compile(model, target: str = "reference", opt_level: int = 2, *, example_inputs=None,
             input_shapes: dict | None = None, passes=None, instruments=(), verify_each: bool = True,
             **backend_options) -> CompiledModel:
-    """Import, optimize and build a model for `target` (reference or llvm; see backends.TARGETS).
+    """Import, optimize and build a model for `target` (see `minidlc.backends.BACKENDS`).
 
     `opt_level` picks the pass pipeline (0 none, 1 cleanups, 2 cleanups and
     fusion); `passes` gives an explicit list of pass names instead.
@@ -43,15 +43,16 @@ def compile(model, target: str = "reference", opt_level: int = 2, *, example_inp
     `verify_each=False` skips the IR verifier between passes.
     """
     from .backends import get_backend
-    from .passes.manager import build_pipeline
+    from .passes.manager import PassContext, build_pipeline
 
     backend = get_backend(target)
     source = load(model, example_inputs, input_shapes)
     pipeline = build_pipeline(opt_level=opt_level, passes=passes, instruments=instruments,
-                              verify_each=verify_each)
+                              verify_each=verify_each, context=PassContext(target, backend.can_lower))
     optimized = pipeline.run(source.copy())
-    executable = backend.build(optimized, **backend_options)
-    return CompiledModel(source, optimized, executable, target)
+    program = backend.program(optimized)
+    executable = backend.build(program, **backend_options)
+    return CompiledModel(source, optimized, program, executable, backend)
 
 
 def _is_torch_module(obj) -> bool:

@@ -74,16 +74,37 @@ def compile_model(args, out=None):
     from .passes.options import pipeline_kwargs_from_args
 
     graph = load_graph(args.model, parse_input_shapes(args.input_shape))
-    backend_options = {}
-    if args.threads is not None:
-        if args.threads < 1 or args.target != "llvm":
-            raise UsageError("--threads takes a count of 1 or more, for --target llvm")
-        backend_options["threads"] = args.threads
-    m = minidlc.compile(graph, target=args.target, **pipeline_kwargs_from_args(args, out=out), **backend_options)
-    plan = getattr(m.executable, "plan", None)
-    if args.stats and plan is not None:
-        write_text(out, plan.describe() + "\n")
+    m = minidlc.compile(graph, target=args.target, **pipeline_kwargs_from_args(args, out=out),
+                        **backend_options_from_args(args))
+    if args.stats and m.backend.runs_kernels:
+        write_text(out, m.program.plan.describe(m.program.weight_bytes()) + "\n")
     return m
+
+
+def backend_options_from_args(args) -> dict:
+    """The backend option flags the user gave (--threads, ...), checked against the target."""
+    from .backends import all_options
+
+    given = {}
+    for name, (option, targets) in all_options().items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if args.target not in targets:
+            raise UsageError(f"--{name} is an option of --target {' or '.join(targets)}, not of {args.target}")
+        if option.minimum is not None and value < option.minimum:
+            raise UsageError(f"--{name} must be at least {option.minimum}, got {value}")
+        given[name] = value
+    return given
+
+
+def add_backend_arguments(sp: argparse.ArgumentParser) -> None:
+    """One flag per backend option, from the backend registry."""
+    from .backends import all_options
+
+    for name, (option, targets) in all_options().items():
+        sp.add_argument(f"--{name}", type=option.type, metavar=name.upper(),
+                        help=f"{option.help} ({', '.join(targets)})")
 
 
 def summarize(array: np.ndarray) -> str:
@@ -125,13 +146,11 @@ def max_error(got: dict, want: dict) -> float:
 
 
 def best_target() -> str:
-    """llvm when its backend is available here, else the NumPy reference."""
-    from .backends import get_backend
-
+    """llvm when llvmlite is installed here, else the NumPy reference."""
     try:
-        get_backend("llvm")
+        import llvmlite  # noqa: F401
         return "llvm"
-    except (ValueError, ImportError):
+    except ImportError:
         return "reference"
 
 
@@ -271,8 +290,10 @@ def cmd_bench(args) -> int:
 
 # ---- argument parsing ------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from .backends import TARGETS
+    from .backends import BACKENDS, all_stages
     from .passes.options import add_pass_arguments
+
+    targets = ", ".join(f"{b.name} ({b.help})" for b in BACKENDS.values())
 
     p = argparse.ArgumentParser(prog="minidlc", description="minidlc: a small deep-learning compiler.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -283,17 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.add_argument("model", help="an .onnx file, or path/to/file.py:factory returning an nn.Module")
-        sp.add_argument("--target", default="reference", choices=TARGETS, help="backend (default: reference)")
+        sp.add_argument("--target", default="reference", choices=list(BACKENDS),
+                        help=f"backend (default: reference): {targets}")
         sp.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..",
                         help="bind an input's shape (repeatable); for a PyTorch factory: D0,D1,.. per input")
-        sp.add_argument("--threads", type=int, metavar="N", help="threads for the llvm target (default: all cores)")
+        add_backend_arguments(sp)
         add_pass_arguments(sp)
         return sp
 
     sp = model_command("compile", "compile a model and print a stage",
                        "minidlc compile model.onnx -O2 --print-ir-after-change --emit fused")
-    sp.add_argument("--emit", choices=["graph", "fused", "loops", "llvm", "asm"],
-                    help="print this stage: graph (imported), fused (after passes), loops, llvm, asm")
+    sp.add_argument("--emit", choices=all_stages(),
+                    help="print this stage: graph (imported), fused (after passes), loops (the loop program), "
+                         "or the target's own: " + "; ".join(f"{b.name}: {', '.join(b.stages)}"
+                                                             for b in BACKENDS.values() if b.stages))
     sp.set_defaults(fn=cmd_compile)
 
     sp = model_command("run", "compile and run a model, print or save its outputs",
@@ -322,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="compile the demo models (mlp, convnet, tfblock), compare with onnxruntime "
                                     "and print a table\n\nexample:\n  minidlc demo --target llvm",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sp.add_argument("--target", choices=TARGETS, help="backend (default: the fastest available)")
+    sp.add_argument("--target", choices=list(BACKENDS), help="backend (default: the fastest available)")
     sp.add_argument("models", nargs="*", help="which demo models (default: all)")
     sp.set_defaults(fn=cmd_demo)
     return p

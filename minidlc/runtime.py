@@ -16,11 +16,13 @@ class InputError(ValueError):
 class CompiledModel:
     """The result of `minidlc.compile`: run it, or print any of its stages."""
 
-    def __init__(self, source: Graph, optimized: Graph, executable, target: str):
+    def __init__(self, source: Graph, optimized: Graph, program, executable, backend):
         self.source = source          # the graph as imported
         self.graph = optimized        # after the pass pipeline
+        self.program = program        # the loop program (loops.program.LoopProgram)
         self.executable = executable  # the backend's runnable form
-        self.target = target
+        self.backend = backend        # backends.Backend
+        self.target = backend.name
         self.input_types: dict[str, TensorType] = {v.name: v.type for v in optimized.inputs}
         self.output_names = [v.name for v in source.outputs]
 
@@ -59,11 +61,17 @@ class CompiledModel:
 
     def emit(self, stage: str = "graph") -> str:
         """The text of one compilation stage: 'graph' (as imported), 'fused'
-        (after the passes), or a backend stage such as 'loops', 'llvm', 'asm'."""
+        (after the passes), 'loops' (the loop program), or one of the target's
+        own stages (llvm: 'llvm', 'asm'; numba: 'numba')."""
         if stage == "graph":
             return str(self.source)
         if stage == "fused":
             return str(self.graph)
+        if stage == "loops":
+            return str(self.program)
+        if stage not in self.backend.stages:
+            raise ValueError(f"target {self.target} cannot emit {stage!r}; it emits "
+                             f"{', '.join(('graph', 'fused', 'loops') + self.backend.stages)}")
         return self.executable.emit(stage)
 
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:

@@ -97,7 +97,7 @@ def test_emit_stages_and_threads_agree():
     assert "define void @" in m1.emit("llvm")
     assert "fma" in m1.emit("asm").lower() or "mul" in m1.emit("asm")
     assert "// parallel" in m1.emit("loops")
-    with pytest.raises(ValueError, match="emits 'loops', 'llvm' or 'asm'"):
+    with pytest.raises(ValueError, match="cannot emit 'ptx'; it emits graph, fused, loops, llvm, asm"):
         m1.emit("ptx")
 
 
@@ -129,7 +129,7 @@ def test_memory_plan_reuses_the_arena():
         v = g.add("Softmax", [v], {"axis": 0}).output
     g.outputs = [v]
     m = check(g, opt_level=0)
-    plan = m.executable.plan
+    plan = m.program.plan
     assert plan.size < sum(s.size for s in plan.slots.values()) / 2
 
 
@@ -154,11 +154,11 @@ def test_memory_plan_near_its_lower_bound_and_weights_packed_once(name):
     from minidlc.demo_models import build_model
 
     m = minidlc.compile(build_model(name), target="llvm")
-    plan = m.executable.plan
+    plan = m.program.plan
     assert plan.size <= 1.25 * plan.lower_bound()
     from minidlc.passes.options import constant_bytes
 
-    assert plan.weight_bytes() <= 1.05 * constant_bytes(m.source)  # packed copies replace, not join, the originals
+    assert m.program.weight_bytes() <= 1.05 * constant_bytes(m.source)  # packed copies replace, not join, the originals
     assert "a perfect plan needs" in m.emit("loops")
 
 

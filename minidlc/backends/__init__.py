@@ -1,21 +1,113 @@
-"""Backends turn an optimized graph into something that runs.
+"""Backends: each one builds an executable from the loop program and owns its memory.
 
-Each backend module has `build(graph, **options) -> Executable`, where an
-Executable has `run(arrays) -> list[np.ndarray]` (one array per graph input,
-already validated, in graph order) and `emit(stage) -> str` for the stages
-it owns (`loops`, `llvm`, `asm`).
+A backend is declared once, as a `Backend` in `BACKENDS`:
+- its name (the `target` of `minidlc.compile` and the CLI's `--target`);
+- the stages it can print beyond the common ones (graph, fused, loops);
+- its options, with type, default and help (the CLI makes a flag of each);
+- whether it runs loop-IR kernels (then fusion only groups ops that lower,
+  and the program's kernels are scheduled with `schedule`);
+- the module whose `build(program, **options)` makes the executable. It is
+  imported on first use, so `import minidlc` imports neither llvmlite nor Numba.
+
+An executable has `run(arrays) -> list[np.ndarray]` (one array per graph
+input, already validated, in graph order) and `emit(stage) -> str` for its
+own stages.
 """
 from __future__ import annotations
 
 import importlib
+import os
+from dataclasses import dataclass
 
-TARGETS = ("reference", "llvm")
-PLANNED = ("numba", "cuda")  # in the design, not built yet
+from ..ir import Node
+from ..loops.program import LoopProgram, Schedule, lowering_failure
+from ..loops.schedule import default_schedule
+
+COMMON_STAGES = ("graph", "fused", "loops")  # every target prints these (CompiledModel.emit)
+PLANNED = ("cuda",)  # in the design, not built yet
 
 
-def get_backend(target: str):
+@dataclass(frozen=True)
+class Option:
+    """A backend option: `build(program, name=value)`, and the CLI flag --name."""
+
+    name: str
+    type: type
+    help: str
+    minimum: int | None = None  # for integers
+
+    def check(self, value, target: str):
+        if not isinstance(value, self.type) or isinstance(value, bool) != (self.type is bool):
+            raise TypeError(f"target {target}: option {self.name} takes a {self.type.__name__}, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"target {target}: option {self.name} must be at least {self.minimum}, got {value}")
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    help: str
+    module: str                       # holds build(program, **options)
+    stages: tuple[str, ...] = ()      # what its executable's emit() prints
+    options: tuple[Option, ...] = ()
+    runs_kernels: bool = True         # False: it interprets the graph and lowers nothing
+    schedule: Schedule = default_schedule
+
+    def build(self, program: LoopProgram, **options):
+        known = {o.name: o for o in self.options}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            takes = ", ".join(f"{o}=" for o in known) or "no options"
+            raise TypeError(f"target {self.name} has no option(s) {unknown}; it takes {takes}")
+        for name, value in options.items():
+            known[name].check(value, self.name)
+        return importlib.import_module(self.module).build(program, **options)
+
+    def can_lower(self, node: Node) -> bool:
+        """Whether a kernel of this target can compute `node` (fusion asks)."""
+        return not self.runs_kernels or lowering_failure(node) is None
+
+    def program(self, graph) -> LoopProgram:
+        """The loop program of an optimized graph, scheduled for this target."""
+        return LoopProgram(graph, self.schedule)
+
+
+THREADS = Option("threads", int, f"threads to run on (default: all {os.cpu_count()} cores)", minimum=1)
+BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> Backend:
+    BACKENDS[backend.name] = backend
+    return backend
+
+
+register_backend(Backend("reference", "NumPy interpreter of the graph: slow, simple, the oracle",
+                         f"{__name__}.reference", runs_kernels=False))
+register_backend(Backend("llvm", "loop IR -> LLVM IR (llvmlite), JIT-compiled for this CPU",
+                         f"{__name__}.llvm", stages=("llvm", "asm"), options=(THREADS,)))
+
+
+def get_backend(target: str) -> Backend:
     if target in PLANNED:
-        raise ValueError(f"target {target!r} is not implemented yet; available: {', '.join(TARGETS)}")
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
-    return importlib.import_module(f"{__name__}.{target}")
+        raise ValueError(f"target {target!r} is not implemented yet; available: {', '.join(BACKENDS)}")
+    if target not in BACKENDS:
+        raise ValueError(f"unknown target {target!r}; choose one of: {', '.join(BACKENDS)}")
+    return BACKENDS[target]
+
+
+def all_stages() -> list[str]:
+    """Every stage some target can print, common ones first."""
+    return list(dict.fromkeys(COMMON_STAGES + tuple(s for b in BACKENDS.values() for s in b.stages)))
+
+
+def all_options() -> dict[str, tuple[Option, list[str]]]:
+    """Each option name -> (the option, the targets that take it)."""
+    out: dict[str, tuple[Option, list[str]]] = {}
+    for b in BACKENDS.values():
+        for o in b.options:
+            out.setdefault(o.name, (o, []))[1].append(b.name)
+    return out
+
+
+__all__ = ["Backend", "BACKENDS", "COMMON_STAGES", "Option", "all_options", "all_stages", "get_backend",
+           "register_backend"]

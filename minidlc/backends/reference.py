@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..ir import Graph, interpret
+from ..loops.program import LoopProgram
 
 
 class ReferenceExecutable:
@@ -11,11 +12,6 @@ class ReferenceExecutable:
     def run(self, arrays):
         return interpret(self.graph, arrays)
 
-    def emit(self, stage: str) -> str:
-        raise ValueError(f"the reference backend has no {stage!r} stage; it interprets the graph IR")
 
-
-def build(graph: Graph, **options) -> ReferenceExecutable:
-    if options:
-        raise TypeError(f"the reference backend takes no options, got {sorted(options)}")
-    return ReferenceExecutable(graph)
+def build(program: LoopProgram) -> ReferenceExecutable:
+    return ReferenceExecutable(program.graph)  # its kernels are never lowered

@@ -5,12 +5,15 @@ printer.py    C-like text
 verify.py     scoping, dtypes, provably in-bounds accesses
 simplify.py   index-expression simplifier
 rules.py      each op's element as an expression (operator inlining)
-lower.py      a fused group -> one kernel; reduce.py and gemm.py for the loops that reduce
+lower.py      a fused group -> one kernel, and the table of lowering families:
+              reduce.py and gemm.py register the loops that reduce
 schedule.py   split, reorder, fuse, vectorize, parallel, unroll; the default schedule
-plan.py       the memory plan (one arena, reuse by liveness)
+plan.py       the memory plan (offsets in one arena, reuse by liveness)
+program.py    the loop program every backend builds from: steps, kernels, plan
 """
 from .ir import (Allocate, Binary, Call, Cast, Compare, Const, For, If, Kernel, Load, LoopKind, Param, Select, Seq,
                  Store, Var)
+from . import gemm, reduce  # noqa: F401  (register their lowering families)
 from .printer import print_kernel
 from .verify import LoopIRError, verify_kernel
 

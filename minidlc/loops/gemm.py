@@ -29,7 +29,7 @@ import numpy as np
 from ..ir import Kind, Node, Value
 from .ir import (Allocate, Binary, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, const,
                  loop_nest, mul, row_major, seq)
-from .lower import Lowerer
+from .lower import Lowerer, register_lowering
 from .rules import FLOATS, RULES, Unsupported, broadcast_index
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv")
@@ -245,6 +245,7 @@ def _padded(lw: Lowerer, x: Value, win) -> tuple:
     return padded, shape, For(plane, const(math.prod(shape[:2])), fill(0, [], []))
 
 
+@register_lowering(*GEMM_OPS)
 def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     dt = node.outputs[0].type.dtype
     if dt not in FLOATS:

@@ -82,9 +82,11 @@ class Cast:
 
 
 # Calls the backends know: name -> number of arguments. All compute in the
-# argument dtype (floats), except abs/neg which also take integers.
+# argument dtype (floats), except abs/neg which also take integers. ldexp(x, n)
+# is x * 2^n for an integral float n, |n| <= 252: exact, rounded once where the
+# result is subnormal or overflows. docs/LOOP_IR.md defines each one.
 CALLS = {"exp": 1, "log": 1, "sqrt": 1, "tanh": 1, "erf": 1, "sin": 1, "cos": 1, "abs": 1,
-         "floor": 1, "ceil": 1, "round": 1, "pow": 2, "neg": 1}
+         "floor": 1, "ceil": 1, "round": 1, "pow": 2, "neg": 1, "ldexp": 2}
 
 
 @dataclass(frozen=True)

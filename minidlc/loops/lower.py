@@ -7,22 +7,42 @@ matmuls, which need loops of their own. Group inputs and weights become
 kernel parameters; materialized values that are not group outputs live in
 scratch parameters the runtime places in its arena.
 
-A node with no lowering raises `Unsupported`; the backend then runs that
-group with the NumPy reference (and `emit("loops")` says so).
+Ops whose results need loops of their own (matmul and conv in gemm.py,
+reductions and pooling in reduce.py) register a *lowering family* in
+`LOWERINGS`; this module never imports them, so the families may import it.
+
+A node with no lowering raises `Unsupported`; the loop program then runs that
+group on the host with the NumPy reference (and `emit("loops")` says so).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from itertools import count
+from typing import Callable
 
 import numpy as np
 
 from ..ir import Graph, Node, Value
 from .ir import Allocate, Const, Expr, For, Kernel, Load, Param, Stmt, Store, Var, const, loop_nest, row_major, seq
+from .mathfns import expand_math
 from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, Unsupported
 from .simplify import simplify_stmt
 from .transform import stmt_exprs, walk_exprs, walk_stmts
+
+
+# op -> lower(lowerer, node, done) -> the statement computing it; `done` collects
+# the ids of nodes the family consumed as well (e.g. a GEMM's fused epilogue).
+LOWERINGS: dict[str, Callable[["Lowerer", Node, set], Stmt]] = {}
+
+
+def register_lowering(*ops: str):
+    """Register a lowering family for `ops` (a decorator)."""
+    def deco(fn):
+        for op in ops:
+            LOWERINGS[op] = fn
+        return fn
+    return deco
 
 
 @dataclass
@@ -178,18 +198,13 @@ class Lowerer:
 
     # ---- the group -------------------------------------------------------------------
     def lower(self) -> LoweredGroup:
-        from .gemm import GEMM_OPS, lower_gemm
-        from .reduce import REDUCERS
-
         stmts: list[Stmt] = []
         done: set[int] = set()
         for node in self.group.nodes:
             if id(node) in done or node.op == "Constant":
                 continue
-            if node.op in GEMM_OPS:
-                stmts.append(lower_gemm(self, node, done))
-            elif node.op in REDUCERS:
-                stmts.append(REDUCERS[node.op](self, node))
+            if node.op in LOWERINGS:
+                stmts.append(LOWERINGS[node.op](self, node, done))
             elif node.op in RULES or node.op in MULTI_RULES:
                 for v in node.outputs:
                     if id(v) in self.out_index and self.out_index[id(v)] not in self.unused:
@@ -202,7 +217,7 @@ class Lowerer:
                 buf = self.param(v, "output", i).name
                 stmts.append(loop_nest(idx, list(v.type.shape),
                                        Store(buf, row_major(list(idx), v.type.shape), self.read(v, list(idx)))))
-        body = simplify_stmt(seq(*stmts))
+        body = simplify_stmt(expand_math(seq(*stmts)))
         # an input read only through its packed copy is not a parameter: the
         # kernel must not keep the unpacked weights alive beside the packed ones
         used = buffers_used(body)

@@ -15,7 +15,7 @@ import math
 from ..ir import Node
 from ..ir.ops.norm import STASH_DTYPES
 from .ir import Allocate, Binary, Call, Cast, Compare, Const, Expr, Load, Select, Stmt, Store, Var, const, loop_nest, row_major, seq
-from .lower import Lowerer, accumulate, with_accumulators
+from .lower import Lowerer, accumulate, register_lowering, with_accumulators
 from .rules import FLOATS, Unsupported
 
 _LOWEST = {"f32": -math.inf, "f64": -math.inf, "i8": -2**7, "u8": 0, "i16": -2**15, "i32": -2**31, "i64": -2**63}
@@ -31,13 +31,15 @@ def _split_axes(lw: Lowerer, shape: tuple[int, ...], axes: set[int]):
     return kept, red, idx
 
 
-def _reduce(lw: Lowerer, node: Node) -> Stmt:
+@register_lowering("ReduceSum", "ReduceMean", "ReduceProd", "ReduceMax", "ReduceMin", "ReduceSumSquare", "ReduceL2")
+def _reduce(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     rank = node.inputs[0].type.rank
     axes = {a % max(rank, 1) for a in node.attrs["axes"]} if node.attrs["axes"] else set(range(rank))
     return _reduce_axes(lw, node, node.op, axes, bool(node.attrs["keepdims"]))
 
 
-def _global_pool(lw: Lowerer, node: Node) -> Stmt:
+@register_lowering("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     """GlobalAveragePool/GlobalMaxPool: a mean or max over the spatial axes, kept."""
     op = "ReduceMean" if node.op == "GlobalAveragePool" else "ReduceMax"
     return _reduce_axes(lw, node, op, set(range(2, node.inputs[0].type.rank)), True)
@@ -91,7 +93,8 @@ def _row_loops(lw: Lowerer, shape: tuple[int, ...], axes: list[int]):
     return kept, index, fresh_red
 
 
-def _softmax(lw: Lowerer, node: Node) -> Stmt:
+@register_lowering("Softmax", "LogSoftmax")
+def _softmax(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     x, out = node.inputs[0], node.outputs[0]
     dt = out.type.dtype
     if dt not in FLOATS:
@@ -116,7 +119,8 @@ def _softmax(lw: Lowerer, node: Node) -> Stmt:
                      with_accumulators([(m_acc, dt), (s_acc, dt)], seq(m_body, s_body, write)))
 
 
-def _layernorm(lw: Lowerer, node: Node) -> Stmt:
+@register_lowering("LayerNormalization")
+def _layernorm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     x, scale = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]
@@ -166,7 +170,8 @@ def _layernorm(lw: Lowerer, node: Node) -> Stmt:
     return loop_nest(list(kept.values()), [shape[a] for a in kept], body)
 
 
-def _window_pool(lw: Lowerer, node: Node) -> Stmt:
+@register_lowering("MaxPool", "AveragePool")
+def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     """MaxPool/AveragePool: loops over the output, an accumulator over the window.
     Cells outside the input (pads, ceil_mode's extra cells) are skipped by a
     select; AveragePool also counts the cells its divisor includes."""
@@ -212,9 +217,3 @@ def _window_pool(lw: Lowerer, node: Node) -> Stmt:
     lw.buffers[id(out)] = buf
     store = Store(buf, row_major(list(o), out.type.shape), result)
     return loop_nest(list(o), list(out.type.shape), with_accumulators(accs, seq(body, store)))
-
-
-REDUCERS = {name: _reduce for name in ("ReduceSum", "ReduceMean", "ReduceProd", "ReduceMax", "ReduceMin",
-                                       "ReduceSumSquare", "ReduceL2")}
-REDUCERS.update(Softmax=_softmax, LogSoftmax=_softmax, LayerNormalization=_layernorm,
-                GlobalAveragePool=_global_pool, GlobalMaxPool=_global_pool, MaxPool=_window_pool, AveragePool=_window_pool)

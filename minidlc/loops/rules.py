@@ -100,56 +100,19 @@ def _softplus(x):
 def _gelu(x, approximate):
     if approximate == "tanh":
         inner = mul(_c(math.sqrt(2 / math.pi), x), add(x, mul(_c(0.044715, x), mul(x, mul(x, x)))))
-        t = _tanh(inner)
+        t = Call("tanh", (inner,))
     else:
-        t = _erf(mul(x, _c(1 / math.sqrt(2), x)))
+        t = Call("erf", (mul(x, _c(1 / math.sqrt(2), x)),))
     return mul(mul(_c(0.5, x), x), add(_c(1.0, x), t))
 
 
 def _f32_here(fn):
-    """`fn` in f32 arithmetic for f32 (its exp, erf and tanh are inline
-    polynomials that vectorize); other dtypes compute in f64, as the reference does."""
+    """`fn` in f32 arithmetic for f32 (its exp, erf and tanh become loop-IR
+    polynomials that vectorize, see mathfns.py); other dtypes compute in f64,
+    as the reference does."""
     def wrapped(x, **attrs):
         return fn(x, **attrs) if x.dtype == "f32" else _in_f64(fn)(x, **attrs)
     return wrapped
-
-
-def _horner(coeffs, z, like):
-    """coeffs[0] * z^(n-1) + ... + coeffs[-1]."""
-    acc = _c(coeffs[0], like)
-    for c in coeffs[1:]:
-        acc = add(mul(acc, z), _c(c, like))
-    return acc
-
-
-# f32 erf and tanh in plain arithmetic, so they vectorize (a libm call is one
-# scalar call per element): erf(x) ~ x * P(x^2) / Q(x^2) on [-4, 4] (Eigen's
-# and TensorFlow's float erf; max error 4e-7); tanh as in Cephes' tanhf.
-_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
-          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
-_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
-          -1.42647390514189e-02)
-_TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1)
-
-
-def _erf(x):
-    if x.dtype != "f32":
-        return Call("erf", (x,))
-    x = Binary("min", Binary("max", x, _c(-4.0, x)), _c(4.0, x))
-    x2 = mul(x, x)
-    return Binary("/", mul(x, _horner(_ERF_P, x2, x)), _horner(_ERF_Q, x2, x))
-
-
-def _tanh(x):
-    """Near 0 an odd polynomial (the other form would cancel); elsewhere
-    1 - 2 / (exp(2|x|) + 1), with x's sign. inf gives 1, NaN stays NaN."""
-    if x.dtype != "f32":
-        return Call("tanh", (x,))
-    a = Call("abs", (x,))
-    far = Binary("-", _c(1.0, x), Binary("/", _c(2.0, x), add(Call("exp", (mul(_c(2.0, x), a),)), _c(1.0, x))))
-    z = mul(x, x)
-    near = add(mul(mul(_horner(_TANH_P, z, x), z), x), x)
-    return Select(Compare("<", a, _c(0.625, x)), near, Select(Compare("<", x, _c(0.0, x)), Call("neg", (far,)), far))
 
 
 def _where_neg(x, neg):
@@ -160,8 +123,8 @@ _FLOAT_UNARY = {
     "Sqrt": lambda x: Call("sqrt", (x,)),
     "Exp": lambda x: Call("exp", (x,)),
     "Log": lambda x: Call("log", (x,)),
-    "Erf": _erf,
-    "Tanh": _tanh,
+    "Erf": lambda x: Call("erf", (x,)),
+    "Tanh": lambda x: Call("tanh", (x,)),
     "Sin": lambda x: Call("sin", (x,)),
     "Cos": lambda x: Call("cos", (x,)),
     "Floor": lambda x: Call("floor", (x,)),

@@ -33,6 +33,10 @@ computes in general; requiring that every reader is in the group means the
 group has a single exit, so merging can never create a cycle between groups.
 A value that is a graph output also ends its group (groups have one exit).
 
+Fusion asks the target (the pass context's `can_lower`): a node that the
+target cannot compute in a kernel joins no group, so it runs alone (on the
+host) and does not drag its neighbours along with it.
+
 Finally every group of two or more nodes becomes one `Fused` node whose
 `body` sub-graph holds the members; single nodes stay as they are.
 
@@ -44,9 +48,11 @@ backend packs them once, and two groups may share them.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from ..ir import Graph, Kind, Node, Value
 from .dce import remove_dead_nodes
-from .manager import register_pass
+from .manager import PassContext, register_pass
 
 INLINE_CONSTANT_NUMEL = 1  # constants this small are copied into group bodies
 INLINE_INDEX_NUMEL = 16  # integer constants (shapes, indices) up to this size too
@@ -78,8 +84,9 @@ class _Groups:
         return self.of.get(id(node))
 
 
-def find_groups(graph: Graph) -> list[list[Node]]:
-    """The fusion groups of `graph`, each as its member nodes in graph order."""
+def find_groups(graph: Graph, can_lower: Callable[[Node], bool] = lambda node: True) -> list[list[Node]]:
+    """The fusion groups of `graph`, each as its member nodes in graph order;
+    nodes for which `can_lower` is false stay out of every group."""
     readers: dict[int, list[Node]] = {}
     for n in graph.nodes:
         for v in n.inputs:
@@ -88,8 +95,12 @@ def find_groups(graph: Graph) -> list[list[Node]]:
     outputs = {id(v) for v in graph.outputs}
     groups = _Groups()
 
+    lowerable: dict[int, bool] = {}
+
     def kind(n: Node) -> Kind:
-        return n.opdef.kind
+        if id(n) not in lowerable:
+            lowerable[id(n)] = n.opdef.kind == Kind.OPAQUE or can_lower(n)
+        return n.opdef.kind if lowerable[id(n)] else Kind.OPAQUE
 
     # phase 1: each master takes the chain of elementwise ops after it
     for n in graph.nodes:
@@ -176,9 +187,9 @@ def _copy_node(g: Graph, n: Node, vmap: dict[int, Value]) -> Node:
     return m
 
 
-def fuse(graph: Graph) -> tuple[Graph, int]:
+def fuse(graph: Graph, can_lower: Callable[[Node], bool] = lambda node: True) -> tuple[Graph, int]:
     """A new graph in which each fusion group is one Fused node; and the number of groups."""
-    groups = find_groups(graph)
+    groups = find_groups(graph, can_lower)
     group_of = {id(n): members for members in groups for n in members}
     last = {id(members[-1]) for members in groups}
     out = Graph(graph.name)
@@ -201,7 +212,8 @@ def fuse(graph: Graph) -> tuple[Graph, int]:
 @register_pass
 class FuseOps:
     name = "fuse"
+    context = PassContext()
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
-        fused, count = fuse(graph)
+        fused, count = fuse(graph, self.context.can_lower)
         return (fused, True) if count else (graph, False)

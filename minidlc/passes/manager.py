@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from ..ir import Graph, Node, verify
@@ -28,6 +29,16 @@ class Pass(Protocol):
     options: dict[str, Any]  # the values of its constructor's keyword options (set by make_pass)
 
     def run(self, graph: Graph) -> tuple[Graph, bool]: ...
+
+
+@dataclass(frozen=True)
+class PassContext:
+    """What a pipeline knows besides the graph: the target it compiles for.
+    A pass that wants it declares a `context` attribute; the pipeline sets it."""
+
+    target: str = "reference"
+    # whether the target can compute a node in a kernel; fusion keeps other nodes out of groups
+    can_lower: Callable[[Node], bool] = lambda node: True
 
 
 class Instrument:
@@ -67,10 +78,12 @@ class PassError(Exception):
 class Pipeline:
     """Passes run in order on one graph, observed by instruments."""
 
-    def __init__(self, passes: list[Pass], instruments=(), verify_each: bool = True):
+    def __init__(self, passes: list[Pass], instruments=(), verify_each: bool = True,
+                 context: PassContext = PassContext()):
         self.passes = passes
         self.instruments = list(instruments)
         self.verify_each = verify_each
+        self.context = context
 
     def run(self, graph: Graph) -> Graph:
         observers = [i for i in self.instruments if not i.needs_valid_graph]
@@ -83,6 +96,8 @@ class Pipeline:
                 ins.before_pass(p, graph)
             if hasattr(p, "trace"):
                 p.trace = self._tracer(p)
+            if hasattr(p, "context"):
+                p.context = self.context
             try:
                 graph, changed = p.run(graph)
             except BrokenPipeError:  # the reader of a trace went away: not the pass's fault
@@ -119,7 +134,7 @@ class Pipeline:
 
 
 def build_pipeline(opt_level: int = 2, passes: list[str] | str | None = None, instruments=(),
-                   verify_each: bool = True) -> Pipeline:
+                   verify_each: bool = True, context: PassContext = PassContext()) -> Pipeline:
     """The pipeline for an -O level, or for an explicit list of passes.
 
     `passes` is a list of pass specs or one comma-separated string of them; a
@@ -136,7 +151,7 @@ def build_pipeline(opt_level: int = 2, passes: list[str] | str | None = None, in
     unknown = [name for name, _ in specs if name not in PASSES]
     if unknown:
         raise ValueError(f"unknown pass(es) {unknown}; available: {', '.join(sorted(PASSES))}")
-    return Pipeline([make_pass(name, options) for name, options in specs], instruments, verify_each)
+    return Pipeline([make_pass(name, options) for name, options in specs], instruments, verify_each, context)
 
 
 _SPEC = re.compile(r"\s*([\w-]+)\s*(?:\{([^{}]*)\})?\s*(?:,|$)")

@@ -227,8 +227,12 @@ class KernelCodegen:
             return b.fcmp_unordered("!=", v, zero) if _is_float(src) else b.icmp_unsigned("!=", v, zero)
         if _is_float(src) and _is_float(dst):
             return b.fpext(v, t) if dst == "f64" else b.fptrunc(v, t)
-        if _is_float(src):
-            return b.fptoui(v, t) if dst == "u8" else b.fptosi(v, t)
+        if _is_float(src):  # saturating: NaN gives 0, out of range the nearest end
+            name = "llvm.fptoui.sat" if dst == "u8" else "llvm.fptosi.sat"
+            vec = f"v{v.type.count}" if isinstance(v.type, ir.VectorType) else ""
+            full = f"{name}.{vec}i{_TYPES[dst].width}.{vec}{'f32' if src == 'f32' else 'f64'}"
+            f = self.module.globals.get(full) or ir.Function(self.module, ir.FunctionType(t, [v.type]), full)
+            return b.call(f, [v])
         if _is_float(dst):
             return b.uitofp(v, t) if src in ("u8", "bool") else b.sitofp(v, t)
         width, src_width = _TYPES[dst].width, _TYPES[src].width
@@ -244,8 +248,8 @@ class KernelCodegen:
             if _is_float(dtype):
                 return self.intrinsic("llvm.fabs", args, dtype)
             return b.select(b.icmp_signed("<", args[0], _const(args[0], 0)), b.neg(args[0]), args[0])
-        if fn == "exp" and dtype == "f32":
-            return self.exp_f32(args[0])
+        if fn == "ldexp":
+            return self.ldexp(*args, dtype)
         if fn in _INTRINSIC:
             return self.intrinsic(_INTRINSIC[fn], args, dtype)
         name = _LIBM[fn][0 if dtype == "f32" else 1]
@@ -253,31 +257,19 @@ class KernelCodegen:
         f = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(t, [t] * len(args)), name)
         return b.call(f, args)
 
-    def exp_f32(self, x):
-        """exp on f32 in plain arithmetic (Cephes' expf, ~1 ulp), so that it
-        vectorizes: LLVM would call the scalar libm expf once per lane.
-        exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 (in two parts),
-        exp(r) by a degree-6 polynomial, 2^n built in the float's exponent bits."""
-        b, c = self.b, (lambda v: _const(x, v))
-        fast = ("contract",)
-        clamped = self.intrinsic("llvm.minnum", [self.intrinsic("llvm.maxnum", [x, c(-87.33654475)], "f32"),
-                                                 c(88.72283935546875)], "f32")
-        n = self.intrinsic("llvm.floor", [b.fadd(b.fmul(clamped, c(1.44269504088896341), flags=fast), c(0.5), flags=fast)], "f32")
-        r = b.fsub(clamped, b.fmul(n, c(0.693359375), flags=fast), flags=fast)
-        r = b.fsub(r, b.fmul(n, c(-2.12194440e-4), flags=fast), flags=fast)
-        y = c(1.9875691500e-4)
-        for k in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
-            y = b.fadd(b.fmul(y, r, flags=fast), c(k), flags=fast)
-        y = b.fadd(b.fadd(b.fmul(y, b.fmul(r, r, flags=fast), flags=fast), r, flags=fast), c(1.0), flags=fast)
-        # 2^n as 2^(n -+ 1) * 2^(+-1): n spans [-126, 128], one more than an exponent holds
-        ni = b.fptosi(n, _like(ir.IntType(32), x))
-        positive = b.icmp_signed(">", ni, _const(ni, 0))
-        biased = b.add(ni, b.select(positive, _const(ni, 126), _const(ni, 128)))
-        y = b.fmul(y, b.bitcast(b.shl(biased, _const(ni, 23)), x.type), flags=fast)
-        y = b.fmul(y, b.select(positive, c(2.0), c(0.5)), flags=fast)
-        y = b.select(b.fcmp_ordered(">", x, c(88.72283935546875)), c(float("inf")), y)  # overflow
-        y = b.select(b.fcmp_ordered("<", x, c(-103.97)), c(0.0), y)
-        return b.select(b.fcmp_unordered("uno", x, x), x, y)  # NaN in, NaN out
+    def ldexp(self, y, n, dtype: str):
+        """y * 2^n for an integral float n, |n| <= 252: n = h + (n - h) with
+        h = floor(n / 2), each 2^k built in the float's exponent bits, so both
+        products are exact unless the result is subnormal or overflows."""
+        b = self.b
+        bits, mantissa, bias = (32, 23, 127) if dtype == "f32" else (64, 52, 1023)
+        int_t = _like(ir.IntType(bits), y)
+
+        def pow2(k):
+            biased = b.add(b.fptosi(k, int_t), _const(b.fptosi(k, int_t), bias))
+            return b.bitcast(b.shl(biased, _const(biased, mantissa)), y.type)
+        half = self.intrinsic("llvm.floor", [b.fmul(n, _const(n, 0.5))], dtype)
+        return b.fmul(b.fmul(y, pow2(half)), pow2(b.fsub(n, half)))
 
     def intrinsic(self, name: str, args, dtype: str):
         t = args[0].type

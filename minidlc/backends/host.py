@@ -1,0 +1,89 @@
+"""What the CPU backends share: host memory for a loop program, and the
+executable that runs its segments.
+
+`HostArena` allocates the memory plan's arena as one NumPy byte array and
+hands out the arrays a kernel parameter binds to (a typed, flat view of the
+arena, or a weight). `HostExecutable` copies the inputs in, runs each
+segment (a backend's compiled run of kernels, or a host step on NumPy), and
+copies the outputs out; a backend only says how a run of kernels becomes
+one callable.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import numpy as np
+
+from ..ir import DTYPES, Value
+from ..ir.interpreter import evaluate_node
+from ..loops.lower import Binding
+from ..loops.plan import ALIGN
+from ..loops.program import LoopProgram, Step, StepKind
+
+
+class HostArena:
+    """The memory plan's arena in host memory, and the arrays that live in it."""
+
+    def __init__(self, program: LoopProgram):
+        self.plan = program.plan
+        self.memory = np.zeros(max(self.plan.size, 1) + ALIGN, np.uint8)
+        self.base = (-self.memory.ctypes.data) % ALIGN  # align the arena itself
+
+    def array(self, v: Value) -> np.ndarray:
+        """The array holding value `v`: its place in the arena, or the weight itself."""
+        offset = self.plan.offset(v)
+        if offset is None:
+            return self.plan.constants[id(v)]
+        start = self.base + offset
+        return self.memory[start:start + v.type.nbytes].view(v.type.np_dtype).reshape(v.type.shape)
+
+    def buffer(self, step: Step, binding: Binding) -> np.ndarray:
+        """The flat array a kernel parameter binds to for this step (C-contiguous,
+        of the parameter's dtype and size; empty for an empty tensor, whose
+        parameter still has one element)."""
+        p = binding.param
+        if binding.role == "const":
+            a = binding.array
+        elif binding.role == "scratch":
+            start = self.base + self.plan.scratch_offset(step.node, p.name)
+            a = self.memory[start:start + p.size * np.dtype(DTYPES[p.dtype]).itemsize].view(DTYPES[p.dtype])
+        else:
+            a = self.array(LoopProgram.bound_value(step, binding))
+        a = np.ascontiguousarray(a).reshape(-1)
+        assert a.dtype == DTYPES[p.dtype] and a.size in (p.size, 0) or a.size > p.size, (step.node.describe(), p)
+        return a
+
+
+class HostExecutable:
+    """A loop program bound once to one host arena. Runs copy the inputs in and
+    the outputs out, so results never alias the arena; runs from several
+    Python threads take turns (they share the arena)."""
+
+    def __init__(self, program: LoopProgram, compile_kernels: Callable[[list[list[Step]]], list[Callable[[], None]]]):
+        """`compile_kernels(segments)` turns each run of kernel steps into one callable."""
+        self.program = program
+        self.graph = program.graph
+        self.arena = HostArena(program)
+        segments = program.segments()
+        native = iter(compile_kernels([seg for seg in segments if seg[0].kind == StepKind.KERNEL]))
+        self.calls = [self._host_call(seg[0]) if seg[0].kind == StepKind.HOST else next(native) for seg in segments]
+        self.lock = threading.Lock()
+
+    def _host_call(self, step: Step) -> Callable[[], None]:
+        """Runs a node without a lowering on its NumPy reference implementation."""
+        ins = [None if v is None else self.arena.array(v) for v in step.node.inputs]
+        outs = [self.arena.array(v) for v in step.node.outputs]
+
+        def run_on_host():
+            for dst, src in zip(outs, evaluate_node(step.node, ins)):
+                np.copyto(dst, np.asarray(src).reshape(dst.shape), casting="unsafe")
+        return run_on_host
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with self.lock:
+            for v, a in zip(self.graph.inputs, arrays):
+                np.copyto(self.arena.array(v), a)
+            for call in self.calls:
+                call()
+            return [self.arena.array(v).copy() for v in self.graph.outputs]

@@ -1,0 +1,164 @@
+"""The loop program: what every backend builds from.
+
+The optimized graph becomes a list of *steps*, one per top-level node:
+
+    kernel   the node (a fused group or a plain op) lowered to one loop-IR
+             kernel, scheduled for the target
+    view     a reshape or a contiguous slice: shares its input's memory, no code
+    host     no lowering: the node runs on the host with its NumPy reference
+             implementation (the reason is kept, and printed)
+
+plus the memory plan, which gives every intermediate tensor and every kernel's
+scratch buffer an offset in one arena. The program holds offsets only: a
+backend allocates the arena (host memory, device memory) and renders the
+kernels in its own way (LLVM IR, Numba source), so every backend runs the
+same kernels over the same memory layout.
+
+`str(program)` is what `--emit loops` prints. Lowering happens on first use,
+so a backend that interprets the graph (the reference) never pays for it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from functools import cached_property
+from typing import Callable
+
+import numpy as np
+
+from ..ir import Graph, Node
+from .ir import Kernel, Param
+from .lower import LoweredGroup, Unsupported, lower_group
+from .plan import MemoryPlan, plan_memory
+from .printer import print_kernel
+from .rules import view_offset
+from .schedule import default_schedule
+from .verify import verify_kernel
+
+Schedule = Callable[[Kernel], Kernel]
+
+
+class StepKind(str, Enum):
+    KERNEL = "kernel"
+    VIEW = "view"
+    HOST = "host"
+
+
+@dataclass
+class Step:
+    """One top-level node of the graph, as the program runs it."""
+
+    node: Node
+    kind: StepKind
+    lowered: LoweredGroup | None = None  # kernels: the kernel and what its parameters bind to
+    reason: str = ""                     # host steps: why there is no kernel
+    view_offset: int | None = None       # views: the first element within the input
+
+    def scratch_params(self) -> list[Param]:
+        """The kernel's parameters that the memory plan places as scratch."""
+        return [b.param for b in self.lowered.bindings if b.role == "scratch"] if self.lowered else []
+
+    def __str__(self) -> str:
+        if self.kind == StepKind.KERNEL:
+            return print_kernel(self.lowered.kernel)
+        if self.kind == StepKind.VIEW:
+            return f"// {self.node.describe()}: a view of %{self.node.inputs[0].name}, no copy"
+        return f"// {self.node.describe()}: runs on NumPy (fallback: {self.reason})"
+
+
+def lowering_failure(node: Node) -> str | None:
+    """Why `node` has no loop-IR lowering, or None when it has one. Fusion asks
+    this of every node so that a group only holds what lowers."""
+    if node.op == "Constant" or view_offset(node) is not None:
+        return None
+    try:
+        lower_group(node, "probe")
+    except Unsupported as e:
+        return str(e)
+    return None
+
+
+class LoopProgram:
+    """The steps of a graph, their kernels scheduled by `schedule`, and the memory plan."""
+
+    def __init__(self, graph: Graph, schedule: Schedule | None = default_schedule):
+        self.graph = graph
+        self.schedule = schedule
+
+    @cached_property
+    def steps(self) -> list[Step]:
+        steps, names = [], set()
+        counts = self.graph.use_counts()
+        for node in self.graph.nodes:
+            if node.op == "Constant":
+                continue
+            offset = view_offset(node)
+            if offset is not None:
+                steps.append(Step(node, StepKind.VIEW, view_offset=offset))
+                continue
+            name = _kernel_name(node, names)
+            try:
+                unused = frozenset(i for i, v in enumerate(node.outputs) if not counts.get(v))
+                lowered = lower_group(node, name, unused)
+                if self.schedule is not None:
+                    lowered.kernel = self.schedule(lowered.kernel)
+                verify_kernel(lowered.kernel)
+                steps.append(Step(node, StepKind.KERNEL, lowered))
+            except Unsupported as e:
+                steps.append(Step(node, StepKind.HOST, reason=str(e)))
+        return steps
+
+    @cached_property
+    def plan(self) -> MemoryPlan:
+        return plan_memory(self.graph, self.steps)
+
+    def segments(self) -> list[list[Step]]:
+        """The steps that run, in order: each run of consecutive kernel steps is
+        one segment (a backend makes it one native call), each host step is a
+        segment by itself. Views run nothing."""
+        out: list[list[Step]] = []
+        for step in self.steps:
+            if step.kind == StepKind.HOST:
+                out.append([step])
+            elif step.kind == StepKind.KERNEL:
+                if not out or out[-1][0].kind != StepKind.KERNEL:
+                    out.append([])
+                out[-1].append(step)
+        return out
+
+    def count(self, kind: StepKind) -> int:
+        return sum(s.kind == kind for s in self.steps)
+
+    def weight_bytes(self) -> int:
+        """Bytes of the constant arrays the kernels read (each array once):
+        packed copies of weights, and the weights that kernels read unpacked."""
+        arrays = {}
+        for step in self.steps:
+            if step.kind != StepKind.KERNEL:
+                continue
+            for b in step.lowered.bindings:
+                a = b.array if b.role == "const" else (
+                    self.plan.constants.get(id(self.bound_value(step, b))) if b.role == "input" else None)
+                if a is not None:
+                    arrays[np.asarray(a).__array_interface__["data"][0]] = np.asarray(a).nbytes
+        return sum(arrays.values())
+
+    @staticmethod
+    def bound_value(step: Step, binding):
+        """The graph value an input or output parameter of a kernel step binds to."""
+        if binding.role == "input":
+            return [v for v in step.node.inputs if v is not None][binding.index]
+        return step.node.outputs[binding.index]
+
+    def __str__(self) -> str:
+        return "\n\n".join([str(s) for s in self.steps] + ["// " + self.plan.describe(self.weight_bytes())])
+
+
+def _kernel_name(node: Node, taken: set[str]) -> str:
+    """k_<group name or op>, unique within the program."""
+    base = "k_" + "".join(c if c.isalnum() else "_" for c in (node.attrs.get("name") if node.body else node.op.lower()))
+    name, i = base, 1
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    taken.add(name)
+    return name
