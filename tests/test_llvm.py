@@ -102,9 +102,9 @@ def test_emit_stages_and_threads_agree():
 
 
 def test_compiled_code_is_cached_on_disk(tmp_path, monkeypatch):
-    from minidlc.backends.llvm import jit as llvm
+    from minidlc.backends import cache
 
-    monkeypatch.setattr(llvm, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
     g = matmul_graph((), 3, 4, 5)
     first = minidlc.compile(g, target="llvm")
     assert not first.executable.jit.cached and list(tmp_path.glob("*.o"))

@@ -85,6 +85,8 @@ register_backend(Backend("reference", "NumPy interpreter of the graph: slow, sim
                          f"{__name__}.reference", runs_kernels=False))
 register_backend(Backend("llvm", "loop IR -> LLVM IR (llvmlite), JIT-compiled for this CPU",
                          f"{__name__}.llvm", stages=("llvm", "asm"), options=(THREADS,)))
+register_backend(Backend("numba", "loop IR -> Python source compiled by Numba (njit, prange)",
+                         f"{__name__}.numba", stages=("numba",), options=(THREADS,)))
 
 
 def get_backend(target: str) -> Backend:

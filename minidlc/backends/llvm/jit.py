@@ -2,17 +2,15 @@
 code, cached on disk, and loaded so that its functions can be called."""
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
+from .. import cache
+
 _INITIALIZED = False
-CACHE_DIR = Path(os.environ.get("MINIDLC_CACHE", Path.home() / ".cache" / "minidlc"))
 
 
 def _target_machine():
@@ -27,8 +25,7 @@ def _target_machine():
 
 
 # Compiled code on disk is stale when any file of this backend (the code generator) changes.
-CODEGEN_VERSION = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("*.py")))
-                                 ).hexdigest()
+CODEGEN_VERSION = cache.source_version(Path(__file__).parent)
 
 
 class JitModule:
@@ -40,15 +37,14 @@ class JitModule:
     def __init__(self, build: Callable[[], ir.Module], source: str):
         self.tm = _target_machine()
         self._build, self._ir_text = build, None
-        key = hashlib.sha256("\n".join([source, llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
-                                        ".".join(map(str, llvm.llvm_version_info)), CODEGEN_VERSION]).encode())
-        self.cache_file = CACHE_DIR / f"{key.hexdigest()}.o"
+        key = cache.cache_key(source, ".".join(map(str, llvm.llvm_version_info)), CODEGEN_VERSION)
+        self.cache_file = cache.CACHE_DIR / f"{key}.o"
         self.cached = self.cache_file.exists()
         if self.cached:
             data = self.cache_file.read_bytes()
         else:
             data = self.tm.emit_object(self._optimize())
-            self._save(data)
+            cache.write_atomic(self.cache_file, data)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
         self.engine.finalize_object()
@@ -71,16 +67,6 @@ class JitModule:
         if self._ir_text is None:
             self._optimize()
         return self._ir_text
-
-    def _save(self, data: bytes) -> None:
-        try:
-            CACHE_DIR.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=CACHE_DIR, suffix=".tmp")  # unique per writer
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self.cache_file)  # atomic: a concurrent reader sees all or nothing
-        except OSError:
-            pass  # a read-only home: run uncached
 
     def llvm_ir(self) -> str:
         return self.optimized()

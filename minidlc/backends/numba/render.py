@@ -1,0 +1,248 @@
+"""Loop IR -> Python source for Numba: one function per kernel, one per program.
+
+A kernel becomes a function of flat NumPy arrays (its parameters, in order):
+
+    @njit(...)
+    def k_fused_matmul_relu(x, w_packed, out):
+        for i0 in prange(64):                    # parallel loop
+            for j1 in range(16):                 # vectorized: a plain loop LLVM vectorizes
+                out[i0 * 16 + j1] = rt.fmax(...)
+
+Loops marked unrolled are unrolled here, so a small `Allocate` read and
+written only at constant indices becomes scalar variables; other allocations
+are arrays on the stack (allocated once, in the function's entry block), which
+LLVM can keep in registers. Array indices are cast to unsigned, so that Numba
+adds no test for negative (wrap-around) indices. Constants
+carry their dtype (`np.float32(0.5)`), so f32 arithmetic stays f32; integer
+arithmetic narrower than 64 bits is wrapped back to its dtype, as Numba
+widens it. Operations whose Python meaning differs from the loop IR's
+(integer / and %, NaN-propagating min/max, saturating float-to-int casts,
+ldexp) call the intrinsics in support.py, imported as `rt`.
+"""
+from __future__ import annotations
+
+import keyword
+import math
+
+from ...loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
+                         Seq, Stmt, Store, Var)
+from ...loops.simplify import simplify_stmt
+from ...loops.transform import stmt_exprs, substitute_stmt, walk_exprs, walk_stmts
+
+NP_TYPE = {"f32": "np.float32", "f64": "np.float64", "i8": "np.int8", "u8": "np.uint8", "i16": "np.int16",
+           "i32": "np.int32", "i64": "np.int64", "bool": "np.bool_"}
+_NP_CALL = {"exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt", "tanh": "np.tanh", "sin": "np.sin", "cos": "np.cos",
+            "floor": "np.floor", "ceil": "np.ceil", "round": "np.rint", "pow": "np.power", "abs": "np.abs"}
+_PY_OP = {"+": "+", "-": "-", "*": "*", "and": "&", "or": "|", "xor": "^"}
+RESERVED = set(keyword.kwlist) | {"np", "rt", "math", "prange", "range", "njit", "carray", "min", "max", "abs"}
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype in ("f32", "f64")
+
+
+def literal(c: Const) -> str:
+    if c.dtype == "bool":
+        return "True" if c.value else "False"
+    if _is_float(c.dtype):
+        x = float(c.value)
+        text = "np.nan" if math.isnan(x) else ("np.inf" if x > 0 else "-np.inf") if math.isinf(x) else repr(x)
+        return f"{NP_TYPE[c.dtype]}({text})"
+    return str(int(c.value)) if c.dtype == "i64" else f"{NP_TYPE[c.dtype]}({int(c.value)})"
+
+
+def unroll(s: Stmt) -> Stmt:
+    """Replace every loop marked unrolled (of constant extent) by copies of its body."""
+    if isinstance(s, For) and s.kind == LoopKind.UNROLLED and isinstance(s.extent, Const):
+        body = unroll(s.body)
+        return simplify_stmt(Seq(tuple(substitute_stmt(body, {s.var: Const(i, s.var.dtype)})
+                                       for i in range(int(s.extent.value)))))
+    if isinstance(s, For):
+        return For(s.var, s.extent, unroll(s.body), s.kind)
+    if isinstance(s, Allocate):
+        return Allocate(s.buf, s.dtype, s.size, unroll(s.body))
+    if isinstance(s, If):
+        return If(s.cond, unroll(s.then), None if s.orelse is None else unroll(s.orelse))
+    if isinstance(s, Seq):
+        return Seq(tuple(unroll(x) for x in s.stmts))
+    return s
+
+
+def _scalar_buffers(body: Stmt) -> set[str]:
+    """Allocations accessed only at constant indices: they become scalar variables."""
+    allocs = {s.buf for s in walk_stmts(body) if isinstance(s, Allocate)}
+    indexed = set()
+    for s in walk_stmts(body):
+        if isinstance(s, Store) and s.buf in allocs and not isinstance(s.index, Const):
+            indexed.add(s.buf)
+        for e in (x for root in stmt_exprs(s) for x in walk_exprs(root)):
+            if isinstance(e, Load) and e.buf in allocs and not isinstance(e.index, Const):
+                indexed.add(e.buf)
+    return allocs - indexed
+
+
+def safe_name(name: str) -> str:
+    """A Python identifier for a buffer or variable that shadows nothing the source uses."""
+    return name + "_" if name in RESERVED else name
+
+
+def uses_prange(k: Kernel) -> bool:
+    return any(isinstance(s, For) and s.kind == LoopKind.PARALLEL for s in walk_stmts(k.body))
+
+
+class KernelRenderer:
+    def __init__(self, kernel: Kernel):
+        self.kernel = kernel
+        self.body = unroll(kernel.body)
+        self.scalars = _scalar_buffers(self.body)
+        self.scalar_names: dict[tuple[str, int], str] = {}  # (buffer, index) -> variable
+        self.taken = {p.name for p in kernel.params} | {s.buf for s in walk_stmts(self.body) if isinstance(s, Allocate)}
+        self.lines: list[str] = []
+
+    def render(self) -> list[str]:
+        """The function's lines (without its decorator)."""
+        params = ", ".join(safe_name(p.name) for p in self.kernel.params)
+        self.lines = [f"def {self.kernel.name}({params}):"]
+        self.body_or_pass(self.body, 1)
+        return self.lines
+
+    # ---- statements ---------------------------------------------------------------
+    def emit(self, indent: int, text: str) -> None:
+        self.lines.append("    " * indent + text)
+
+    def stmt(self, s: Stmt, ind: int) -> None:
+        if isinstance(s, For):
+            loop = "prange" if s.kind == LoopKind.PARALLEL else "range"
+            tag = f"  # {s.kind.value}" if s.kind != LoopKind.SERIAL else ""
+            self.emit(ind, f"for {safe_name(s.var.name)} in {loop}({self.expr(s.extent)}):{tag}")
+            self.body_or_pass(s.body, ind + 1)
+        elif isinstance(s, Store):
+            target = self.access(s.buf, s.index)
+            self.emit(ind, f"{target} = {self.expr(s.value)}")
+        elif isinstance(s, Allocate):
+            if s.buf not in self.scalars:
+                self.emit(ind, f"{safe_name(s.buf)} = carray(rt.stack_empty({s.size}, {NP_TYPE[s.dtype]}), {s.size})")
+            self.stmt(s.body, ind)
+        elif isinstance(s, If):
+            self.emit(ind, f"if {self.expr(s.cond)}:")
+            self.body_or_pass(s.then, ind + 1)
+            if s.orelse is not None:
+                self.emit(ind, "else:")
+                self.body_or_pass(s.orelse, ind + 1)
+        elif isinstance(s, Seq):
+            for x in s.stmts:
+                self.stmt(x, ind)
+        else:
+            raise TypeError(f"cannot render {s!r}")
+
+    def body_or_pass(self, s: Stmt, ind: int) -> None:
+        start = len(self.lines)
+        self.stmt(s, ind)
+        if len(self.lines) == start:
+            self.emit(ind, "pass")
+
+    def access(self, buf: str, index: Expr) -> str:
+        if buf in self.scalars:
+            key = (buf, int(index.value))
+            if key not in self.scalar_names:
+                name = f"{buf}_{key[1]}"
+                while name in self.taken or name in RESERVED:
+                    name += "_"
+                self.taken.add(name)
+                self.scalar_names[key] = name
+            return self.scalar_names[key]
+        if isinstance(index, Const):
+            return f"{safe_name(buf)}[{int(index.value)}]"
+        # an unsigned index: Numba then adds no wrap-around test for negative indices
+        return f"{safe_name(buf)}[np.uint64({self.expr(index)})]"
+
+    # ---- expressions --------------------------------------------------------------
+    def expr(self, e: Expr) -> str:
+        if isinstance(e, Var):
+            return safe_name(e.name)
+        if isinstance(e, Const):
+            return literal(e)
+        if isinstance(e, Load):
+            return self.access(e.buf, e.index)
+        if isinstance(e, Binary):
+            return self.binary(e)
+        if isinstance(e, Compare):
+            return f"({self.expr(e.a)} {e.op} {self.expr(e.b)})"
+        if isinstance(e, Select):
+            return f"({self.expr(e.a)} if {self.expr(e.cond)} else {self.expr(e.b)})"
+        if isinstance(e, Cast):
+            return self.cast(e)
+        if isinstance(e, Call):
+            return self.call(e)
+        raise TypeError(f"cannot render {e!r}")
+
+    def wrap(self, text: str, dtype: str) -> str:
+        """Numba computes integers narrower than 64 bits in 64: cast back (wrapping)."""
+        return text if dtype in ("i64", "bool") or _is_float(dtype) else f"{NP_TYPE[dtype]}({text})"
+
+    def binary(self, e: Binary) -> str:
+        a, b, dt = self.expr(e.a), self.expr(e.b), e.dtype
+        if e.op in ("min", "max"):
+            return f"rt.f{e.op}({a}, {b})" if _is_float(dt) else f"{e.op}({a}, {b})"
+        if e.op in ("/", "%") and not _is_float(dt):
+            return f"rt.{'div' if e.op == '/' else 'rem'}({a}, {b})"
+        if e.op == "%":
+            return f"np.fmod({a}, {b})"
+        if e.op == "mod":  # floor modulo: Python's % on numbers
+            return self.wrap(f"({a} % {b})", dt)
+        if e.op == "/":
+            return f"({a} / {b})"
+        return self.wrap(f"({a} {_PY_OP[e.op]} {b})", dt)
+
+    def cast(self, e: Cast) -> str:
+        v, src, dst = self.expr(e.value), e.value.dtype, e.dtype
+        if src == dst:
+            return v
+        if dst == "bool":
+            return f"({v} != {literal(Const(0, src))})"
+        if _is_float(src) and not _is_float(dst):
+            return f"rt.to_{dst}({v})"
+        return f"{NP_TYPE[dst]}({v})"
+
+    def call(self, e: Call) -> str:
+        args = [self.expr(a) for a in e.args]
+        dt = e.dtype
+        if e.fn == "neg":
+            return self.wrap(f"(-{args[0]})", dt)
+        if e.fn == "ldexp":
+            return f"rt.ldexp({args[0]}, {args[1]})"
+        if e.fn == "erf":
+            return f"{NP_TYPE[dt]}(math.erf({args[0]}))"
+        if e.fn == "abs" and not _is_float(dt):
+            return self.wrap(f"abs({args[0]})", dt)
+        return f"{_NP_CALL[e.fn]}({', '.join(args)})"
+
+
+def render_kernel(kernel: Kernel) -> list[str]:
+    """The decorated function of one kernel."""
+    # fast-math: contraction into FMA only. Numba's flags hold for a whole
+    # function, and reassociation would let LLVM vectorize a GEMM's k loop
+    # across k (the llvm backend reassociates inside vectorized loops alone).
+    deco = ("@njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}"
+            + (", parallel=True)" if uses_prange(kernel) else ")"))
+    return [deco, *KernelRenderer(kernel).render()]
+
+
+def render_module(programs: list[list[Kernel]]) -> str:
+    """A module with every kernel and `program0`, `program1`, ...: program i
+    calls the kernels of `programs[i]` in order; its arguments are their
+    parameters, kernel after kernel."""
+    lines = ["# Generated by minidlc from loop IR: one function per kernel, one per program.",
+             "import math", "", "import numpy as np", "from numba import carray, njit, prange", "",
+             "from minidlc.backends.numba import support as rt", ""]
+    for i, kernels in enumerate(programs):
+        for k in kernels:
+            lines += ["", *render_kernel(k), ""]
+        args = [f"b{j}_{n}" for j, k in enumerate(kernels) for n in range(len(k.params))]
+        lines += ["", "@njit(cache=True, nogil=True)", f"def program{i}({', '.join(args)}):"]
+        for j, k in enumerate(kernels):
+            lines.append(f"    {k.name}({', '.join(f'b{j}_{n}' for n in range(len(k.params)))})")
+        if not kernels:
+            lines.append("    pass")
+        lines.append("")
+    return "\n".join(lines)
