@@ -37,6 +37,8 @@ class Option:
     minimum: int | None = None  # for integers
 
     def check(self, value, target: str):
+        if value is None:  # the backend's default
+            return
         if not isinstance(value, self.type) or isinstance(value, bool) != (self.type is bool):
             raise TypeError(f"target {target}: option {self.name} takes a {self.type.__name__}, got {value!r}")
         if self.minimum is not None and value < self.minimum:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..ir import DTYPES, Value
 from ..ir.interpreter import evaluate_node
+from ..loops.ir import Kernel
 from ..loops.lower import Binding
 from ..loops.plan import ALIGN
 from ..loops.program import LoopProgram, Step, StepKind
@@ -87,3 +88,15 @@ class HostExecutable:
             for call in self.calls:
                 call()
             return [self.arena.array(v).copy() for v in self.graph.outputs]
+
+
+def check_kernel_arrays(kernel: Kernel, arrays: list[np.ndarray]) -> None:
+    """Before a kernel runs by itself on arrays the caller made (the tests, the
+    GEMM ladder): each must be a C-contiguous array of its parameter's dtype,
+    with at least its size."""
+    if len(arrays) != len(kernel.params):
+        raise ValueError(f"kernel {kernel.name} takes {len(kernel.params)} arrays, got {len(arrays)}")
+    for p, a in zip(kernel.params, arrays):
+        if a.dtype != DTYPES[p.dtype] or a.size < p.size or not a.flags.c_contiguous:
+            raise ValueError(f"kernel {kernel.name}: parameter {p.name} wants {p.size} contiguous {p.dtype} "
+                             f"elements, got {a.dtype}{list(a.shape)}")

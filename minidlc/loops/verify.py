@@ -1,6 +1,8 @@
 """The loop IR verifier: scoping, dtypes, and in-bounds accesses, proved statically.
 
-Every buffer index is checked by interval arithmetic over the loop ranges
+Integer division and remainder must have a divisor that is provably neither
+0 nor -1 (the machine instruction traps on x / 0 and on MIN / -1). Every buffer index is checked by
+interval arithmetic over the loop ranges
 (refined by enclosing `if (v < c)` guards): an access that cannot be proved
 to lie inside its buffer is an error. Shapes are static, so this proves that
 a kernel never reads or writes out of bounds for any input the runtime
@@ -123,6 +125,10 @@ def _check_expr(e: Expr, bufs, env) -> None:
         _check_expr(e.b, bufs, env)
         if e.a.dtype != e.b.dtype:
             raise LoopIRError(f"operands of {e.op} have dtypes {e.a.dtype} and {e.b.dtype}")
+        if isinstance(e, Binary) and e.op in ("/", "%", "mod") and e.dtype not in ("f32", "f64"):
+            divisor = _interval(e.b, env)  # x / 0 and MIN / -1 trap: prove neither can happen
+            if divisor is None or divisor[0] <= 0 <= divisor[1] or divisor[0] <= -1 <= divisor[1]:
+                raise LoopIRError(f"integer {e.op} by {e.b!r}, which may be 0 or -1")
     elif isinstance(e, Select):
         for x in (e.cond, e.a, e.b):
             _check_expr(x, bufs, env)

@@ -214,7 +214,11 @@ class KernelCodegen:
             # see that neighbouring elements are adjacent in memory, and vectorize
             fn = {"+": b.add, "-": b.sub, "*": b.mul}[op]
             return fn(a, c, flags=["nsw"] if self.indexing else [])
-        fn = {"and": b.and_, "or": b.or_, "xor": b.xor,
+        if op == "mod" and not unsigned:  # floor modulo: fix the sign of C's remainder
+            r, zero = b.srem(a, c), _const(a, 0)
+            fix = b.and_(b.icmp_signed("!=", r, zero), b.xor(b.icmp_signed("<", r, zero), b.icmp_signed("<", c, zero)))
+            return b.select(fix, b.add(r, c), r)
+        fn = {"mod": b.urem, "and": b.and_, "or": b.or_, "xor": b.xor,
               "/": b.udiv if unsigned else b.sdiv, "%": b.urem if unsigned else b.srem}[op]
         return fn(a, c)
 

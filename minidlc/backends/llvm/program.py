@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import llvmlite.ir as ir
 
-from ...ir import DTYPES
 from ...loops.ir import Kernel
 from ...loops.verify import verify_kernel
+from ..host import check_kernel_arrays
 from .codegen import I8_PTR, KernelCodegen, stage_extents
 from .jit import JitModule
 
@@ -139,10 +139,7 @@ def compile_kernel(kernel: Kernel, threads: int = 1):
     lock = threading.Lock()
 
     def run(arrays: list[np.ndarray]) -> None:
-        for p, a in zip(kernel.params, arrays, strict=True):
-            if a.dtype != DTYPES[p.dtype] or a.size < p.size or not a.flags.c_contiguous:
-                raise ValueError(f"kernel {kernel.name}: parameter {p.name} wants {p.size} contiguous {p.dtype} "
-                                 f"elements, got {a.dtype}{list(a.shape)}")
+        check_kernel_arrays(kernel, arrays)
         ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
         with lock:  # the program's barrier serves one run at a time
             program((ctypes.c_void_p * 1)(ctypes.addressof(ptrs)))

@@ -21,9 +21,13 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
+from ...loops.ir import Kernel
 from ...loops.program import LoopProgram, Step
+from ...loops.verify import verify_kernel
 from .. import cache
-from ..host import HostExecutable
+from ..host import HostExecutable, check_kernel_arrays
 from .render import render_module, uses_prange
 
 RENDER_VERSION = cache.source_version(Path(__file__).parent)
@@ -108,3 +112,17 @@ class NumbaExecutable(HostExecutable):
 
 def build(program: LoopProgram, threads: int | None = None) -> NumbaExecutable:
     return NumbaExecutable(program, threads)
+
+
+def compile_kernel(kernel: Kernel, threads: int | None = None):
+    """Compile one kernel by itself; returns `run(arrays)`, which checks each
+    array against its parameter (dtype, size) and calls the kernel on them in
+    place. The counterpart of the llvm backend's compile_kernel."""
+    verify_kernel(kernel)
+    module = load_module(render_module([[kernel]]))
+
+    def run(arrays: list[np.ndarray]) -> None:
+        check_kernel_arrays(kernel, arrays)
+        NumbaCall(module.program0, list(arrays), threads)()
+    run.source = render_module([[kernel]])
+    return run

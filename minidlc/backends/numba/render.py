@@ -11,11 +11,14 @@ A kernel becomes a function of flat NumPy arrays (its parameters, in order):
 Loops marked unrolled are unrolled here, so a small `Allocate` read and
 written only at constant indices becomes scalar variables; other allocations
 are arrays on the stack (allocated once, in the function's entry block), which
-LLVM can keep in registers. Array indices are cast to unsigned, so that Numba
-adds no test for negative (wrap-around) indices. Constants
-carry their dtype (`np.float32(0.5)`), so f32 arithmetic stays f32; integer
-arithmetic narrower than 64 bits is wrapped back to its dtype, as Numba
-widens it. Operations whose Python meaning differs from the loop IR's
+LLVM can keep in registers.
+
+Numba's compile time grows with the calls it must type, so constants are
+typed module globals (`F32_0p5 = np.float32(0.5)`: Numba freezes globals as
+constants), which also keeps f32 arithmetic in f32; and a subexpression used
+twice in one statement (exp's argument, say) is computed once into a
+temporary `tN`. Integer arithmetic narrower than 64 bits is wrapped back to
+its dtype, as Numba widens it. Operations whose Python meaning differs from the loop IR's
 (integer / and %, NaN-propagating min/max, saturating float-to-int casts,
 ldexp) call the intrinsics in support.py, imported as `rt`.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import keyword
 import math
+from collections import Counter
 
 from ...loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
                          Seq, Stmt, Store, Var)
@@ -42,6 +46,7 @@ def _is_float(dtype: str) -> bool:
 
 
 def literal(c: Const) -> str:
+    """The Python expression of a constant, with its dtype."""
     if c.dtype == "bool":
         return "True" if c.value else "False"
     if _is_float(c.dtype):
@@ -49,6 +54,60 @@ def literal(c: Const) -> str:
         text = "np.nan" if math.isnan(x) else ("np.inf" if x > 0 else "-np.inf") if math.isinf(x) else repr(x)
         return f"{NP_TYPE[c.dtype]}({text})"
     return str(int(c.value)) if c.dtype == "i64" else f"{NP_TYPE[c.dtype]}({int(c.value)})"
+
+
+class Constants:
+    """Module-level typed constants, one per (dtype, value), named after both."""
+
+    def __init__(self):
+        self.names: dict[tuple[str, float], str] = {}
+
+    def __call__(self, c: Const) -> str:
+        if c.dtype in ("i64", "bool"):
+            return literal(c)  # Python's own int and bool are these
+        value = float(c.value) if _is_float(c.dtype) else int(c.value)
+        key = (c.dtype, repr(value))  # repr: 0.0 and -0.0 stay apart
+        if key not in self.names:
+            text = repr(value).replace("-", "m").replace(".", "p").replace("+", "")
+            self.names[key] = f"{c.dtype.upper()}_{text}"
+        return self.names[key]
+
+    def definitions(self) -> list[str]:
+        return [f"{name} = {literal(Const(float(v) if _is_float(dt) else int(v), dt))}"
+                for (dt, v), name in self.names.items()]
+
+
+def _repeated(roots: list[Expr]) -> list[Expr]:
+    """Subexpressions (not variables or constants) that occur twice or more,
+    children before parents. A repeated subtree is counted once, so its own
+    parts are not bound again unless they also occur elsewhere."""
+    count: Counter = Counter()
+    order: list[Expr] = []
+
+    def visit(e: Expr) -> None:
+        count[e] += 1
+        if count[e] > 1:
+            return
+        for child in _children(e):
+            visit(child)
+        order.append(e)
+    for r in roots:
+        visit(r)
+    return [e for e in order if count[e] > 1 and not isinstance(e, (Var, Const))]
+
+
+def _children(e: Expr) -> tuple[Expr, ...]:
+    if isinstance(e, (Binary, Compare)):
+        return (e.a, e.b)
+    if isinstance(e, Select):
+        return (e.cond, e.a, e.b)
+    if isinstance(e, Cast):
+        return (e.value,)
+    if isinstance(e, Call):
+        return e.args
+    if isinstance(e, Load):
+        return (e.index,)
+    return ()
 
 
 def unroll(s: Stmt) -> Stmt:
@@ -91,12 +150,14 @@ def uses_prange(k: Kernel) -> bool:
 
 
 class KernelRenderer:
-    def __init__(self, kernel: Kernel):
-        self.kernel = kernel
+    def __init__(self, kernel: Kernel, constants: Constants):
+        self.kernel, self.constants = kernel, constants
         self.body = unroll(kernel.body)
         self.scalars = _scalar_buffers(self.body)
         self.scalar_names: dict[tuple[str, int], str] = {}  # (buffer, index) -> variable
-        self.taken = {p.name for p in kernel.params} | {s.buf for s in walk_stmts(self.body) if isinstance(s, Allocate)}
+        self.taken = ({p.name for p in kernel.params} | {s.buf for s in walk_stmts(self.body) if isinstance(s, Allocate)}
+                      | {s.var.name for s in walk_stmts(self.body) if isinstance(s, For)})
+        self.temps: dict[Expr, str] = {}  # subexpressions of the current statement held in temporaries
         self.lines: list[str] = []
 
     def render(self) -> list[str]:
@@ -117,8 +178,12 @@ class KernelRenderer:
             self.emit(ind, f"for {safe_name(s.var.name)} in {loop}({self.expr(s.extent)}):{tag}")
             self.body_or_pass(s.body, ind + 1)
         elif isinstance(s, Store):
-            target = self.access(s.buf, s.index)
-            self.emit(ind, f"{target} = {self.expr(s.value)}")
+            for e in _repeated([s.index, s.value]):
+                text = self.expr(e)
+                self.temps[e] = self.fresh(f"t{len(self.temps)}")
+                self.emit(ind, f"{self.temps[e]} = {text}")
+            self.emit(ind, f"{self.access(s.buf, s.index)} = {self.expr(s.value)}")
+            self.temps.clear()
         elif isinstance(s, Allocate):
             if s.buf not in self.scalars:
                 self.emit(ind, f"{safe_name(s.buf)} = carray(rt.stack_empty({s.size}, {NP_TYPE[s.dtype]}), {s.size})")
@@ -141,27 +206,36 @@ class KernelRenderer:
         if len(self.lines) == start:
             self.emit(ind, "pass")
 
+    def fresh(self, base: str) -> str:
+        """`base`, or base_1, base_2...: a local name no buffer, variable or
+        earlier temporary of this kernel has."""
+        name, k = base, 0
+        while name in self.taken or name in RESERVED:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        return name
+
     def access(self, buf: str, index: Expr) -> str:
         if buf in self.scalars:
             key = (buf, int(index.value))
             if key not in self.scalar_names:
-                name = f"{buf}_{key[1]}"
-                while name in self.taken or name in RESERVED:
-                    name += "_"
-                self.taken.add(name)
-                self.scalar_names[key] = name
+                self.scalar_names[key] = self.fresh(f"{buf}_{key[1]}")
             return self.scalar_names[key]
         if isinstance(index, Const):
             return f"{safe_name(buf)}[{int(index.value)}]"
-        # an unsigned index: Numba then adds no wrap-around test for negative indices
+        # an unsigned index: Numba adds no wrap-around test for a negative one,
+        # which would keep LLVM from vectorizing (8x slower GEMMs)
         return f"{safe_name(buf)}[np.uint64({self.expr(index)})]"
 
     # ---- expressions --------------------------------------------------------------
     def expr(self, e: Expr) -> str:
+        if e in self.temps:
+            return self.temps[e]
         if isinstance(e, Var):
             return safe_name(e.name)
         if isinstance(e, Const):
-            return literal(e)
+            return self.constants(e)
         if isinstance(e, Load):
             return self.access(e.buf, e.index)
         if isinstance(e, Binary):
@@ -199,7 +273,7 @@ class KernelRenderer:
         if src == dst:
             return v
         if dst == "bool":
-            return f"({v} != {literal(Const(0, src))})"
+            return f"({v} != {self.constants(Const(0, src))})"
         if _is_float(src) and not _is_float(dst):
             return f"rt.to_{dst}({v})"
         return f"{NP_TYPE[dst]}({v})"
@@ -218,31 +292,35 @@ class KernelRenderer:
         return f"{_NP_CALL[e.fn]}({', '.join(args)})"
 
 
-def render_kernel(kernel: Kernel) -> list[str]:
+def render_kernel(kernel: Kernel, constants: Constants) -> list[str]:
     """The decorated function of one kernel."""
     # fast-math: contraction into FMA only. Numba's flags hold for a whole
     # function, and reassociation would let LLVM vectorize a GEMM's k loop
     # across k (the llvm backend reassociates inside vectorized loops alone).
     deco = ("@njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}"
             + (", parallel=True)" if uses_prange(kernel) else ")"))
-    return [deco, *KernelRenderer(kernel).render()]
+    return [deco, *KernelRenderer(kernel, constants).render()]
 
 
 def render_module(programs: list[list[Kernel]]) -> str:
     """A module with every kernel and `program0`, `program1`, ...: program i
     calls the kernels of `programs[i]` in order; its arguments are their
     parameters, kernel after kernel."""
-    lines = ["# Generated by minidlc from loop IR: one function per kernel, one per program.",
-             "import math", "", "import numpy as np", "from numba import carray, njit, prange", "",
-             "from minidlc.backends.numba import support as rt", ""]
+    constants = Constants()
+    lines = []
     for i, kernels in enumerate(programs):
         for k in kernels:
-            lines += ["", *render_kernel(k), ""]
+            lines += ["", *render_kernel(k, constants), ""]
+        if len(kernels) == 1:  # a program of one kernel is that kernel (one function less to compile)
+            lines += [f"program{i} = {kernels[0].name}", ""]
+            continue
         args = [f"b{j}_{n}" for j, k in enumerate(kernels) for n in range(len(k.params))]
         lines += ["", "@njit(cache=True, nogil=True)", f"def program{i}({', '.join(args)}):"]
         for j, k in enumerate(kernels):
             lines.append(f"    {k.name}({', '.join(f'b{j}_{n}' for n in range(len(k.params)))})")
-        if not kernels:
-            lines.append("    pass")
         lines.append("")
-    return "\n".join(lines)
+    head = ["# Generated by minidlc from loop IR: one function per kernel, one per program.",
+            "import math", "", "import numpy as np", "from numba import carray, njit, prange", "",
+            "from minidlc.backends.numba import support as rt", "", "# typed constants",
+            *constants.definitions(), ""]
+    return "\n".join(head + lines)

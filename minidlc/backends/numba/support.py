@@ -109,3 +109,4 @@ def stack_empty(typingctx, size, dtype):
         with builder.goto_entry_block():
             return builder.alloca(context.get_data_type(elem), size=ir.Constant(ir.IntType(64), size.literal_value))
     return types.CPointer(elem)(size, dtype), codegen
+
