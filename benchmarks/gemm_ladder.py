@@ -2,12 +2,15 @@
 
     python benchmarks/gemm_ladder.py [--size 1024] [--threads N]
 
+Each step is one loop-IR kernel, compiled by both CPU backends (llvm and numba):
+
 naive       for i, j, k: C[i,j] += A[i,k] * B[k,j]
 tiled       split i and j by 32, reorder to (i_o, j_o, k, i_i, j_i): blocks that stay in cache
 vectorized  + the 32-wide j_i loop as vector code, i_i unrolled by 4
 packed      the lowering's kernel: B packed at compile time, a 6x16 block of C in registers, FMA
 parallel    + the row blocks on all threads
-Each line prints ms, GFLOP/s and the fraction of numpy's GFLOP/s measured in the same run.
+Each line prints, per backend, ms, GFLOP/s and the fraction of numpy's
+GFLOP/s measured in the same run.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 import minidlc  # noqa: E402
-from minidlc.backends.llvm import compile_kernel  # noqa: E402
+from minidlc.backends.llvm import compile_kernel as llvm_kernel  # noqa: E402
+from minidlc.backends.numba import compile_kernel as numba_kernel  # noqa: E402
 from minidlc.ir import Graph, TensorType  # noqa: E402
 from minidlc.loops.ir import Const, For, Kernel, Load, Param, Store, Var, add, const, mul, seq  # noqa: E402
 from minidlc.loops.schedule import reorder, split, unroll, vectorize  # noqa: E402
@@ -73,27 +77,26 @@ def main() -> None:
 
     g = Graph()
     g.outputs = [g.add("MatMul", [g.add_input("a", TensorType((n, n))), g.constant(b, "b")]).output]
-    packed = minidlc.compile(g, target="llvm", threads=1).executable
-    par = minidlc.compile(g, target="llvm", threads=args.threads).executable
-
-    steps = [(name, compile_kernel(make(n))) for name, make in (("naive", naive), ("tiled", tiled),
-                                                                ("vectorized", vectorized))]
-    rows = []
-    for name, run in steps:
-        reps = 1 if name == "naive" else args.repeat
-        rows.append((name, timeit(lambda: run([a, b, c]), reps)))
-        np.testing.assert_allclose(c, a @ b, rtol=1e-3, atol=1e-2)
-    for name, exe in (("packed", packed), (f"parallel ({args.threads} threads)", par)):
-        rows.append((name, timeit(lambda: exe.run([a]), args.repeat)))
-        np.testing.assert_allclose(exe.run([a])[0], a @ b, rtol=1e-3, atol=1e-2)
+    backends = {"llvm": llvm_kernel, "numba": numba_kernel}
+    rows: dict[str, dict[str, float]] = {}
+    for backend, compile_kernel in backends.items():
+        for name, make in (("naive", naive), ("tiled", tiled), ("vectorized", vectorized)):
+            run = compile_kernel(make(n))
+            rows.setdefault(name, {})[backend] = timeit(lambda: run([a, b, c]), 1 if name == "naive" else args.repeat)
+            np.testing.assert_allclose(c, a @ b, rtol=1e-3, atol=1e-2)
+        packed = minidlc.compile(g, target=backend, threads=1).executable
+        par = minidlc.compile(g, target=backend, threads=args.threads).executable
+        for name, exe in (("packed", packed), (f"parallel ({args.threads} threads)", par)):
+            rows.setdefault(name, {})[backend] = timeit(lambda: exe.run([a]), args.repeat)
+            np.testing.assert_allclose(exe.run([a])[0], a @ b, rtol=1e-3, atol=1e-2)
     np_t = timeit(lambda: a @ b, args.repeat)
     np_gflops = flops / np_t / 1e9
     print(f"GEMM {n}x{n}x{n} f32; numpy: {np_t * 1e3:.1f} ms, {np_gflops:.1f} GFLOP/s")
-    print(f"{'step':<24}{'ms':>10}{'GFLOP/s':>10}{'of numpy':>10}")
-    for name, t in rows:
-        gf = flops / t / 1e9
-        print(f"{name:<24}{t * 1e3:>10.1f}{gf:>10.1f}{gf / np_gflops:>10.0%}")
-
+    print(f"{'step':<24}" + "".join(f"{b + ' ms':>12}{'GFLOP/s':>10}{'of numpy':>10}" for b in backends))
+    for name, times in rows.items():
+        cells = "".join(f"{times[b] * 1e3:>12.1f}{flops / times[b] / 1e9:>10.1f}{flops / times[b] / 1e9 / np_gflops:>10.0%}"
+                        for b in backends)
+        print(f"{name:<24}{cells}")
 
 if __name__ == "__main__":
     main()

@@ -50,12 +50,26 @@ def scoped_cases():
     return [c for c in all_cases() if in_scope(c)]
 
 
-def run_case(case, target: str = "reference") -> None:
-    """Compile and run one case on `target`; raise AssertionError on a mismatch."""
+def covering_cases():
+    """A few in-scope cases that together use every op the in-scope cases use
+    (each case is kept if it brings an op not seen before): for targets whose
+    compile is slow, the default test run takes these, `-m slow` all."""
+    seen, out = set(), []
+    for case in scoped_cases():
+        ops = {n.op_type for n in case.model.graph.node}
+        if ops - seen:
+            seen |= ops
+            out.append(case)
+    return out
+
+
+def run_case(case, target: str = "reference", opt_level: int = 0):
+    """Compile and run one case on `target`; raise AssertionError on a mismatch.
+    Returns the compiled model (of the last data set)."""
     names = [vi.name for vi in case.model.graph.input]
     for inputs, expected in case.data_sets:
         feeds = dict(zip(names, (_array(x) for x in inputs)))
-        m, feeds = compile_binding_static_inputs(case.model, feeds, target)
+        m, feeds = compile_binding_static_inputs(case.model, feeds, target, opt_level)
         expected = [_array(x) for x in expected]
         outs = m.run(feeds)
         for vi, want in zip(case.model.graph.output, expected):
@@ -65,9 +79,10 @@ def run_case(case, target: str = "reference") -> None:
             assert got.dtype == want.dtype, f"{vi.name}: dtype {got.dtype} != {want.dtype}"
             np.testing.assert_allclose(got, want, rtol=case.rtol, atol=case.atol, equal_nan=True,
                                        err_msg=f"output {vi.name}")
+    return m
 
 
-def compile_binding_static_inputs(model, feeds: dict, target: str):
+def compile_binding_static_inputs(model, feeds: dict, target: str, opt_level: int = 0):
     """Compile `model`; graph inputs that minidlc needs at compile time become constants.
 
     The node tests feed shape-like operands (Reshape's shape, Slice's starts,
@@ -82,7 +97,7 @@ def compile_binding_static_inputs(model, feeds: dict, target: str):
     feeds = dict(feeds)
     while True:
         try:
-            return minidlc.compile(model, target=target, opt_level=0), feeds
+            return minidlc.compile(model, target=target, opt_level=opt_level), feeds
         except StaticValueError as e:
             bind = _graph_inputs_behind(model.graph, e.value) & set(feeds)
             if not bind:
@@ -113,13 +128,25 @@ def _array(x) -> np.ndarray:
     return numpy_helper.to_array(x) if isinstance(x, TensorProto) else np.asarray(x)
 
 
-def conformance(target: str = "reference"):
-    """(passed, failed names) over all in-scope cases."""
-    passed, failed = 0, []
-    for case in scoped_cases():
+def conformance(target: str = "reference", opt_level: int = 0, progress=None):
+    """Over all in-scope cases: (passed, failed names, passed cases that ran
+    fully native, passed cases with a step on the NumPy fallback)."""
+    from minidlc.loops.program import StepKind
+
+    passed, failed, native, fallback = 0, [], 0, 0
+    cases = scoped_cases()
+    for i, case in enumerate(cases):
+        if progress:
+            progress(i, len(cases), case.name)
         try:
-            run_case(case, target)
-            passed += 1
+            m = run_case(case, target, opt_level)
         except Exception:
             failed.append(case.name)
-    return passed, failed
+            continue
+        passed += 1
+        if m.backend.runs_kernels:
+            if m.program.count(StepKind.HOST):
+                fallback += 1
+            else:
+                native += 1
+    return passed, failed, native, fallback

@@ -119,7 +119,7 @@ def test_a_pytorch_model_without_pytorch_is_a_one_line_error(monkeypatch, capsys
 def test_planned_targets_say_they_are_not_built():
     from minidlc.backends import get_backend
 
-    with pytest.raises(ValueError, match="target 'cuda' is not implemented yet; available: reference, llvm"):
+    with pytest.raises(ValueError, match="target 'cuda' is not implemented yet; available: reference, llvm, numba$"):
         get_backend("cuda")
     with pytest.raises(ValueError, match="unknown target 'tpu'"):
         get_backend("tpu")
@@ -127,7 +127,10 @@ def test_planned_targets_say_they_are_not_built():
 
 @pytest.mark.parametrize("argv,message", [
     (["compile", "{relu}", "--target", "llvm", "--threads", "0"], "--threads must be at least 1, got 0"),
-    (["compile", "{relu}", "--threads", "2"], "--threads is an option of --target llvm"),
+    (["compile", "{relu}", "--threads", "2"], "--threads is an option of --target llvm or numba, not of reference"),
+    (["compile", "{relu}", "--target", "numba", "--threads", "999"],
+     "target numba: threads=999, but Numba's thread pool has"),
+    (["compile", "{relu}", "--emit", "llvm"], "target reference cannot emit 'llvm'; it emits graph, fused, loops"),
     (["ops", "{tmp}/m.py:make_model"], "`minidlc ops` reads ONNX files"),
     (["compile", "{tmp}/broken.py", "--input-shape", "2"], "broken.py failed to import: SyntaxError"),
     (["compile", "{tmp}/raises.py", "--input-shape", "2"], "raises.py raised RuntimeError: no weights here"),
@@ -150,3 +153,33 @@ def test_bench_without_onnxruntime_says_how_to_fix_it(relu_model, monkeypatch, c
     assert main(["bench", relu_model]) == 2
     assert "onnxruntime is not installed (pip install onnxruntime), or use --compare reference" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["reference", "llvm", "numba"])
+def test_every_target_runs_checks_and_prints_its_loop_program(relu_model, capsys, target):
+    assert main(["run", relu_model, "--target", target, "--random-inputs", "--check"]) == 0
+    assert "check against onnxruntime: max abs error 0  OK" in capsys.readouterr().out
+    assert main(["compile", relu_model, "--target", target, "--emit", "loops"]) == 0
+    out = capsys.readouterr().out
+    assert "kernel k_relu(f32* x /*[6]*/, f32* y /*[6]*/) {" in out and "memory plan: one arena" in out
+
+
+def test_emit_numba_prints_the_generated_module(relu_model, capsys):
+    assert main(["compile", relu_model, "--target", "numba", "--emit", "numba"]) == 0
+    out = capsys.readouterr().out
+    assert "def k_relu(x, y):" in out and "y[np.uint64(" in out and "program0 = k_relu" in out
+
+
+def test_targets_stages_and_options_come_from_the_backend_registry(capsys):
+    with pytest.raises(SystemExit):
+        main(["compile", "--help"])
+    out = capsys.readouterr().out
+    assert "{reference,llvm,numba}" in out and "{graph,fused,loops,llvm,asm,numba}" in out
+    assert "--threads THREADS" in out and "(llvm, numba)" in out
+
+
+def test_demo_on_numba(capsys):
+    assert main(["demo", "--target", "numba", "mlp"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("target: numba;")
+    assert float(next(line for line in out.splitlines() if line.startswith("mlp")).split()[3]) < 1e-4

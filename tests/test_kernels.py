@@ -264,3 +264,10 @@ def test_a_kernel_rejects_arrays_that_do_not_fit(backend):
     run = compile_kernel(backend, reduction_kernel(LoopKind.SERIAL, 4, 3))
     with pytest.raises(ValueError, match="parameter x wants 12 contiguous f32 elements, got float64"):
         run([np.zeros(12), np.zeros(4, np.float32)])
+
+
+def test_a_kernel_takes_contiguous_arrays_of_any_shape(backend):
+    x = np.random.default_rng(6).standard_normal((4, 3)).astype(np.float32)
+    out = np.zeros((4, 1), np.float32)
+    compile_kernel(backend, reduction_kernel(LoopKind.SERIAL, 4, 3))([x, out])  # indexed flat, as the kernel says
+    np.testing.assert_allclose(out[:, 0], np.where(x.sum(1) > 0, x.sum(1), -1), rtol=1e-6)

@@ -4,6 +4,7 @@ import functools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 import minidlc
 from minidlc.demo_models import build_model
@@ -11,7 +12,7 @@ from minidlc.passes.fuse import find_groups
 from minidlc.passes.instruments import VerifyNumerics
 from minidlc.passes.options import op_counts
 
-from passes_util import assert_same_results, check_groups, check_golden, run_passes
+from passes_util import assert_same_results, check_groups, check_golden, mixed_graphs, run_passes
 
 CONV_BN = """
 graph main(%x: f32[1,2,4,4]) {
@@ -244,3 +245,67 @@ def test_fused_graph_prints_nested_and_parses_back():
     again = parse_graph(text, collect_weights(optimized))
     assert str(again) == text
     assert_same_results(optimized, again, seeds=(0,))
+
+
+# ---- fusion asks the target what it can lower -------------------------------------------------
+def cpu_program(g, opt_level: int):
+    """The llvm/numba loop program of `g` at an -O level (the CPU targets share their lowering)."""
+    from minidlc.backends import get_backend
+    from minidlc.passes.manager import PassContext, build_pipeline
+
+    backend = get_backend("llvm")
+    graph = build_pipeline(opt_level=opt_level, context=PassContext("llvm", backend.can_lower)).run(g.copy())
+    return backend.program(graph)
+
+
+def host_work(program) -> tuple[int, int]:
+    """(ops that run on the NumPy fallback, kernel steps) of a loop program."""
+    from minidlc.loops.program import StepKind
+
+    host = sum(len(s.node.body.nodes) if s.node.body else 1 for s in program.steps if s.kind == StepKind.HOST)
+    return host, program.count(StepKind.KERNEL)
+
+
+def gather_chain():
+    from minidlc.ir import Graph, TensorType
+
+    g = Graph()
+    x = g.add_input("x", TensorType((8, 16)))
+    idx = g.add_input("idx", TensorType((4,), "i64"))
+    y = g.add("Gather", [x, idx], {"axis": 0}).output
+    y = g.add("Relu", [g.add("Add", [g.add("Exp", [y]).output, g.constant(np.float32(1.0))]).output]).output
+    g.outputs = [g.add("Softmax", [y], {"axis": -1}).output]
+    return g
+
+
+def test_a_group_only_holds_what_the_target_lowers():
+    """Gather has no lowering on the CPU targets: at -O2 it runs alone on the
+    host and the rest is one kernel (it used to drag the whole chain onto NumPy)."""
+    g = gather_chain()
+    assert host_work(cpu_program(g, 0)) == (1, 4)
+    assert host_work(cpu_program(g, 2)) == (1, 1)
+    m = minidlc.compile(g, target="llvm")
+    feeds = {"x": np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32), "idx": np.array([3, 0, 7, 3])}
+    np.testing.assert_allclose(m.run(feeds)["softmax"], minidlc.compile(g, opt_level=0).run(feeds)["softmax"],
+                               rtol=1e-5)
+
+
+@settings(deadline=None)
+@given(g=mixed_graphs())
+def test_optimizing_never_moves_work_to_the_host_or_adds_kernels(g):
+    host0, kernels0 = host_work(cpu_program(g, 0))
+    host2, kernels2 = host_work(cpu_program(g, 2))
+    assert host2 <= host0 and kernels2 <= kernels0
+
+
+def test_optimizing_never_moves_work_to_the_host_on_the_onnx_node_tests():
+    from onnx_node_cases import covering_cases
+
+    for case in covering_cases():
+        try:
+            g = minidlc.load(case.model)
+        except Exception:  # a case whose shapes come from its inputs: not compilable by itself
+            continue
+        host0, kernels0 = host_work(cpu_program(g, 0))
+        host2, kernels2 = host_work(cpu_program(g, 2))
+        assert host2 <= host0 and kernels2 <= kernels0, case.name

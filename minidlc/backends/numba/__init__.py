@@ -123,6 +123,6 @@ def compile_kernel(kernel: Kernel, threads: int | None = None):
 
     def run(arrays: list[np.ndarray]) -> None:
         check_kernel_arrays(kernel, arrays)
-        NumbaCall(module.program0, list(arrays), threads)()
+        NumbaCall(module.program0, [a.reshape(-1) for a in arrays], threads)()  # flat views: kernels index flat
     run.source = render_module([[kernel]])
     return run

@@ -1,6 +1,7 @@
-"""The LLVM backend against the reference interpreter: fused elementwise
-groups, GEMM with epilogues on odd shapes, reductions, the demo models, the
-emitted stages, threads, the disk cache and input validation."""
+"""The CPU backends (llvm and numba, built from one loop program) against the
+reference interpreter: fused elementwise groups, GEMM with epilogues on odd
+shapes, reductions, the demo models, the emitted stages, threads, the disk
+cache and input validation. Each test runs on both, unless it says why not."""
 import sys
 from pathlib import Path
 
@@ -12,11 +13,16 @@ import minidlc
 from graph_strategies import elementwise_graphs, random_feeds
 from minidlc.ir import Graph, TensorType
 
-ODD = [1, 2, 5, 7, 13, 17, 31]
+CPU = ["llvm", "numba"]
 
 
-def check(g: Graph, seed: int = 0, **options):
-    m = minidlc.compile(g, target="llvm", **options)
+@pytest.fixture(params=CPU)
+def cpu(request):
+    return request.param
+
+
+def check(g: Graph, target: str, seed: int = 0, **options):
+    m = minidlc.compile(g, target=target, **options)
     ref = minidlc.compile(g, target="reference")
     feeds = m.random_inputs(seed)
     got, want = m.run(feeds), ref.run(feeds)
@@ -41,30 +47,30 @@ def matmul_graph(batch, m, k, n, const_b=True, epilogue=True):
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 13, 17), (6, 16, 16), (31, 5, 33), (2, 64, 47)])
-def test_gemm_odd_shapes_with_epilogue(m, k, n):
-    m_ = check(matmul_graph((), m, k, n))
+def test_gemm_odd_shapes_with_epilogue(cpu, m, k, n):
+    m_ = check(matmul_graph((), m, k, n), cpu)
     loops = m_.emit("loops")
     assert "w_packed" in loops  # the weight was packed at compile time
     assert loops.count("kernel ") == 1 and "max(" in loops  # bias and relu ran in the GEMM's epilogue
 
 
 @pytest.mark.parametrize("batch", [(1,), (2, 3)])
-def test_batched_matmul_with_runtime_b(batch):
-    check(matmul_graph(batch, 5, 7, 19, const_b=False, epilogue=False))
+def test_batched_matmul_with_runtime_b(cpu, batch):
+    check(matmul_graph(batch, 5, 7, 19, const_b=False, epilogue=False), cpu)
 
 
 @pytest.mark.parametrize("trans_a,trans_b,beta", [(0, 0, 1.0), (1, 0, 0.5), (0, 1, 2.0), (1, 1, 0.0)])
-def test_gemm_attributes(trans_a, trans_b, beta):
+def test_gemm_attributes(cpu, trans_a, trans_b, beta):
     rng = np.random.default_rng(1)
     g = Graph()
     a = g.add_input("a", TensorType((13, 7) if trans_a else (7, 13)))
     b = g.constant(rng.standard_normal((19, 13) if trans_b else (13, 19)).astype(np.float32))
     c = g.constant(rng.standard_normal((1, 19)).astype(np.float32))
     g.outputs = [g.add("Gemm", [a, b, c], {"alpha": 0.5, "beta": beta, "transA": trans_a, "transB": trans_b}).output]
-    check(g)
+    check(g, cpu)
 
 
-def test_fused_elementwise_broadcast_and_reductions():
+def test_fused_elementwise_broadcast_and_reductions(cpu):
     g = Graph()
     x = g.add_input("x", TensorType((3, 5, 17)))
     y = g.add_input("y", TensorType((5, 1)))
@@ -75,33 +81,37 @@ def test_fused_elementwise_broadcast_and_reductions():
     bias = g.constant(np.linspace(-1, 1, 17).astype(np.float32))
     ln = g.add("LayerNormalization", [x, scale, bias], {"axis": -1}).outputs[0]
     g.outputs = [r, ln, g.add("Sigmoid", [ln]).output]
-    check(g)
+    check(g, cpu)
 
 
-def test_integer_division_falls_back_and_says_so():
+def test_integer_division_falls_back_and_says_so(cpu):
     g = Graph()
     a, b = g.add_input("a", TensorType((4,), "i32")), g.add_input("b", TensorType((4,), "i32"))
     g.outputs = [g.add("Div", [a, b]).output]
-    m = minidlc.compile(g, target="llvm")
+    m = minidlc.compile(g, target=cpu)
     assert "runs on NumPy (fallback: Div on i32)" in m.emit("loops")
     out = m.run({"a": np.array([7, -7, 9, 1], np.int32), "b": np.array([2, 2, -4, 1], np.int32)})
     np.testing.assert_array_equal(list(out.values())[0], [3, -3, -2, 1])
 
 
-def test_emit_stages_and_threads_agree():
+@pytest.mark.parametrize("target,stages", [
+    ("llvm", {"llvm": "define void @", "asm": "fma"}),
+    ("numba", {"numba": "prange("}),
+])
+def test_emit_stages_and_threads_agree(target, stages):
     g = matmul_graph((), 256, 256, 160)  # big enough to run in parallel
-    m1 = minidlc.compile(g, target="llvm", threads=1)
-    m2 = minidlc.compile(g, target="llvm", threads=2)
+    m1 = minidlc.compile(g, target=target, threads=1)
+    m2 = minidlc.compile(g, target=target, threads=2)
     feeds = m1.random_inputs()
     np.testing.assert_array_equal(m1.run(feeds)["relu"], m2.run(feeds)["relu"])
-    assert "define void @" in m1.emit("llvm")
-    assert "fma" in m1.emit("asm").lower() or "mul" in m1.emit("asm")
+    for stage, text in stages.items():
+        assert text in m1.emit(stage).lower()
     assert "// parallel" in m1.emit("loops")
-    with pytest.raises(ValueError, match="cannot emit 'ptx'; it emits graph, fused, loops, llvm, asm"):
+    with pytest.raises(ValueError, match=f"cannot emit 'ptx'; it emits graph, fused, loops, {', '.join(stages)}"):
         m1.emit("ptx")
 
 
-def test_compiled_code_is_cached_on_disk(tmp_path, monkeypatch):
+def test_llvm_code_is_cached_on_disk(tmp_path, monkeypatch):
     from minidlc.backends import cache
 
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
@@ -116,8 +126,23 @@ def test_compiled_code_is_cached_on_disk(tmp_path, monkeypatch):
     assert second.emit("llvm") == first.emit("llvm")  # ...until asked to show it: the same optimized IR
 
 
-def test_bad_input_is_a_python_error_before_native_code():
-    m = minidlc.compile(matmul_graph((), 3, 4, 5), target="llvm")
+def test_numba_code_is_cached_on_disk(tmp_path):
+    """A second process compiling the same model loads Numba's cached code
+    (the module is written under a hash of its text, `cache=True` does the rest)."""
+    import subprocess
+
+    script = ("import minidlc, sys; sys.path.insert(0, 'tests'); from test_cpu_backends import matmul_graph; "
+              "m = minidlc.compile(matmul_graph((), 3, 4, 5), target='numba'); "
+              "print(sum(m.executable.calls[0].fn.stats.cache_hits.values()))")
+    env = {**__import__("os").environ, "MINIDLC_CACHE": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                           cwd=Path(__file__).parents[1]) for _ in range(2)]
+    assert [r.stdout.strip() for r in runs] == ["0", "1"], [r.stderr[-2000:] for r in runs]
+    assert len(list((tmp_path / "numba").glob("m_*.py"))) == 1
+
+
+def test_bad_input_is_a_python_error_before_native_code(cpu):
+    m = minidlc.compile(matmul_graph((), 3, 4, 5), target=cpu)
     with pytest.raises(minidlc.InputError, match=r"input 'x' has shape \[4, 4\], expected \[3, 4\]"):
         m.run({"x": np.zeros((4, 4), np.float32)})
 
@@ -128,25 +153,28 @@ def test_memory_plan_reuses_the_arena():
     for _ in range(6):  # a chain of unfusable reductions: only neighbours are live together
         v = g.add("Softmax", [v], {"axis": 0}).output
     g.outputs = [v]
-    m = check(g, opt_level=0)
+    m = check(g, "llvm", opt_level=0)  # the plan is the loop program's: the same for every backend
     plan = m.program.plan
     assert plan.size < sum(s.size for s in plan.slots.values()) / 2
 
 
-def test_native_programs_around_a_numpy_fallback_on_many_threads():
+@pytest.mark.parametrize("target,threads,programs", [("llvm", 3, ("llvm", "define void @program")),
+                                                     ("numba", 2, ("numba", "def program"))])
+def test_native_programs_around_a_numpy_fallback_on_many_threads(target, threads, programs):
     """Native steps before and after a fallback form two programs; 3 threads on
-    any machine exercise uneven chunks and the barrier between stages."""
+    any machine exercise uneven chunks and the barrier between stages (Numba's
+    pool has as many threads as cores)."""
     g = Graph()
     x = g.add_input("x", TensorType((96, 70)))
     y = g.add("Relu", [g.add("MatMul", [x, g.constant(np.ones((70, 33), np.float32), "w")]).output]).output
     q = g.add("Cast", [g.add("Div", [g.add("Cast", [y], {"to": "i32"}).output,
                                      g.constant(np.array(3, np.int32), "three")]).output], {"to": "f32"}).output
     g.outputs = [g.add("Softmax", [g.add("Add", [q, y]).output], {"axis": 1}).output]
-    m = minidlc.compile(g, target="llvm", threads=3, opt_level=0)  # unfused: the Div is a step of its own
+    m = minidlc.compile(g, target=target, threads=threads, opt_level=0)  # unfused: the Div is a step of its own
     feeds = {"x": np.random.default_rng(0).integers(-5, 6, (96, 70)).astype(np.float32)}  # exact sums
     np.testing.assert_allclose(m.run(feeds)["softmax"], minidlc.compile(g).run(feeds)["softmax"], rtol=1e-5)
     assert m.emit("loops").count("runs on NumPy") == 1
-    assert m.emit("llvm").count("define void @program") == 2
+    assert m.emit(programs[0]).count(programs[1]) == 2
 
 
 @pytest.mark.parametrize("name", ["mlp", "tfblock", "convnet"])
@@ -162,13 +190,16 @@ def test_memory_plan_near_its_lower_bound_and_weights_packed_once(name):
     assert "a perfect plan needs" in m.emit("loops")
 
 
-@pytest.mark.parametrize("name,threads", [("mlp", 1), ("tfblock", 2), ("convnet", 3)])
-def test_demo_models_match_reference(name, threads):
+@pytest.mark.parametrize("target,name,threads", [
+    ("llvm", "mlp", 1), ("llvm", "tfblock", 2), ("llvm", "convnet", 3), ("numba", "mlp", 1), ("numba", "tfblock", 2),
+    pytest.param("numba", "convnet", 2, marks=pytest.mark.slow),  # a minute of cold Numba compile
+])
+def test_demo_models_match_reference(target, name, threads):
     sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
     from models import build_model
 
     model = build_model(name)
-    m = minidlc.compile(model, target="llvm", threads=threads)
+    m = minidlc.compile(model, target=target, threads=threads)
     ref = minidlc.compile(model, target="reference")
     feeds = m.random_inputs(3)
     got, want = m.run(feeds), ref.run(feeds)
@@ -189,7 +220,7 @@ def test_demo_models_match_reference(name, threads):
     ((1, 4, 7, 18), (4, 1, 3, 3), {"group": 4, "strides": [2, 1], "pads": [0, 0, 1, 0]}, "in place"),  # depthwise
     ((1, 2, 4, 18), (9, 2, 2, 2), {"dilations": [1, 2]}, "in place"),  # no padding: x itself
 ])
-def test_conv_as_gemm_with_bias_and_relu(shape, wshape, attrs, kind):
+def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
     rng = np.random.default_rng(2)
     g = Graph()
     x = g.add_input("x", TensorType(shape))
@@ -197,7 +228,7 @@ def test_conv_as_gemm_with_bias_and_relu(shape, wshape, attrs, kind):
     b = g.constant(rng.standard_normal(wshape[0]).astype(np.float32), "b")
     y = g.add("Conv", [x, w, b], attrs).output
     g.outputs = [g.add("Relu", [y]).output]
-    m = check(g)
+    m = check(g, cpu)
     loops = m.emit("loops")
     packed = {"x_im2col_packed": "im2col", "w_packed": "direct"}
     assert [packed[name] for name in packed if name in loops] == ([] if kind == "in place" else [kind])
@@ -212,34 +243,37 @@ def test_conv_as_gemm_with_bias_and_relu(shape, wshape, attrs, kind):
     ("GlobalAveragePool", {}),
     ("GlobalMaxPool", {}),
 ])
-def test_pooling_runs_natively(op, attrs):
+def test_pooling_runs_natively(cpu, op, attrs):
     g = Graph()
     g.outputs = [g.add(op, [g.add_input("x", TensorType((2, 3, 7, 11)))], attrs).outputs[0]]
-    m = check(g)
+    m = check(g, cpu)
     assert "NumPy" not in m.emit("loops")
 
 
-def test_f32_exp_is_accurate_over_its_range():
+def test_f32_exp_is_accurate_over_its_range(cpu):
     """exp on f32 is emitted as a polynomial (it vectorizes); check it to 1e-6
     relative, and its overflow, underflow and NaN behaviour."""
     g = Graph()
     g.outputs = [g.add("Exp", [g.add_input("x", TensorType((20006,)))]).output]
     xs = np.concatenate([np.linspace(-87, 88.7, 20000), [np.nan, np.inf, -np.inf, 89.0, -120.0, 0.0]]).astype(np.float32)
-    got = minidlc.compile(g, target="llvm").run({"x": xs})["exp"]
+    got = minidlc.compile(g, target=cpu).run({"x": xs})["exp"]
     np.testing.assert_allclose(got[:20000], np.exp(xs[:20000].astype(np.float64)), rtol=1e-6)
     np.testing.assert_array_equal(got[20000:], [np.nan, np.inf, 0.0, np.inf, 0.0, 1.0])
 
 
+LIBM_CALLS = {"llvm": ("@tanhf", "@erff", "@llvm.exp.f64", "@exp("), "numba": ("np.tanh", "math.erf", "np.exp")}
+
+
 @pytest.mark.parametrize("op,attrs", [("Tanh", {}), ("Sigmoid", {}), ("Gelu", {}), ("Gelu", {"approximate": "tanh"})])
-def test_f32_activations_are_inline_and_accurate(op, attrs):
+def test_f32_activations_are_inline_and_accurate(cpu, op, attrs):
     """tanh, sigmoid and gelu on f32 are plain arithmetic (no libm call per
     element, so they vectorize), within a few ulp of the f64 reference."""
     xs = np.concatenate([np.linspace(-30, 30, 20001), np.linspace(-1e-3, 1e-3, 999), [0.6249, 0.6251, -0.6251],
                          [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30]]).astype(np.float32)
     g = Graph()
     g.outputs = [g.add(op, [g.add_input("x", TensorType(xs.shape))], attrs).output]
-    m = minidlc.compile(g, target="llvm")
-    assert not any(f in m.emit("llvm") for f in ("@tanhf", "@erff", "@llvm.exp.f64", "@exp("))
+    m = minidlc.compile(g, target=cpu)
+    assert not any(f in m.emit(cpu) for f in LIBM_CALLS[cpu])
     got = m.run({"x": xs})[g.outputs[0].name]
     with np.errstate(invalid="ignore"):
         want = minidlc.compile(g).run({"x": xs})[g.outputs[0].name]
@@ -251,52 +285,52 @@ def test_f32_activations_are_inline_and_accurate(op, attrs):
 @given(elementwise_graphs(max_nodes=6), st.sampled_from([0, 2]))
 def test_random_elementwise_graphs_match_reference(g, opt_level):
     """Random fused (and unfused) elementwise/broadcast graphs: inlining,
-    broadcasting and multi-output groups against the interpreter."""
-    m = minidlc.compile(g, target="llvm", opt_level=opt_level)
+    broadcasting and multi-output groups against the interpreter, on both backends."""
     feeds = random_feeds(g)
-    got = m.executable.run(feeds)
     want = minidlc.compile(g, target="reference", opt_level=0).executable.run(feeds)
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
+    for target in CPU:
+        got = minidlc.compile(g, target=target, opt_level=opt_level).executable.run(feeds)
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True, err_msg=target)
 
 
-def test_split_and_concat_are_index_remaps():
+def test_split_and_concat_are_index_remaps(cpu):
     g = Graph()
     x = g.add_input("x", TensorType((3, 10, 4)))
     parts = g.add("Split", [x], {"axis": 1, "split": [2, 5, 3]}).outputs
     y = g.add("Concat", [g.add("Tanh", [parts[2]]).output, parts[0]], {"axis": 1}).output
     g.outputs = [y, parts[1]]
-    m = check(g, opt_level=0)
+    m = check(g, cpu, opt_level=0)
     assert "NumPy" not in m.emit("loops")
 
 
-def test_batchnorm_is_elementwise_per_channel():
+def test_batchnorm_is_elementwise_per_channel(cpu):
     rng = np.random.default_rng(4)
     g = Graph()
     x = g.add_input("x", TensorType((2, 5, 3, 7)))
     params = [g.constant(rng.uniform(0.5, 2, 5).astype(np.float32)) for _ in range(4)]
     g.outputs = [g.add("BatchNormalization", [x, *params], {"epsilon": 1e-3}).output]
-    assert "NumPy" not in check(g, opt_level=0).emit("loops")
+    assert "NumPy" not in check(g, cpu, opt_level=0).emit("loops")
 
 
 @pytest.mark.parametrize("starts,ends,axes,view", [([2], [5], [0], True),          # rows 2..4: contiguous
                                                     ([0, 1], [1, 3], [0, 1], True),  # part of one row
                                                     ([1], [3], [1], False)])        # a column band: a copy
-def test_contiguous_slices_are_views(starts, ends, axes, view):
+def test_contiguous_slices_are_views(cpu, starts, ends, axes, view):
     g = Graph()
     x = g.add_input("x", TensorType((8, 4)))
     y = g.add("Exp", [x]).output  # the slice reads an arena tensor, not the input copy
     s = g.add("Slice", [y], {"starts": starts, "ends": ends, "axes": axes}).output
     g.outputs = [g.add("Softmax", [s], {"axis": -1}).output]
-    m = check(g, opt_level=0)
+    m = check(g, cpu, opt_level=0)
     assert ("Slice node %slice: a view of %exp, no copy" in m.emit("loops")) == view
 
 
-def test_runs_from_several_python_threads_take_turns():
+def test_runs_from_several_python_threads_take_turns(cpu):
     from concurrent.futures import ThreadPoolExecutor
 
     g = matmul_graph((), 64, 70, 33)
-    m = minidlc.compile(g, target="llvm", threads=2)
+    m = minidlc.compile(g, target=cpu, threads=2)
     feeds = [m.random_inputs(seed) for seed in range(8)]
     want = [m.run(f)["relu"] for f in feeds]
     with ThreadPoolExecutor(4) as pool:
@@ -305,22 +339,24 @@ def test_runs_from_several_python_threads_take_turns():
         np.testing.assert_array_equal(a, want[i % 8])
 
 
-def test_a_failing_numpy_fallback_names_the_node():
+def test_a_failing_numpy_fallback_names_the_node(cpu):
     from minidlc.ir import IRError
 
     g = Graph()
     x = g.add_input("x", TensorType((4,), "i32"))
     idx = g.add_input("idx", TensorType((3,), "i64"))
     g.outputs = [g.add("Div", [g.add("Gather", [x, idx]).output, g.constant(np.array(2, np.int32), "two")]).output]
-    m = minidlc.compile(g, target="llvm", opt_level=0)
+    m = minidlc.compile(g, target=cpu, opt_level=0)
     with pytest.raises(IRError, match=r"Gather node %gather failed in its NumPy implementation: IndexError"):
         m.run({"x": np.arange(4, dtype=np.int32), "idx": np.array([0, 7, 1])})
 
 
-def test_only_programs_with_parallel_loops_wake_threads():
+def test_only_programs_with_parallel_loops_wake_threads(cpu):
     tiny = Graph()
     tiny.outputs = [tiny.add("Relu", [tiny.add_input("x", TensorType((2, 3)))]).output]
     big = matmul_graph((), 256, 256, 160)
     for g, threads in ((tiny, 1), (big, 2)):
-        m = minidlc.compile(g, target="llvm", threads=2)
-        assert [c.program.threads for c in m.executable.calls] == [threads]
+        m = minidlc.compile(g, target=cpu, threads=2)
+        # llvm: the threads a program runs on; numba: the thread count it sets (None: no prange, none set)
+        used = [c.program.threads if cpu == "llvm" else (c.threads or 1) for c in m.executable.calls]
+        assert used == [threads]
