@@ -6,6 +6,7 @@ stderr and exit status 2; `--debug` shows the full traceback instead.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -358,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime import InputError
 
     args = build_parser().parse_args(argv)
+    if sys.stderr.isatty():  # progress notes on long work (a cold Numba compile), for people watching
+        logging.basicConfig(level=logging.INFO, format="minidlc: %(message)s", stream=sys.stderr)
     try:
         return args.fn(args)
     except BrokenPipeError:  # e.g. `minidlc compile ... | head`: the reader has what it wanted

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from ..host import HostExecutable, check_kernel_arrays
 from .render import render_module, uses_prange
 
 RENDER_VERSION = cache.source_version(Path(__file__).parent)
+log = logging.getLogger(__name__)
 
 
 def load_module(source: str):
@@ -39,6 +41,9 @@ def load_module(source: str):
 
     key = cache.cache_key(source, numba.__version__, RENDER_VERSION)
     path = cache.CACHE_DIR / "numba" / f"m_{key[:40]}.py"
+    if not path.exists():
+        log.info("numba: compiling %d kernel(s), cold: this takes a while (seconds to a minute); "
+                 "later compiles of this model load Numba's cache", source.count("@njit(") - source.count("def program"))
     if not path.exists() and not cache.write_atomic(path, source.encode()):
         path = Path(tempfile.mkdtemp(prefix="minidlc-numba-")) / path.name  # a read-only cache: compile uncached
         path.write_text(source)
