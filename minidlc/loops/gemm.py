@@ -36,6 +36,7 @@ GEMM_OPS = ("MatMul", "Gemm", "Conv")
 PARALLEL_MIN_FLOPS = 1 << 20  # below this (~15 us on one core) a barrier and idle threads cost more than they save
 DIRECT_MIN_CHANNELS = 8  # a Conv with fewer output channels per group uses im2col
 DIRECT_MIN_K = 64  # below this k (channels per group x kernel size), a stride-1 Conv reads its pixels in place
+ROW_BLOCKS_MIN_WIDTH = 24  # a direct Conv with output rows this wide blocks pixels within a row
 
 
 @dataclass(frozen=True)
@@ -94,16 +95,19 @@ class GemmSpec:
     m: int
     k: int
     n: int
-    a: Callable[[list[Expr], Expr, list[Expr]], Expr]    # A'[b][row, k] (k: a multi-index over k_shape)
+    a: Callable[[list[Expr], list[Expr], list[Expr]], Expr]  # A'[b][row, k] (row: a multi-index over
+                                                             # row_shape, k: over k_shape)
     b_batch: tuple[int, ...]                             # the axes B' varies along
     b_index: Callable[[list[Expr]], list[Expr]]          # b -> B's batch index
     b: Callable[[list[Expr], list[Expr], Expr, Expr], Expr] | None  # B'[bb][k, panel * NR + jj] at run time
                                                                     # (any value, read in bounds, past column n)
     b_packed: np.ndarray | None                          # B' packed at compile time (weights)
-    out: Callable[[list[Expr], Expr, Expr], list[Expr]]  # the product's multi-index at (b, row, col)
+    out: Callable[[list[Expr], list[Expr], Expr], list[Expr]]  # the product's multi-index at (b, row, col)
     adjust: Callable[[Expr, list[Expr]], Expr]           # e.g. alpha * acc + beta * C, at that index
     prologue: Stmt | None = None                         # loops that must run first (Conv: padding)
     k_shape: tuple[int, ...] = ()                        # the k loop as nested loops (default: one, of k)
+    row_shape: tuple[int, ...] = ()                      # the rows as a grid (default: one axis, of m);
+                                                         # register blocks never cross its last axis
     rows_contiguous: bool = False                        # the output's rows, not columns, are adjacent in memory
     b_in_place: bool = False                             # the micro-kernel reads `b` itself (it is contiguous
                                                          # along a panel): no packing loops
@@ -127,12 +131,12 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     return GemmSpec(
         batch, m, k, n,
-        a=lambda bidx, row, kv: lw.read(a_val, broadcast_index(bidx, a_batch, batch) + ([kv[0], row] if trans_a else [row, kv[0]])),
+        a=lambda bidx, row, kv: lw.read(a_val, broadcast_index(bidx, a_batch, batch) + ([kv[0], row[0]] if trans_a else [row[0], kv[0]])),
         b_batch=b_batch,
         b_index=lambda bidx: broadcast_index(bidx, b_batch, batch),
         b=lambda bb, kv, panel, jj: lw.read(b_val, bb + ([_col(panel, jj, n), kv[0]] if trans_b else [kv[0], _col(panel, jj, n)])),
         b_packed=None if const_b is None else pack_b(const_b, CONFIG.nr, trans_b),
-        out=lambda bidx, row, col: bidx + [row, col],
+        out=lambda bidx, row, col: bidx + [row[0], col],
         adjust=adjust)
 
 
@@ -182,13 +186,18 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     in_place = bool(row_panels) and win.strides[-1] == 1  # a panel's pixels are adjacent in the (padded) input
     if mg >= DIRECT_MIN_CHANNELS and not (in_place and kc < DIRECT_MIN_K):
         w_t = np.swapaxes(w_const.reshape(g, mg, kc), 1, 2)  # (G, Kc, Mg)
+        # wide output rows: blocks of pixels within one row, so a pixel's position
+        # is affine in the block's row (no division in the inner loop); narrow
+        # ones: blocks run across rows, fewer of them partly empty
+        grid = out_sp if out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH else (math.prod(out_sp),)
+        pixel = (lambda row: row) if len(grid) == len(out_sp) else (lambda row: _unflatten(row[0], out_sp))
         return GemmSpec(
             (nimg, g), math.prod(out_sp), kc, mg,
-            a=lambda bidx, row, kv: read_x(bidx[0], bidx[1], kv[0], _unflatten(row, out_sp), kv[1:]),
+            a=lambda bidx, row, kv: read_x(bidx[0], bidx[1], kv[0], pixel(row), kv[1:]),
             b_batch=(g,), b_index=lambda bidx: [bidx[1]], b=None, b_packed=pack_b(w_t, CONFIG.nr),
-            out=lambda bidx, row, col: [bidx[0], channel(bidx, col)] + _unflatten(row, out_sp),
+            out=lambda bidx, row, col: [bidx[0], channel(bidx, col)] + pixel(row),
             adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
-            prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True)
+            prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True, row_shape=grid)
 
     wbuf = lw.constant_param(w.name, w_const, w.type.dtype)
 
@@ -202,10 +211,10 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     return GemmSpec(
         (nimg, g), mg, kc, math.prod(out_sp),
-        a=lambda bidx, row, kv: Load(wbuf, add(mul(channel(bidx, row), const(kc)), row_major(kv, (cg,) + kernel)),
+        a=lambda bidx, row, kv: Load(wbuf, add(mul(channel(bidx, row[0]), const(kc)), row_major(kv, (cg,) + kernel)),
                                      w.type.dtype),
         b_batch=(nimg, g), b_index=lambda bidx: bidx, b=b_elem, b_packed=None,
-        out=lambda bidx, row, col: [bidx[0], channel(bidx, row)] + _unflatten(col, out_sp),
+        out=lambda bidx, row, col: [bidx[0], channel(bidx, row[0])] + _unflatten(col, out_sp),
         adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
         prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place)
 
@@ -270,8 +279,9 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     c_val = node.outputs[0]
     buf = lw.buffer_for(out)
 
-    def block(bidx: list[Expr], row0: Expr, rows: int, panel: Expr, cols: int) -> Stmt:
-        """One MR x NR block of C at rows row0.., panel `panel`; stores rows x cols."""
+    def block(bidx: list[Expr], row0: list[Expr], rows: int, panel: Expr, cols: int) -> Stmt:
+        """One MR x NR block of C at rows row0.. (a multi-index over the row grid,
+        advancing along its last axis), panel `panel`; stores rows x cols."""
         acc = lw.fresh("acc")
         ii, jj = lw.var("ii"), lw.var("jj")
         k_shape = spec.k_shape or (k,)
@@ -284,14 +294,15 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
             kk = row_major(list(kv), k_shape)
             b_value = Load(bp, add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(k)), kk), const(nr)), jj), dt)
         cell = add(mul(ii, const(nr)), jj)
-        fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, add(row0, ii), list(kv)), b_value)))
+        row = row0[:-1] + [add(row0[-1], ii)]
+        fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, row, list(kv)), b_value)))
         # rows unrolled, columns vectorized: acc is then accessed only at constant
         # offsets, whole vectors at a time, and LLVM keeps it in vector registers
         compute = loop_nest(list(kv), list(k_shape),
                             For(ii, const(rows), For(jj, const(nr), fma, LoopKind.VECTORIZED), LoopKind.UNROLLED))
         zero = For(ii, const(rows), For(jj, const(nr), Store(acc, cell, Const(0.0, dt)), LoopKind.VECTORIZED),
                    LoopKind.UNROLLED)
-        out_idx = spec.out(bidx, add(row0, ii), add(mul(panel, const(nr)), jj))
+        out_idx = spec.out(bidx, row, add(mul(panel, const(nr)), jj))
 
         def product(idx: list[Expr]) -> Expr:
             if idx != out_idx:
@@ -309,15 +320,17 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         return Allocate(acc, dt, mr * nr, seq(zero, compute, store))
 
     nb = math.prod(batch)
-    full_rows, full_cols = m // mr, n // nr
-    edge_rows, edge_cols = m % mr, n % nr
+    grid = spec.row_shape or (m,)
+    full_rows, edge_rows = grid[-1] // mr, grid[-1] % mr
+    full_cols, edge_cols = n // nr, n % nr
     parallel = nb * m * n * k * 2 >= PARALLEL_MIN_FLOPS
 
     def column_panel(bidx: list[Expr], panel: Expr, cols: int) -> Stmt:
         """All rows of C against one panel of B: the panel stays in cache meanwhile."""
-        ib = lw.var("ib")
-        return seq(For(ib, const(full_rows), block(bidx, mul(ib, const(mr)), mr, panel, cols)) if full_rows else None,
-                   block(bidx, const(full_rows * mr), edge_rows, panel, cols) if edge_rows else None)
+        ib, lead = lw.var("ib"), lw.vars(len(grid) - 1, "r")
+        return loop_nest(lead, list(grid[:-1]), seq(
+            For(ib, const(full_rows), block(bidx, lead + [mul(ib, const(mr))], mr, panel, cols)) if full_rows else None,
+            block(bidx, lead + [const(full_rows * mr)], edge_rows, panel, cols) if edge_rows else None))
 
     # full column panels, fused with the batch into one parallel loop; then the edge panel
     if full_cols:

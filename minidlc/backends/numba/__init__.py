@@ -33,6 +33,11 @@ from .render import render_module, uses_prange
 
 RENDER_VERSION = cache.source_version(Path(__file__).parent)
 log = logging.getLogger(__name__)
+# After each parallel loop, Numba's OpenMP workers spin (libgomp's default: 300,000 times) before they
+# sleep, keeping cores busy that the next host step or another runtime in the process needs (measured:
+# onnxruntime 1.6x slower right after a Numba run). Spin about as long as the llvm backend's barrier
+# does; a user's own setting wins. libgomp reads it when it starts, at the first parallel loop.
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
 
 def load_module(source: str):
