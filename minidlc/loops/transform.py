@@ -63,21 +63,26 @@ def walk_stmts(s: Stmt) -> Iterator[Stmt]:
             yield from walk_stmts(x)
 
 
-def walk_exprs(e: Expr) -> Iterator[Expr]:
-    yield e
+def children(e: Expr) -> tuple[Expr, ...]:
+    """The operands of an expression node (a Load's: its index)."""
     if isinstance(e, (Binary, Compare)):
-        yield from walk_exprs(e.a)
-        yield from walk_exprs(e.b)
-    elif isinstance(e, Select):
-        for x in (e.cond, e.a, e.b):
-            yield from walk_exprs(x)
-    elif isinstance(e, Cast):
-        yield from walk_exprs(e.value)
-    elif isinstance(e, Call):
-        for x in e.args:
-            yield from walk_exprs(x)
-    elif isinstance(e, Load):
-        yield from walk_exprs(e.index)
+        return (e.a, e.b)
+    if isinstance(e, Select):
+        return (e.cond, e.a, e.b)
+    if isinstance(e, Cast):
+        return (e.value,)
+    if isinstance(e, Call):
+        return e.args
+    if isinstance(e, Load):
+        return (e.index,)
+    return ()
+
+
+def walk_exprs(e: Expr) -> Iterator[Expr]:
+    """Every node of the expression tree, pre-order."""
+    yield e
+    for c in children(e):
+        yield from walk_exprs(c)
 
 
 def stmt_exprs(s: Stmt) -> Iterator[Expr]:

@@ -31,7 +31,7 @@ from collections import Counter
 from ...loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
                          Seq, Stmt, Store, Var)
 from ...loops.simplify import simplify_stmt
-from ...loops.transform import stmt_exprs, substitute_stmt, walk_exprs, walk_stmts
+from ...loops.transform import children, stmt_exprs, substitute_stmt, walk_exprs, walk_stmts
 
 NP_TYPE = {"f32": "np.float32", "f64": "np.float64", "i8": "np.int8", "u8": "np.uint8", "i16": "np.int16",
            "i32": "np.int32", "i64": "np.int64", "bool": "np.bool_"}
@@ -88,26 +88,12 @@ def _repeated(roots: list[Expr]) -> list[Expr]:
         count[e] += 1
         if count[e] > 1:
             return
-        for child in _children(e):
+        for child in children(e):
             visit(child)
         order.append(e)
     for r in roots:
         visit(r)
     return [e for e in order if count[e] > 1 and not isinstance(e, (Var, Const))]
-
-
-def _children(e: Expr) -> tuple[Expr, ...]:
-    if isinstance(e, (Binary, Compare)):
-        return (e.a, e.b)
-    if isinstance(e, Select):
-        return (e.cond, e.a, e.b)
-    if isinstance(e, Cast):
-        return (e.value,)
-    if isinstance(e, Call):
-        return e.args
-    if isinstance(e, Load):
-        return (e.index,)
-    return ()
 
 
 def unroll(s: Stmt) -> Stmt:
