@@ -48,7 +48,7 @@ def compile(model, target: str = "reference", opt_level: int = 2, *, example_inp
     backend = get_backend(target)
     source = load(model, example_inputs, input_shapes)
     pipeline = build_pipeline(opt_level=opt_level, passes=passes, instruments=instruments,
-                              verify_each=verify_each, context=PassContext(target, backend.can_lower))
+                              verify_each=verify_each, context=PassContext(backend.can_lower))
     optimized = pipeline.run(source.copy())
     program = backend.program(optimized)
     executable = backend.build(program, **backend_options)

@@ -126,7 +126,7 @@ def test_planned_targets_say_they_are_not_built():
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["compile", "{relu}", "--target", "llvm", "--threads", "0"], "--threads must be at least 1, got 0"),
+    (["compile", "{relu}", "--target", "llvm", "--threads", "0"], "target llvm: option threads must be at least 1, got 0"),
     (["compile", "{relu}", "--threads", "2"], "--threads is an option of --target llvm or numba, not of reference"),
     (["compile", "{relu}", "--target", "numba", "--threads", "999"],
      "target numba: threads=999, but Numba's thread pool has"),

@@ -60,6 +60,14 @@ def test_float_arithmetic(backend, dtype, op, ref):
     np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "f32" else 1e-12, equal_nan=True)
 
 
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_float_mod_of_a_multiple_is_a_zero_with_the_divisors_sign(backend, dtype):
+    a = np.array([-4.0, 4.0, -4.0, 4.0, 0.0, -0.0], DTYPES[dtype])
+    b = np.array([2.0, -2.0, -2.0, 2.0, -3.0, 3.0], DTYPES[dtype])
+    got = elementwise(backend, lambda x, y: Binary("mod", x, y), [a, b], dtype)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(np.mod(a, b)))
+
+
 @pytest.mark.parametrize("op,ref", [("min", np.minimum), ("max", np.maximum)])
 def test_float_min_max_propagate_nan(backend, op, ref):
     a = np.array([1, np.nan, 2, np.nan, -np.inf, 3], np.float32)
@@ -121,6 +129,28 @@ def test_compares_store_bools_as_bytes(backend, op, ref, dtype):
     got = elementwise(backend, lambda x, y: Compare(op, x, y), [a, b], "bool")
     assert got.dtype == np.bool_ and set(got.view(np.uint8)) <= {0, 1}
     np.testing.assert_array_equal(got, ref(a, b))
+
+
+def test_integer_constants_wrap_to_their_dtype(backend):
+    """Sign on u8 compares with a u8 -1 (that is, 255), as the rule writes it."""
+    x = np.array([0, 1, 200], np.uint8)
+    got = elementwise(backend, lambda v: Select(Compare("<", v, Const(1, "u8")), v, Const(-1, "u8")), [x], "u8")
+    np.testing.assert_array_equal(got, [0, 255, 255])
+
+
+def test_names_that_clash_in_python_are_renamed(backend):
+    """Buffers named like a loop variable, a keyword, a constant global or with
+    non-ASCII letters: the generated source keeps them all apart."""
+    i = Var("i0")
+    params = (Param("i0", "f32", 3), Param("in", "f32", 3), Param("x²", "f32", 3), Param("F32_1p5", "f32", 3),
+              Param("np", "f32", 3))
+    value = add(add(Load("i0", i, "f32"), Load("x²", i, "f32")), mul(Load("F32_1p5", i, "f32"), Const(1.5, "f32")))
+    kernel = Kernel("rt", params, For(i, const(3), seq(Store("in", i, value), Store("np", i, Load("in", i, "f32")))))
+    a, b, c = (np.arange(3, dtype=np.float32) + k for k in (1, 10, 100))
+    out, out2 = np.zeros(3, np.float32), np.zeros(3, np.float32)
+    compile_kernel(backend, kernel)([a, out, b, c, out2])
+    np.testing.assert_array_equal(out, a + b + c * 1.5)
+    np.testing.assert_array_equal(out2, out)
 
 
 def test_select_and_logic_on_bools(backend):
@@ -186,10 +216,10 @@ def test_erf_and_pow_f64(backend):
                                want, rtol=1e-14)
 
 
-@pytest.mark.parametrize("dtype", ["i8", "i32", "i64"])
+@pytest.mark.parametrize("dtype", ["i8", "u8", "i32", "i64"])
 def test_integer_abs_and_neg_wrap(backend, dtype):
     info = np.iinfo(DTYPES[dtype])
-    x = np.array([0, 5, -5, info.max, info.min], DTYPES[dtype])
+    x = np.array([0, 5, -5 % (info.max + 1) if dtype == "u8" else -5, info.max, info.min], DTYPES[dtype])
     with np.errstate(all="ignore"):
         np.testing.assert_array_equal(elementwise(backend, lambda v: Call("abs", (v,)), [x], dtype), np.abs(x))
         np.testing.assert_array_equal(elementwise(backend, lambda v: Call("neg", (v,)), [x], dtype), -x)

@@ -254,7 +254,7 @@ def cpu_program(g, opt_level: int):
     from minidlc.passes.manager import PassContext, build_pipeline
 
     backend = get_backend("llvm")
-    graph = build_pipeline(opt_level=opt_level, context=PassContext("llvm", backend.can_lower)).run(g.copy())
+    graph = build_pipeline(opt_level=opt_level, context=PassContext(backend.can_lower)).run(g.copy())
     return backend.program(graph)
 
 

@@ -74,7 +74,8 @@ class Backend:
         return LoopProgram(graph, self.schedule)
 
 
-THREADS = Option("threads", int, f"threads to run on (default: all {os.cpu_count()} cores)", minimum=1)
+THREADS = Option("threads", int, f"threads to run on (default: all {os.cpu_count()} cores; numba: at most its "
+                                 "pool, NUMBA_NUM_THREADS)", minimum=1)
 BACKENDS: dict[str, Backend] = {}
 
 

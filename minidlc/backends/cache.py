@@ -23,9 +23,11 @@ def host_cpu() -> str:
     return f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
 
 
-def source_version(folder: Path) -> str:
-    """A hash of the Python files of a code generator: compiled code is stale when any changes."""
-    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(folder).glob("*.py")))).hexdigest()
+def source_version(folder: Path, helpers: Path | None = None, helper_files: tuple[str, ...] = ()) -> str:
+    """A hash of the Python files of a code generator (and of the named helper
+    files it uses): compiled code is stale when any of them changes."""
+    files = sorted(Path(folder).glob("*.py")) + [Path(helpers) / f for f in helper_files]
+    return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
 
 
 def cache_key(*parts: str) -> str:

@@ -52,7 +52,7 @@ class HostArena:
         else:
             a = self.array(LoopProgram.bound_value(step, binding))
         a = np.ascontiguousarray(a).reshape(-1)
-        assert a.dtype == DTYPES[p.dtype] and a.size in (p.size, 0) or a.size > p.size, (step.node.describe(), p)
+        assert a.dtype == DTYPES[p.dtype] and (a.size >= p.size or a.size == 0), (step.node.describe(), p)
         return a
 
 

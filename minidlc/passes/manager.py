@@ -33,10 +33,9 @@ class Pass(Protocol):
 
 @dataclass(frozen=True)
 class PassContext:
-    """What a pipeline knows besides the graph: the target it compiles for.
+    """What a pipeline knows besides the graph, from the target it compiles for.
     A pass that wants it declares a `context` attribute; the pipeline sets it."""
 
-    target: str = "reference"
     # whether the target can compute a node in a kernel; fusion keeps other nodes out of groups
     can_lower: Callable[[Node], bool] = lambda node: True
 

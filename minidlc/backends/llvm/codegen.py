@@ -198,11 +198,12 @@ class KernelCodegen:
         if _is_float(dtype):
             if op in ("min", "max"):
                 return self.intrinsic("llvm.minimum" if op == "min" else "llvm.maximum", [a, c], dtype)
-            if op == "mod":  # floor modulo: fix the sign of C's remainder
+            if op == "mod":  # floor modulo: fix the sign of C's remainder; a zero takes the divisor's sign
                 r = b.frem(a, c)
                 fix = b.and_(b.fcmp_ordered("!=", r, _const(r, 0.0)),
                              b.xor(b.fcmp_ordered("<", r, _const(r, 0.0)), b.fcmp_ordered("<", c, _const(r, 0.0))))
-                return b.select(fix, b.fadd(r, c), r)
+                zero = self.intrinsic("llvm.copysign", [_const(r, 0.0), c], dtype)
+                return b.select(fix, b.fadd(r, c), b.select(b.fcmp_ordered("==", r, _const(r, 0.0)), zero, r))
             fn = {"+": b.fadd, "-": b.fsub, "*": b.fmul, "/": b.fdiv, "%": b.frem}[op]
             return fn(a, c, flags=_REASSOC if self.vectorized else _CONTRACT)
         unsigned = dtype in ("u8", "bool")
@@ -251,6 +252,8 @@ class KernelCodegen:
         if fn == "abs":
             if _is_float(dtype):
                 return self.intrinsic("llvm.fabs", args, dtype)
+            if dtype in ("u8", "bool"):
+                return args[0]
             return b.select(b.icmp_signed("<", args[0], _const(args[0], 0)), b.neg(args[0]), args[0])
         if fn == "ldexp":
             return self.ldexp(*args, dtype)
@@ -270,7 +273,8 @@ class KernelCodegen:
         int_t = _like(ir.IntType(bits), y)
 
         def pow2(k):
-            biased = b.add(b.fptosi(k, int_t), _const(b.fptosi(k, int_t), bias))
+            ki = b.fptosi(k, int_t)
+            biased = b.add(ki, _const(ki, bias))
             return b.bitcast(b.shl(biased, _const(biased, mantissa)), y.type)
         half = self.intrinsic("llvm.floor", [b.fmul(n, _const(n, 0.5))], dtype)
         return b.fmul(b.fmul(y, pow2(half)), pow2(b.fsub(n, half)))

@@ -24,8 +24,10 @@ def _target_machine():
                                         opt=3, codemodel="jitdefault")
 
 
-# Compiled code on disk is stale when any file of this backend (the code generator) changes.
-CODEGEN_VERSION = cache.source_version(Path(__file__).parent)
+# Compiled code on disk is stale when any file of this backend (the code generator) changes, or
+# the loop-IR helpers its vector code generation uses (simplify, transform).
+CODEGEN_VERSION = cache.source_version(Path(__file__).parent, Path(__file__).parents[2] / "loops",
+                                       ("simplify.py", "transform.py"))
 
 
 class JitModule:

@@ -19,7 +19,9 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,26 +42,44 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
 
+# Loading and compiling touch process-wide state (sys.modules, Numba's config): one thread at a time.
+_COMPILE_LOCK = threading.RLock()
+# Numba's fallback threading layer (workqueue, when neither OpenMP nor TBB is there) aborts the
+# process if two threads launch parallel loops at once: programs with parallel loops take turns.
+_PARALLEL_LOCK = threading.Lock()
+
+
 def load_module(source: str):
     """Import the generated `source` from the cache (writing it there first)."""
     import numba
 
     key = cache.cache_key(source, numba.__version__, RENDER_VERSION)
-    path = cache.CACHE_DIR / "numba" / f"m_{key[:40]}.py"
-    if not path.exists():
-        log.info("numba: compiling %d kernel(s), cold: this takes a while (seconds to a minute); "
-                 "later compiles of this model load Numba's cache", source.count("@njit(") - source.count("def program"))
-    if not path.exists() and not cache.write_atomic(path, source.encode()):
-        path = Path(tempfile.mkdtemp(prefix="minidlc-numba-")) / path.name  # a read-only cache: compile uncached
-        path.write_text(source)
     name = f"minidlc_numba_{key[:16]}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    with _COMPILE_LOCK:
+        if name in sys.modules:
+            return sys.modules[name]
+        path = cache.CACHE_DIR / "numba" / f"m_{key[:40]}.py"
+        if not path.exists():
+            log.info("numba: compiling %d kernel(s), cold: this takes a while (seconds to a minute); later "
+                     "compiles of this model load Numba's cache", source.count("@njit(") - source.count("def program"))
+            if not cache.write_atomic(path, source.encode()):  # a read-only cache: compile uncached
+                path = _scratch_dir() / path.name
+                path.write_text(source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # Numba's cache finds a function's module here
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return module
+
+
+@lru_cache(maxsize=1)
+def _scratch_dir() -> Path:
+    """One temporary directory per process, for modules when the cache cannot be written."""
+    return Path(tempfile.mkdtemp(prefix="minidlc-numba-"))
 
 
 @contextmanager
@@ -67,14 +87,16 @@ def slp_vectorizer():
     """Numba runs LLVM without its SLP vectorizer by default; a GEMM's register
     block (a row of `acc[jj] += a * b[jj]` loops, unrolled by LLVM) needs it
     to become vector FMAs (6.9 -> 112 GFLOP/s on one Zen 4 core). On only
-    while minidlc's own functions compile."""
+    while minidlc's own functions compile (under the compile lock, so that
+    nobody else's code compiles meanwhile from another of our threads)."""
     from numba.core import config
 
-    saved, config.SLP_VECTORIZE = config.SLP_VECTORIZE, 1
-    try:
-        yield
-    finally:
-        config.SLP_VECTORIZE = saved
+    with _COMPILE_LOCK:
+        saved, config.SLP_VECTORIZE = config.SLP_VECTORIZE, 1
+        try:
+            yield
+        finally:
+            config.SLP_VECTORIZE = saved
 
 
 class NumbaCall:
@@ -89,9 +111,12 @@ class NumbaCall:
             fn.compile(tuple(numba.typeof(a) for a in arrays))  # now, not at the first run
 
     def __call__(self) -> None:
-        if self.threads is not None:
+        if self.threads is None:
+            self.fn(*self.arrays)
+            return
+        with _PARALLEL_LOCK:
             self._set_threads(self.threads)  # per calling thread, as Numba keeps it
-        self.fn(*self.arrays)
+            self.fn(*self.arrays)
 
 
 class NumbaExecutable(HostExecutable):
@@ -124,15 +149,16 @@ def build(program: LoopProgram, threads: int | None = None) -> NumbaExecutable:
     return NumbaExecutable(program, threads)
 
 
-def compile_kernel(kernel: Kernel, threads: int | None = None):
+def compile_kernel(kernel: Kernel, threads: int = 1):
     """Compile one kernel by itself; returns `run(arrays)`, which checks each
     array against its parameter (dtype, size) and calls the kernel on them in
     place. The counterpart of the llvm backend's compile_kernel."""
     verify_kernel(kernel)
-    module = load_module(render_module([[kernel]]))
+    source = render_module([[kernel]])
+    module = load_module(source)
 
     def run(arrays: list[np.ndarray]) -> None:
         check_kernel_arrays(kernel, arrays)
         NumbaCall(module.program0, [a.reshape(-1) for a in arrays], threads)()  # flat views: kernels index flat
-    run.source = render_module([[kernel]])
+    run.source = source
     return run

@@ -6,7 +6,7 @@ A kernel becomes a function of flat NumPy arrays (its parameters, in order):
     def k_fused_matmul_relu(x, w_packed, out):
         for i0 in prange(64):                    # parallel loop
             for j1 in range(16):                 # vectorized: a plain loop LLVM vectorizes
-                out[i0 * 16 + j1] = rt.fmax(...)
+                out[np.uint64(i0 * 16 + j1)] = rt.fmax(...)
 
 Loops marked unrolled are unrolled here, so a small `Allocate` read and
 written only at constant indices becomes scalar variables; other allocations
@@ -26,8 +26,12 @@ from __future__ import annotations
 
 import keyword
 import math
+import re
 from collections import Counter
 
+import numpy as np
+
+from ...ir import DTYPES
 from ...loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
                          Seq, Stmt, Store, Var)
 from ...loops.simplify import simplify_stmt
@@ -53,19 +57,24 @@ def literal(c: Const) -> str:
         x = float(c.value)
         text = "np.nan" if math.isnan(x) else ("np.inf" if x > 0 else "-np.inf") if math.isinf(x) else repr(x)
         return f"{NP_TYPE[c.dtype]}({text})"
-    return str(int(c.value)) if c.dtype == "i64" else f"{NP_TYPE[c.dtype]}({int(c.value)})"
+    return str(_wrapped(c)) if c.dtype == "i64" else f"{NP_TYPE[c.dtype]}({_wrapped(c)})"
+
+
+def _wrapped(c: Const) -> int:
+    """An integer constant as its dtype holds it (a u8 -1 is 255, as llvm's constant is)."""
+    return int(np.array(int(c.value)).astype(np.int64).astype(DTYPES[c.dtype]))
 
 
 class Constants:
     """Module-level typed constants, one per (dtype, value), named after both."""
 
     def __init__(self):
-        self.names: dict[tuple[str, float], str] = {}
+        self.names: dict[tuple[str, str], str] = {}
 
     def __call__(self, c: Const) -> str:
         if c.dtype in ("i64", "bool"):
             return literal(c)  # Python's own int and bool are these
-        value = float(c.value) if _is_float(c.dtype) else int(c.value)
+        value = float(c.value) if _is_float(c.dtype) else _wrapped(c)
         key = (c.dtype, repr(value))  # repr: 0.0 and -0.0 stay apart
         if key not in self.names:
             text = repr(value).replace("-", "m").replace(".", "p").replace("+", "")
@@ -126,9 +135,10 @@ def _scalar_buffers(body: Stmt) -> set[str]:
     return allocs - indexed
 
 
-def safe_name(name: str) -> str:
-    """A Python identifier for a buffer or variable that shadows nothing the source uses."""
-    return name + "_" if name in RESERVED else name
+def _identifier(name: str) -> str:
+    """A lower-case ASCII Python identifier from a loop-IR name."""
+    text = re.sub(r"[^0-9a-z_]", "_", name.lower()) or "v"
+    return "v" + text if text[0].isdigit() else text
 
 
 def uses_prange(k: Kernel) -> bool:
@@ -136,20 +146,26 @@ def uses_prange(k: Kernel) -> bool:
 
 
 class KernelRenderer:
-    def __init__(self, kernel: Kernel, constants: Constants):
-        self.kernel, self.constants = kernel, constants
+    def __init__(self, kernel: Kernel, name: str, constants: Constants):
+        self.kernel, self.name, self.constants = kernel, name, constants
         self.body = unroll(kernel.body)
         self.scalars = _scalar_buffers(self.body)
         self.scalar_names: dict[tuple[str, int], str] = {}  # (buffer, index) -> variable
-        self.taken = ({p.name for p in kernel.params} | {s.buf for s in walk_stmts(self.body) if isinstance(s, Allocate)}
-                      | {s.var.name for s in walk_stmts(self.body) if isinstance(s, For)})
+        # every parameter, local array and loop variable gets its own Python identifier:
+        # lower-case ASCII (constants are upper case), no keyword, no helper's name
+        # (buffers and variables are apart in the loop IR, one namespace in Python)
+        self.taken: set[str] = set()
+        self.bufs = {b: self.fresh(_identifier(b)) for b in dict.fromkeys(
+            [p.name for p in kernel.params] + [s.buf for s in walk_stmts(self.body) if isinstance(s, Allocate)])}
+        self.vars = {v: self.fresh(_identifier(v)) for v in dict.fromkeys(
+            s.var.name for s in walk_stmts(self.body) if isinstance(s, For))}
         self.temps: dict[Expr, str] = {}  # subexpressions of the current statement held in temporaries
         self.lines: list[str] = []
 
     def render(self) -> list[str]:
         """The function's lines (without its decorator)."""
-        params = ", ".join(safe_name(p.name) for p in self.kernel.params)
-        self.lines = [f"def {self.kernel.name}({params}):"]
+        params = ", ".join(self.bufs[p.name] for p in self.kernel.params)
+        self.lines = [f"def {self.name}({params}):"]
         self.body_or_pass(self.body, 1)
         return self.lines
 
@@ -161,7 +177,7 @@ class KernelRenderer:
         if isinstance(s, For):
             loop = "prange" if s.kind == LoopKind.PARALLEL else "range"
             tag = f"  # {s.kind.value}" if s.kind != LoopKind.SERIAL else ""
-            self.emit(ind, f"for {safe_name(s.var.name)} in {loop}({self.expr(s.extent)}):{tag}")
+            self.emit(ind, f"for {self.vars[s.var.name]} in {loop}({self.expr(s.extent)}):{tag}")
             self.body_or_pass(s.body, ind + 1)
         elif isinstance(s, Store):
             for e in _repeated([s.index, s.value]):
@@ -172,7 +188,7 @@ class KernelRenderer:
             self.temps.clear()
         elif isinstance(s, Allocate):
             if s.buf not in self.scalars:
-                self.emit(ind, f"{safe_name(s.buf)} = carray(rt.stack_empty({s.size}, {NP_TYPE[s.dtype]}), {s.size})")
+                self.emit(ind, f"{self.bufs[s.buf]} = carray(rt.stack_empty({s.size}, {NP_TYPE[s.dtype]}), {s.size})")
             self.stmt(s.body, ind)
         elif isinstance(s, If):
             self.emit(ind, f"if {self.expr(s.cond)}:")
@@ -206,20 +222,20 @@ class KernelRenderer:
         if buf in self.scalars:
             key = (buf, int(index.value))
             if key not in self.scalar_names:
-                self.scalar_names[key] = self.fresh(f"{buf}_{key[1]}")
+                self.scalar_names[key] = self.fresh(f"{self.bufs[buf]}_{key[1]}")
             return self.scalar_names[key]
         if isinstance(index, Const):
-            return f"{safe_name(buf)}[{int(index.value)}]"
+            return f"{self.bufs[buf]}[{int(index.value)}]"
         # an unsigned index: Numba adds no wrap-around test for a negative one,
         # which would keep LLVM from vectorizing (8x slower GEMMs)
-        return f"{safe_name(buf)}[np.uint64({self.expr(index)})]"
+        return f"{self.bufs[buf]}[np.uint64({self.expr(index)})]"
 
     # ---- expressions --------------------------------------------------------------
     def expr(self, e: Expr) -> str:
         if e in self.temps:
             return self.temps[e]
         if isinstance(e, Var):
-            return safe_name(e.name)
+            return self.vars[e.name]
         if isinstance(e, Const):
             return self.constants(e)
         if isinstance(e, Load):
@@ -278,14 +294,14 @@ class KernelRenderer:
         return f"{_NP_CALL[e.fn]}({', '.join(args)})"
 
 
-def render_kernel(kernel: Kernel, constants: Constants) -> list[str]:
-    """The decorated function of one kernel."""
+def render_kernel(kernel: Kernel, name: str, constants: Constants) -> list[str]:
+    """The decorated function `name` of one kernel."""
     # fast-math: contraction into FMA only. Numba's flags hold for a whole
     # function, and reassociation would let LLVM vectorize a GEMM's k loop
     # across k (the llvm backend reassociates inside vectorized loops alone).
     deco = ("@njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'}"
             + (", parallel=True)" if uses_prange(kernel) else ")"))
-    return [deco, *KernelRenderer(kernel, constants).render()]
+    return [deco, *KernelRenderer(kernel, name, constants).render()]
 
 
 def render_module(programs: list[list[Kernel]]) -> str:
@@ -293,17 +309,24 @@ def render_module(programs: list[list[Kernel]]) -> str:
     calls the kernels of `programs[i]` in order; its arguments are their
     parameters, kernel after kernel."""
     constants = Constants()
+    taken = RESERVED | {f"program{i}" for i in range(len(programs))}
     lines = []
     for i, kernels in enumerate(programs):
+        names = []
         for k in kernels:
-            lines += ["", *render_kernel(k, constants), ""]
+            name = _identifier(k.name)
+            while name in taken:
+                name = f"{name}_"
+            taken.add(name)
+            names.append(name)
+            lines += ["", *render_kernel(k, name, constants), ""]
         if len(kernels) == 1:  # a program of one kernel is that kernel (one function less to compile)
-            lines += [f"program{i} = {kernels[0].name}", ""]
+            lines += [f"program{i} = {names[0]}", ""]
             continue
         args = [f"b{j}_{n}" for j, k in enumerate(kernels) for n in range(len(k.params))]
         lines += ["", "@njit(cache=True, nogil=True)", f"def program{i}({', '.join(args)}):"]
-        for j, k in enumerate(kernels):
-            lines.append(f"    {k.name}({', '.join(f'b{j}_{n}' for n in range(len(k.params)))})")
+        for j, (k, name) in enumerate(zip(kernels, names)):
+            lines.append(f"    {name}({', '.join(f'b{j}_{n}' for n in range(len(k.params)))})")
         lines.append("")
     head = ["# Generated by minidlc from loop IR: one function per kernel, one per program.",
             "import math", "", "import numpy as np", "from numba import carray, njit, prange", "",
