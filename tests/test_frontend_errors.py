@@ -103,3 +103,37 @@ def test_run_returns_outputs_by_name():
 def test_unknown_target():
     with pytest.raises(ValueError, match="unknown target 'tpu'"):
         minidlc.compile(RELU, target="tpu")
+
+
+def test_a_value_defined_twice_is_an_error_naming_it_and_both_definitions():
+    """onnxruntime and the ONNX checker reject this; it used to load, and one definition silently won."""
+    m = model([helper.make_node("Relu", ["x"], ["y"], name="a"), helper.make_node("Neg", ["x"], ["y"], name="b")],
+              [vi("x", [2])], [vi("y", [2])])
+    with pytest.raises(ModelLoadError, match="value 'y' is defined twice: by Neg node 'b' and by Relu node 'a'"):
+        minidlc.load(m)
+    m = model([helper.make_node("Relu", ["x"], ["x"], name="a")], [vi("x", [2])], [vi("x", [2])])
+    with pytest.raises(ModelLoadError, match="value 'x' is defined twice: by Relu node 'a' and by graph input 'x'"):
+        minidlc.load(m)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
+    m = model([helper.make_node("Add", ["x", "w"], ["w"], name="a")], [vi("x", [2])], [vi("w", [2])], inits=[w])
+    with pytest.raises(ModelLoadError, match="value 'w' is defined twice: by Add node 'a' and by initializer 'w'"):
+        minidlc.load(m)
+
+
+@pytest.mark.parametrize("declared,dtype,message", [
+    ([3], TensorProto.FLOAT, r"initializer 'w' has shape \[2\], but the graph input of that name says \[3\]"),
+    ([2], TensorProto.INT64, "initializer 'w' has element type FLOAT, but the graph input of that name says INT64"),
+])
+def test_an_initializer_that_contradicts_its_graph_input_is_an_error(declared, dtype, message):
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
+    m = model([helper.make_node("Add", ["x", "w"], ["y"])], [vi("x", [2]), vi("w", declared, dtype)], [vi("y", [2])],
+              inits=[w])
+    with pytest.raises(ModelLoadError, match=message):
+        minidlc.load(m)
+
+
+def test_an_initializer_listed_as_an_input_too_still_loads():
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
+    m = model([helper.make_node("Add", ["x", "w"], ["y"])], [vi("x", [2]), vi("w", [2])], [vi("y", [2])], inits=[w])
+    out = minidlc.compile(m).run({"x": np.zeros(2, np.float32)})
+    np.testing.assert_array_equal(out["y"], [1.0, 2.0])

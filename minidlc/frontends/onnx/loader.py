@@ -137,10 +137,23 @@ def load_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> 
     opset = opset_of(proto)
     g = Graph(_ident(proto.graph.name) or "main")
     env: dict[str, object] = {}
-    inits = {t.name: t for t in proto.graph.initializer}
+    defined: dict[str, str] = {}  # value name -> what defines it, for the error on a second definition
+
+    def define(name: str, by: str) -> None:
+        if name in defined:
+            raise ModelLoadError(f"value {name!r} is defined twice: by {by} and by {defined[name]} "
+                                 "(an ONNX graph defines each value once)")
+        defined[name] = by
+
+    inits = {}
+    for t in proto.graph.initializer:
+        define(t.name, f"initializer '{t.name}'")
+        inits[t.name] = t
     for vi in proto.graph.input:
-        if vi.name in inits:
-            continue  # old-style models list initializers as inputs too
+        if vi.name in inits:  # old-style models list initializers as inputs too: they must agree
+            _check_initializer_matches_input(inits[vi.name], vi)
+            continue
+        define(vi.name, f"graph input '{vi.name}'")
         env[vi.name] = g.add_input(vi.name, _input_type(vi, bound))
     unknown = set(bound) - {vi.name for vi in proto.graph.input}
     if unknown:
@@ -172,12 +185,28 @@ def load_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> 
         outs = [outs] if not isinstance(outs, (list, tuple)) else outs
         for name, v in zip(node.output, outs):
             if name:
+                define(name, f"{node.op_type} node '{loc}'")
                 env[name] = v
     try:
         g.outputs = [env[o.name] for o in proto.graph.output]
     except KeyError as e:
         raise ModelLoadError(f"graph output {e.args[0]!r} is not produced by any node") from None
     return g
+
+
+def _check_initializer_matches_input(t: onnx.TensorProto, vi: onnx.ValueInfoProto) -> None:
+    """An initializer listed as a graph input too (old models) must have the input's dtype and shape."""
+    if not vi.type.HasField("tensor_type"):
+        raise ModelLoadError(f"graph input '{vi.name}' has an initializer but is not a tensor")
+    tt = vi.type.tensor_type
+    if tt.elem_type != t.data_type:
+        raise ModelLoadError(f"initializer '{t.name}' has element type {onnx.TensorProto.DataType.Name(t.data_type)}, "
+                             f"but the graph input of that name says {onnx.TensorProto.DataType.Name(tt.elem_type)}")
+    if tt.HasField("shape"):
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if len(declared) != len(t.dims) or any(d is not None and d != s for d, s in zip(declared, t.dims)):
+            raise ModelLoadError(f"initializer '{t.name}' has shape {list(t.dims)}, but the graph input of that "
+                                 f"name says {[d if d is not None else '?' for d in declared]}")
 
 
 def _ident(name: str) -> str:
