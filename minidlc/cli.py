@@ -26,6 +26,7 @@ examples:
   minidlc run model.onnx --random-inputs --check          run and compare with onnxruntime
   minidlc run model.onnx --input x=x.npy --output out.npz
   minidlc bench model.onnx --target llvm --compare onnxruntime
+  minidlc cache info                             where compiled code is cached, and how much
 """
 
 
@@ -257,6 +258,16 @@ def cmd_demo(args) -> int:
     return 1 if bad else 0
 
 
+def cmd_cache(args) -> int:
+    from .backends import cache
+
+    if args.action == "clear":
+        print(f"removed {cache.clear()} files from {cache.CACHE_DIR}")
+    else:
+        print(cache.info())
+    return 0
+
+
 def cmd_bench(args) -> int:
     m = compile_model(args, out=sys.stderr)
     feeds = {**m.random_inputs(), **read_inputs(args.input)}
@@ -340,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("model")
     sp.set_defaults(fn=cmd_ops)
+
+    sp = sub.add_parser("cache", help="show or clear the cache of compiled code",
+                        description="the on-disk cache of compiled code (llvm object files, numba modules): "
+                                    "its place, size and bound, or clear it\n\nexample:\n  minidlc cache info",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("action", choices=["info", "clear"])
+    sp.set_defaults(fn=cmd_cache)
 
     sp = sub.add_parser("demo", help="compile, check and time the shipped demo models",
                         description="compile the demo models (mlp, convnet, tfblock), compare with onnxruntime "

@@ -5,15 +5,28 @@ source generated from it), the host CPU's name and features (code for
 AVX-512 must not load on an AVX2 machine), and the version of the code
 generator (a hash of its source files), so a stale entry is never found.
 `MINIDLC_CACHE` moves the cache; the default is ~/.cache/minidlc.
+
+Native code from disk is loaded into the process, so nothing is loaded
+unverified: an entry starts with a header holding its key and a SHA-256 of
+its contents (`store`, `load`); a truncated, corrupted or foreign entry is a
+miss, rebuilt and overwritten, never a crash. The directory is created
+private (0700); a directory or entry that someone else owns, or that others
+may write, is not used. Entries are evicted least recently used first once
+the cache passes `MINIDLC_CACHE_MB` (default 1024 MiB).
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 CACHE_DIR = Path(os.environ.get("MINIDLC_CACHE", Path.home() / ".cache" / "minidlc"))
+MAX_BYTES = int(os.environ.get("MINIDLC_CACHE_MB", "1024")) * 2**20
+MAGIC = b"minidlc-cache-1\n"
+log = logging.getLogger(__name__)
 
 
 def host_cpu() -> str:
@@ -34,15 +47,102 @@ def cache_key(*parts: str) -> str:
     return hashlib.sha256("\n".join([*parts, host_cpu()]).encode()).hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> bool:
-    """Write `path` so that a concurrent reader sees all of it or nothing; False
-    when the cache cannot be written (a read-only home: run uncached)."""
+def trusted(path: Path) -> bool:
+    """Whether `path` is ours and nobody else may write it."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # unique per writer
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def directory(sub: str = "") -> Path | None:
+    """The cache directory (or a sub-folder), created private; None when it
+    cannot be made or cannot be trusted: then the caller compiles uncached."""
+    path = CACHE_DIR / sub if sub else CACHE_DIR
+    try:
+        CACHE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    if not (trusted(CACHE_DIR) and trusted(path)):
+        log.warning("minidlc: not using the cache %s: it is not yours, or others may write it", path)
+        return None
+    return path
+
+
+def write_atomic(path: Path, data: bytes) -> bool:
+    """Write `path` (mode 0600) so that a concurrent reader sees all of it or
+    nothing; False when the cache cannot be written (a read-only home)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # unique per writer, mode 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
         return True
     except OSError:
         return False
+
+
+_stores = 0  # entries stored by this process: the bound is enforced on the first and every 64th
+
+
+def store(path: Path, key: str, data: bytes) -> None:
+    """Save `data` as the entry for `key`, with a header that `load` verifies."""
+    global _stores
+    write_atomic(path, MAGIC + key.encode() + b"\n" + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+    _stores += 1
+    if _stores % 64 == 1:  # a walk over the whole cache: not on every store
+        evict()
+
+
+def load(path: Path, key: str) -> bytes | None:
+    """The verified contents of the entry for `key`, or None (missing, not
+    ours, written by others, truncated, corrupted, or for another key)."""
+    if not trusted(path):
+        return None
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    header = MAGIC + key.encode() + b"\n"
+    digest, data = raw[len(header):len(header) + 65], raw[len(header) + 65:]
+    if not raw.startswith(header) or digest != hashlib.sha256(data).hexdigest().encode() + b"\n":
+        log.warning("minidlc: ignoring the damaged cache entry %s (it will be rebuilt)", path)
+        return None
+    os.utime(path)  # most recently used
+    return data
+
+
+def entries() -> list[Path]:
+    return [p for p in CACHE_DIR.rglob("*") if p.is_file()] if CACHE_DIR.is_dir() else []
+
+
+def evict(max_bytes: int | None = None) -> int:
+    """Delete least recently used entries until the cache holds at most
+    `max_bytes` (default MAX_BYTES); returns how many were deleted."""
+    limit = MAX_BYTES if max_bytes is None else max_bytes
+    files = sorted(entries(), key=lambda p: p.stat().st_mtime)
+    total, removed = sum(p.stat().st_size for p in files), 0
+    for p in files:
+        if total <= limit:
+            break
+        try:
+            size = p.stat().st_size
+            p.unlink()
+            total, removed = total - size, removed + 1
+        except OSError:
+            pass
+    return removed
+
+
+def info() -> str:
+    files = entries()
+    size = sum(p.stat().st_size for p in files)
+    return (f"cache: {CACHE_DIR}\n{len(files)} files, {size / 2**20:.1f} MiB "
+            f"(bound {MAX_BYTES / 2**20:.0f} MiB, MINIDLC_CACHE_MB; least recently used go first)")
+
+
+def clear() -> int:
+    """Delete every entry; returns how many."""
+    return evict(0)

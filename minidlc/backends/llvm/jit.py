@@ -34,19 +34,21 @@ class JitModule:
     """Native code for the LLVM module that `build()` makes, optimized at O3 for
     this CPU. The object code is cached on disk under a hash of `source` (the
     loop IR the module is generated from), so a cache hit skips code generation
-    and LLVM entirely; the module is built only when someone asks to see it."""
+    and LLVM entirely; the module is built only when someone asks to see it.
+    A cache entry is loaded only once its digest checks out (cache.load)."""
 
     def __init__(self, build: Callable[[], ir.Module], source: str):
         self.tm = _target_machine()
         self._build, self._ir_text = build, None
         key = cache.cache_key(source, ".".join(map(str, llvm.llvm_version_info)), CODEGEN_VERSION)
-        self.cache_file = cache.CACHE_DIR / f"{key}.o"
-        self.cached = self.cache_file.exists()
-        if self.cached:
-            data = self.cache_file.read_bytes()
-        else:
+        folder = cache.directory()
+        self.cache_file = folder / f"{key}.o" if folder else None
+        data = cache.load(self.cache_file, key) if folder else None  # verified, or None
+        self.cached = data is not None
+        if data is None:
             data = self.tm.emit_object(self._optimize())
-            cache.write_atomic(self.cache_file, data)
+            if folder:
+                cache.store(self.cache_file, key, data)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
         self.engine.finalize_object()

@@ -9,11 +9,13 @@
   intrinsics that emit the same LLVM instructions as the llvm backend.
 - here: the module is written to the disk cache under a hash of its text
   (keyed like the llvm cache), imported, and compiled by Numba with
-  `cache=True`, so compiling the same model again loads Numba's cached code.
+  `cache=True`, so compiling the same model again loads Numba's cached code
+  (once its files match the digests recorded when they were made).
   The executable runs over the same host arena as the llvm backend.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -50,7 +52,10 @@ _PARALLEL_LOCK = threading.Lock()
 
 
 def load_module(source: str):
-    """Import the generated `source` from the cache (writing it there first)."""
+    """Import the generated `source` from the cache (writing it there first).
+    Numba's own cache files for it (under __pycache__) are used only when they
+    match the digests recorded after they were made (`seal`); otherwise they
+    are deleted and Numba compiles afresh."""
     import numba
 
     key = cache.cache_key(source, numba.__version__, RENDER_VERSION)
@@ -58,15 +63,20 @@ def load_module(source: str):
     with _COMPILE_LOCK:
         if name in sys.modules:
             return sys.modules[name]
-        path = cache.CACHE_DIR / "numba" / f"m_{key[:40]}.py"
-        if not path.exists():
+        folder = cache.directory("numba") or _scratch_dir()  # untrusted or read-only cache: compile uncached
+        path = folder / f"m_{key[:40]}.py"
+        if not (cache.trusted(path) and path.read_text() == source):
             log.info("numba: compiling %d kernel(s), cold: this takes a while (seconds to a minute); later "
                      "compiles of this model load Numba's cache", source.count("@njit(") - source.count("def program"))
-            if not cache.write_atomic(path, source.encode()):  # a read-only cache: compile uncached
+            _drop_numba_cache(path)
+            if not cache.write_atomic(path, source.encode()):
                 path = _scratch_dir() / path.name
                 path.write_text(source)
+        elif not _numba_cache_intact(path, key):
+            _drop_numba_cache(path)
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
+        module.__minidlc_key__ = key
         sys.modules[name] = module  # Numba's cache finds a function's module here
         try:
             spec.loader.exec_module(module)
@@ -74,6 +84,40 @@ def load_module(source: str):
             del sys.modules[name]
             raise
         return module
+
+
+def _numba_files(path: Path) -> list[Path]:
+    """Numba's cache files (index and data) for the functions of module file `path`."""
+    return sorted((path.parent / "__pycache__").glob(f"{path.stem}.*"))
+
+
+def _manifest(path: Path) -> Path:
+    return path.with_suffix(".manifest")
+
+
+def _digests(files: list[Path]) -> bytes:
+    return "".join(f"{f.name} {hashlib.sha256(f.read_bytes()).hexdigest()}\n" for f in files).encode()
+
+
+def _numba_cache_intact(path: Path, key: str) -> bool:
+    files = _numba_files(path)
+    if not files:
+        return True
+    recorded = cache.load(_manifest(path), key)
+    return recorded is not None and all(cache.trusted(f) for f in files) and recorded == _digests(files)
+
+
+def _drop_numba_cache(path: Path) -> None:
+    for f in _numba_files(path) + [_manifest(path)]:
+        f.unlink(missing_ok=True)
+
+
+def seal(module) -> None:
+    """Record the digests of Numba's cache files for `module`, once its functions are compiled."""
+    path = Path(module.__file__)
+    files = _numba_files(path)
+    if files and cache.directory("numba") == path.parent:
+        cache.store(_manifest(path), module.__minidlc_key__, _digests(files))
 
 
 @lru_cache(maxsize=1)
@@ -135,11 +179,15 @@ class NumbaExecutable(HostExecutable):
     def _compile(self, segments: list[list[Step]]) -> list[NumbaCall]:
         kernels = [[st.lowered.kernel for st in seg] for seg in segments]
         self.source = render_module(kernels)
-        module = load_module(self.source) if segments else None
-        return [NumbaCall(getattr(module, f"program{i}"),
-                          [self.arena.buffer(st, b) for st in seg for b in st.lowered.bindings],
-                          self.threads if any(uses_prange(k) for k in kernels[i]) else None)
-                for i, seg in enumerate(segments)]
+        if not segments:
+            return []
+        module = load_module(self.source)
+        calls = [NumbaCall(getattr(module, f"program{i}"),
+                           [self.arena.buffer(st, b) for st in seg for b in st.lowered.bindings],
+                           self.threads if any(uses_prange(k) for k in kernels[i]) else None)
+                 for i, seg in enumerate(segments)]
+        seal(module)
+        return calls
 
     def emit(self, stage: str) -> str:
         return self.source
@@ -159,6 +207,8 @@ def compile_kernel(kernel: Kernel, threads: int = 1):
 
     def run(arrays: list[np.ndarray]) -> None:
         check_kernel_arrays(kernel, arrays)
-        NumbaCall(module.program0, [a.reshape(-1) for a in arrays], threads)()  # flat views: kernels index flat
+        call = NumbaCall(module.program0, [a.reshape(-1) for a in arrays], threads)  # flat views: kernels index flat
+        seal(module)
+        call()
     run.source = source
     return run
