@@ -236,8 +236,7 @@ class KernelCodegen:
             name = "llvm.fptoui.sat" if dst == "u8" else "llvm.fptosi.sat"
             vec = f"v{v.type.count}" if isinstance(v.type, ir.VectorType) else ""
             full = f"{name}.{vec}i{_TYPES[dst].width}.{vec}{'f32' if src == 'f32' else 'f64'}"
-            f = self.module.globals.get(full) or ir.Function(self.module, ir.FunctionType(t, [v.type]), full)
-            return b.call(f, [v])
+            return b.call(self.declare(full, t, [v.type]), [v])
         if _is_float(dst):
             return b.uitofp(v, t) if src in ("u8", "bool") else b.sitofp(v, t)
         width, src_width = _TYPES[dst].width, _TYPES[src].width
@@ -261,8 +260,7 @@ class KernelCodegen:
             return self.intrinsic(_INTRINSIC[fn], args, dtype)
         name = _LIBM[fn][0 if dtype == "f32" else 1]
         t = args[0].type
-        f = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(t, [t] * len(args)), name)
-        return b.call(f, args)
+        return b.call(self.declare(name, t, [t] * len(args)), args)
 
     def ldexp(self, y, n, dtype: str):
         """y * 2^n for an integral float n, |n| <= 252: n = h + (n - h) with
@@ -283,8 +281,11 @@ class KernelCodegen:
         t = args[0].type
         suffix = "f32" if dtype == "f32" else "f64"
         full = f"{name}.v{t.count}{suffix}" if isinstance(t, ir.VectorType) else f"{name}.{suffix}"
-        f = self.module.globals.get(full) or ir.Function(self.module, ir.FunctionType(t, [t] * len(args)), full)
-        return self.b.call(f, args, fastmath=("contract",))
+        return self.b.call(self.declare(full, t, [t] * len(args)), args, fastmath=("contract",))
+
+    def declare(self, name: str, ret, args) -> ir.Function:
+        """The external function (libm, or an LLVM intrinsic) `name`, declared once per module."""
+        return self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(ret, args), name)
 
 
 MAX_VECTOR = 64  # longer vectorized loops are left to LLVM's loop vectorizer

@@ -112,8 +112,14 @@ def _drop_numba_cache(path: Path) -> None:
         f.unlink(missing_ok=True)
 
 
-def seal(module) -> None:
-    """Record the digests of Numba's cache files for `module`, once its functions are compiled."""
+def seal(module, dispatchers: list) -> None:
+    """Record the digests of Numba's cache files for `module` when Numba
+    compiled (and cached) something of it since the last time: a warm load
+    or a repeated run costs no hashing or writing."""
+    compiled = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
+    if compiled == getattr(module, "__minidlc_sealed__", 0):
+        return
+    module.__minidlc_sealed__ = compiled
     path = Path(module.__file__)
     files = _numba_files(path)
     if files and cache.directory("numba") == path.parent:
@@ -186,7 +192,7 @@ class NumbaExecutable(HostExecutable):
                            [self.arena.buffer(st, b) for st in seg for b in st.lowered.bindings],
                            self.threads if any(uses_prange(k) for k in kernels[i]) else None)
                  for i, seg in enumerate(segments)]
-        seal(module)
+        seal(module, [c.fn for c in calls])
         return calls
 
     def emit(self, stage: str) -> str:
@@ -208,7 +214,7 @@ def compile_kernel(kernel: Kernel, threads: int = 1):
     def run(arrays: list[np.ndarray]) -> None:
         check_kernel_arrays(kernel, arrays)
         call = NumbaCall(module.program0, [a.reshape(-1) for a in arrays], threads)  # flat views: kernels index flat
-        seal(module)
+        seal(module, [module.program0])
         call()
     run.source = source
     return run
