@@ -50,12 +50,13 @@ def scoped_cases():
     return [c for c in all_cases() if in_scope(c)]
 
 
-def covering_cases():
-    """A few in-scope cases that together use every op the in-scope cases use
-    (each case is kept if it brings an op not seen before): for targets whose
-    compile is slow, the default test run takes these, `-m slow` all."""
+def covering_cases(cases=None):
+    """A few of `cases` (default: the in-scope node cases) that together use
+    every op they use (each case is kept if it brings an op not seen before):
+    for targets whose compile is slow, the default test run takes these,
+    `-m slow` all."""
     seen, out = set(), []
-    for case in scoped_cases():
+    for case in scoped_cases() if cases is None else cases:
         ops = {n.op_type for n in case.model.graph.node}
         if ops - seen:
             seen |= ops
@@ -66,7 +67,8 @@ def covering_cases():
 def run_case(case, target: str = "reference", opt_level: int = 0):
     """Compile and run one case on `target`; raise AssertionError on a mismatch.
     Returns the compiled model (of the last data set)."""
-    names = [vi.name for vi in case.model.graph.input]
+    weights = {t.name for t in case.model.graph.initializer}  # old models list weights as inputs too
+    names = [vi.name for vi in case.model.graph.input if vi.name not in weights]
     for inputs, expected in case.data_sets:
         feeds = dict(zip(names, (_array(x) for x in inputs)))
         m, feeds = compile_binding_static_inputs(case.model, feeds, target, opt_level)

@@ -71,7 +71,7 @@ def test_ops_table(tmp_path, capsys):
     assert "Frobnicate" in out and "missing: no converter for this op" in out
     assert "2 op types, 1 unsupported" in out
     assert main(["run", str(path), "--random-inputs"]) == 2
-    assert "unsupported op type(s): Frobnicate (1 node)" in capsys.readouterr().err
+    assert "unsupported op type(s): Frobnicate (1 node; no converter for this op)" in capsys.readouterr().err
 
 
 def test_demo_prints_a_table(capsys):

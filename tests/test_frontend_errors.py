@@ -46,7 +46,9 @@ def test_unsupported_ops_reported_all_at_once_as_a_table():
     with pytest.raises(UnsupportedOpError) as e:
         minidlc.load(m)
     msg = str(e.value)
-    assert msg.splitlines()[0] == "model uses 2 unsupported op type(s): FancyOp (2 nodes), Special (1 node)"
+    assert msg.splitlines()[0] == ("model uses 2 unsupported op type(s): FancyOp (2 nodes; no converter for this "
+                                   "op), Special (1 node; domain 'com.vendor' is not supported (only the default "
+                                   "ONNX domain))")
     assert "FancyOp" in msg and "missing: no converter for this op" in msg
     assert "domain 'com.vendor' is not supported" in msg
     assert any(r["op"] == "Relu" and r["status"] == "supported" for r in e.value.table)

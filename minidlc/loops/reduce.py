@@ -1,4 +1,5 @@
-"""Lowering of reductions: Reduce*, Softmax/LogSoftmax and LayerNormalization.
+"""Lowering of reductions: Reduce*, Softmax/LogSoftmax, LayerNormalization,
+pooling, and CumSum.
 
 Each becomes loops over the kept axes around an accumulator loop over the
 reduced axes (`acc` is a one-element local array, which LLVM keeps in a
@@ -6,7 +7,8 @@ register). Softmax is the usual three passes over a row (max, sum of
 exponentials, write), layer normalization three as well (mean, variance,
 normalize): two-pass statistics are more accurate than one-pass sums of
 squares. The input element is re-read (and its producers re-computed) in
-each pass instead of being stored.
+each pass instead of being stored. CumSum is a reduction that stores its
+accumulator after every step.
 """
 from __future__ import annotations
 
@@ -217,3 +219,29 @@ def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     lw.buffers[id(out)] = buf
     store = Store(buf, row_major(list(o), out.type.shape), result)
     return loop_nest(list(o), list(out.type.shape), with_accumulators(accs, seq(body, store)))
+
+
+@register_lowering("CumSum")
+def _cumsum(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
+    """Loops over the other axes around one walk along `axis` (backwards if
+    reverse), adding into an accumulator and storing it after each element
+    (before it, if exclusive)."""
+    x, out = node.inputs[0], node.outputs[0]
+    dt = out.type.dtype
+    if dt == "bool":
+        raise Unsupported("CumSum on bool")
+    shape = x.type.shape
+    axis = node.attrs["axis"] % len(shape)
+    kept, index, fresh = _row_loops(lw, shape, [axis])
+    j = fresh()[axis]
+    pos = Binary("-", const(shape[axis] - 1), j) if node.attrs["reverse"] else j
+    idx = index({axis: pos})
+    acc = lw.fresh("acc")
+    total = Load(acc, const(0), dt)
+    buf = lw.buffer_for(out)
+    lw.buffers[id(out)] = buf
+    take = Store(acc, const(0), Binary("+", total, lw.read(x, idx)))
+    store = Store(buf, row_major(idx, shape), total)
+    step = seq(store, take) if node.attrs["exclusive"] else seq(take, store)
+    body = seq(Store(acc, const(0), Const(0.0 if dt in FLOATS else 0, dt)), loop_nest([j], [shape[axis]], step))
+    return loop_nest(list(kept.values()), [shape[a] for a in kept], with_accumulators([(acc, dt)], body))

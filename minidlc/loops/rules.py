@@ -219,6 +219,15 @@ def _prelu(node, idx, read):
     return _where_neg(x, mul(slope, x))
 
 
+@rule("Shrink")
+def _shrink(node, idx, read):
+    _float(node)
+    (x,) = _inputs(node, idx, read)
+    bias, lambd = _c(node.attrs["bias"], x), _c(node.attrs["lambd"], x)
+    return Select(Compare("<", x, Call("neg", (lambd,))), add(x, bias),
+                  Select(Compare(">", x, lambd), Binary("-", x, bias), _c(0.0, x)))
+
+
 @rule("Clip")
 def _clip(node, idx, read):
     if node.outputs[0].type.dtype not in NATIVE_DTYPES:
@@ -328,6 +337,16 @@ def _slice(node, idx, read):
         if out_shape[a]:
             src[a] = add(const(start), mul(const(step), idx[a]))
     return read(0, src)
+
+
+@rule("Trilu")
+def _trilu(node, idx, read):
+    """Keep x where column - row >= k (upper) or <= k (lower), else zero."""
+    diagonal = Binary("-", idx[-1], idx[-2])
+    keep = Compare(">=" if node.attrs["upper"] else "<=", diagonal, const(node.attrs["k"]))
+    x = read(0, idx)
+    zero = 0.0 if x.dtype in FLOATS else False if x.dtype == "bool" else 0
+    return Select(keep, x, Const(zero, x.dtype))
 
 
 @rule("Concat")

@@ -82,6 +82,7 @@ class Ctx:
         self.opset = opset
         self.loc = loc
         self.attrs: dict[str, Any] = {a.name: attr_value(a) for a in node.attribute}
+        self.attrs.pop("consumed_inputs", None)  # an opset-1 hint for in-place memory reuse, without meaning
         self.outputs = [o for o in node.output]
 
     def input(self, i: int) -> Value | None:

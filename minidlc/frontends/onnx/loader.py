@@ -131,7 +131,8 @@ def load_onnx(model, input_shapes: dict[str, tuple[int, ...]] | None = None) -> 
     rows = op_support_table(proto)
     missing = [r for r in rows if not r["status"].startswith("supported")]
     if missing:
-        names = ", ".join(f"{r['op']} ({r['count']} node{'s' if r['count'] > 1 else ''})" for r in missing)
+        names = ", ".join(f"{r['op']} ({r['count']} node{'s' if r['count'] > 1 else ''}; "
+                          f"{r['status'].removeprefix('missing: ')})" for r in missing)
         raise UnsupportedOpError(f"model uses {len(missing)} unsupported op type(s): {names}\n"
                                  + format_table(rows) + f"\nsupported ops: {', '.join(sorted(CONVERTERS))}", rows)
     opset = opset_of(proto)

@@ -8,7 +8,9 @@ What the converters normalize, so the IR ops have one meaning:
 * Resize's scales/sizes/roi inputs, `axes` and keep_aspect_ratio_policy
   become full-rank attributes; Resize-10 and Upsample (opsets 7-9) are
   Resize with asymmetric coordinates.
-* BatchNormalization converts in its inference form only.
+* BatchNormalization converts in its inference form only; before opset 7
+  `is_test` said which form, and the single output Y means inference.
+* Gemm before opset 7 broadcast C only with `broadcast=1`.
 """
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ import numpy as np
 from .converters import Ctx, converter, register_same, same_op
 
 register_same("MatMul", "GlobalAveragePool", "GlobalMaxPool", "InstanceNormalization", "LRN")
-register_same("Gemm", min_opset=7)  # opset 6 had the legacy `broadcast` attribute
 register_same("Einsum", min_opset=12)
 register_same("LayerNormalization", min_opset=17)
 
@@ -126,11 +127,24 @@ def average_pool(ctx: Ctx):
     return ctx.add("AveragePool", ctx.inputs, {**attrs, "count_include_pad": ctx.pop("count_include_pad", 0)})
 
 
+@converter("Gemm")
+def gemm(ctx: Ctx):
+    if ctx.opset < 7 and not ctx.pop("broadcast", 0):
+        a, b, c = ctx.inputs
+        rows = a.type.shape[1 if ctx.attrs.get("transA") else 0]
+        cols = b.type.shape[0 if ctx.attrs.get("transB") else 1]
+        if c.type.shape != (rows, cols):
+            raise ctx.error(f"C of shape {list(c.type.shape)} must be the result's shape {[rows, cols]} "
+                            "under broadcast=0")
+    return same_op(ctx)
+
+
 # ---- normalization -----------------------------------------------------------------
-@converter("BatchNormalization", min_opset=7)
+@converter("BatchNormalization")
 def batch_norm(ctx: Ctx):
     """Inference form only: training_mode=1, spatial=0 (per-activation
-    statistics, opsets 7-8) and the running/saved statistics outputs are errors."""
+    statistics, opsets 1-8) and the running/saved statistics outputs are errors."""
+    ctx.pop("is_test")  # opsets 1-6: the outputs asked for say the same
     if ctx.pop("training_mode", 0):
         raise ctx.error("training_mode=1 is not supported; minidlc compiles models for inference")
     if not ctx.pop("spatial", 1):

@@ -4,7 +4,7 @@ ReduceSum took `axes` as an attribute before opset 13, the other Reduce* ops
 before opset 18; from then on `axes` is an optional input, which must be known
 at compile time, and `noop_with_empty_axes` says what empty axes mean.
 In the IR, `axes` is always an attribute and empty axes mean "all"; a no-op
-reduction becomes an Identity.
+reduction becomes an Identity. CumSum's axis, an input, becomes an attribute.
 """
 from __future__ import annotations
 
@@ -30,3 +30,11 @@ def reduce(ctx):
 
 
 register_same("ArgMax", "ArgMin")
+
+
+@converter("CumSum")
+def cumsum(ctx):
+    axis = ctx.static(1, "axis")
+    if axis is None or axis.size != 1:
+        raise ctx.error("the axis input must be one integer")
+    return ctx.add("CumSum", ctx.inputs[:1], {**ctx.attrs, "axis": int(axis.reshape(()))})

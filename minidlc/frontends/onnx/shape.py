@@ -2,7 +2,8 @@
 
 Over the opsets, many attributes became inputs: Slice's starts/ends/axes
 (opset 10), Pad's pads and constant value (11) and axes (18), Split's sizes
-(13, with num_outputs from 18), Squeeze/Unsqueeze's axes (13). The IR keeps
+(13, with num_outputs from 18), Squeeze/Unsqueeze's axes (13); Trilu's
+diagonal `k` has always been an input. The IR keeps
 them as attributes (see `ir/ops/shape.py`): the converters read the inputs'
 compile-time values with `ctx.static` and fill in ONNX's defaults, so that
 the printed IR states every axis and bound explicitly.
@@ -79,6 +80,12 @@ def squeeze(ctx):
 @converter("Tile", min_opset=6)  # Tile-1 had `tiles` and `axis` inputs
 def tile(ctx):
     return ctx.add("Tile", ctx.inputs[:1], {"repeats": _ints(ctx.static(1, "repeats"))})
+
+
+@converter("Trilu")
+def trilu(ctx):
+    k = ctx.static(1, "k")
+    return ctx.add("Trilu", ctx.inputs[:1], {"upper": ctx.pop("upper", 1), "k": 0 if k is None else _ints(k)[0]})
 
 
 @converter("Split", min_opset=2)  # Split-1 took sizes as an input or an attribute

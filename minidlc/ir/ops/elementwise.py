@@ -111,6 +111,9 @@ def _gelu(x, approximate):
 
 _unary("Gelu", _gelu, attrs={"approximate": Attr("str", "none", choices=("none", "tanh"))})
 _binary("PRelu", lambda x, slope: np.where(x < 0, slope * x, x), dtypes=SIGNED)
+_unary("Shrink", lambda x, bias, lambd: np.where(x < -lambd, x + bias, np.where(x > lambd, x - bias, 0)),
+       NUMERIC_DTYPES, attrs={"bias": Attr("float", 0.0), "lambd": Attr("float", 0.5)},
+       doc="x + bias below -lambd, x - bias above lambd, 0 between")
 
 
 def _clip_infer(x, lo=None, hi=None):

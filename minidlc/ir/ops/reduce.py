@@ -1,4 +1,5 @@
-"""Reductions: ReduceSum and friends, ArgMax and ArgMin.
+"""Reductions: ReduceSum and friends, ArgMax and ArgMin; and CumSum, the scan
+that keeps every partial sum.
 
 Every Reduce* op has two IR attributes: `axes` (non-empty: the axes to reduce,
 negative ones counting from the back; empty: all axes) and `keepdims`. ONNX's
@@ -142,3 +143,29 @@ def _register_arg(name: str, np_fn: Callable) -> None:
 
 _register_arg("ArgMax", np.argmax)
 _register_arg("ArgMin", np.argmin)
+
+
+# ---- CumSum -------------------------------------------------------------------
+def _cumsum(x, axis, exclusive, reverse):
+    ax = axis % x.ndim
+    acc = _acc(x)
+    if reverse:
+        acc = np.flip(acc, ax)
+    out = np.cumsum(acc, axis=ax, dtype=acc.dtype)
+    if exclusive:  # element i holds the sum of the elements before it
+        out -= acc
+    if reverse:
+        out = np.flip(out, ax)
+    return out.astype(x.dtype)
+
+
+def _cumsum_infer(x, axis, exclusive, reverse):
+    same_dtype(x, allowed=NUMERIC_DTYPES)
+    norm_axis(axis, x.rank)
+    return x.type
+
+
+register("CumSum", Kind.REDUCTION, _cumsum_infer, _cumsum,
+         attrs={"axis": Attr("int"), "exclusive": Attr("int", 0, choices=(0, 1)),
+                "reverse": Attr("int", 0, choices=(0, 1))},
+         doc="running sums along `axis` (from the end if reverse; without the element itself if exclusive)")

@@ -9,7 +9,8 @@ folding removes them. An empty list attribute means ONNX's default for the
 omitted operand (all axes, the reversed permutation, unit steps).
 
 Every op here except Shape, Size, ConstantOfShape and Range is injective:
-each output element is a copy of one input element (or a constant pad).
+each output element is a copy of one input element (or a constant: a pad,
+Trilu's zeros).
 """
 from __future__ import annotations
 
@@ -300,6 +301,18 @@ register("Pad", Kind.INJECTIVE, _pad_infer, _pad,
 
 # ---- Shape, Size, ConstantOfShape, Range: values that fold away -----------------
 # Python slicing clamps start/end exactly as ONNX Shape does.
+def _trilu_infer(x, upper, k):
+    if x.rank < 2:
+        fail(f"Trilu needs a matrix or a stack of them, got shape {list(x.shape)}")
+    return x.type
+
+
+register("Trilu", Kind.INJECTIVE, _trilu_infer,
+         lambda x, upper, k: (np.triu if upper else np.tril)(x, k),
+         attrs={"upper": Attr("int", 1, choices=(0, 1)), "k": Attr("int", 0)},
+         doc="keep the upper (or lower) triangle of the last two axes from diagonal k on; zeros elsewhere")
+
+
 register("Shape", Kind.OPAQUE, lambda x, start, end: TensorType((len(x.shape[start:end]),), "i64"),
          lambda x, start, end: np.array(x.shape[start:end], np.int64),
          attrs={"start": Attr("int", 0), "end": Attr("int", INT64_MAX)},
