@@ -8,3 +8,13 @@ from hypothesis import settings
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
 settings.register_profile("thorough", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The differential fuzzer's seed, so that a failure can be replayed."""
+    import sys
+
+    fuzz = sys.modules.get("onnx_fuzz")
+    if fuzz is not None and "test_fuzz_onnxruntime" in sys.modules:
+        terminalreporter.write_line(f"fuzz seed: {fuzz.SEED} (replay: MINIDLC_FUZZ_SEED={fuzz.SEED} "
+                                    "python -m pytest tests/test_fuzz_onnxruntime.py)")

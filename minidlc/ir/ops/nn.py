@@ -83,8 +83,9 @@ def _softmax_infer(x, *, axis):
 
 def _log_softmax(x, *, axis):
     x64 = x.astype(np.float64)
-    shifted = x64 - x64.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+    shifted = x64 - x64.max(axis=axis, keepdims=True, initial=-np.inf)  # initial: an empty x has no max
+    with np.errstate(divide="ignore"):  # log(0): the sum over an empty axis
+        return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 register("Softmax", Kind.REDUCTION, _softmax_infer,
