@@ -2,6 +2,7 @@
 reference interpreter: fused elementwise groups, GEMM with epilogues on odd
 shapes, reductions, the demo models, the emitted stages, threads, the disk
 cache and input validation. Each test runs on both, unless it says why not."""
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 import minidlc
 from graph_strategies import elementwise_graphs, random_feeds
+from minidlc.backends.llvm.program import futex_syscall
 from minidlc.ir import Graph, TensorType
 
 CPU = ["llvm", "numba"]
@@ -360,3 +362,23 @@ def test_only_programs_with_parallel_loops_wake_threads(cpu):
         # llvm: the threads a program runs on; numba: the thread count it sets (None: no prange, none set)
         used = [c.program.threads if cpu == "llvm" else (c.threads or 1) for c in m.executable.calls]
         assert used == [threads]
+
+
+@pytest.mark.skipif(futex_syscall() is None, reason="the barrier sleeps on a futex only on Linux (x86_64, aarch64)")
+def test_llvm_barrier_sleeps_instead_of_spinning_when_a_thread_is_late():
+    """With three times as many threads as cores, some thread is always off its
+    core: the others go to sleep at the barrier (giving their cores back)
+    rather than spin, and wake up when the last one arrives."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+    from models import build_model
+
+    model = build_model("mlp")
+    m = minidlc.compile(model, target="llvm", threads=3 * (os.cpu_count() or 1))
+    ref = minidlc.compile(model, target="reference")
+    feeds = m.random_inputs(1)
+    want = ref.run(feeds)
+    for _ in range(20):
+        got = m.run(feeds)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+    assert m.executable.barrier_sleeps() > 0

@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def host_cpu() -> str:
-    """The CPU name and feature string that code generation targets."""
+    """The target triple (architecture and OS), CPU name and feature string
+    that code generation targets."""
     import llvmlite.binding as llvm
 
-    return f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
+    return f"{llvm.get_process_triple()} {llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
 
 
 def source_version(folder: Path, helpers: Path | None = None, helper_files: tuple[str, ...] = ()) -> str:

@@ -61,6 +61,10 @@ class LLVMExecutable(HostExecutable):
             calls.append(NativeCall(program, tables, [ptrs, arrays]))
         return calls
 
+    def barrier_sleeps(self) -> int:
+        """How often a thread has slept at a barrier (see `_emit_barrier`) in all runs so far."""
+        return sum(c.program.sleeps for c in self.calls if isinstance(c, NativeCall))
+
     def emit(self, stage: str) -> str:
         if stage == "llvm":
             return self.jit.llvm_ir()
