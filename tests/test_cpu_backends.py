@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 import minidlc
 from graph_strategies import elementwise_graphs, random_feeds
-from minidlc.backends.llvm.program import futex_syscall
+from minidlc.backends.llvm.team import futex_syscall
 from minidlc.ir import Graph, TensorType
 
 CPU = ["llvm", "numba"]
@@ -381,4 +381,4 @@ def test_llvm_barrier_sleeps_instead_of_spinning_when_a_thread_is_late():
         got = m.run(feeds)
         for k in want:
             np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
-    assert m.executable.barrier_sleeps() > 0
+    assert m.executable.sleeps() > 0

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ...loops.program import LoopProgram, Step
 from ..host import HostExecutable
-from .program import NativeProgram, compile_kernel, jit_programs, pool_of_threads
+from .program import NativeProgram, compile_kernel, jit_programs, team_of_threads
 
 __all__ = ["LLVMExecutable", "build", "compile_kernel"]
 
@@ -41,29 +41,30 @@ class NativeCall:
 
 class LLVMExecutable(HostExecutable):
     """The loop program's kernels compiled by LLVM: each run of consecutive
-    kernel steps is one native program (see `emit_program`), so a run makes one
-    native call per thread plus one per host step."""
+    kernel steps is one native program (see `emit_program`), run by a team of
+    threads (see team.py), so a run makes one native call per program plus one
+    per host step."""
 
     def __init__(self, program: LoopProgram, threads: int | None = None):
         self.threads = threads or os.cpu_count() or 1
         super().__init__(program, self._compile)
 
     def _compile(self, segments: list[list[Step]]) -> list[NativeCall]:
-        pool = pool_of_threads(self.threads)
         kernels = [[st.lowered.kernel for st in seg] for seg in segments]
         self.jit = jit_programs(self.graph.name, kernels)
+        self.team = team_of_threads(self.jit, self.threads, kernels)
         calls = []
         for i, seg in enumerate(segments):
             arrays = [[self.arena.buffer(st, b) for b in st.lowered.bindings] for st in seg]
             ptrs = [(ctypes.c_void_p * len(a))(*[x.ctypes.data for x in a]) for a in arrays]
             tables = (ctypes.c_void_p * len(ptrs))(*[ctypes.addressof(t) for t in ptrs])
-            program = NativeProgram(self.jit, f"program{i}", kernels[i], pool, self.threads)
+            program = NativeProgram(self.jit, f"program{i}", kernels[i], self.team)
             calls.append(NativeCall(program, tables, [ptrs, arrays]))
         return calls
 
-    def barrier_sleeps(self) -> int:
-        """How often a thread has slept at a barrier (see `_emit_barrier`) in all runs so far."""
-        return sum(c.program.sleeps for c in self.calls if isinstance(c, NativeCall))
+    def sleeps(self) -> int:
+        """How often one of its threads has slept (between runs or at a barrier, see team.py) so far."""
+        return self.team.sleeps if self.team is not None else 0
 
     def emit(self, stage: str) -> str:
         if stage == "llvm":
