@@ -4,6 +4,7 @@ shapes, reductions, the demo models, the emitted stages, threads, the disk
 cache and input validation. Each test runs on both, unless it says why not."""
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 
 import minidlc
 from graph_strategies import elementwise_graphs, random_feeds
-from minidlc.backends.llvm.team import futex_syscall
+from minidlc.backends.llvm.team import JOB_SLEEPERS, SPIN_LIMIT, futex_syscall
 from minidlc.ir import Graph, TensorType
 
 CPU = ["llvm", "numba"]
@@ -164,19 +165,21 @@ def test_memory_plan_reuses_the_arena():
                                                      ("numba", 2, ("numba", "def program"))])
 def test_native_programs_around_a_numpy_fallback_on_many_threads(target, threads, programs):
     """Native steps before and after a fallback form two programs; 3 threads on
-    any machine exercise uneven chunks and the barrier between stages (Numba's
-    pool has as many threads as cores)."""
+    any machine exercise uneven shares and the stages' order (Numba's pool has
+    as many threads as cores). The MatMul is big enough to run in parallel."""
     g = Graph()
-    x = g.add_input("x", TensorType((96, 70)))
-    y = g.add("Relu", [g.add("MatMul", [x, g.constant(np.ones((70, 33), np.float32), "w")]).output]).output
+    x = g.add_input("x", TensorType((250, 200)))
+    y = g.add("Relu", [g.add("MatMul", [x, g.constant(np.ones((200, 64), np.float32), "w")]).output]).output
     q = g.add("Cast", [g.add("Div", [g.add("Cast", [y], {"to": "i32"}).output,
                                      g.constant(np.array(3, np.int32), "three")]).output], {"to": "f32"}).output
     g.outputs = [g.add("Softmax", [g.add("Add", [q, y]).output], {"axis": 1}).output]
     m = minidlc.compile(g, target=target, threads=threads, opt_level=0)  # unfused: the Div is a step of its own
-    feeds = {"x": np.random.default_rng(0).integers(-5, 6, (96, 70)).astype(np.float32)}  # exact sums
+    feeds = {"x": np.random.default_rng(0).integers(-5, 6, (250, 200)).astype(np.float32)}  # exact sums
     np.testing.assert_allclose(m.run(feeds)["softmax"], minidlc.compile(g).run(feeds)["softmax"], rtol=1e-5)
     assert m.emit("loops").count("runs on NumPy") == 1
     assert m.emit(programs[0]).count(programs[1]) == 2
+    if target == "llvm":
+        assert m.executable.team.threads == threads
 
 
 @pytest.mark.parametrize("name", ["mlp", "tfblock", "convnet"])
@@ -364,21 +367,30 @@ def test_only_programs_with_parallel_loops_wake_threads(cpu):
         assert used == [threads]
 
 
-@pytest.mark.skipif(futex_syscall() is None, reason="the barrier sleeps on a futex only on Linux (x86_64, aarch64)")
-def test_llvm_barrier_sleeps_instead_of_spinning_when_a_thread_is_late():
+@pytest.mark.skipif(futex_syscall() is None, reason="waiting threads sleep on a futex only on Linux (x86_64, aarch64)")
+def test_llvm_team_with_more_threads_than_cores_sleeps_and_stays_right():
     """With three times as many threads as cores, some thread is always off its
-    core: the others go to sleep at the barrier (giving their cores back)
-    rather than spin, and wake up when the last one arrives."""
-    sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
-    from models import build_model
-
-    model = build_model("mlp")
-    m = minidlc.compile(model, target="llvm", threads=3 * (os.cpu_count() or 1))
-    ref = minidlc.compile(model, target="reference")
-    feeds = m.random_inputs(1)
-    want = ref.run(feeds)
-    for _ in range(20):
-        got = m.run(feeds)
-        for k in want:
-            np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
-    assert m.executable.sleeps() > 0
+    core: the others take its shares or go to sleep (giving their cores back)
+    instead of spinning. Two native programs around a NumPy step alternate, so
+    a worker that wakes up late finds a newer run (and must claim nothing of
+    the old one). Every run gives the same result."""
+    g = Graph()
+    x = g.add_input("x", TensorType((256, 200)))  # big enough for parallel loops
+    y = g.add("Relu", [g.add("MatMul", [x, g.constant(np.ones((200, 64), np.float32), "w")]).output]).output
+    q = g.add("Cast", [g.add("Div", [g.add("Cast", [y], {"to": "i32"}).output,
+                                     g.constant(np.array(3, np.int32), "three")]).output], {"to": "f32"}).output
+    g.outputs = [g.add("Softmax", [g.add("Add", [q, y]).output], {"axis": 1}).output]
+    m = minidlc.compile(g, target="llvm", threads=3 * (os.cpu_count() or 1), opt_level=0)
+    feeds = [{"x": np.random.default_rng(seed).integers(-5, 6, (256, 200)).astype(np.float32)} for seed in range(3)]
+    want = [minidlc.compile(g).run(f)["softmax"] for f in feeds]
+    team = m.executable.team
+    for i in range(60):
+        np.testing.assert_allclose(m.run(feeds[i % 3])["softmax"], want[i % 3], rtol=1e-5)
+    assert m.emit("llvm").count("define void @program") == 2
+    time.sleep(0.2)  # no run: after their spins, all workers sleep
+    assert team.state[JOB_SLEEPERS] == team.threads - 1
+    team.state[SPIN_LIMIT] = 0  # every wait sleeps at once: the futex paths, every time
+    before = m.executable.sleeps()
+    for i in range(30):
+        np.testing.assert_allclose(m.run(feeds[i % 3])["softmax"], want[i % 3], rtol=1e-5)
+    assert m.executable.sleeps() > before

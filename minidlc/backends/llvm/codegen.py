@@ -26,7 +26,7 @@ _ALIGN = {"f32": 4, "f64": 8, "i8": 1, "u8": 1, "i16": 2, "i32": 4, "i64": 8, "b
 _CONTRACT = ("contract",)
 _REASSOC = ("contract", "reassoc", "nsz")
 I8_PTR = ir.IntType(8).as_pointer()
-_STAGE = ir.FunctionType(ir.VoidType(), [I8_PTR.as_pointer(), ir.IntType(64), ir.IntType(64)])
+STAGE = ir.FunctionType(ir.VoidType(), [I8_PTR.as_pointer(), ir.IntType(64), ir.IntType(64)])
 _INTRINSIC = {"exp": "llvm.exp", "log": "llvm.log", "sqrt": "llvm.sqrt", "sin": "llvm.sin", "cos": "llvm.cos",
               "floor": "llvm.floor", "ceil": "llvm.ceil", "round": "llvm.roundeven", "pow": "llvm.pow"}
 _LIBM = {"tanh": ("tanhf", "tanh"), "erf": ("erff", "erf")}
@@ -70,7 +70,7 @@ class KernelCodegen:
     def emit(self) -> list[tuple[str, int | None]]:
         for i, (s, extent) in enumerate(zip(_top_level(self.kernel), stage_extents(self.kernel))):
             name = f"{self.kernel.name}_s{i}"
-            fn = ir.Function(self.module, _STAGE, name)
+            fn = ir.Function(self.module, STAGE, name)
             fn.attributes.add("nounwind")
             self.b = ir.IRBuilder(fn.append_basic_block("entry"))
             self.entry = self.b.block

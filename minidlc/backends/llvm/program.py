@@ -26,32 +26,28 @@ _I64 = ir.IntType(64)
 
 
 def emit_program(module: ir.Module, name: str, stages: list[tuple[str, int | None, int]]) -> None:
-    """`void name(i8*** tables, i64 tid, i64 nthreads, i64* team_state)` running
-    `stages` -- (stage function, parallel extent or None, table index) -- in order."""
-    barrier = emit_team(module)
+    """`void name(i8*** tables, i64 tid, i64 nthreads, i64* team_state, i64 run)`
+    running `stages` -- (stage function, parallel extent or None, table index)
+    -- in order. On one thread it calls them in turn; on a team, each through
+    `minidlc_stage` (team.py), which waits for the stage before and shares
+    the stage out, and thread 0 returns once the last stage has completed."""
+    share = emit_team(module)
     fn = ir.Function(module, PROGRAM, name)
-    tables, tid, nthreads, state = fn.args
+    tables, tid, nthreads, state, run = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    zero, one = ir.Constant(_I64, 0), ir.Constant(_I64, 1)
-    is_first = b.icmp_signed("==", tid, zero)
-    many = b.icmp_signed(">", nthreads, one)
-    for k, (stage, extent, table) in enumerate(stages):
-        ptrs = b.load(b.gep(tables, [ir.Constant(_I64, table)]))
-        callee = module.globals[stage]
-        if extent is None:
-            with b.if_then(is_first):
-                b.call(callee, [ptrs, zero, zero])
-        else:
-            chunk = b.sdiv(b.add(ir.Constant(_I64, extent), b.sub(nthreads, one)), nthreads)
-            lo = b.mul(tid, chunk)
-            hi = b.select(b.icmp_signed("<", b.add(lo, chunk), ir.Constant(_I64, extent)),
-                          b.add(lo, chunk), ir.Constant(_I64, extent))
-            with b.if_then(b.icmp_signed("<", lo, hi)):
-                b.call(callee, [ptrs, lo, hi])
-        # thread 0 may run serial stages back to back; anything else waits for everyone
-        if k + 1 < len(stages) and not (extent is None and stages[k + 1][1] is None):
-            with b.if_then(many):
-                b.call(barrier, [state, nthreads])
+    zero = ir.Constant(_I64, 0)
+    with b.if_else(b.icmp_signed(">", nthreads, ir.Constant(_I64, 1))) as (team, alone):
+        with team:
+            for k, (stage, extent, table) in enumerate(stages):
+                ptrs = b.load(b.gep(tables, [ir.Constant(_I64, table)]))
+                b.call(share, [state, ir.Constant(_I64, k), tid, nthreads, run, module.globals[stage], ptrs,
+                               ir.Constant(_I64, -1 if extent is None else extent)])
+            with b.if_then(b.icmp_signed("==", tid, zero)):  # the caller returns when all is done
+                b.call(module.globals["minidlc_await"], [state, ir.Constant(_I64, len(stages) - 1), nthreads, run])
+        with alone:
+            for stage, extent, table in stages:
+                ptrs = b.load(b.gep(tables, [ir.Constant(_I64, table)]))
+                b.call(module.globals[stage], [ptrs, zero, ir.Constant(_I64, extent or 0)])
     b.ret_void()
 
 
@@ -64,8 +60,8 @@ class NativeProgram:
         self.address = jit.engine.get_function_address(name)
         self.team = team if is_parallel(kernels) else None
         if self.team is None:
-            self._alone = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p)(
-                self.address)
+            self._alone = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                           ctypes.c_int64)(self.address)
 
     @property
     def threads(self) -> int:
@@ -73,7 +69,7 @@ class NativeProgram:
 
     def __call__(self, tables) -> None:
         if self.team is None:
-            self._alone(ctypes.addressof(tables), 0, 1, None)  # one thread never reaches a barrier
+            self._alone(ctypes.addressof(tables), 0, 1, None, 0)  # one thread needs no team state
         else:
             self.team.run(self.address, tables)
 
@@ -82,9 +78,15 @@ def is_parallel(kernels: list[Kernel]) -> bool:
     return any(e is not None for k in kernels for e in stage_extents(k))
 
 
+def stage_count(kernels: list[Kernel]) -> int:
+    return sum(len(stage_extents(k)) for k in kernels)
+
+
 def team_of_threads(jit: JitModule, threads: int, programs: list[list[Kernel]]) -> Team | None:
     """A team for `programs`, if it would have more than one thread and work to share."""
-    return Team(jit, threads) if threads > 1 and any(is_parallel(p) for p in programs) else None
+    if threads > 1 and any(is_parallel(p) for p in programs):
+        return Team(jit, threads, max(stage_count(p) for p in programs))
+    return None
 
 
 def jit_programs(name: str, programs: list[list[Kernel]]) -> JitModule:
