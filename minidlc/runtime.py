@@ -61,17 +61,19 @@ class CompiledModel:
 
     def emit(self, stage: str = "graph") -> str:
         """The text of one compilation stage: 'graph' (as imported), 'fused'
-        (after the passes), 'loops' (the loop program), or one of the target's
-        own stages (llvm: 'llvm', 'asm'; numba: 'numba')."""
-        if stage == "graph":
-            return str(self.source)
-        if stage == "fused":
-            return str(self.graph)
-        if stage == "loops":
-            return str(self.program)
+        (after the passes), 'loops' (the loop program), 'dot' or 'svg' (a
+        picture of the graph after the passes), or one of the target's own
+        stages (llvm: 'llvm', 'asm'; numba: 'numba')."""
+        from .ir.dot import to_dot, to_svg
+
+        common = {"graph": lambda: str(self.source), "fused": lambda: str(self.graph),
+                  "loops": lambda: str(self.program), "dot": lambda: to_dot(self.graph),
+                  "svg": lambda: to_svg(self.graph)}
+        if stage in common:
+            return common[stage]()
         if stage not in self.backend.stages:
             raise ValueError(f"target {self.target} cannot emit {stage!r}; it emits "
-                             f"{', '.join(('graph', 'fused', 'loops') + self.backend.stages)}")
+                             f"{', '.join(tuple(common) + self.backend.stages)}")
         return self.executable.emit(stage)
 
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:

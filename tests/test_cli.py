@@ -31,6 +31,20 @@ def test_compile_emit_graph(relu_model, capsys):
     assert "%y = Relu(%x) : f32[2,3]  # relu1" in capsys.readouterr().out
 
 
+def test_compile_explain_fusion(tmp_path, capsys):
+    g = helper.make_graph([helper.make_node("Exp", ["x"], ["e"], name="exp1"),
+                           helper.make_node("Relu", ["e"], ["y"], name="relu1"),
+                           helper.make_node("Neg", ["e"], ["z"], name="neg1")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in "yz"])
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert main(["compile", str(path), "--explain-fusion"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("fusion: 0 groups, 1 boundaries\n")
+    assert "at Exp node %e (exp1): its result is read by 2 different groups" in out
+
+
 def test_run_random_inputs_check(relu_model, capsys):
     assert main(["run", relu_model, "--random-inputs", "--check"]) == 0
     out = capsys.readouterr().out
@@ -130,7 +144,7 @@ def test_planned_targets_say_they_are_not_built():
     (["compile", "{relu}", "--threads", "2"], "--threads is an option of --target llvm or numba, not of reference"),
     (["compile", "{relu}", "--target", "numba", "--threads", "999"],
      "target numba: threads=999, but Numba's thread pool has"),
-    (["compile", "{relu}", "--emit", "llvm"], "target reference cannot emit 'llvm'; it emits graph, fused, loops"),
+    (["compile", "{relu}", "--emit", "llvm"], "target reference cannot emit 'llvm'; it emits graph, fused, loops, dot, svg"),
     (["ops", "{tmp}/m.py:make_model"], "`minidlc ops` reads ONNX files"),
     (["compile", "{tmp}/broken.py", "--input-shape", "2"], "broken.py failed to import: SyntaxError"),
     (["compile", "{tmp}/raises.py", "--input-shape", "2"], "raises.py raised RuntimeError: no weights here"),
@@ -174,7 +188,7 @@ def test_targets_stages_and_options_come_from_the_backend_registry(capsys):
     with pytest.raises(SystemExit):
         main(["compile", "--help"])
     out = capsys.readouterr().out
-    assert "{reference,llvm,numba}" in out and "{graph,fused,loops,llvm,asm,numba}" in out
+    assert "{reference,llvm,numba}" in out and "{graph,fused,loops,dot,svg,llvm,asm,numba}" in out
     assert "--threads THREADS" in out and "(llvm, numba)" in out
 
 

@@ -309,3 +309,42 @@ def test_optimizing_never_moves_work_to_the_host_on_the_onnx_node_tests():
         host0, kernels0 = host_work(cpu_program(g, 0))
         host2, kernels2 = host_work(cpu_program(g, 2))
         assert host2 <= host0 and kernels2 <= kernels0, case.name
+
+
+# ---- fusion explains itself --------------------------------------------------------------------
+def explain(g, target: str = "reference") -> str:
+    import io
+
+    from minidlc.passes.instruments import ExplainFusion
+
+    out = io.StringIO()
+    minidlc.compile(g, target=target, instruments=[ExplainFusion(out)])
+    return out.getvalue()
+
+
+def test_explain_fusion_lists_groups_and_why_each_stopped():
+    text = explain(build_model("convnet"))
+    assert text.startswith("fusion: 5 groups, 9 boundaries\n")
+    assert "  fused_conv_add_relu = Conv + Add + Relu: out-fusable Conv with an elementwise epilogue\n" in text
+    assert "at Relu node %stem.relu_8 (stem.relu_8): %stem.relu_8 has 2 readers (Conv, Add)" in text
+    assert "its reader GlobalAveragePool is reduction, not elementwise" in text
+    assert "at Gemm node %head_54 (head_54): %head_54 is a graph output, and a group has one exit" in text
+    assert "its reader's group holds Gemm, which is out-fusable" in text
+
+
+def test_explain_fusion_names_what_the_target_cannot_lower():
+    text = explain(gather_chain(), target="llvm")
+    assert "the target cannot lower Gather, so it runs alone" in text
+    assert "Exp + Add + Relu + Softmax: reduction Softmax with a prologue" in text
+    assert "the target cannot lower" not in explain(gather_chain(), target="reference")
+
+
+def test_trace_rewrites_reports_fuse_too():
+    import io
+
+    from minidlc.passes.instruments import TraceRewrites
+
+    out = io.StringIO()
+    minidlc.compile(build_model("mlp"), instruments=[TraceRewrites(out)])
+    assert "[fuse] group fused_gemm_relu = Gemm + Relu: out-fusable Gemm with an elementwise epilogue fired on" \
+        in out.getvalue()

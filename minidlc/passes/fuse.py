@@ -84,9 +84,16 @@ class _Groups:
         return self.of.get(id(node))
 
 
-def find_groups(graph: Graph, can_lower: Callable[[Node], bool] = lambda node: True) -> list[list[Node]]:
+Explain = Callable[[str, Node, "str | None"], None]
+
+
+def find_groups(graph: Graph, can_lower: Callable[[Node], bool] = lambda node: True,
+                explain: Explain | None = None) -> list[list[Node]]:
     """The fusion groups of `graph`, each as its member nodes in graph order;
-    nodes for which `can_lower` is false stay out of every group."""
+    nodes for which `can_lower` is false stay out of every group. `explain`,
+    if given, hears each group made (`explain("group ...", last node, None)`)
+    and each place where a group stopped growing, with the reason
+    (`explain("boundary", node, reason)`)."""
     readers: dict[int, list[Node]] = {}
     for n in graph.nodes:
         for v in n.inputs:
@@ -94,12 +101,15 @@ def find_groups(graph: Graph, can_lower: Callable[[Node], bool] = lambda node: T
                 readers.setdefault(id(v), []).append(n)
     outputs = {id(v) for v in graph.outputs}
     groups = _Groups()
+    stop = (lambda node, why: explain("boundary", node, why)) if explain else (lambda node, why: None)
 
     lowerable: dict[int, bool] = {}
 
     def kind(n: Node) -> Kind:
         if id(n) not in lowerable:
             lowerable[id(n)] = n.opdef.kind == Kind.OPAQUE or can_lower(n)
+            if not lowerable[id(n)]:
+                stop(n, f"the target cannot lower {n.op}, so it runs alone")
         return n.opdef.kind if lowerable[id(n)] else Kind.OPAQUE
 
     # phase 1: each master takes the chain of elementwise ops after it
@@ -107,14 +117,13 @@ def find_groups(graph: Graph, can_lower: Callable[[Node], bool] = lambda node: T
         if kind(n) not in MASTERS or groups.group(n) is not None:
             continue
         gid, last = groups.new(n, master=n), n
-        while len(last.outputs) == 1 and id(last.output) not in outputs:
-            rs = {id(r): r for r in readers.get(id(last.output), [])}
-            if len(rs) != 1:
+        while True:
+            why = _epilogue_stop(last, readers, outputs, groups, kind)
+            if why is not None:
+                if why:
+                    stop(last, why)
                 break
-            (c,) = rs.values()
-            if (groups.group(c) is not None or kind(c) not in EPILOGUE or len(c.outputs) != 1
-                    or c.output.type.shape != last.output.type.shape):
-                break
+            (c,) = {id(r): r for r in readers[id(last.output)]}.values()
             groups.join(c, gid)
             last = c
 
@@ -125,17 +134,67 @@ def find_groups(graph: Graph, can_lower: Callable[[Node], bool] = lambda node: T
             continue  # (a shape computation is copied into its readers' groups as a literal)
         rs = [r for v in p.outputs for r in readers.get(id(v), [])]
         gids = {groups.group(r) for r in rs}
-        exposed = any(id(v) in outputs for v in p.outputs)
+        exposed = [v for v in p.outputs if id(v) in outputs]
         if len(gids) == 1 and None not in gids and not exposed:
             (gid,) = gids
             master = groups.master[gid]
             if master is None or kind(master) == Kind.REDUCTION:
                 groups.join(p, gid)
                 continue
+            stop(p, f"its reader's group holds {master.op}, which is out-fusable: an elementwise "
+                    "prologue would be computed again for every output element")
+        elif exposed and rs:
+            stop(p, f"%{exposed[0].name} is a graph output, and a group has one exit")
+        elif None in gids and rs:
+            alone = next(r for r in rs if groups.group(r) is None)
+            stop(p, f"its reader {alone.op} (%{alone.outputs[0].name}) is in no group "
+                    f"({kind(alone).value})")
+        elif len(gids) > 1:
+            stop(p, f"its result is read by {len(gids)} different groups")
         groups.new(p)
 
     order = {id(n): i for i, n in enumerate(graph.nodes)}
-    return [sorted(m, key=lambda n: order[id(n)]) for m in groups.members if len(m) > 1]
+    found = [sorted(m, key=lambda n: order[id(n)]) for m in groups.members if len(m) > 1]
+    if explain:
+        for members, master in ((m, groups.master[groups.group(m[0])]) for m in found):
+            explain(f"group {_group_name(members)} = {' + '.join(n.op for n in members)}: "
+                    f"{_describe(members, master)}", members[-1], None)
+    return found
+
+
+def _epilogue_stop(last: Node, readers, outputs, groups: _Groups, kind) -> str | None:
+    """Why the group ending at `last` takes no epilogue node after it ("" when
+    there is simply nothing after it), or None when its reader may join."""
+    if len(last.outputs) != 1:
+        return f"{last.op} has {len(last.outputs)} outputs"
+    v = last.output
+    if id(v) in outputs:
+        return f"%{v.name} is a graph output, and a group has one exit"
+    rs = list({id(r): r for r in readers.get(id(v), [])}.values())
+    if not rs:
+        return ""
+    if len(rs) != 1:
+        return f"%{v.name} has {len(rs)} readers ({', '.join(r.op for r in rs)})"
+    (c,) = rs
+    if groups.group(c) is not None:
+        return f"its reader {c.op} is already in another group"
+    k = kind(c)
+    if k not in EPILOGUE:
+        return f"its reader {c.op} is {k.value}, not elementwise: only elementwise ops join as an epilogue"
+    if len(c.outputs) != 1:
+        return f"its reader {c.op} has {len(c.outputs)} outputs"
+    if c.output.type.shape != v.type.shape:
+        return (f"its reader {c.op} broadcasts to a larger shape {list(c.output.type.shape)}, "
+                "so an epilogue would run more than once per element")
+    return None
+
+
+def _describe(members: list[Node], master: Node | None) -> str:
+    if master is None:
+        return "a chain of elementwise and data-movement ops"
+    i = members.index(master)
+    parts = (["a prologue"] if i > 0 else []) + (["an elementwise epilogue"] if i + 1 < len(members) else [])
+    return f"{master.opdef.kind.value} {master.op}" + (" with " + " and ".join(parts) if parts else "")
 
 
 def _group_name(members: list[Node]) -> str:
@@ -187,9 +246,10 @@ def _copy_node(g: Graph, n: Node, vmap: dict[int, Value]) -> Node:
     return m
 
 
-def fuse(graph: Graph, can_lower: Callable[[Node], bool] = lambda node: True) -> tuple[Graph, int]:
+def fuse(graph: Graph, can_lower: Callable[[Node], bool] = lambda node: True,
+         explain: Explain | None = None) -> tuple[Graph, int]:
     """A new graph in which each fusion group is one Fused node; and the number of groups."""
-    groups = find_groups(graph, can_lower)
+    groups = find_groups(graph, can_lower, explain)
     group_of = {id(n): members for members in groups for n in members}
     last = {id(members[-1]) for members in groups}
     out = Graph(graph.name)
@@ -213,7 +273,8 @@ def fuse(graph: Graph, can_lower: Callable[[Node], bool] = lambda node: True) ->
 class FuseOps:
     name = "fuse"
     context = PassContext()
+    trace = None  # set by the pipeline when instruments listen: hears each group and boundary
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
-        fused, count = fuse(graph, self.context.can_lower)
+        fused, count = fuse(graph, self.context.can_lower, self.trace)
         return (fused, True) if count else (graph, False)

@@ -149,6 +149,38 @@ class TraceRewrites(Instrument):
             write_text(self.out, f"[{p.name}] {rule} matched {node.describe()} but did not fire: {note}\n")
 
 
+class ExplainFusion(Instrument):
+    """After the fuse pass: each group it made (ops and kind), and each place
+    where a group stopped growing, with the reason (from the pass's trace)."""
+
+    def __init__(self, out: TextIO | None = None):
+        self.out = out
+        self.groups: list[str] = []
+        self.stops: list[str] = []
+        self.ran = False
+
+    def on_rewrite(self, p: Pass, rule: str, node: Node, note: str | None) -> None:
+        if p.name != "fuse":
+            return
+        if note is None:
+            self.groups.append(rule.removeprefix("group "))
+        else:
+            self.stops.append(f"at {node.describe()}: {note}")
+
+    def after_pass(self, p: Pass, graph: Graph, changed: bool) -> None:
+        if p.name == "fuse":
+            self.ran = True
+            lines = [f"fusion: {len(self.groups)} groups, {len(self.stops)} boundaries",
+                     "groups:", *(f"  {g}" for g in self.groups),
+                     "boundaries (where a group stopped growing, and why):", *(f"  {b}" for b in self.stops)]
+            write_text(self.out, "\n".join(lines) + "\n")
+            self.groups, self.stops = [], []
+
+    def after_pipeline(self, graph: Graph) -> None:
+        if not self.ran:
+            write_text(self.out, "fusion: the pipeline has no fuse pass (it runs at -O2)\n")
+
+
 class VerifyNumerics(Instrument):
     """After each pass, run fixed random inputs through the reference interpreter
     and compare with the unoptimized graph. The first pass that breaks the

@@ -14,7 +14,8 @@ from collections import Counter
 from typing import TextIO
 
 from ..ir import Graph
-from .instruments import DumpIR, PrintChanged, PrintIR, TimePasses, TraceRewrites, VerifyNumerics, write_text
+from .instruments import (DumpIR, ExplainFusion, PrintChanged, PrintIR, TimePasses, TraceRewrites, VerifyNumerics,
+                          write_text)
 from .manager import PASSES, Instrument
 
 
@@ -37,6 +38,8 @@ def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--time-passes", action="store_true", help="print a table of time spent per pass")
     g.add_argument("--trace-rewrites", action="store_true",
                    help="log which rewrite rule fired on which node, and why near misses did not")
+    g.add_argument("--explain-fusion", action="store_true",
+                   help="after fusion, list each group (its ops and kind) and why each group stopped where it did")
     g.add_argument("--verify-numerics", action="store_true",
                    help="after each pass, compare the reference interpreter's results with the "
                         "unoptimized graph's; name the first pass and tensor that diverge")
@@ -62,6 +65,8 @@ def pipeline_kwargs_from_args(args: argparse.Namespace, out: TextIO | None = Non
         instruments.append(DumpIR(args.dump_ir_dir))
     if args.trace_rewrites:
         instruments.append(TraceRewrites(out))
+    if args.explain_fusion:
+        instruments.append(ExplainFusion(out))
     if args.verify_numerics:
         instruments.append(VerifyNumerics())
     if args.time_passes:
