@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..ir.ops.shape import slice_ranges
 from .ir import Binary, Call, Cast, Compare, Const, Expr, Select, add, const, mul, row_major
 
 
@@ -322,20 +323,9 @@ def _transpose(node, idx, read):
 
 @rule("Slice")
 def _slice(node, idx, read):
-    shape = node.inputs[0].type.shape
-    out_shape = node.outputs[0].type.shape
-    try:
-        starts, ends = node.attrs["starts"], node.attrs["ends"]
-        axes = node.attrs.get("axes") or list(range(len(starts)))
-        steps = node.attrs.get("steps") or [1] * len(starts)
-    except KeyError as e:
-        raise Unsupported(f"Slice without attribute {e}") from None
-    src = list(idx)
-    for s, e, a, st in zip(starts, ends, axes, steps):
-        a = a % len(shape)
-        start, _, step = slice(s, e, st).indices(shape[a])
-        if out_shape[a]:
-            src[a] = add(const(start), mul(const(step), idx[a]))
+    a = node.attrs
+    ranges = slice_ranges(node.inputs[0].type.shape, a["starts"], a["ends"], a["axes"], a["steps"])
+    src = [add(const(start), mul(const(step), i)) if count else i for i, (start, step, count) in zip(idx, ranges)]
     return read(0, src)
 
 

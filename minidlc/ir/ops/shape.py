@@ -170,8 +170,9 @@ def slice_ranges(shape: tuple[int, ...], starts, ends, axes, steps) -> list[tupl
     """(start, step, count) per input axis: the elements ONNX Slice keeps.
 
     Follows ONNX: negative starts/ends count from the back, then clamp to
-    [0, dim] (positive steps) or [-1, dim-1] (negative steps). Backends use
-    this to index; the reference implementation too."""
+    [0, dim] (positive steps); with negative steps starts clamp to [0, dim-1]
+    and ends to [-1, dim-1] (unlike Python, where x[-2::-1] of one element is
+    empty). Backends use this to index; the reference implementation too."""
     if not axes:
         axes = list(range(len(starts)))
     if not steps:
@@ -190,7 +191,7 @@ def slice_ranges(shape: tuple[int, ...], starts, ends, axes, steps) -> list[tupl
             start, end = min(max(start, 0), dim), min(max(end, 0), dim)
             count = max(0, ceil((end - start) / step))
         else:
-            start, end = min(max(start, -1), dim - 1), min(max(end, -1), dim - 1)
+            start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
             count = max(0, ceil((start - end) / -step))
         ranges[axis] = (start if count else 0, step, count)
     return ranges
