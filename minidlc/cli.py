@@ -80,6 +80,12 @@ def compile_model(args, out=None):
                         **backend_options_from_args(args))
     if args.stats and m.backend.runs_kernels:
         write_text(out, m.program.plan.describe(m.program.weight_bytes()) + "\n")
+    if args.pass_stats and m.backend.runs_kernels:
+        from .loops.program import StepKind
+
+        p = m.program
+        write_text(out, f"after lowering: {p.count(StepKind.KERNEL)} kernels, {p.count(StepKind.HOST)} host steps, "
+                        f"arena {p.plan.size / 1024:.1f} KiB\n")
     return m
 
 

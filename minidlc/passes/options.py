@@ -14,6 +14,7 @@ from collections import Counter
 from typing import TextIO
 
 from ..ir import Graph
+from ..ir.cost import graph_flops, intermediate_bytes
 from .instruments import (DumpIR, ExplainFusion, PrintChanged, PrintIR, TimePasses, TraceRewrites, VerifyNumerics,
                           write_text)
 from .manager import PASSES, Instrument
@@ -46,6 +47,9 @@ def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-verify", action="store_true", help="do not run the IR verifier between passes")
     g.add_argument("--stats", action="store_true",
                    help="print op counts before and after, fused groups and constant bytes")
+    g.add_argument("--pass-stats", action="store_true",
+                   help="print a table of what each pass changed: nodes, groups, estimated FLOPs, "
+                        "intermediate tensor bytes, weight bytes")
 
 
 def pipeline_kwargs_from_args(args: argparse.Namespace, out: TextIO | None = None) -> dict:
@@ -73,6 +77,8 @@ def pipeline_kwargs_from_args(args: argparse.Namespace, out: TextIO | None = Non
         instruments.append(TimePasses(out))
     if args.stats:
         instruments.append(Stats(out))
+    if args.pass_stats:
+        instruments.append(PassStats(out))
     return {"opt_level": args.opt_level, "passes": args.passes, "instruments": instruments,
             "verify_each": not args.no_verify}
 
@@ -81,6 +87,37 @@ def available_passes() -> list[str]:
     from . import _all  # noqa: F401  (registers every pass)
 
     return sorted(PASSES)
+
+
+class PassStats(Instrument):
+    """A row per pass (and one for the input): what the graph costs after it
+    (see ir/cost.py). Fusion shows as intermediate bytes going down."""
+
+    def __init__(self, out: TextIO | None = None):
+        self.out = out
+        self.rows: list[tuple] = []
+
+    def before_pipeline(self, graph: Graph) -> None:
+        self.rows = [self.row("(input)", graph)]
+
+    def after_pass(self, p, graph: Graph, changed: bool) -> None:
+        self.rows.append(self.row(p.name, graph))
+
+    @staticmethod
+    def row(name: str, graph: Graph) -> tuple:
+        counts = op_counts(graph)
+        return (name, sum(counts.values()) - counts["Constant"], sum(n.op == "Fused" for n in graph.nodes),
+                len(graph.nodes), graph_flops(graph) / 1e6, intermediate_bytes(graph) / 1024,
+                constant_bytes(graph) / 1024)
+
+    def after_pipeline(self, graph: Graph) -> None:
+        write_text(self.out, format_pass_stats(self.rows) + "\n")
+
+
+def format_pass_stats(rows: list[tuple]) -> str:
+    head = f"{'pass':<14}{'ops':>6}{'groups':>8}{'top-level':>11}{'MFLOP':>10}{'intermediate KiB':>18}{'weight KiB':>12}"
+    return "\n".join([head] + [f"{r[0]:<14}{r[1]:>6}{r[2]:>8}{r[3]:>11}{r[4]:>10.2f}{r[5]:>18.1f}{r[6]:>12.1f}"
+                               for r in rows])
 
 
 class Stats(Instrument):
