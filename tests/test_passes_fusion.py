@@ -45,6 +45,22 @@ def test_conv_bn_folds_into_weights_and_lone_bn_becomes_mul_add():
     }""")
 
 
+def test_trace_shows_the_algebra_of_a_fold():
+    """The numbers a student can check by hand: channel 0 has γ=2, σ²=3, ε=1,
+    μ=1, β=0, so s = 2/√4 = 1 and t = 0 − 1·1 = −1; w[0,0] = 1 stays 1."""
+    import io
+
+    from minidlc.passes.instruments import TraceRewrites
+
+    out = io.StringIO()
+    run_passes(_parse(CONV_BN), "fuse-layers", instruments=[TraceRewrites(out)])
+    lines = out.getvalue().splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("[fuse-layers] conv-bn fired on"))
+    assert lines[i + 1] == ("    s = γ/√(σ²+ε), t = β − μ·s per channel (2 channels); channel 0: γ=2, σ²=3, ε=1, μ=1, "
+                            "β=0 → s=1, t=-1")
+    assert lines[i + 2].endswith("channel 0: w[0,0,...] 1 → 1, b 0 → -1")
+
+
 def test_conv_with_two_readers_keeps_its_batchnorm_apart():
     g = run_passes(minidlc.load(_parse(CONV_BN.replace("return %o", "return %o, %c"))), "fuse-layers")
     assert op_counts(g)["Conv"] == 1 and op_counts(g)["BatchNormalization"] == 0  # BN -> Mul+Add instead

@@ -50,7 +50,11 @@ def _bn_scale_shift(m: Match) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (s, t) with BN(x) = x * s + t, in float64."""
     eps = m.root.attrs["epsilon"]
     s = m.const("scale").astype(np.float64) / np.sqrt(m.const("var").astype(np.float64) + eps)
-    return s, m.const("B").astype(np.float64) - m.const("mean").astype(np.float64) * s
+    t = m.const("B").astype(np.float64) - m.const("mean").astype(np.float64) * s
+    g, mu, var, beta = (float(m.const(k).reshape(-1)[0]) for k in ("scale", "mean", "var", "B"))
+    m.explain(f"s = γ/√(σ²+ε), t = β − μ·s per channel ({s.size} channels); channel 0: γ={g:.4g}, σ²={var:.4g}, "
+              f"ε={eps:.3g}, μ={mu:.4g}, β={beta:.4g} → s={s[0]:.4g}, t={t[0]:.4g}")
+    return s, t
 
 
 def _rebuild_conv(m: Match, w: Value, b: np.ndarray):
@@ -63,11 +67,16 @@ def _rebuild_conv(m: Match, w: Value, b: np.ndarray):
 def _conv_bn(graph: Graph, m: Match):
     s, t = _bn_scale_shift(m)
     w = m.const("w").astype(np.float64) * s.reshape((-1,) + (1,) * (m["w"].type.rank - 1))
-    return _rebuild_conv(m, m.constant(w.astype(m["w"].type.np_dtype), "weight"), _conv_bias(graph, m) * s + t)
+    b = _conv_bias(graph, m)
+    m.explain(f"w' = w·s (w {m['w'].type}), b' = b·s + t = (b − μ)·γ/√(σ²+ε) + β; "
+              f"channel 0: w[0,0,...] {m.const('w').reshape(len(s), -1)[0, 0]:.4g} → {w.reshape(len(s), -1)[0, 0]:.4g}, "
+              f"b {b[0]:.4g} → {b[0] * s[0] + t[0]:.4g}")
+    return _rebuild_conv(m, m.constant(w.astype(m["w"].type.np_dtype), "weight"), b * s + t)
 
 
 def _bn_affine(graph: Graph, m: Match):
     s, t = _bn_scale_shift(m)
+    m.explain("BN(x) = x·s + t: a Mul and an Add")
     t_ = m.root.outputs[0].type
     view = (-1,) + (1,) * (t_.rank - 2)
     scaled = m.add("Mul", [m["x"], m.constant(s.reshape(view).astype(t_.np_dtype), "scale")])
@@ -105,7 +114,9 @@ def _is_channel_bias(graph: Graph, m: Match) -> str | None:
 
 
 def _conv_add_bias(graph: Graph, m: Match):
-    return _rebuild_conv(m, m["w"], _conv_bias(graph, m) + _per_channel(graph, m))
+    b, c = _conv_bias(graph, m), _per_channel(graph, m)
+    m.explain(f"b' = b + c per output channel ({b.size} channels); channel 0: {b[0]:.4g} + {c[0]:.4g} = {b[0] + c[0]:.4g}")
+    return _rebuild_conv(m, m["w"], b + c)
 
 
 _CONV = Pat("Conv", ("x", Const("w"), "..."), name="conv")

@@ -142,9 +142,11 @@ class TraceRewrites(Instrument):
         self.out = out
         self.near_misses = near_misses
 
-    def on_rewrite(self, p: Pass, rule: str, node: Node, note: str | None) -> None:
+    def on_rewrite(self, p: Pass, rule: str, node: Node, note: str | None, detail: str | None = None) -> None:
         if note is None:
             write_text(self.out, f"[{p.name}] {rule} fired on {node.describe()}\n")
+            if detail:
+                write_text(self.out, "".join(f"    {line}\n" for line in detail.splitlines()))
         elif self.near_misses:
             write_text(self.out, f"[{p.name}] {rule} matched {node.describe()} but did not fire: {note}\n")
 
@@ -159,7 +161,7 @@ class ExplainFusion(Instrument):
         self.stops: list[str] = []
         self.ran = False
 
-    def on_rewrite(self, p: Pass, rule: str, node: Node, note: str | None) -> None:
+    def on_rewrite(self, p: Pass, rule: str, node: Node, note: str | None, detail: str | None = None) -> None:
         if p.name != "fuse":
             return
         if note is None:

@@ -50,9 +50,10 @@ class Instrument:
     def after_pass(self, p: Pass, graph: Graph, changed: bool) -> None: ...
     def after_pipeline(self, graph: Graph) -> None: ...
 
-    def on_rewrite(self, p: Pass, rule: str, node: Node, note: str | None) -> None:
-        """A rewrite rule fired on `node` (note None), or matched but did not
-        fire (note says why). Only passes with a `trace` attribute report."""
+    def on_rewrite(self, p: Pass, rule: str, node: Node, note: str | None, detail: str | None = None) -> None:
+        """A rewrite rule fired on `node` (note None; `detail` may say what it
+        computed), or matched but did not fire (note says why). Only passes
+        with a `trace` attribute report."""
 
 
 # name -> factory returning a Pass; filled by the pass modules via `register_pass`.
@@ -116,9 +117,9 @@ class Pipeline:
         return graph
 
     def _tracer(self, p: Pass):
-        def report(rule: str, node: Node, note: str | None = None) -> None:
+        def report(rule: str, node: Node, note: str | None = None, detail: str | None = None) -> None:
             for ins in self.instruments:
-                ins.on_rewrite(p, rule, node, note)
+                ins.on_rewrite(p, rule, node, note, detail)
 
         return report if self.instruments else None
 

@@ -54,6 +54,11 @@ class Match:
     graph: Graph
     values: dict[str, Value] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the rewrite computed, for the trace
+
+    def explain(self, text: str) -> None:
+        """Say what the rewrite computed (the algebra of a fold); the trace prints it under the rule."""
+        self.notes.append(text)
 
     def __getitem__(self, name: str) -> Value:
         return self.values[name]
@@ -162,12 +167,13 @@ def apply_rules(graph: Graph, rules: list[Rule], trace=None) -> bool:
         progress = False
         for node in list(graph.nodes):
             for rule in by_op.get(node.op, ()):
-                why, fired = _try(graph, rule, node)
+                said, fired = _try(graph, rule, node)
                 if fired:
                     if trace:
-                        trace(rule.name, node, None)
+                        trace(rule.name, node, None, said)  # what the rewrite computed, if it said
                     progress = changed = True
                     break
+                why = said
                 if why and trace and not rule.quiet and (rule.name, id(node)) not in reported:
                     reported.add((rule.name, id(node)))
                     trace(rule.name, node, why)
@@ -178,7 +184,8 @@ def apply_rules(graph: Graph, rules: list[Rule], trace=None) -> bool:
 
 
 def _try(graph: Graph, rule: Rule, node: Node) -> tuple[str | None, bool]:
-    """(reason it did not fire or None, whether it fired)."""
+    """(reason it did not fire or None, whether it fired); when it fired,
+    instead of a reason what the rewrite computed (`Match.explain`), if it said."""
     m = match(graph, rule.pattern, node)
     if m is None:
         return None, False
@@ -194,7 +201,7 @@ def _try(graph: Graph, rule: Rule, node: Node) -> tuple[str | None, bool]:
     if new.type != old.type:
         return f"the rewrite gives {new.type}, not {old.type}", False
     graph.replace_all_uses(old, new)
-    return None, True
+    return "\n".join(m.notes) or None, True
 
 
 # ---- helpers shared by rule sets ---------------------------------------------
