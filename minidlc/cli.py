@@ -181,6 +181,15 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from .explain import explain
+
+    graph = load_graph(args.model, parse_input_shapes(args.input_shape))
+    print(explain(graph, args.node, target=args.target, opt_level=args.opt_level, **backend_options_from_args(args)),
+          end="")
+    return 0
+
+
 def cmd_run(args) -> int:
     m = compile_model(args, out=sys.stderr)
     feeds = read_inputs(args.input)
@@ -351,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", action="append", metavar="NAME=FILE.npy")
     sp.add_argument("--repeat", type=int, default=20)
     sp.set_defaults(fn=cmd_bench)
+
+    sp = model_command("explain", "follow one node through the compiler: passes, group, kernel, LLVM",
+                       "minidlc explain examples/models/convnet.onnx stem.conv_2")
+    sp.add_argument("node", help="the node's name (ONNX node name or PyTorch source location) or output's name")
+    sp.set_defaults(fn=cmd_explain, target="llvm")
 
     sp = sub.add_parser("ops", help="list the model's ops and whether each is supported",
                         description="list the model's ops (opset, node count, status)\n\nexample:\n  minidlc ops model.onnx",

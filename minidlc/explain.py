@@ -1,0 +1,89 @@
+"""One node's journey through the compiler (`minidlc explain MODEL NODE`).
+
+Where the node came from (its ONNX node or PyTorch source line), each rewrite
+that changed it or folded a neighbour into it (with what the rewrite
+computed), the fused group it ended up in, the loop-IR kernel that computes
+it, and on llvm the LLVM functions of that kernel with their instruction
+counts and vector widths. A node is followed by its source location: nodes a
+rewrite makes take the location of the node they replace.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .ir import Graph, Node
+from .passes.manager import Instrument
+
+
+class UnknownNode(ValueError):
+    """The model has no node of that name."""
+
+
+@dataclass
+class _Journey(Instrument):
+    """Records the rewrites that touch the followed locations (and adds the
+    locations of the nodes that take a followed node in)."""
+
+    locs: set[str]
+    events: list[str] = field(default_factory=list)
+
+    def on_rewrite(self, p, rule: str, node: Node, note: str | None, detail: str | None = None) -> None:
+        if note is not None or p.name == "fuse":  # near misses, and fuse (shown as the group below)
+            return
+        producers = {v.producer.loc for v in node.inputs if v is not None and v.producer is not None}
+        if node.loc in self.locs or producers & self.locs:
+            self.events.append(f"{p.name}: {rule} fired on {node.describe()}")
+            self.events += [f"    {line}" for line in (detail or "").splitlines()]
+            self.locs.add(node.loc)
+
+
+def find_node(graph: Graph, name: str) -> Node:
+    """The node whose source location or output value is `name`."""
+    for n in graph.nodes:
+        if n.loc == name or any(v.name == name for v in n.outputs):
+            return n
+    names = [n.loc or n.outputs[0].name for n in graph.nodes if n.op != "Constant"]
+    raise UnknownNode(f"no node named {name!r}; nodes: {', '.join(names[:12])}" + (", ..." if len(names) > 12 else ""))
+
+
+def explain(graph: Graph, name: str, target: str = "llvm", opt_level: int = 2, **options) -> str:
+    import minidlc
+
+    node = find_node(graph, name)
+    journey = _Journey({node.loc} if node.loc else set())
+    m = minidlc.compile(graph, target=target, opt_level=opt_level, instruments=[journey], **options)
+    lines = [f"{node.describe()}: {node.op} of {', '.join(f'%{v.name}' for v in node.inputs if v is not None)}"
+             f" -> {', '.join(f'{v.type}' for v in node.outputs)}",
+             f"from: {node.loc or 'no source location'}", f"passes (-O{opt_level}):"]
+    lines += [f"  {e}" for e in journey.events] or ["  no rewrite changed it"]
+    home = next((n for n in m.graph.nodes if (n.body is not None and any(b.loc in journey.locs for b in n.body.nodes))
+                 or (n.body is None and n.loc in journey.locs and n.op != "Constant")), None)
+    if home is None:
+        lines.append("after the passes: gone (folded into a constant or removed as dead)")
+        return "\n".join(lines) + "\n"
+    if home.body is not None:
+        lines.append(f"fused group: {home.attrs['name']} = {' + '.join(b.op for b in home.body.nodes if b.op != 'Constant')}")
+    else:
+        lines.append(f"after the passes: {home.describe()}, in no group")
+    if not m.backend.runs_kernels:
+        lines.append(f"target {target} interprets the graph: no kernel")
+        return "\n".join(lines) + "\n"
+    step = next(s for s in m.program.steps if s.node is home)
+    lines.append(f"loop program: {step.kind.value} step")
+    lines += [f"  {line}" for line in str(step).splitlines()]
+    if target == "llvm" and step.lowered is not None:
+        lines += _llvm_functions(m.emit("llvm"), step.lowered.kernel.name)
+    return "\n".join(lines) + "\n"
+
+
+def _llvm_functions(module: str, kernel: str) -> list[str]:
+    """Each stage function of `kernel` in the optimized module: instructions and widest vectors."""
+    out = ["llvm (after O3):"]
+    for m in re.finditer(rf"^define [^@]*@({re.escape(kernel)}_s\d+)\(.*?^}}", module, re.M | re.S):
+        body = [line.strip() for line in m.group(0).splitlines()[1:-1]]
+        count = sum(1 for line in body if line and not line.endswith(":") and not line.startswith(";"))
+        widths = [int(w) for w in re.findall(r"<(\d+) x (?:float|double|i\d+)>", m.group(0))]
+        vec = f"vectors of up to {max(widths)} lanes" if widths else "scalar code"
+        out.append(f"  @{m.group(1)}: {count} instructions, {vec}")
+    return out

@@ -1,0 +1,40 @@
+"""`minidlc explain MODEL NODE`: one node's journey through the compiler."""
+import pytest
+
+import minidlc
+from minidlc.cli import main
+from minidlc.demo_models import build_model
+from minidlc.explain import UnknownNode, explain
+
+
+def test_a_conv_is_followed_through_its_batchnorm_fold_into_its_group_kernel_and_llvm():
+    text = explain(minidlc.load(build_model("convnet")), "stem.conv_2", target="llvm")
+    lines = text.splitlines()
+    assert lines[0] == "Conv node %stem.conv_2 (stem.conv_2): Conv of %x, %stem.weight_1 -> f32[8,16,64,64]"
+    assert "  fuse-layers: conv-bn fired on BatchNormalization node %stem.bn_7 (stem.bn_7)" in lines
+    assert any(line.strip().startswith("w' = w·s (w f32[16,3,3,3])") for line in lines)
+    assert "fused group: fused_conv_relu = Conv + Relu" in lines
+    assert "loop program: kernel step" in lines and "  kernel k_fused_conv_relu(" in text
+    llvm = lines[lines.index("llvm (after O3):") + 1:]
+    assert llvm and all(line.startswith("  @k_fused_conv_relu_s") and " instructions, " in line for line in llvm)
+
+
+def test_on_the_reference_target_and_at_O0():
+    text = explain(minidlc.load(build_model("tfblock")), "attn.softmax_29", target="reference", opt_level=0)
+    assert "passes (-O0):\n  no rewrite changed it\n" in text
+    assert text.endswith("target reference interprets the graph: no kernel\n")
+
+
+def test_an_unknown_node_lists_the_names():
+    with pytest.raises(UnknownNode, match=r"no node named .nope.; nodes: fc1.matmul_3, fc1.add_4, relu1_5"):
+        explain(minidlc.load(build_model("mlp")), "nope")
+
+
+def test_explain_on_the_command_line(tmp_path, capsys):
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(build_model("mlp").SerializeToString())
+    assert main(["explain", str(path), "relu1_5"]) == 0
+    out = capsys.readouterr().out
+    assert "fused group: fused_gemm_relu = Gemm + Relu" in out and "llvm (after O3):" in out
+    assert main(["explain", str(path), "nope"]) == 2
+    assert capsys.readouterr().err.startswith("minidlc: error: no node named 'nope'")
