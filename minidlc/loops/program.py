@@ -58,9 +58,14 @@ class Step:
         """The kernel's parameters that the memory plan places as scratch."""
         return [b.param for b in self.lowered.bindings if b.role == "scratch"] if self.lowered else []
 
+    def computes(self) -> str:
+        """The graph nodes this step computes, with their source locations."""
+        nodes = [n for n in self.node.body.nodes if n.op != "Constant"] if self.node.body is not None else [self.node]
+        return ", ".join(f"{n.op} %{n.outputs[0].name}" + (f" ({n.loc})" if n.loc else "") for n in nodes)
+
     def __str__(self) -> str:
         if self.kind == StepKind.KERNEL:
-            return print_kernel(self.lowered.kernel)
+            return f"// computes {self.computes()}\n" + print_kernel(self.lowered.kernel)
         if self.kind == StepKind.VIEW:
             return f"// {self.node.describe()}: a view of %{self.node.inputs[0].name}, no copy"
         return f"// {self.node.describe()}: runs on NumPy (fallback: {self.reason})"

@@ -184,7 +184,7 @@ class NumbaExecutable(HostExecutable):
 
     def _compile(self, segments: list[list[Step]]) -> list[NumbaCall]:
         kernels = [[st.lowered.kernel for st in seg] for seg in segments]
-        self.source = render_module(kernels)
+        self.source = render_module(kernels, [[st.computes() for st in seg] for seg in segments])
         if not segments:
             return []
         module = load_module(self.source)

@@ -302,22 +302,24 @@ def render_kernel(kernel: Kernel, name: str, constants: Constants) -> list[str]:
     return [deco, *KernelRenderer(kernel, name, constants).render()]
 
 
-def render_module(programs: list[list[Kernel]]) -> str:
+def render_module(programs: list[list[Kernel]], computes: list[list[str]] | None = None) -> str:
     """A module with every kernel and `program0`, `program1`, ...: program i
     calls the kernels of `programs[i]` in order; its arguments are their
-    parameters, kernel after kernel."""
+    parameters, kernel after kernel. `computes[i][j]`, if given, says which
+    graph nodes kernel j of program i computes (a comment above it)."""
     constants = Constants()
     taken = RESERVED | {f"program{i}" for i in range(len(programs))}
     lines = []
     for i, kernels in enumerate(programs):
         names = []
-        for k in kernels:
+        for j, k in enumerate(kernels):
             name = _identifier(k.name)
             while name in taken:
                 name = f"{name}_"
             taken.add(name)
             names.append(name)
-            lines += ["", *render_kernel(k, name, constants), ""]
+            note = [f"# computes {computes[i][j]}"] if computes else []
+            lines += ["", *note, *render_kernel(k, name, constants), ""]
         if len(kernels) == 1:  # a program of one kernel is that kernel (one function less to compile)
             lines += [f"program{i} = {names[0]}", ""]
             continue
