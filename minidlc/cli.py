@@ -201,12 +201,37 @@ def cmd_run(args) -> int:
     if args.output:
         np.savez(args.output, **outs)
         print(f"saved {len(outs)} output(s) to {args.output}")
+    if args.profile or args.profile_json:
+        print_profile(args, m, feeds)
     if args.check:
         want = reference_outputs(args.model, m, feeds)
         err = max_error(outs, want)
         ok = all(np.allclose(outs[k], want[k], rtol=1e-3, atol=1e-4) for k in want)
         print(f"check against {want.source}: max abs error {err:.3g}  {'OK' if ok else 'MISMATCH'}")
         return 0 if ok else 1
+    return 0
+
+
+def print_profile(args, m, feeds) -> None:
+    """`--profile`: the per-kernel table; `--profile-json FILE`: the same as JSON with a Chrome trace."""
+    from . import machine
+    from .profiler import format_profile, profile, to_json
+
+    rows = profile(m, feeds)
+    peaks = machine.peaks()
+    threads = getattr(m.executable, "threads", 1)
+    if args.profile:
+        print(format_profile(rows, peaks, threads))
+    if args.profile_json:
+        with open(args.profile_json, "w") as f:
+            f.write(to_json(rows, peaks, threads))
+        print(f"saved the profile to {args.profile_json}")
+
+
+def cmd_machine(args) -> int:
+    from . import machine
+
+    print(machine.describe(machine.peaks(remeasure=args.remeasure)))
     return 0
 
 
@@ -351,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--random-inputs", action="store_true", help="random values for inputs not given")
     sp.add_argument("--check", action="store_true", help="compare with onnxruntime (or the reference backend)")
     sp.add_argument("--output", metavar="OUT.npz", help="save the outputs")
+    sp.add_argument("--profile", action="store_true",
+                    help="time each kernel (llvm, numba): ms, share, GFLOP/s, GB/s, roofline bound")
+    sp.add_argument("--profile-json", metavar="FILE", help="write the profile as JSON, with a Chrome trace")
     sp.set_defaults(fn=cmd_run)
 
     sp = model_command("bench", "time a model against its peers in one process",
@@ -371,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("model")
     sp.set_defaults(fn=cmd_ops)
+
+    sp = sub.add_parser("machine", help="measure this host's peak GFLOP/s and memory bandwidth (cached)",
+                        description="the peaks the profiler's roofline uses: f32 GFLOP/s on all cores and on "
+                                    "one, and memory bandwidth; measured once per CPU\n\nexample:\n  minidlc machine",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("--remeasure", action="store_true", help="measure again instead of reading the cache")
+    sp.set_defaults(fn=cmd_machine)
 
     sp = sub.add_parser("cache", help="show or clear the cache of compiled code",
                         description="the on-disk cache of compiled code (llvm object files, numba modules): "

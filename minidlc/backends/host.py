@@ -11,6 +11,7 @@ one callable.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 import numpy as np
@@ -61,14 +62,17 @@ class HostExecutable:
     the outputs out, so results never alias the arena; runs from several
     Python threads take turns (they share the arena)."""
 
-    def __init__(self, program: LoopProgram, compile_kernels: Callable[[list[list[Step]]], list[Callable[[], None]]]):
-        """`compile_kernels(segments)` turns each run of kernel steps into one callable."""
+    def __init__(self, program: LoopProgram, compile_kernels: Callable[[list[list[Step]]], list[Callable[[], None]]],
+                 split: bool = False):
+        """`compile_kernels(segments)` turns each run of kernel steps into one
+        callable; with `split`, each kernel (see `time_steps`)."""
         self.program = program
         self.graph = program.graph
         self.arena = HostArena(program)
-        segments = program.segments()
-        native = iter(compile_kernels([seg for seg in segments if seg[0].kind == StepKind.KERNEL]))
-        self.calls = [self._host_call(seg[0]) if seg[0].kind == StepKind.HOST else next(native) for seg in segments]
+        self.segments = program.segments(split)
+        native = iter(compile_kernels([seg for seg in self.segments if seg[0].kind == StepKind.KERNEL]))
+        self.calls = [self._host_call(seg[0]) if seg[0].kind == StepKind.HOST else next(native)
+                      for seg in self.segments]
         self.lock = threading.Lock()
 
     def _host_call(self, step: Step) -> Callable[[], None]:
@@ -83,11 +87,28 @@ class HostExecutable:
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         with self.lock:
-            for v, a in zip(self.graph.inputs, arrays):
-                np.copyto(self.arena.array(v), a)
+            self._feed(arrays)
             for call in self.calls:
                 call()
             return [self.arena.array(v).copy() for v in self.graph.outputs]
+
+    def time_steps(self, arrays: list[np.ndarray], repeat: int) -> list[tuple[list[Step], float]]:
+        """Each segment (each kernel, when built with `split`) with its median
+        time in seconds over `repeat` runs after a warm-up run."""
+        with self.lock:
+            self._feed(arrays)
+            times: list[list[float]] = [[] for _ in self.calls]
+            for r in range(repeat + 1):
+                for k, call in enumerate(self.calls):
+                    start = time.perf_counter()
+                    call()
+                    if r:
+                        times[k].append(time.perf_counter() - start)
+            return [(seg, float(np.median(t))) for seg, t in zip(self.segments, times)]
+
+    def _feed(self, arrays: list[np.ndarray]) -> None:
+        for v, a in zip(self.graph.inputs, arrays):
+            np.copyto(self.arena.array(v), a)
 
 
 def check_kernel_arrays(kernel: Kernel, arrays: list[np.ndarray]) -> None:

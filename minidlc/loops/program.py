@@ -117,16 +117,17 @@ class LoopProgram:
     def plan(self) -> MemoryPlan:
         return plan_memory(self.graph, self.steps)
 
-    def segments(self) -> list[list[Step]]:
+    def segments(self, split: bool = False) -> list[list[Step]]:
         """The steps that run, in order: each run of consecutive kernel steps is
         one segment (a backend makes it one native call), each host step is a
-        segment by itself. Views run nothing."""
+        segment by itself. Views run nothing. `split`: every kernel a segment
+        of its own (so that a profiler can time each)."""
         out: list[list[Step]] = []
         for step in self.steps:
             if step.kind == StepKind.HOST:
                 out.append([step])
             elif step.kind == StepKind.KERNEL:
-                if not out or out[-1][0].kind != StepKind.KERNEL:
+                if split or not out or out[-1][0].kind != StepKind.KERNEL:
                     out.append([])
                 out[-1].append(step)
         return out

@@ -45,9 +45,9 @@ class LLVMExecutable(HostExecutable):
     threads (see team.py), so a run makes one native call per program plus one
     per host step."""
 
-    def __init__(self, program: LoopProgram, threads: int | None = None):
+    def __init__(self, program: LoopProgram, threads: int | None = None, split: bool = False):
         self.threads = threads or os.cpu_count() or 1
-        super().__init__(program, self._compile)
+        super().__init__(program, self._compile, split)
 
     def _compile(self, segments: list[list[Step]]) -> list[NativeCall]:
         kernels = [[st.lowered.kernel for st in seg] for seg in segments]
@@ -72,5 +72,6 @@ class LLVMExecutable(HostExecutable):
         return self.jit.asm()
 
 
-def build(program: LoopProgram, threads: int | None = None) -> LLVMExecutable:
-    return LLVMExecutable(program, threads)
+def build(program: LoopProgram, threads: int | None = None, split: bool = False) -> LLVMExecutable:
+    """`split`: one native call per kernel (for the profiler), instead of one per run of kernels."""
+    return LLVMExecutable(program, threads, split)

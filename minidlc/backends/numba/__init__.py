@@ -172,7 +172,7 @@ class NumbaCall:
 class NumbaExecutable(HostExecutable):
     """The loop program's kernels compiled by Numba, over one host arena."""
 
-    def __init__(self, program: LoopProgram, threads: int | None = None):
+    def __init__(self, program: LoopProgram, threads: int | None = None, split: bool = False):
         import numba
 
         pool = numba.config.NUMBA_NUM_THREADS
@@ -180,7 +180,7 @@ class NumbaExecutable(HostExecutable):
             raise ValueError(f"target numba: threads={threads}, but Numba's thread pool has {pool} "
                              f"(set NUMBA_NUM_THREADS={threads} before starting Python)")
         self.threads = threads or min(os.cpu_count() or 1, pool)
-        super().__init__(program, self._compile)
+        super().__init__(program, self._compile, split)
 
     def _compile(self, segments: list[list[Step]]) -> list[NumbaCall]:
         kernels = [[st.lowered.kernel for st in seg] for seg in segments]
@@ -199,8 +199,9 @@ class NumbaExecutable(HostExecutable):
         return self.source
 
 
-def build(program: LoopProgram, threads: int | None = None) -> NumbaExecutable:
-    return NumbaExecutable(program, threads)
+def build(program: LoopProgram, threads: int | None = None, split: bool = False) -> NumbaExecutable:
+    """`split`: one native call per kernel (for the profiler), instead of one per run of kernels."""
+    return NumbaExecutable(program, threads, split)
 
 
 def compile_kernel(kernel: Kernel, threads: int = 1):
