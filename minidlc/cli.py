@@ -104,6 +104,12 @@ def backend_options_from_args(args) -> dict:
     return given
 
 
+def add_profile_arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--profile", action="store_true",
+                    help="time each kernel (llvm, numba): ms, share, GFLOP/s, GB/s, roofline bound")
+    sp.add_argument("--profile-json", metavar="FILE", help="write the profile as JSON, with a Chrome trace")
+
+
 def add_backend_arguments(sp: argparse.ArgumentParser) -> None:
     """One flag per backend option, from the backend registry."""
     from .backends import all_options
@@ -335,6 +341,8 @@ def cmd_bench(args) -> int:
     print(f"{'runner':<22} {'ms':>9} {'runner/minidlc':>15}")
     for name, ms in times.items():
         print(f"{name:<22} {ms:>9.3f} {ms / ours:>15.2f}")
+    if args.profile or args.profile_json:
+        print_profile(args, m, feeds)
     return 0
 
 
@@ -376,9 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--random-inputs", action="store_true", help="random values for inputs not given")
     sp.add_argument("--check", action="store_true", help="compare with onnxruntime (or the reference backend)")
     sp.add_argument("--output", metavar="OUT.npz", help="save the outputs")
-    sp.add_argument("--profile", action="store_true",
-                    help="time each kernel (llvm, numba): ms, share, GFLOP/s, GB/s, roofline bound")
-    sp.add_argument("--profile-json", metavar="FILE", help="write the profile as JSON, with a Chrome trace")
+    add_profile_arguments(sp)
     sp.set_defaults(fn=cmd_run)
 
     sp = model_command("bench", "time a model against its peers in one process",
@@ -387,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "file, reference for a PyTorch model)")
     sp.add_argument("--input", action="append", metavar="NAME=FILE.npy")
     sp.add_argument("--repeat", type=int, default=20)
+    add_profile_arguments(sp)
     sp.set_defaults(fn=cmd_bench)
 
     sp = model_command("explain", "follow one node through the compiler: passes, group, kernel, LLVM",

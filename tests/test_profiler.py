@@ -71,3 +71,12 @@ def test_run_profile_on_the_command_line(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "k_fused_gemm_relu" in out and "total" in out
     assert json.loads(out_json.read_text())["machine"] == PEAKS
+
+
+def test_bench_profile(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(machine, "peaks", lambda remeasure=False: PEAKS)
+    path = tmp_path / "mlp.onnx"
+    path.write_bytes(build_model("mlp").SerializeToString())
+    assert main(["bench", str(path), "--target", "llvm", "--compare", "reference", "--repeat", "3", "--profile"]) == 0
+    out = capsys.readouterr().out
+    assert "runner/minidlc" in out and "k_fused_gemm_relu" in out
