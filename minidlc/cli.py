@@ -187,6 +187,18 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    graph = load_graph(args.model, parse_input_shapes(args.input_shape))
+    page = build_report(graph, target=args.target, opt_level=args.opt_level, profile=args.profile,
+                        **backend_options_from_args(args))
+    with open(args.output, "w", encoding="utf-8") as f:
+        f.write(page)
+    print(f"wrote {args.output} ({len(page) // 1024} KiB): open it in a browser")
+    return 0
+
+
 def cmd_explain(args) -> int:
     from .explain import explain
 
@@ -395,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repeat", type=int, default=20)
     add_profile_arguments(sp)
     sp.set_defaults(fn=cmd_bench)
+
+    sp = model_command("report", "write one self-contained HTML page about the compiled model",
+                       "minidlc report examples/models/convnet.onnx -o report.html --profile")
+    sp.add_argument("-o", "--output", default="report.html", metavar="FILE.html", help="where (default: report.html)")
+    sp.add_argument("--profile", action="store_true", help="include the per-kernel profile (llvm, numba)")
+    sp.set_defaults(fn=cmd_report, target="llvm")
 
     sp = model_command("explain", "follow one node through the compiler: passes, group, kernel, LLVM",
                        "minidlc explain examples/models/convnet.onnx stem.conv_2")
