@@ -4,8 +4,8 @@ Where the node came from (its ONNX node or PyTorch source line), each rewrite
 that changed it or folded a neighbour into it (with what the rewrite
 computed), the fused group it ended up in, the loop-IR kernel that computes
 it, and on llvm the LLVM functions of that kernel with their instruction
-counts and vector widths. A node is followed by its source location: nodes a
-rewrite makes take the location of the node they replace.
+counts and vector widths. A node is followed by the names of its values: a
+value a rewrite makes is named after the one it replaces.
 """
 from __future__ import annotations
 
@@ -22,20 +22,26 @@ class UnknownNode(ValueError):
 
 @dataclass
 class _Journey(Instrument):
-    """Records the rewrites that touch the followed locations (and adds the
-    locations of the nodes that take a followed node in)."""
+    """Records the rewrites that touch the followed values (and then follows
+    what the rewrite made). A rewrite names its new value after the node it
+    replaces, perhaps with a `_N` suffix to keep names unique."""
 
-    locs: set[str]
+    names: set[str]
     events: list[str] = field(default_factory=list)
+
+    def follows(self, name: str) -> bool:
+        base = re.sub(r"_\d+$", "", name)
+        return name in self.names or base in self.names
 
     def on_rewrite(self, p, rule: str, node: Node, note: str | None, detail: str | None = None) -> None:
         if note is not None or p.name == "fuse":  # near misses, and fuse (shown as the group below)
             return
-        producers = {v.producer.loc for v in node.inputs if v is not None and v.producer is not None}
-        if node.loc in self.locs or producers & self.locs:
+        touched = [v.name for v in node.outputs] + [o.name for v in node.inputs if v is not None and v.producer
+                                                    for o in v.producer.outputs]
+        if any(self.follows(n) for n in touched):
             self.events.append(f"{p.name}: {rule} fired on {node.describe()}")
             self.events += [f"    {line}" for line in (detail or "").splitlines()]
-            self.locs.add(node.loc)
+            self.names.update(v.name for v in node.outputs)
 
 
 def find_node(graph: Graph, name: str) -> Node:
@@ -51,14 +57,15 @@ def explain(graph: Graph, name: str, target: str = "llvm", opt_level: int = 2, *
     import minidlc
 
     node = find_node(graph, name)
-    journey = _Journey({node.loc} if node.loc else set())
+    journey = _Journey({v.name for v in node.outputs})
     m = minidlc.compile(graph, target=target, opt_level=opt_level, instruments=[journey], **options)
     lines = [f"{node.describe()}: {node.op} of {', '.join(f'%{v.name}' for v in node.inputs if v is not None)}"
              f" -> {', '.join(f'{v.type}' for v in node.outputs)}",
              f"from: {node.loc or 'no source location'}", f"passes (-O{opt_level}):"]
     lines += [f"  {e}" for e in journey.events] or ["  no rewrite changed it"]
-    home = next((n for n in m.graph.nodes if (n.body is not None and any(b.loc in journey.locs for b in n.body.nodes))
-                 or (n.body is None and n.loc in journey.locs and n.op != "Constant")), None)
+    ours = lambda n: n.op != "Constant" and any(journey.follows(v.name) for v in n.outputs)  # noqa: E731
+    home = next((n for n in m.graph.nodes if (n.body is not None and any(ours(b) for b in n.body.nodes))
+                 or (n.body is None and ours(n))), None)
     if home is None:
         lines.append("after the passes: gone (folded into a constant or removed as dead)")
         return "\n".join(lines) + "\n"

@@ -44,3 +44,20 @@ def test_explain_on_the_command_line(tmp_path, capsys):
 def test_kernels_say_which_nodes_they_compute(target, stage, prefix):
     m = minidlc.compile(build_model("mlp"), target=target)
     assert f"{prefix}computes Gemm %fc1.add_4_0 (fc1.add_4), Relu %relu1_5 (relu1_5)\n" in m.emit(stage)
+
+
+def test_a_pytorch_node_is_followed_by_its_value_not_its_shared_source_line():
+    pytest.importorskip("torch")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+    from torch_models import make_resnet
+
+    import torch
+
+    graph = minidlc.load(make_resnet(), example_inputs=(torch.zeros(1, 3, 32, 32),))
+    text = explain(graph, "stages.0.0.conv1", target="llvm")
+    assert text.count("conv-bn fired") == 1  # other blocks share its source line, not its values
+    assert "fired on BatchNormalization node %stages.0.0.bn1 (examples/torch_models.py:" in text
+    assert "fused group: fused_conv_relu = Conv + Relu" in text
