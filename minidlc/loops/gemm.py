@@ -33,7 +33,7 @@ from .lower import Lowerer, register_lowering
 from .rules import FLOATS, RULES, Unsupported, broadcast_index
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv")
-PARALLEL_MIN_FLOPS = 1 << 20  # below this (~15 us on one core) a barrier and idle threads cost more than they save
+PARALLEL_MIN_FLOPS = 1 << 20  # below this (~15 us on one core) handing work to idle threads costs more than it saves
 DIRECT_MIN_CHANNELS = 8  # a Conv with fewer output channels per group uses im2col
 DIRECT_MIN_K = 64  # below this k (channels per group x kernel size), a stride-1 Conv reads its pixels in place
 ROW_BLOCKS_MIN_WIDTH = 24  # a direct Conv with output rows this wide blocks pixels within a row

@@ -153,7 +153,7 @@ def unroll(s: Stmt, name: str) -> Stmt:
 
 # ---- the default schedule --------------------------------------------------------------
 # Below this many innermost iterations a stage runs on one thread: splitting it
-# costs a barrier (a microsecond or so; the threads are already running).
+# costs a hand-over between threads (a microsecond or so; they are already running).
 PARALLEL_MIN_WORK = 1 << 15
 
 

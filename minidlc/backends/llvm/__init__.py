@@ -5,9 +5,10 @@
   iterations [lo, hi) of its loop.
 - program.py: consecutive native steps of the graph form one *program*, a
   function every thread runs with its thread id: it calls the stages in
-  order, splits parallel ones by thread, and puts a barrier between stages.
-  So a run costs one native call per thread (ctypes releases the GIL), not
-  one per kernel.
+  order, sharing each out among the threads.
+- team.py: the threads, waiting in native code between runs; shares are
+  claimed, so a stage needs no barrier. A run costs one native call (ctypes
+  releases the GIL), not one per kernel or per thread.
 - jit.py: the module is optimized at O3 for the host CPU (its name and
   features, so AVX2/AVX-512 and FMA are used); the object code is cached on
   disk under a hash of the loop IR, so compiling a model again skips LLVM.
@@ -63,7 +64,7 @@ class LLVMExecutable(HostExecutable):
         return calls
 
     def sleeps(self) -> int:
-        """How often one of its threads has slept (between runs or at a barrier, see team.py) so far."""
+        """How often one of its threads has slept (between runs or waiting for a stage, see team.py) so far."""
         return self.team.sleeps if self.team is not None else 0
 
     def emit(self, stage: str) -> str:

@@ -1,11 +1,11 @@
 """Native programs: one entry point for a run of kernels.
 
 Every thread calls the same function (SPMD, as in an OpenMP parallel region) with
-its thread id. A parallel stage runs the thread's share [lo, hi) of its loop; a
-serial stage runs on thread 0 alone; a barrier separates a stage from the next
-one whenever another thread may read what it wrote. The threads are a team
-(team.py) that waits in native code between runs, so a whole run costs one
-Python call, not one per kernel or per thread.
+its thread id. Each stage is shared out in claimed shares (a parallel stage's
+loop cut into ranges [lo, hi), a serial stage one share) and starts when the
+stage before has completed (team.py: no barriers, so a late thread holds
+nobody up). The threads are a team that waits in native code between runs,
+so a whole run costs one Python call, not one per kernel or per thread.
 """
 from __future__ import annotations
 
