@@ -203,8 +203,8 @@ def cmd_explain(args) -> int:
     from .explain import explain
 
     graph = load_graph(args.model, parse_input_shapes(args.input_shape))
-    print(explain(graph, args.node, target=args.target, opt_level=args.opt_level, **backend_options_from_args(args)),
-          end="")
+    print(explain(graph, args.node, target=args.target, opt_level=args.opt_level, profile=args.profile,
+                  **backend_options_from_args(args)), end="")
     return 0
 
 
@@ -417,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = model_command("explain", "follow one node through the compiler: passes, group, kernel, LLVM",
                        "minidlc explain examples/models/convnet.onnx stem.conv_2")
     sp.add_argument("node", help="the node's name (ONNX node name or PyTorch source location) or output's name")
+    sp.add_argument("--profile", action="store_true", help="also time its kernel: ms and share of a run")
     sp.set_defaults(fn=cmd_explain, target="llvm")
 
     sp = sub.add_parser("ops", help="list the model's ops and whether each is supported",

@@ -53,7 +53,10 @@ def find_node(graph: Graph, name: str) -> Node:
     raise UnknownNode(f"no node named {name!r}; nodes: {', '.join(names[:12])}" + (", ..." if len(names) > 12 else ""))
 
 
-def explain(graph: Graph, name: str, target: str = "llvm", opt_level: int = 2, **options) -> str:
+def explain(graph: Graph, name: str, target: str = "llvm", opt_level: int = 2, profile: bool = False,
+            **options) -> str:
+    """The journey of the node called `name` (see the module docstring); with
+    `profile`, also its kernel's time and share of a run (profiler.py)."""
     import minidlc
 
     node = find_node(graph, name)
@@ -81,7 +84,22 @@ def explain(graph: Graph, name: str, target: str = "llvm", opt_level: int = 2, *
     lines += [f"  {line}" for line in str(step).splitlines()]
     if target == "llvm" and step.lowered is not None:
         lines += _llvm_functions(m.emit("llvm"), step.lowered.kernel.name)
+    if profile:
+        lines.append(_time_share(m, step))
     return "\n".join(lines) + "\n"
+
+
+def _time_share(m, step) -> str:
+    from .profiler import profile
+
+    rows = profile(m, m.random_inputs())
+    name = step.lowered.kernel.name if step.lowered is not None else step.node.outputs[0].name
+    total = sum(r.seconds for r in rows)
+    row = next((r for r in rows if r.name == name), None)
+    if row is None:  # a view: no work of its own
+        return "time: none (a view of its input)"
+    return (f"time: {row.seconds * 1e3:.3f} ms, {100 * row.seconds / total:.1f}% of a run "
+            f"({len(rows)} steps timed alone, {row.flops / row.seconds / 1e9:.1f} GFLOP/s)")
 
 
 def _llvm_functions(module: str, kernel: str) -> list[str]:

@@ -61,3 +61,9 @@ def test_a_pytorch_node_is_followed_by_its_value_not_its_shared_source_line():
     assert text.count("conv-bn fired") == 1  # other blocks share its source line, not its values
     assert "fired on BatchNormalization node %stages.0.0.bn1 (examples/torch_models.py:" in text
     assert "fused group: fused_conv_relu = Conv + Relu" in text
+
+
+def test_explain_with_the_time_share_of_its_kernel():
+    text = explain(minidlc.load(build_model("convnet")), "block1.conv2.conv_18", target="llvm", profile=True)
+    last = text.splitlines()[-1]
+    assert last.startswith("time: ") and "% of a run (8 steps timed alone, " in last
