@@ -47,6 +47,7 @@ class _Dot:
         self.lines: list[str] = []
         self.source: dict[int, str] = {}  # id(value) -> the DOT node that produces it
         self.weight: dict[int, Value] = {}  # id(group input) -> the outer constant it stands for
+        self.edges: list[str] = []  # drawn after all nodes: an edge inside a cluster would pull both ends in
         self.ids = 0
 
     def fresh(self) -> str:
@@ -65,8 +66,8 @@ class _Dot:
         for v in g.outputs:
             name = self.fresh()
             self.ellipse(name, f"output {v.name}")
-            self.edge(v, name, "  ")
-        self.lines.append("}")
+            self.edge(v, name)
+        self.lines += self.edges + ["}"]
         return "\n".join(self.lines) + "\n"
 
     def ellipse(self, name: str, label: str) -> None:
@@ -87,7 +88,7 @@ class _Dot:
             self.lines.append(f"{indent}{name} [label={_quote(NEWLINE.join(label))}];")
             for v in node.inputs:
                 if v is not None and not self.is_constant(v):
-                    self.edge(v, name, indent)
+                    self.edge(v, name)
 
     def cluster(self, node: Node, indent: str) -> None:
         """A fused group: its body's nodes in a box; its inputs and outputs are the outer values."""
@@ -115,6 +116,6 @@ class _Dot:
             return f"{v.name} = {array.reshape(-1).tolist() if array.ndim else array.item()}"
         return f"{v.name}: {_type(v)}"
 
-    def edge(self, v: Value, to: str, indent: str) -> None:
+    def edge(self, v: Value, to: str) -> None:
         if id(v) in self.source:
-            self.lines.append(f"{indent}{self.source[id(v)]} -> {to} [label={_quote(_type(v))}];")
+            self.edges.append(f"  {self.source[id(v)]} -> {to} [label={_quote(_type(v))}];")
