@@ -27,6 +27,8 @@ def test_dot_draws_every_op_once_groups_as_clusters_and_no_dangling_edges(name):
     assert sorted(boxes) == sorted(counts.elements())
     groups = [n.attrs["name"] for n in m.graph.nodes if n.op == "Fused"]
     assert re.findall(r'label="(fused_\w+)"; style', text) == groups
+    clusters = re.findall(r"subgraph cluster_\w+ \{(.*?)\n  \}", text, re.S)
+    assert len(clusters) == len(groups) and not any("->" in c for c in clusters)  # an edge would pull nodes in
     ellipses = len(re.findall(r"shape=ellipse", text))
     assert ellipses == len(m.graph.inputs) + len(m.graph.outputs)
 
