@@ -181,8 +181,15 @@ def cmd_ops(args) -> int:
 
 
 def cmd_compile(args) -> int:
+    if args.output and args.emit != "onnx":
+        raise UsageError("--output saves the model of --emit onnx; other stages print")
     m = compile_model(args)
-    if args.emit:
+    if args.emit == "onnx" and args.output:
+        import onnx
+
+        onnx.save(m.to_onnx(), args.output)
+        print(f"saved the optimized graph as ONNX to {args.output} (fused groups as functions)")
+    elif args.emit:
         print(m.emit(args.emit))
     return 0
 
@@ -388,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print this stage: graph (imported), fused (after passes), loops (the loop program), "
                          "or the target's own: " + "; ".join(f"{b.name}: {', '.join(b.stages)}"
                                                              for b in BACKENDS.values() if b.stages))
+    sp.add_argument("-o", "--output", metavar="FILE.onnx", help="with --emit onnx: save the model to this file")
     sp.set_defaults(fn=cmd_compile)
 
     sp = model_command("run", "compile and run a model, print or save its outputs",

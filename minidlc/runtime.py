@@ -62,13 +62,14 @@ class CompiledModel:
     def emit(self, stage: str = "graph") -> str:
         """The text of one compilation stage: 'graph' (as imported), 'fused'
         (after the passes), 'loops' (the loop program), 'dot' or 'svg' (a
-        picture of the graph after the passes), or one of the target's own
+        picture of the graph after the passes), 'onnx' (that graph as ONNX
+        text; `to_onnx()` gives the model), or one of the target's own
         stages (llvm: 'llvm', 'asm'; numba: 'numba')."""
         from .ir.dot import to_dot, to_svg
 
         common = {"graph": lambda: str(self.source), "fused": lambda: str(self.graph),
                   "loops": lambda: str(self.program), "dot": lambda: to_dot(self.graph),
-                  "svg": lambda: to_svg(self.graph)}
+                  "svg": lambda: to_svg(self.graph), "onnx": lambda: _onnx_text(self.to_onnx())}
         if stage in common:
             return common[stage]()
         if stage not in self.backend.stages:
@@ -76,9 +77,21 @@ class CompiledModel:
                              f"{', '.join(tuple(common) + self.backend.stages)}")
         return self.executable.emit(stage)
 
+    def to_onnx(self):
+        """The graph after the passes as an onnx.ModelProto (fused groups as ONNX functions)."""
+        from .frontends.onnx.export import export_onnx
+
+        return export_onnx(self.graph, [v.name for v in self.source.outputs])
+
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Random feeds of the right shapes and dtypes (for smoke tests and the CLI)."""
         return random_inputs(self.input_types, seed)
+
+
+def _onnx_text(model) -> str:
+    import onnx.printer
+
+    return onnx.printer.to_text(model)
 
 
 def random_inputs(input_types: Mapping[str, TensorType], seed: int = 0) -> dict[str, np.ndarray]:

@@ -144,7 +144,7 @@ def test_planned_targets_say_they_are_not_built():
     (["compile", "{relu}", "--threads", "2"], "--threads is an option of --target llvm or numba, not of reference"),
     (["compile", "{relu}", "--target", "numba", "--threads", "999"],
      "target numba: threads=999, but Numba's thread pool has"),
-    (["compile", "{relu}", "--emit", "llvm"], "target reference cannot emit 'llvm'; it emits graph, fused, loops, dot, svg"),
+    (["compile", "{relu}", "--emit", "llvm"], "target reference cannot emit 'llvm'; it emits graph, fused, loops, dot, svg, onnx"),
     (["ops", "{tmp}/m.py:make_model"], "`minidlc ops` reads ONNX files"),
     (["compile", "{tmp}/broken.py", "--input-shape", "2"], "broken.py failed to import: SyntaxError"),
     (["compile", "{tmp}/raises.py", "--input-shape", "2"], "raises.py raised RuntimeError: no weights here"),
@@ -188,7 +188,7 @@ def test_targets_stages_and_options_come_from_the_backend_registry(capsys):
     with pytest.raises(SystemExit):
         main(["compile", "--help"])
     out = capsys.readouterr().out
-    assert "{reference,llvm,numba}" in out and "{graph,fused,loops,dot,svg,llvm,asm,numba}" in out
+    assert "{reference,llvm,numba}" in out and "{graph,fused,loops,dot,svg,onnx,llvm,asm,numba}" in out
     assert "--threads THREADS" in out and "(llvm, numba)" in out
 
 

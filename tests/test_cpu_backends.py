@@ -110,7 +110,7 @@ def test_emit_stages_and_threads_agree(target, stages):
     for stage, text in stages.items():
         assert text in m1.emit(stage).lower()
     assert "// parallel" in m1.emit("loops")
-    with pytest.raises(ValueError, match=f"cannot emit 'ptx'; it emits graph, fused, loops, dot, svg, {', '.join(stages)}"):
+    with pytest.raises(ValueError, match=f"cannot emit 'ptx'; it emits graph, fused, loops, dot, svg, onnx, {', '.join(stages)}"):
         m1.emit("ptx")
 
 

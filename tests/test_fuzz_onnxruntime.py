@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, note, reject, seed, settings
 from onnx_fuzz import SEED, PeerHasNoKernel, check_against_onnxruntime, onnx_models
 
 # Examples per target: numba compiles each kernel with Numba, slower than llvm.
-EXAMPLES = {"reference": 1000, "llvm": 500, "numba": 80}
+EXAMPLES = {"reference": 1000, "llvm": 200, "numba": 50}
 SCALE = float(os.environ.get("MINIDLC_FUZZ_SCALE", "1"))
 
 

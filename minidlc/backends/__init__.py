@@ -2,7 +2,7 @@
 
 A backend is declared once, as a `Backend` in `BACKENDS`:
 - its name (the `target` of `minidlc.compile` and the CLI's `--target`);
-- the stages it can print beyond the common ones (graph, fused, loops, dot, svg);
+- the stages it can print beyond the common ones (graph, fused, loops, dot, svg, onnx);
 - its options, with type, default and help (the CLI makes a flag of each);
 - whether it runs loop-IR kernels (then fusion only groups ops that lower,
   and the program's kernels are scheduled with `schedule`);
@@ -23,7 +23,7 @@ from ..ir import Node
 from ..loops.program import LoopProgram, Schedule, lowering_failure
 from ..loops.schedule import default_schedule
 
-COMMON_STAGES = ("graph", "fused", "loops", "dot", "svg")  # every target prints these (CompiledModel.emit)
+COMMON_STAGES = ("graph", "fused", "loops", "dot", "svg", "onnx")  # every target prints these (CompiledModel.emit)
 PLANNED = ("cuda",)  # in the design, not built yet
 
 
