@@ -40,7 +40,8 @@ def test_explain_on_the_command_line(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("minidlc: error: no node named 'nope'")
 
 
-@pytest.mark.parametrize("target,stage,prefix", [("reference", "loops", "// "), ("numba", "numba", "# ")])
+@pytest.mark.parametrize("target,stage,prefix", [("reference", "loops", "// "), ("numba", "numba", "# "),
+                                                  ("llvm", "llvm", "; "), ("llvm", "asm", "# ")])
 def test_kernels_say_which_nodes_they_compute(target, stage, prefix):
     m = minidlc.compile(build_model("mlp"), target=target)
     assert f"{prefix}computes Gemm %fc1.add_4_0 (fc1.add_4), Relu %relu1_5 (relu1_5)\n" in m.emit(stage)

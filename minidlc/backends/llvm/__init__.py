@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 from dataclasses import dataclass
 
-from ...loops.program import LoopProgram, Step
+from ...loops.program import LoopProgram, Step, StepKind
 from ..host import HostExecutable
 from .program import NativeProgram, compile_kernel, jit_programs, team_of_threads
 
@@ -68,9 +69,18 @@ class LLVMExecutable(HostExecutable):
         return self.team.sleeps if self.team is not None else 0
 
     def emit(self, stage: str) -> str:
-        if stage == "llvm":
-            return self.jit.llvm_ir()
-        return self.jit.asm()
+        """The module after O3 ('llvm') or its machine code ('asm'); each
+        kernel's first stage function is preceded by a comment naming the
+        graph nodes the kernel computes."""
+        text, comment = (self.jit.llvm_ir(), ";") if stage == "llvm" else (self.jit.asm(), "#")
+        computes = {st.lowered.kernel.name: st.computes() for seg in self.segments
+                    if seg[0].kind == StepKind.KERNEL for st in seg}
+        pattern = r"^define [^@\n]*@(\w+)_s0\(" if stage == "llvm" else r"^(\w+)_s0:"
+
+        def note(m: re.Match) -> str:
+            what = computes.get(m.group(1))
+            return f"{comment} computes {what}\n{m.group(0)}" if what else m.group(0)
+        return re.sub(pattern, note, text, flags=re.M)
 
 
 def build(program: LoopProgram, threads: int | None = None, split: bool = False) -> LLVMExecutable:
