@@ -9,7 +9,6 @@ from onnx import TensorProto, helper, numpy_helper
 import minidlc
 from minidlc.cli import main
 from minidlc.demo_models import build_model
-from minidlc.ir import IRError
 from onnx_fuzz import onnxruntime_outputs
 
 
@@ -56,14 +55,29 @@ def test_attributes_that_were_inputs_become_inputs_again():
     _same_in_onnxruntime(model, exported, {"x": x})
 
 
-def test_an_op_whose_ir_form_is_not_exported_is_a_clear_error():
-    g = helper.make_graph([helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest")], "g",
+@pytest.mark.parametrize("geometry", ["scales", "sizes"])
+def test_resize_geometry_becomes_inputs_again(geometry):
+    arrays = {"scales": np.array([1, 1, 2, 1.5], np.float32), "sizes": np.array([1, 1, 4, 3], np.int64)}
+    inputs = ["x", "", "scales"] if geometry == "scales" else ["x", "", "", "sizes"]
+    g = helper.make_graph([helper.make_node("Resize", inputs, ["y"], mode="linear")], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])],
-                          [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")])
-    m = minidlc.compile(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
-    with pytest.raises(IRError, match=r"exporting Resize to ONNX is not supported"):
-        m.to_onnx()
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(arrays[geometry], geometry)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((1, 1, 2, 2)).astype(np.float32)
+    _same_in_onnxruntime(model, minidlc.compile(model).to_onnx(), {"x": x})
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_is_written_out_for_opset_17(approximate):
+    g = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+    exported = minidlc.compile(model, opt_level=0).to_onnx()
+    assert "Gelu" not in {n.op_type for n in exported.graph.node}
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    _same_in_onnxruntime(model, exported, {"x": x})
 
 
 def test_emit_onnx_on_the_command_line(tmp_path, capsys):

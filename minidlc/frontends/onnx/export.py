@@ -4,8 +4,9 @@ open in Netron or run in onnxruntime.
 Each fused group becomes an ONNX function (domain `minidlc.fused`) whose body
 is the group's nodes, called once where the group stands. The IR keeps some
 of ONNX's inputs as attributes (Slice bounds, Reduce/Squeeze axes, Split
-sizes, Pad's pads, Tile's repeats, Trilu's k, CumSum's axis, Cast's dtype by
-name); here they become the opset-17 inputs again. Constants become
+sizes, Pad's pads, Tile's repeats, Trilu's k, CumSum's axis, Resize's scales,
+sizes and roi, Cast's dtype by name); here they become the opset-17 inputs
+again. Gelu (opset 20) is written out as the formula ONNX defines it by. Constants become
 initializers at the top level and Constant nodes inside functions (a function
 has no initializers).
 """
@@ -25,7 +26,6 @@ _TO_ONNX = {name: code for code, name in ONNX_DTYPES.items()}
 _ATTR_INPUTS = {"Slice": ("starts", "ends", "axes", "steps"), "ReduceSum": ("axes",), "Squeeze": ("axes",),
                 "Unsqueeze": ("axes",), "Split": ("split",), "Tile": ("repeats",), "Trilu": ("k",),
                 "CumSum": ("axis",)}
-_NOT_EXPORTED = {"Resize": "its scales, sizes and roi", "Gelu": "it needs opset 20"}
 
 
 def export_onnx(graph: Graph, output_names: list[str] | None = None) -> onnx.ModelProto:
@@ -50,6 +50,8 @@ def _info(v) -> onnx.ValueInfoProto:
 
 
 class _Exporter:
+    """Converts nodes, collecting the ONNX functions of fused groups."""
+
     def __init__(self):
         self.functions: list[onnx.FunctionProto] = []
         self.const_names = 0
@@ -85,9 +87,13 @@ class _Exporter:
                                 [v.name for v in node.outputs], domain=DOMAIN, name=node.outputs[0].name,
                                 doc_string=node.loc or "")
 
+    def const(self, hint: str, array: np.ndarray) -> tuple[str, onnx.NodeProto]:
+        name = self.fresh(hint)
+        return name, helper.make_node("Constant", [], [name], value=numpy_helper.from_array(array, name))
+
     def node(self, n: Node) -> list[onnx.NodeProto]:
-        if n.op in _NOT_EXPORTED:
-            raise IRError(f"{n.describe()}: exporting {n.op} to ONNX is not supported ({_NOT_EXPORTED[n.op]})")
+        if n.op == "Gelu":
+            return self.gelu(n)
         attrs = dict(n.attrs)
         inputs = [v.name if v is not None else "" for v in n.inputs]
         made = []
@@ -112,7 +118,46 @@ class _Exporter:
             inputs += names
         if n.op == "Cast":
             attrs["to"] = _TO_ONNX[attrs["to"]]
+        if n.op == "Resize":  # geometry back to inputs: X, roi, scales (or "" and sizes)
+            if attrs.pop("antialias"):
+                raise IRError(f"{n.describe()}: antialias needs opset 18; minidlc exports opset {OPSET}")
+            roi, scales, sizes = attrs.pop("roi"), attrs.pop("scales"), attrs.pop("sizes")
+            geometry = [("roi", np.array(roi, np.float32)) if roi else None,
+                        None if sizes else ("scales", np.array(scales, np.float32)),
+                        ("sizes", np.array(sizes, np.int64)) if sizes else None]
+            for item in geometry:
+                if item is None:
+                    inputs.append("")
+                else:
+                    name, const = self.const(f"{n.outputs[0].name}.{item[0]}", item[1])
+                    made.append(const)
+                    inputs.append(name)
+            while inputs and inputs[-1] == "":
+                inputs.pop()
         attrs = {k: v for k, v in attrs.items() if not (isinstance(v, (list, tuple)) and not v)}
         # node names must be unique (a PyTorch source line is not); the location goes to doc_string
         return made + [helper.make_node(n.op, inputs, [v.name for v in n.outputs], name=n.outputs[0].name,
                                         doc_string=n.loc or "", **attrs)]
+
+    def gelu(self, n: Node) -> list[onnx.NodeProto]:
+        """Gelu exists from opset 20: written out, as ONNX's own function body for it."""
+        x, y = n.inputs[0].name, n.outputs[0].name
+        dt = n.inputs[0].type.np_dtype
+        made, names = [], {}
+        for key, value in (("half", 0.5), ("one", 1.0), ("inv_sqrt2", 1 / np.sqrt(2)), ("c", np.sqrt(2 / np.pi)),
+                           ("k", 0.044715)):
+            names[key], const = self.const(f"{y}.{key}", np.array(value, dt))
+            made.append(const)
+        t = lambda hint: self.fresh(f"{y}.{hint}")  # noqa: E731
+        if n.attrs["approximate"] == "tanh":  # 0.5 x (1 + tanh(c (x + k x^3)))
+            x2, x3, kx3, inner, scaled, g = t("x2"), t("x3"), t("kx3"), t("inner"), t("scaled"), t("g")
+            made += [helper.make_node("Mul", [x, x], [x2]), helper.make_node("Mul", [x2, x], [x3]),
+                     helper.make_node("Mul", [names["k"], x3], [kx3]), helper.make_node("Add", [x, kx3], [inner]),
+                     helper.make_node("Mul", [names["c"], inner], [scaled]), helper.make_node("Tanh", [scaled], [g])]
+        else:  # 0.5 x (1 + erf(x / sqrt 2))
+            scaled, g = t("scaled"), t("g")
+            made += [helper.make_node("Mul", [x, names["inv_sqrt2"]], [scaled]), helper.make_node("Erf", [scaled], [g])]
+        one_g, half_x = t("one_plus"), t("half_x")
+        return made + [helper.make_node("Add", [names["one"], g], [one_g]),
+                       helper.make_node("Mul", [names["half"], x], [half_x]),
+                       helper.make_node("Mul", [half_x, one_g], [y], name=y, doc_string=n.loc or "")]
