@@ -104,11 +104,13 @@ def _time_share(m, step) -> str:
 
 def _llvm_functions(module: str, kernel: str) -> list[str]:
     """Each stage function of `kernel` in the optimized module: instructions and widest vectors."""
+    from .backends.llvm.codegen import stage_functions
+
     out = ["llvm (after O3):"]
-    for m in re.finditer(rf"^define [^@]*@({re.escape(kernel)}_s\d+)\(.*?^}}", module, re.M | re.S):
-        body = [line.strip() for line in m.group(0).splitlines()[1:-1]]
+    for name, text in stage_functions(module, kernel):
+        body = [line.strip() for line in text.splitlines()[1:-1]]
         count = sum(1 for line in body if line and not line.endswith(":") and not line.startswith(";"))
-        widths = [int(w) for w in re.findall(r"<(\d+) x (?:float|double|i\d+)>", m.group(0))]
+        widths = [int(w) for w in re.findall(r"<(\d+) x (?:float|double|i\d+)>", text)]
         vec = f"vectors of up to {max(widths)} lanes" if widths else "scalar code"
-        out.append(f"  @{m.group(1)}: {count} instructions, {vec}")
+        out.append(f"  @{name}: {count} instructions, {vec}")
     return out

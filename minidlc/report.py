@@ -10,16 +10,14 @@ parts, so the page opens anywhere, offline.
 """
 from __future__ import annotations
 
-import difflib
 import html
 import io
-import re
 
+from .backends.llvm.codegen import stage_functions
 from .ir import Graph
 from .ir.dot import to_dot, to_svg
 from .loops.program import StepKind
-from .passes.instruments import ExplainFusion
-from .passes.manager import Instrument
+from .passes.instruments import ExplainFusion, PrintChanged
 from .passes.options import PassStats, format_pass_stats, op_counts
 
 SECTIONS = {"model": "Model", "passes": "Passes", "fusion": "Fusion", "graphs": "Graph before and after",
@@ -31,23 +29,6 @@ td:first-child,th:first-child{text-align:left}summary{cursor:pointer}nav a{margi
 .add{color:#070}.del{color:#a00}svg{max-width:100%;height:auto}"""
 
 
-class _Diffs(Instrument):
-    """Each pass that changed the graph, with the unified diff of its text."""
-
-    def __init__(self):
-        self.diffs: list[tuple[str, str]] = []
-
-    def before_pipeline(self, graph: Graph) -> None:
-        self.text = str(graph)
-
-    def after_pass(self, p, graph: Graph, changed: bool) -> None:
-        if changed:
-            text = str(graph)
-            diff = difflib.unified_diff(self.text.splitlines(), text.splitlines(), "before", p.name, lineterm="")
-            self.diffs.append((p.name, "\n".join(diff)))
-            self.text = text
-
-
 class _PassRows(PassStats):
     def after_pipeline(self, graph: Graph) -> None:
         """The report shows the rows itself."""
@@ -56,7 +37,7 @@ class _PassRows(PassStats):
 def build_report(model, target: str = "llvm", opt_level: int = 2, profile: bool = False, **options) -> str:
     import minidlc
 
-    stats, diffs, fusion_text = _PassRows(), _Diffs(), io.StringIO()
+    stats, diffs, fusion_text = _PassRows(), PrintChanged(io.StringIO()), io.StringIO()
     m = minidlc.compile(model, target=target, opt_level=opt_level,
                         instruments=[stats, diffs, ExplainFusion(fusion_text)], **options)
     sections = {"model": _model(m),
@@ -131,7 +112,7 @@ def _kernels(m) -> str:
             name = step.lowered.kernel.name
             rows.append(f"<li><a href='#{name}'>{html.escape(name)}</a>: {html.escape(step.computes())}</li>")
             text = _pre(str(step))
-            functions = re.findall(rf"^define [^@]*@{re.escape(name)}_s\d+\(.*?^}}", llvm, re.M | re.S)
+            functions = [text for _, text in stage_functions(llvm, name)]
             if functions:
                 text += _details(f"LLVM IR after O3 ({len(functions)} functions)", _pre("\n\n".join(functions)))
             parts.append(f"<div id='{name}'>{_details(name, text)}</div>")

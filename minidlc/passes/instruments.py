@@ -62,6 +62,7 @@ class PrintChanged(Instrument):
     def __init__(self, out: TextIO | None = None):
         self.out = out
         self.text = ""
+        self.diffs: list[tuple[str, str]] = []  # (pass, its diff), for the HTML report
 
     def before_pipeline(self, graph: Graph) -> None:
         self.text = str(graph)
@@ -72,9 +73,10 @@ class PrintChanged(Instrument):
         if text == self.text:
             write_text(self.out, f"{_banner(f'After {p.name}')} omitted because no change\n")
             return
-        diff = difflib.unified_diff(self.text.splitlines(), text.splitlines(),
-                                    f"before {p.name}", f"after {p.name}", lineterm="")
-        write_text(self.out, f"{_banner(f'After {p.name}')}\n" + "\n".join(diff) + "\n")
+        diff = "\n".join(difflib.unified_diff(self.text.splitlines(), text.splitlines(),
+                                              f"before {p.name}", f"after {p.name}", lineterm=""))
+        self.diffs.append((p.name, diff))
+        write_text(self.out, f"{_banner(f'After {p.name}')}\n{diff}\n")
         self.text = text
 
 

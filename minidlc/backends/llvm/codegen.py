@@ -9,6 +9,8 @@ vector code directly; the rest is left to LLVM's own vectorizers at O3.
 """
 from __future__ import annotations
 
+import re
+
 import llvmlite.ir as ir
 
 from ...loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
@@ -59,6 +61,17 @@ def stage_extents(kernel: Kernel) -> list[int | None]:
             else None for s in _top_level(kernel)]
 
 
+def stage_name(kernel: str, i: int) -> str:
+    """The LLVM function of stage i of a kernel."""
+    return f"{kernel}_s{i}"
+
+
+def stage_functions(module_text: str, kernel: str) -> list[tuple[str, str]]:
+    """(name, text) of each stage function of `kernel` in a module's printed IR."""
+    pattern = rf"^define [^@\n]*@({re.escape(kernel)}_s\d+)\(.*?^}}"  # the names stage_name gives
+    return [(m.group(1), m.group(0)) for m in re.finditer(pattern, module_text, re.M | re.S)]
+
+
 class KernelCodegen:
     """Emits the stages of one kernel into an llvmlite module."""
 
@@ -69,7 +82,7 @@ class KernelCodegen:
 
     def emit(self) -> list[tuple[str, int | None]]:
         for i, (s, extent) in enumerate(zip(_top_level(self.kernel), stage_extents(self.kernel))):
-            name = f"{self.kernel.name}_s{i}"
+            name = stage_name(self.kernel.name, i)
             fn = ir.Function(self.module, STAGE, name)
             fn.attributes.add("nounwind")
             self.b = ir.IRBuilder(fn.append_basic_block("entry"))
