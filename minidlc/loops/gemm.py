@@ -13,6 +13,11 @@ The epilogue (Gemm's alpha/beta/C, a bias add, an activation, a residual
 add: the elementwise consumers the fuse pass put in the group) is applied to
 the accumulator while it is still in registers, and stored once.
 
+MatMulInteger and ConvInteger take the same path with an i32 accumulator:
+each operand is widened to i32 and its zero point subtracted as it is read;
+a constant B is packed already centred (B - zero point), in its own dtype
+when the zero point is 0, else in i16.
+
 The outer (parallel) loop runs over column panels of B, so a panel is read
 from memory once and reused, from cache, by every row block of A. Full
 blocks and the edge blocks (M % MR rows, N % NR columns) are separate loops
@@ -27,12 +32,14 @@ from typing import Callable
 import numpy as np
 
 from ..ir import Kind, Node, Value
-from .ir import (Allocate, Binary, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, const,
+from ..ir.types import dtype_name
+from .ir import (Allocate, Binary, Cast, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, const,
                  loop_nest, mul, row_major, seq)
 from .lower import Lowerer, register_lowering
 from .rules import FLOATS, RULES, Unsupported, broadcast_index
 
-GEMM_OPS = ("MatMul", "Gemm", "Conv")
+GEMM_OPS = ("MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger")
+INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # u8/i8 operands, i32 products
 PARALLEL_MIN_FLOPS = 1 << 20  # below this (~15 us on one core) handing work to idle threads costs more than it saves
 DIRECT_MIN_CHANNELS = 8  # a Conv with fewer output channels per group uses im2col
 DIRECT_MIN_K = 64  # below this k (channels per group x kernel size), a stride-1 Conv reads its pixels in place
@@ -111,6 +118,30 @@ class GemmSpec:
     rows_contiguous: bool = False                        # the output's rows, not columns, are adjacent in memory
     b_in_place: bool = False                             # the micro-kernel reads `b` itself (it is contiguous
                                                          # along a panel): no packing loops
+    acc_dtype: str = "f32"                               # the accumulator's (and a's and b's values') dtype
+
+
+def _zero_point(node: Node, i: int) -> Value | None:
+    return node.inputs[i] if len(node.inputs) > i else None
+
+
+def _centred(lw: Lowerer, value: Expr, zp: Value | None, at: Expr) -> Expr:
+    """An integer operand as i32, minus its zero point (a scalar, or a vector read at `at`)."""
+    value = Cast(value, "i32")
+    if zp is None:
+        return value
+    index = [at] if zp.type.numel > 1 else [const(0)] * zp.type.rank
+    return Binary("-", value, Cast(lw.read(zp, index), "i32"))
+
+
+def centred_weights(w: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarray:
+    """w - zp (zp per tensor, or a vector along `axis`), in w's dtype when zp is 0, else i16."""
+    if zp is None or not np.any(zp):
+        return w
+    shape = [1] * w.ndim
+    if zp.size > 1:
+        shape[axis] = -1
+    return (w.astype(np.int16) - zp.astype(np.int16).reshape(shape)).astype(np.int16)
 
 
 def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
@@ -121,6 +152,17 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
     bias = node.inputs[2] if gemm and len(node.inputs) > 2 else None
     alpha, beta = (node.attrs["alpha"], node.attrs["beta"]) if gemm else (1.0, 0.0)
     const_b = lw.group_const(b_val)
+    integer = node.op == "MatMulInteger"
+    a_read, b_read = lw.read, lw.read
+    if integer:
+        za, zb = _zero_point(node, 2), _zero_point(node, 3)
+        zb_const = None if zb is None else lw.group_const(zb)
+        if const_b is not None and (zb is None or zb_const is not None):
+            const_b = centred_weights(const_b, zb_const, -1)
+        else:
+            const_b = None
+        a_read = lambda v, idx: _centred(lw, lw.read(v, idx), za, idx[-2])  # noqa: E731
+        b_read = lambda v, idx: _centred(lw, lw.read(v, idx), zb, idx[-1])  # noqa: E731
 
     def adjust(acc: Expr, idx: list[Expr]) -> Expr:
         value = acc if alpha == 1.0 else mul(Const(alpha, acc.dtype), acc)
@@ -131,13 +173,13 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     return GemmSpec(
         batch, m, k, n,
-        a=lambda bidx, row, kv: lw.read(a_val, broadcast_index(bidx, a_batch, batch) + ([kv[0], row[0]] if trans_a else [row[0], kv[0]])),
+        a=lambda bidx, row, kv: a_read(a_val, broadcast_index(bidx, a_batch, batch) + ([kv[0], row[0]] if trans_a else [row[0], kv[0]])),
         b_batch=b_batch,
         b_index=lambda bidx: broadcast_index(bidx, b_batch, batch),
-        b=lambda bb, kv, panel, jj: lw.read(b_val, bb + ([_col(panel, jj, n), kv[0]] if trans_b else [kv[0], _col(panel, jj, n)])),
+        b=lambda bb, kv, panel, jj: b_read(b_val, bb + ([_col(panel, jj, n), kv[0]] if trans_b else [kv[0], _col(panel, jj, n)])),
         b_packed=None if const_b is None else pack_b(const_b, CONFIG.nr, trans_b),
         out=lambda bidx, row, col: bidx + [row[0], col],
-        adjust=adjust)
+        adjust=adjust, acc_dtype="i32" if integer else node.outputs[0].type.dtype)
 
 
 def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
@@ -163,7 +205,18 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     w_const = lw.group_const(w)
     if w_const is None:
-        raise Unsupported("Conv with a weight computed at run time")
+        raise Unsupported(f"{node.op} with a weight computed at run time")
+    integer = node.op == "ConvInteger"
+    zx, zw = (_zero_point(node, 2), _zero_point(node, 3)) if integer else (None, None)
+    if integer:
+        bias = None
+        zw_const = None if zw is None else lw.group_const(zw)
+        if zw is not None and zw_const is None:
+            raise Unsupported("ConvInteger with a weight zero point computed at run time")
+        w_const = centred_weights(w_const, zw_const, 0)
+        if zx is not None and lw.group_const(zx) is None:
+            raise Unsupported("ConvInteger with an input zero point computed at run time")
+    acc_dtype = "i32" if integer else node.outputs[0].type.dtype
     a = node.attrs
     win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
     nimg, chans = x.type.shape[:2]
@@ -172,12 +225,15 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     g = a["group"]
     mg, cg = w.type.shape[0] // g, chans // g
     kc = cg * math.prod(kernel)
-    src, src_shape, prologue = _padded(lw, x, win)
+    # padding is the zero point: it reads as 0 once centred, as ONNX's ConvInteger pads
+    pad = Const(0.0, x.type.dtype) if zx is None else Cast(lw.read(zx, [const(0)] * zx.type.rank), x.type.dtype)
+    src, src_shape, prologue = _padded(lw, x, win, pad)
 
     def read_x(img: Expr, grp: Expr, c: Expr, o: list[Expr], r: list[Expr]) -> Expr:
         pos = [add(mul(o[d], const(win.strides[d])), mul(r[d], const(win.dilations[d]))) for d in range(len(spatial))]
         index = [img, add(mul(grp, const(cg)), c)] + pos
-        return Load(src, row_major(index, src_shape), x.type.dtype) if src is not x else lw.read(x, index)
+        value = Load(src, row_major(index, src_shape), x.type.dtype) if src is not x else lw.read(x, index)
+        return _centred(lw, value, zx, const(0)) if integer else value
 
     def channel(bidx: list[Expr], m: Expr) -> Expr:
         return add(mul(bidx[1], const(mg)), m)
@@ -197,9 +253,10 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
             b_batch=(g,), b_index=lambda bidx: [bidx[1]], b=None, b_packed=pack_b(w_t, CONFIG.nr),
             out=lambda bidx, row, col: [bidx[0], channel(bidx, col)] + pixel(row),
             adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
-            prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True, row_shape=grid)
+            prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True, row_shape=grid, acc_dtype=acc_dtype)
 
-    wbuf = lw.constant_param(w.name, w_const, w.type.dtype)
+    w_dtype = dtype_name(w_const.dtype)
+    wbuf = lw.constant_param(w.name, w_const, w_dtype)
 
     def b_elem(bb: list[Expr], kv: list[Expr], panel: Expr, jj: Expr) -> Expr:
         if row_panels:  # a panel lies within one output row: its columns are affine in jj
@@ -211,17 +268,22 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     return GemmSpec(
         (nimg, g), mg, kc, math.prod(out_sp),
-        a=lambda bidx, row, kv: Load(wbuf, add(mul(channel(bidx, row[0]), const(kc)), row_major(kv, (cg,) + kernel)),
-                                     w.type.dtype),
+        a=lambda bidx, row, kv: _widened(Load(wbuf, add(mul(channel(bidx, row[0]), const(kc)), row_major(kv, (cg,) + kernel)),
+                                              w_dtype), acc_dtype),
         b_batch=(nimg, g), b_index=lambda bidx: bidx, b=b_elem, b_packed=None,
         out=lambda bidx, row, col: [bidx[0], channel(bidx, row[0])] + _unflatten(col, out_sp),
         adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
-        prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place)
+        prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place, acc_dtype=acc_dtype)
 
 
-def _padded(lw: Lowerer, x: Value, win) -> tuple:
+def _widened(e: Expr, dtype: str) -> Expr:
+    return e if e.dtype == dtype else Cast(e, dtype)
+
+
+def _padded(lw: Lowerer, x: Value, win, pad: Expr) -> tuple:
     """(buffer or value, its shape, loops that fill it): x with its padding
-    materialized once, so that the convolution reads without bounds checks.
+    (the value `pad`) materialized once, so that the convolution reads
+    without bounds checks.
 
     Per (image, channel) plane, the loops copy each row of x into place and
     write zeros only around it: every loop has affine indices and no
@@ -236,12 +298,12 @@ def _padded(lw: Lowerer, x: Value, win) -> tuple:
     outer = _unflatten(plane, shape[:2])
 
     def zeros(d: int, start: int, extent: int, index: list[Expr]) -> Stmt | None:
-        """Zeros over [start, start + extent) along spatial axis d, all of the axes after it."""
+        """Padding over [start, start + extent) along spatial axis d, all of the axes after it."""
         if not extent:
             return None
         v = lw.vars(nd - d, "z")
         dst = outer + index + [add(const(start), v[0])] + list(v[1:])
-        return loop_nest(v, [extent] + list(shape[3 + d:]), Store(padded, row_major(dst, shape), Const(0.0, x.type.dtype)))
+        return loop_nest(v, [extent] + list(shape[3 + d:]), Store(padded, row_major(dst, shape), pad))
 
     def fill(d: int, src: list[Expr], dst: list[Expr]) -> Stmt:
         """Spatial axes d.. of one plane: zeros before, x's extent copied, zeros after."""
@@ -256,19 +318,21 @@ def _padded(lw: Lowerer, x: Value, win) -> tuple:
 
 @register_lowering(*GEMM_OPS)
 def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
-    dt = node.outputs[0].type.dtype
-    if dt not in FLOATS:
-        raise Unsupported(f"{node.op} on {dt}")
-    spec = _conv_spec(lw, node) if node.op == "Conv" else _matmul_spec(lw, node)
+    if node.op not in INTEGER_OPS and node.outputs[0].type.dtype not in FLOATS:
+        raise Unsupported(f"{node.op} on {node.outputs[0].type.dtype}")
+    spec = _conv_spec(lw, node) if node.op in ("Conv", "ConvInteger") else _matmul_spec(lw, node)
+    dt = spec.acc_dtype
     m, k, n, batch = spec.m, spec.k, spec.n, spec.batch
     mr, nr = CONFIG.mr, CONFIG.nr
     panels = -(-n // nr)
 
     # ---- B', packed: Bp[b_batch][panel][k][nr] ----------------------------------------
     stages: list[Stmt] = [spec.prologue] if spec.prologue is not None else []
-    b_name = node.inputs[0].name + "_im2col" if node.op == "Conv" and spec.b_packed is None else node.inputs[1].name
+    b_name = node.inputs[0].name + "_im2col" if node.op in ("Conv", "ConvInteger") and spec.b_packed is None \
+        else node.inputs[1].name
+    b_dt = dt if spec.b_packed is None else dtype_name(spec.b_packed.dtype)
     if spec.b_packed is not None:
-        bp = lw.constant_param(b_name + "_packed", spec.b_packed, dt)
+        bp = lw.constant_param(b_name + "_packed", spec.b_packed, b_dt)
     elif spec.b_in_place:
         bp = None
     else:
@@ -292,7 +356,8 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         else:
             b_flat = row_major(bb, spec.b_batch) if spec.b_batch else const(0)
             kk = row_major(list(kv), k_shape)
-            b_value = Load(bp, add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(k)), kk), const(nr)), jj), dt)
+            b_value = _widened(Load(bp, add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(k)), kk),
+                                                 const(nr)), jj), b_dt), dt)
         cell = add(mul(ii, const(nr)), jj)
         row = row0[:-1] + [add(row0[-1], ii)]
         fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, row, list(kv)), b_value)))
@@ -300,7 +365,7 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         # offsets, whole vectors at a time, and LLVM keeps it in vector registers
         compute = loop_nest(list(kv), list(k_shape),
                             For(ii, const(rows), For(jj, const(nr), fma, LoopKind.VECTORIZED), LoopKind.UNROLLED))
-        zero = For(ii, const(rows), For(jj, const(nr), Store(acc, cell, Const(0.0, dt)), LoopKind.VECTORIZED),
+        zero = For(ii, const(rows), For(jj, const(nr), Store(acc, cell, Const(0, dt)), LoopKind.VECTORIZED),
                    LoopKind.UNROLLED)
         out_idx = spec.out(bidx, row, add(mul(panel, const(nr)), jj))
 
@@ -370,7 +435,7 @@ def _pack_stage(lw: Lowerer, spec: GemmSpec, panels: int, bp: str, dt: str) -> S
     bb, p, kk, jj = lw.var("b"), lw.var("p"), lw.var("k"), lw.var("jj")
     value = spec.b(_unflatten(bb, spec.b_batch), _unflatten(kk, spec.k_shape or (k,)), p, jj)
     if n % nr:  # zeros past column n
-        value = Select(Compare("<", add(mul(p, const(nr)), jj), const(n)), value, Const(0.0, dt))
+        value = Select(Compare("<", add(mul(p, const(nr)), jj), const(n)), value, Const(0, dt))
     flat = add(mul(add(mul(add(mul(bb, const(panels)), p), const(k)), kk), const(nr)), jj)
     nbb = math.prod(spec.b_batch)
     return For(bb, const(nbb), loop_nest([p, kk], [panels, k], For(jj, const(nr), Store(bp, flat, value), LoopKind.VECTORIZED)),

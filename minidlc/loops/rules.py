@@ -380,3 +380,41 @@ def _batchnorm(node, idx, read):
     scale, bias, mean, var = (Cast(read(i, [idx[1]]), dt) for i in range(1, 5))
     inv = Binary("/", scale, Call("sqrt", (add(var, _c(node.attrs["epsilon"], x)),)))
     return add(mul(Binary("-", x, mean), inv), bias)
+
+
+# ---- quantization ------------------------------------------------------------------------
+def _scale_reader(node, idx, read):
+    """read(i) of scale (i=1) or zero point (i=2) at the element that applies to `idx`,
+    as f32 (ONNX computes QuantizeLinear and DequantizeLinear in the scale's precision)."""
+    from ..ir.ops.quant import scale_axis, scale_index
+
+    x_shape, s_shape = node.inputs[0].type.shape, node.inputs[1].type.shape
+    block = node.attrs["block_size"]
+    axis = scale_axis(x_shape, s_shape, node.attrs["axis"], block, "scale")
+    at = scale_index(list(idx), s_shape, axis, block, lambda i, n: Binary("/", i, const(n)), const(0))
+    return lambda i: _as_f32(read(i, at))
+
+
+def _as_f32(e: Expr) -> Expr:
+    return e if e.dtype == "f32" else Cast(e, "f32")
+
+
+@rule("QuantizeLinear")
+def _quantize_linear(node, idx, read):
+    scaled = _scale_reader(node, idx, read)
+    q = Call("round", (Binary("/", _as_f32(read(0, idx)), scaled(1)),))
+    if len(node.inputs) > 2 and node.inputs[2] is not None:
+        q = add(q, scaled(2))
+    return Cast(q, node.attrs["dtype"])  # the cast saturates to the integer range (and NaN to 0)
+
+
+@rule("DequantizeLinear")
+def _dequantize_linear(node, idx, read):
+    if node.outputs[0].type.dtype not in FLOATS:
+        raise Unsupported(f"DequantizeLinear to {node.outputs[0].type.dtype}")
+    scaled = _scale_reader(node, idx, read)
+    x = _as_f32(read(0, idx))
+    if len(node.inputs) > 2 and node.inputs[2] is not None:
+        x = Binary("-", x, scaled(2))
+    y = mul(x, scaled(1))
+    return y if node.outputs[0].type.dtype == "f32" else Cast(y, node.outputs[0].type.dtype)

@@ -9,7 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from ...ir import Graph, IRError, TensorType
-from . import elementwise, nn, reduce, shape  # noqa: F401  (register converters)
+from . import elementwise, nn, quant, reduce, shape  # noqa: F401  (register converters)
 from .converters import CONVERTERS, ConversionError, Ctx, dtype_of
 
 SUPPORTED_DOMAINS = ("", "ai.onnx")
