@@ -182,9 +182,9 @@ def test_print_ir_after_an_unknown_pass_is_an_error():
 
 
 def test_pass_options_from_the_pass_list():
-    pipe = build_pipeline(passes="fold{always_fold_numel=8}, simplify{disable=sub-const,div-const}, dce")
+    pipe = build_pipeline(passes="fold{always_fold_bytes=32}, simplify{disable=sub-const,div-const}, dce")
     assert [p.name for p in pipe.passes] == ["fold", "simplify", "dce"]
-    assert pipe.passes[0].options == {"always_fold_numel": 8}
+    assert pipe.passes[0].options == {"always_fold_bytes": 32}
     assert pipe.passes[1].options == {"disable": ("sub-const", "div-const")}
     g = parse_graph(ir("""
     graph main(%x: f32[2]) {
@@ -205,15 +205,15 @@ def test_fold_option_bounds_materialized_constants():
       %y = Add(%x, %e) : f32[4,4]
       return %y
     }""")
-    assert "Expand" in str(run_passes(parse_graph(src), "fold{always_fold_numel=8},dce"))
-    assert "Expand" not in str(run_passes(parse_graph(src), "fold{always_fold_numel=16},dce"))
+    assert "Expand" in str(run_passes(parse_graph(src), "fold{always_fold_bytes=32},dce"))
+    assert "Expand" not in str(run_passes(parse_graph(src), "fold{always_fold_bytes=64},dce"))
 
 
 @pytest.mark.parametrize("spec,message", [
-    ("fold{limit=3}", r"pass 'fold' has no option 'limit'; its options: always_fold_numel"),
-    ("fold{always_fold_numel=many}", r"pass 'fold' option always_fold_numel: cannot use 'many'"),
+    ("fold{limit=3}", r"pass 'fold' has no option 'limit'; its options: always_fold_bytes"),
+    ("fold{always_fold_bytes=many}", r"pass 'fold' option always_fold_bytes: cannot use 'many'"),
     ("simplify{disable=mul-two}", r"pass 'simplify' has no rule\(s\) \['mul-two'\]; its rules: identity"),
-    ("fold{always_fold_numel}", r"option 'always_fold_numel' needs the form name=value"),
+    ("fold{always_fold_bytes}", r"option 'always_fold_bytes' needs the form name=value"),
     ("fold,,dce", r"cannot read the pass list"),
 ])
 def test_bad_pass_options_are_clear_errors(spec, message):

@@ -7,9 +7,11 @@ need no constant input: their result is in the input's static type. Because
 the walk is in topological order, a whole shape computation
 (Shape -> Gather -> Concat -> Reshape's shape input) folds in one sweep.
 
-Folding must not blow up the model: a result is materialized only when it is
-no bigger than its inputs together (or tiny), so `Expand` of a scalar to a
-large tensor stays an op that a kernel computes on the fly.
+Folding must not blow up the model: a result is materialized only when it
+takes no more bytes than its inputs together (or is tiny), so `Expand` of a
+scalar to a large tensor stays an op that a kernel computes on the fly, and
+the DequantizeLinear of int8 weights stays: folded, the weights would take
+four times the bytes as f32.
 """
 from __future__ import annotations
 
@@ -20,13 +22,13 @@ from ..ir.types import TensorType
 from .dce import remove_dead_nodes
 from .manager import register_pass
 
-# Results up to this many elements are always folded (shape vectors, scalars).
-ALWAYS_FOLD_NUMEL = 64
+# Results up to this many bytes are always folded (shape vectors, scalars).
+ALWAYS_FOLD_BYTES = 256
 # Ops computed from the input's type alone.
 SHAPE_OPS = ("Shape", "Size")
 
 
-def fold_node(graph: Graph, node: Node, always_fold_numel: int = ALWAYS_FOLD_NUMEL) -> list[np.ndarray] | None:
+def fold_node(graph: Graph, node: Node, always_fold_bytes: int = ALWAYS_FOLD_BYTES) -> list[np.ndarray] | None:
     """The output arrays of `node` if it can and should be folded, else None."""
     if node.op == "Constant" or node.body is not None or node.op.startswith("Random"):
         return None
@@ -35,8 +37,8 @@ def fold_node(graph: Graph, node: Node, always_fold_numel: int = ALWAYS_FOLD_NUM
     args = [None if v is None else graph.const_value(v) for v in node.inputs]
     if any(a is None and v is not None for a, v in zip(args, node.inputs)):
         return None
-    budget = max(always_fold_numel, sum(a.size for a in args if a is not None))
-    if sum(v.type.numel for v in node.outputs) > budget:
+    budget = max(always_fold_bytes, sum(a.nbytes for a in args if a is not None))
+    if sum(v.type.nbytes for v in node.outputs) > budget:
         return None
     try:
         with np.errstate(all="ignore"):
@@ -53,13 +55,13 @@ def fold_node(graph: Graph, node: Node, always_fold_numel: int = ALWAYS_FOLD_NUM
 class ConstantFolding:
     name = "fold"
 
-    def __init__(self, always_fold_numel: int = ALWAYS_FOLD_NUMEL):
-        self.always_fold_numel = always_fold_numel
+    def __init__(self, always_fold_bytes: int = ALWAYS_FOLD_BYTES):
+        self.always_fold_bytes = always_fold_bytes
 
     def run(self, graph: Graph) -> tuple[Graph, bool]:
         changed = False
         for node in list(graph.nodes):
-            outs = fold_node(graph, node, self.always_fold_numel)
+            outs = fold_node(graph, node, self.always_fold_bytes)
             if outs is None:
                 continue
             if len(outs) == 1:  # becomes a Constant in place: the value keeps its name and readers

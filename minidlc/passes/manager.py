@@ -1,7 +1,7 @@
 """The pass manager: named passes, pipelines, and the hooks instruments use.
 
 A pass is an object with a `name`, `options` (its constructor's keyword
-arguments, settable from a pass list: "fold{always_fold_numel=8}") and
+arguments, settable from a pass list: "fold{always_fold_bytes=32}") and
 `run(graph) -> (graph, changed)`; it may edit the graph in place and return
 it. Pipelines come from an optimization level (`LEVELS`) or an explicit list
 of names. Instruments observe the
@@ -139,7 +139,7 @@ def build_pipeline(opt_level: int = 2, passes: list[str] | str | None = None, in
 
     `passes` is a list of pass specs or one comma-separated string of them; a
     spec is a name with optional options in braces, MLIR style:
-    "fold{always_fold_numel=8},dce,simplify{disable=sub-const,div-const}".
+    "fold{always_fold_bytes=32},dce,simplify{disable=sub-const,div-const}".
     """
     from . import _all  # noqa: F401  (registers every pass)
 

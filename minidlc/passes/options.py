@@ -27,7 +27,7 @@ def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
                         "2 cleanups and fusion (default)")
     g.add_argument("-p", "--passes", metavar="LIST",
                    help="run these passes instead of an -O level, e.g. fold,dce,cse,simplify,fuse-layers,fuse; "
-                        "options go in braces: 'fold{always_fold_numel=8},simplify{disable=sub-const}'")
+                        "options go in braces: 'fold{always_fold_bytes=32},simplify{disable=sub-const}'")
     g.add_argument("--print-ir-before-all", action="store_true", help="print the IR before every pass")
     g.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
     g.add_argument("--print-ir-after", metavar="PASS", action="append", default=[],
