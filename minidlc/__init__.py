@@ -5,6 +5,7 @@
     m = minidlc.compile("model.onnx", target="llvm")
     outs = m.run({"x": x})                          # dict: output name -> array
     print(m.emit("loops"))                          # any stage as text
+    q = minidlc.quantize("model.onnx", calibration="calib.npz")  # int8, a QDQ onnx.ModelProto
 """
 from __future__ import annotations
 
@@ -34,29 +35,45 @@ def load(model, example_inputs=None, input_shapes: dict | None = None) -> Graph:
 
 def compile(model, target: str = "reference", opt_level: int = 2, *, example_inputs=None,
             input_shapes: dict | None = None, passes=None, instruments=(), verify_each: bool = True,
-            **backend_options) -> CompiledModel:
+            quantize=None, calibration=None, **backend_options) -> CompiledModel:
     """Import, optimize and build a model for `target` (see `minidlc.backends.BACKENDS`).
 
     `opt_level` picks the pass pipeline (0 none, 1 cleanups, 2 cleanups and
     fusion); `passes` gives an explicit list of pass names instead.
+    `quantize` adds int8 quantization to the -O2 pipeline (True, a
+    calibration method, or a dict of the quantize pass's options); it
+    calibrates on `calibration` (see `minidlc.quantization.load_calibration`).
     `instruments` are pass-manager instruments (printing, timing, checks);
     `verify_each=False` skips the IR verifier between passes.
     """
     from .backends import get_backend
     from .passes.manager import PassContext, build_pipeline
+    from .quantization import load_calibration, quantized_pipeline
 
     backend = get_backend(target)
     source = load(model, example_inputs, input_shapes)
+    if quantize is not None and quantize is not False:
+        if passes is not None:
+            raise ValueError("give quantize= or passes=, not both (put 'quantize' in the pass list instead)")
+        passes = quantized_pipeline(opt_level, quantize)
+    batches = tuple(load_calibration(calibration, source)) if calibration is not None else ()
     pipeline = build_pipeline(opt_level=opt_level, passes=passes, instruments=instruments,
-                              verify_each=verify_each, context=PassContext(backend.can_lower))
+                              verify_each=verify_each, context=PassContext(backend.can_lower, batches))
     optimized = pipeline.run(source.copy())
     program = backend.program(optimized)
     executable = backend.build(program, **backend_options)
     return CompiledModel(source, optimized, program, executable, backend)
 
 
+def quantize(model, calibration, **options):
+    """Post-training int8 quantization to a QDQ onnx.ModelProto; see `minidlc.quantization.quantize`."""
+    from .quantization import quantize as run
+
+    return run(model, calibration, **options)
+
+
 def _is_torch_module(obj) -> bool:
     return any(c.__module__.startswith("torch") and c.__name__ == "Module" for c in type(obj).__mro__)
 
 
-__all__ = ["load", "compile", "CompiledModel", "Graph", "InputError", "__version__"]
+__all__ = ["load", "compile", "quantize", "CompiledModel", "Graph", "InputError", "__version__"]

@@ -26,6 +26,7 @@ examples:
   minidlc run model.onnx --random-inputs --check          run and compare with onnxruntime
   minidlc run model.onnx --input x=x.npy --output out.npz
   minidlc bench model.onnx --target llvm --compare onnxruntime
+  minidlc quantize model.onnx -o int8.onnx --calibration calib.npz --report   int8, QDQ ONNX
   minidlc cache info                             where compiled code is cached, and how much
 """
 
@@ -253,6 +254,61 @@ def print_profile(args, m, feeds) -> None:
         print(f"saved the profile to {args.profile_json}")
 
 
+def cmd_quantize(args) -> int:
+    """Calibrate, optionally report each layer's sensitivity, write a QDQ ONNX file."""
+    import onnx
+
+    from . import quant_report as qr
+    from .quantization import load_calibration, quantize
+
+    graph = load_graph(args.model, parse_input_shapes(args.input_shape))
+    calibration = load_calibration(args.calibration, graph)
+    batches = load_calibration(args.eval, graph) if args.eval else calibration
+    options = {"method": args.method, "per_tensor": args.per_tensor, "percentile": args.percentile,
+               "activations": "i8" if args.activations == "s8" else "u8"}
+    labels = np.load(args.labels) if args.labels else None
+    ev = qr.Evaluation(batches, qr.outputs(qr.float_graph(graph), batches), labels)
+    keep = [name for item in args.keep_float for name in item.split(",") if name]
+    rows = None
+    if args.report or keep == ["auto"]:
+        print(f"sensitivity on {len(batches)} batches ({'evaluation data' if args.eval else 'the calibration data'}),"
+              f" each layer int8 alone, then all:", flush=True)
+        rows = qr.sensitivity(graph, calibration, ev, options)
+        print(qr.format_rows(rows, ev))
+    if keep == ["auto"]:
+        if args.max_drop is None:
+            raise UsageError("--keep-float auto needs --max-drop POINTS")
+        keep, row = qr.choose_float_layers(graph, calibration, ev, options, rows, args.max_drop)
+        print(f"keep in f32 for a drop within {args.max_drop} points: {', '.join(keep) or 'none'} "
+              f"(drop {qr.drop(row, ev):.2f} points)")
+    elif args.max_drop is not None:
+        raise UsageError("--max-drop goes with --keep-float auto")
+    q = quantize(graph, calibration, **options, keep_float=keep, as_graph=True)
+    from .frontends.onnx.export import export_onnx
+
+    onnx.save(export_onnx(q, [v.name for v in graph.outputs]), args.output)
+    f32_bytes, q_bytes = _weight_bytes(qr.float_graph(graph)), _weight_bytes(q)
+    row = qr.score(qr.outputs(build_integer(q), batches), ev)
+    accuracy = f", top-1 {row.accuracy:.2f}% (f32 {qr.top1(ev.reference, labels):.2f}%)" if labels is not None else ""
+    print(f"wrote {args.output}: int8 QDQ, weights {f32_bytes / 1024:.1f} KiB -> {q_bytes / 1024:.1f} KiB "
+          f"({f32_bytes / max(q_bytes, 1):.2f}x smaller); output SQNR {row.sqnr_db:.1f} dB, "
+          f"top-1 agreement with f32 {row.agreement:.2f}%{accuracy}")
+    return 0
+
+
+def _weight_bytes(graph) -> int:
+    from .passes.options import constant_bytes
+
+    return constant_bytes(graph)
+
+
+def build_integer(graph):
+    """A QDQ graph with its integer ops, as -O2 runs it (for the closing numbers)."""
+    from .passes.manager import build_pipeline
+
+    return build_pipeline(passes=["integer-ops"]).run(graph.copy())
+
+
 def cmd_machine(args) -> int:
     from . import machine
 
@@ -415,6 +471,37 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repeat", type=int, default=20)
     add_profile_arguments(sp)
     sp.set_defaults(fn=cmd_bench)
+
+    sp = sub.add_parser("quantize", help="int8 post-training quantization to a QDQ ONNX file",
+                        description="calibrate on data, quantize Conv/MatMul/Gemm to int8 (weights per channel, "
+                                    "activations per tensor) and write a QDQ ONNX file that onnxruntime and "
+                                    "minidlc run\n\nexample:\n  minidlc quantize model.onnx -o model_int8.onnx "
+                                    "--calibration calib.npz --report",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("model", help="an .onnx file, or path/to/file.py:factory returning an nn.Module")
+    sp.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    sp.add_argument("--calibration", required=True, metavar="DATA",
+                    help="an .npz with arrays named after the inputs, a directory of them, or random[:N] "
+                         "(random data: for speed experiments only)")
+    sp.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax",
+                    help="how activation ranges come from the calibration data (default: minmax)")
+    sp.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default 99.99)")
+    sp.add_argument("--per-tensor", action="store_true", help="one scale per weight tensor, not per channel")
+    sp.add_argument("--activations", choices=["u8", "s8"], default="u8",
+                    help="u8 with a zero point (default) or s8 symmetric")
+    sp.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..", help="bind an input's shape")
+    sp.add_argument("--report", action="store_true",
+                    help="print each layer's sensitivity: output SQNR when it alone is int8, FLOPs share, "
+                         "top-1 agreement (and accuracy with --labels)")
+    sp.add_argument("--eval", metavar="DATA", help="data for the report and the closing numbers "
+                                                   "(default: the calibration data)")
+    sp.add_argument("--labels", metavar="Y.npy", help="labels of the evaluation data: report top-1 accuracy")
+    sp.add_argument("--keep-float", action="append", default=[], metavar="LAYER[,..]|auto",
+                    help="keep these layers (output names, as the report prints them) in f32; auto: choose "
+                         "the most sensitive until --max-drop holds")
+    sp.add_argument("--max-drop", type=float, metavar="POINTS",
+                    help="with --keep-float auto: the accuracy (or agreement) drop allowed, in points")
+    sp.set_defaults(fn=cmd_quantize)
 
     sp = model_command("report", "write one self-contained HTML page about the compiled model",
                        "minidlc report examples/models/convnet.onnx -o report.html --profile")

@@ -26,9 +26,9 @@ graph main(%x: f32[2,3]) {
 def test_levels_and_explicit_lists():
     assert [p.name for p in build_pipeline(0).passes] == []
     assert [p.name for p in build_pipeline(1).passes] == ["fold", "dce", "cse", "simplify"]
-    assert [p.name for p in build_pipeline(2).passes] == LEVELS[1] + ["fuse-layers", "fuse"]
+    assert [p.name for p in build_pipeline(2).passes] == LEVELS[1] + ["integer-ops", "fuse-layers", "fuse"]
     assert [p.name for p in build_pipeline(passes="fuse, dce").passes] == ["fuse", "dce"]
-    assert {"fold", "dce", "cse", "simplify", "fuse-layers", "fuse"} <= set(PASSES)
+    assert {"fold", "dce", "cse", "simplify", "integer-ops", "fuse-layers", "fuse", "quantize"} <= set(PASSES)
 
 
 def test_bad_pipeline_requests_are_clear_errors():
@@ -273,6 +273,6 @@ def test_cli_compile_with_pass_flags(tmp_path, capsys):
     assert "Conv(" in printed and "BatchNormalization" not in printed.split("return")[0]
     assert "Pass execution timing report" in out
     assert "BatchNormalization        6        0" in out and "fused groups: 5" in out
-    assert sorted(p.name for p in dump.iterdir())[-1] == "006_fuse.ir"
+    assert sorted(p.name for p in dump.iterdir())[-1] == "007_fuse.ir"
     assert main(["compile", model, "-p", "fold,nope"]) == 2
     assert "unknown pass(es) ['nope']" in capsys.readouterr().err

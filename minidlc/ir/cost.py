@@ -1,7 +1,8 @@
 """What a graph costs, estimated from its types: arithmetic and memory traffic.
 
 FLOPs count a multiply-add as two operations. The heavy ops (MatMul, Gemm,
-Conv, ConvTranspose) count their multiply-adds; every other op one operation
+Conv, ConvTranspose, and the integer MatMulInteger and ConvInteger, whose
+"FLOPs" are integer operations) count their multiply-adds; every other op one operation
 per element it reads or writes, whichever is more; ops that only move or
 reinterpret data (Reshape, Transpose, Slice, ...) nothing. Intermediate bytes
 are the tensors that go through memory between top-level nodes: a fused
@@ -24,11 +25,11 @@ def node_flops(node: Node) -> int:
     if node.op in FREE_OPS or node.opdef.kind == Kind.INJECTIVE:
         return 0
     out = node.outputs[0].type
-    if node.op in ("MatMul", "Gemm"):
+    if node.op in ("MatMul", "Gemm", "MatMulInteger"):
         a = node.inputs[0].type.shape
         k = a[0] if node.op == "Gemm" and node.attrs.get("transA") else a[-1]
         return 2 * out.numel * k + (out.numel if node.op == "Gemm" and len(node.inputs) > 2 else 0)
-    if node.op == "Conv":
+    if node.op in ("Conv", "ConvInteger"):
         w = node.inputs[1].type.shape  # [Cout, Cin / group, k...]
         return 2 * out.numel * prod(w[1:])
     if node.op == "ConvTranspose":

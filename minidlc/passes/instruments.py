@@ -20,7 +20,7 @@ import numpy as np
 
 from ..ir import Graph, IRError, Node, interpret
 from ..runtime import random_inputs as runtime_random_inputs
-from .manager import Instrument, Pass, PassError
+from .manager import LOSSLESS, Instrument, Pass, PassContext, PassError, Tolerance
 
 
 def _banner(what: str) -> str:
@@ -186,60 +186,80 @@ class ExplainFusion(Instrument):
 
 
 class VerifyNumerics(Instrument):
-    """After each pass, run fixed random inputs through the reference interpreter
-    and compare with the unoptimized graph. The first pass that breaks the
-    tolerance raises PassError naming it and the first value (in the order the
-    optimized graph computes them) that differs from the original's value of
-    the same name."""
+    """After each pass, run fixed inputs through the reference interpreter and
+    compare with the graph before the pipeline. The first pass that breaks
+    its tolerance raises PassError naming it and the first value (in the
+    order the optimized graph computes them) that differs from the original's
+    value of the same name.
+
+    Lossless passes are held to `rtol`/`atol`. A pass that declares a
+    `tolerance` (quantization) is held to that one, and its results become
+    the baseline the passes after it are compared with. The inputs are the
+    first calibration batch when the pipeline has one (quantized ranges fit
+    real data, not random), else fixed random ones."""
 
     needs_valid_graph = True
 
-    def __init__(self, seed: int = 0, rtol: float = 1e-4, atol: float = 1e-5):
-        self.seed, self.rtol, self.atol = seed, rtol, atol
+    def __init__(self, seed: int = 0, rtol: float = LOSSLESS.rtol, atol: float = LOSSLESS.atol):
+        self.seed, self.default = seed, Tolerance(rtol, atol)
         self.done: list[str] = []
+        self.context = PassContext()
 
     def before_pipeline(self, graph: Graph) -> None:
         self.done = []
-        self.inputs = random_inputs(graph, self.seed)
+        if self.context.calibration:
+            batch = self.context.calibration[0]
+            self.inputs = [batch[v.name] for v in graph.inputs]
+        else:
+            self.inputs = random_inputs(graph, self.seed)
+        self._baseline(graph)
+        self.output_names = [v.name for v in graph.outputs]
+
+    def _baseline(self, graph: Graph) -> None:
         self.reference: dict[str, np.ndarray] = {}
         self.expected = interpret(graph, self.inputs,
                                   on_value=lambda v, a: self.reference.__setitem__(v.name, a))
-        self.output_names = [v.name for v in graph.outputs]
 
     def after_pass(self, p: Pass, graph: Graph, changed: bool) -> None:
+        tol = getattr(p, "tolerance", self.default)
         try:
             got = interpret(graph, self.inputs)
         except IRError as e:
             raise PassError(f"pass '{p.name}' made a graph the reference interpreter cannot run "
                             f"(passes before it: {', '.join(self.done) or 'none'}): {e}") from e
-        bad = [i for i, (a, b) in enumerate(zip(got, self.expected)) if not self.close(a, b)]
+        bad = [i for i, (a, b) in enumerate(zip(got, self.expected)) if not close(a, b, tol)]
         if bad:
             raise PassError(f"pass '{p.name}' changed the numerics "
                             f"(passes before it: {', '.join(self.done) or 'none'}): "
                             f"output %{self.output_names[bad[0]]} differs by "
-                            f"{_max_error(got[bad[0]], self.expected[bad[0]])}; "
-                            f"{self._first_divergence(graph)}")
+                            f"{_max_error(got[bad[0]], self.expected[bad[0]])}, beyond the pass's tolerance "
+                            f"(rtol {tol.rtol:g}, atol {tol.atol:g} of the largest value, {tol.int_steps} integer "
+                            f"steps: {tol.why}); {self._first_divergence(graph, tol)}")
+        if tol is not self.default and changed:
+            self._baseline(graph)  # the passes after a lossy one are checked against its results
         self.done.append(p.name)
 
-    def close(self, a: np.ndarray, b: np.ndarray) -> bool:
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return False
-        if a.dtype.kind != "f":
-            return bool(np.array_equal(a, b))
-        scale = max(1.0, float(np.max(np.abs(b[np.isfinite(b)]), initial=0)))
-        return bool(np.allclose(a, b, rtol=self.rtol, atol=self.atol * scale, equal_nan=True))
-
-    def _first_divergence(self, graph: Graph) -> str:
+    def _first_divergence(self, graph: Graph, tol: Tolerance) -> str:
         found: list[str] = []
 
         def on_value(v, a):
             ref = self.reference.get(v.name)
-            if not found and ref is not None and not self.close(a, ref):
+            if not found and ref is not None and not close(a, ref, tol):
                 found.append(f"first diverging tensor: %{v.name} ({v.producer.describe()}), "
                              f"max error {_max_error(a, ref)}")
 
         interpret(graph, self.inputs, on_value=on_value)
         return found[0] if found else "no intermediate tensor of the same name differs"
+
+
+def close(a: np.ndarray, b: np.ndarray, tol: Tolerance) -> bool:
+    """Whether `a` is within `tol` of the expected `b` (types must match)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind != "f":
+        return bool(np.all(np.abs(a.astype(np.int64) - b.astype(np.int64)) <= tol.int_steps))
+    scale = max(1.0, float(np.max(np.abs(b[np.isfinite(b)]), initial=0)))
+    return bool(np.allclose(a, b, rtol=tol.rtol, atol=tol.atol * scale, equal_nan=True))
 
 
 def _max_error(a: np.ndarray, b: np.ndarray) -> str:

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
+import numpy as np
+
 from ..ir import Graph, Node, verify
 
 
@@ -33,11 +35,30 @@ class Pass(Protocol):
 
 @dataclass(frozen=True)
 class PassContext:
-    """What a pipeline knows besides the graph, from the target it compiles for.
-    A pass that wants it declares a `context` attribute; the pipeline sets it."""
+    """What a pipeline knows besides the graph: the target it compiles for, and
+    data. A pass (or instrument) that wants it declares a `context` attribute;
+    the pipeline sets it."""
 
     # whether the target can compute a node in a kernel; fusion keeps other nodes out of groups
     can_lower: Callable[[Node], bool] = lambda node: True
+    # input batches ({input name: array}) that represent real use: quantization calibrates on them
+    calibration: tuple[dict[str, np.ndarray], ...] = ()
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a pass may move the graph's results, as `VerifyNumerics` checks
+    them: floats within rtol * |expected| + atol * max|expected|, integers
+    within `int_steps`. A pass states its own as a `tolerance` attribute;
+    without one it must be lossless (`LOSSLESS`)."""
+
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    int_steps: int = 0
+    why: str = "lossless up to floating-point reassociation"
+
+
+LOSSLESS = Tolerance()
 
 
 class Instrument:
@@ -62,7 +83,7 @@ PASSES: dict[str, Callable[..., Pass]] = {}
 # The pipeline of each optimization level, as pass names.
 # Rewriting passes erase the nodes they make dead, so each level runs every pass once.
 CLEANUPS = ["fold", "dce", "cse", "simplify"]
-LEVELS: dict[int, list[str]] = {0: [], 1: CLEANUPS, 2: CLEANUPS + ["fuse-layers", "fuse"]}
+LEVELS: dict[int, list[str]] = {0: [], 1: CLEANUPS, 2: CLEANUPS + ["integer-ops", "fuse-layers", "fuse"]}
 
 
 def register_pass(factory: Callable[..., Pass], name: str | None = None):
@@ -89,6 +110,8 @@ class Pipeline:
         observers = [i for i in self.instruments if not i.needs_valid_graph]
         checkers = [i for i in self.instruments if i.needs_valid_graph]
         for ins in self.instruments:
+            if hasattr(ins, "context"):
+                ins.context = self.context
             ins.before_pipeline(graph)
         done: list[str] = []
         for p in self.passes:

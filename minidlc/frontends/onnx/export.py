@@ -118,6 +118,12 @@ class _Exporter:
             inputs += names
         if n.op == "Cast":
             attrs["to"] = _TO_ONNX[attrs["to"]]
+        if n.op in ("QuantizeLinear", "DequantizeLinear"):  # opset 13's: the zero point gives the dtype
+            if attrs.pop("block_size"):
+                raise IRError(f"{n.describe()}: blocked quantization needs opset 21; minidlc exports opset {OPSET}")
+            if attrs.pop("dtype", "u8") != "u8" and len(n.inputs) < 3:
+                raise IRError(f"{n.describe()}: a QuantizeLinear to {n.outputs[0].type.dtype} needs a zero point "
+                              f"in opset {OPSET}")
         if n.op == "Resize":  # geometry back to inputs: X, roi, scales (or "" and sizes)
             if attrs.pop("antialias"):
                 raise IRError(f"{n.describe()}: antialias needs opset 18; minidlc exports opset {OPSET}")
