@@ -38,16 +38,23 @@ def test_quantize_rounds_half_to_even_and_saturates():
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_matmul_integer_with_constant_weights_is_native(target):
-    a = rng.integers(0, 256, (37, 70)).astype(np.uint8)
-    b = rng.integers(-128, 128, (70, 45)).astype(np.int8)
-    zb = rng.integers(-3, 3, (45,)).astype(np.int8)  # per column: packed as i16
+@pytest.mark.parametrize("a_dtype,zb_range,k", [(np.uint8, (-3, 3), 70), (np.uint8, (0, 1), 70), (np.int8, (0, 1), 70),
+                                                (np.uint8, (0, 1), 13)])
+def test_matmul_integer_with_constant_weights_is_native(target, a_dtype, zb_range, k):
+    """Symmetric int8 weights (zero point 0) take the dot4 path, k in words of
+    four bytes (an s8 A shifted into u8, k = 13 padded); others the widening one."""
+    info = np.iinfo(a_dtype)
+    a = rng.integers(info.min, info.max + 1, (37, k)).astype(a_dtype)
+    b = rng.integers(-128, 128, (k, 45)).astype(np.int8)
+    zb = rng.integers(*zb_range, (45,)).astype(np.int8)
+    za = np.array(info.min + 129, a_dtype)
     model = _model([helper.make_node("MatMulInteger", ["a", "b", "za", "zb"], ["y"])],
-                   [_vi("a", TensorProto.UINT8, [37, 70])], [_vi("y", TensorProto.INT32, [37, 45])],
-                   [("b", b), ("za", np.array(129, np.uint8)), ("zb", zb)])
+                   [_vi("a", helper.np_dtype_to_tensor_dtype(np.dtype(a_dtype)), [37, k])],
+                   [_vi("y", TensorProto.INT32, [37, 45])], [("b", b), ("za", za), ("zb", zb)])
     m = minidlc.compile(model, target=target)
     assert _native(m)
-    want = (a.astype(np.int32) - 129) @ (b.astype(np.int32) - zb.astype(np.int32))
+    assert ("dot4(" in m.emit("loops")) == (not np.any(zb))
+    want = (a.astype(np.int32) - za.astype(np.int32)) @ (b.astype(np.int32) - zb.astype(np.int32))
     np.testing.assert_array_equal(m.run({"a": a})["y"], want)
 
 
@@ -67,6 +74,7 @@ def test_qlinear_conv_is_native_and_exact(target, group, stride, pads, channels)
     want = minidlc.compile(model, target="reference").run({"x": x})["y"]
     m = minidlc.compile(model, target=target)
     assert _native(m)
+    assert ("dot4(" in m.emit("loops")) == (group == 1)  # grouped int8 convs widen to i32 instead
     np.testing.assert_array_equal(m.run({"x": x})["y"], want)
     import onnxruntime as ort
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -90,3 +98,19 @@ def test_bad_scale_shape_names_the_node():
                    [("s", np.ones(4, np.float32))])
     with pytest.raises(IRError, match=r"q1.*scale has shape \[4\].*length 3"):
         minidlc.load(model)
+
+
+def test_dot4_without_vnni_is_exact(monkeypatch, tmp_path):
+    """On a CPU without VNNI, dot4 widens to i16 and adds pairs: still exact,
+    with no saturating vpmaddubsw (u8 255 * s8 -128 pairs would saturate it)."""
+    from minidlc.backends import cache
+    from minidlc.backends.llvm import codegen
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)  # code compiled for this pretend CPU stays apart
+    monkeypatch.setattr(codegen, "host_has", lambda feature: False)
+    a = np.full((8, 64), 255, np.uint8)
+    b = np.full((64, 32), -128, np.int8)
+    model = _model([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], [_vi("a", TensorProto.UINT8, [8, 64])],
+                   [_vi("y", TensorProto.INT32, [8, 32])], [("b", b)])
+    m = minidlc.compile(model, target="llvm")
+    assert "dot4(" in m.emit("loops") and "vpdpbusd" not in m.emit("asm")
+    np.testing.assert_array_equal(m.run({"a": a})["y"], np.full((8, 32), 64 * 255 * -128, np.int32))

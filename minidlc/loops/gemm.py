@@ -13,10 +13,16 @@ The epilogue (Gemm's alpha/beta/C, a bias add, an activation, a residual
 add: the elementwise consumers the fuse pass put in the group) is applied to
 the accumulator while it is still in registers, and stored once.
 
-MatMulInteger and ConvInteger take the same path with an i32 accumulator:
-each operand is widened to i32 and its zero point subtracted as it is read;
-a constant B is packed already centred (B - zero point), in its own dtype
-when the zero point is 0, else in i16.
+MatMulInteger and ConvInteger take the same path with an i32 accumulator.
+When B is a constant int8 weight with a zero zero point (what symmetric
+quantizers write) and A's zero point is known, the k loop steps by four
+bytes: A' is packed into i32 words of four consecutive k (u8; an s8 A is
+shifted by 128 into u8), B' at compile time into words of four k per
+column, and each step is one `dot4` (vpdpbusd on VNNI hosts: 64
+multiply-adds per instruction, four times the f32 FMA's). The zero point (and
+the 128 shift) come out in the epilogue: sum (a - z) b = sum a b - z colsum(b).
+Otherwise each operand is widened to i32 and its zero point subtracted as
+it is read; a constant B is packed already centred (B - zero point).
 
 The outer (parallel) loop runs over column panels of B, so a panel is read
 from memory once and reused, from cache, by every row block of A. Full
@@ -33,7 +39,7 @@ import numpy as np
 
 from ..ir import Kind, Node, Value
 from ..ir.types import dtype_name
-from .ir import (Allocate, Binary, Cast, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, const,
+from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, const,
                  loop_nest, mul, row_major, seq)
 from .lower import Lowerer, register_lowering
 from .rules import FLOATS, RULES, Unsupported, broadcast_index
@@ -119,6 +125,21 @@ class GemmSpec:
     b_in_place: bool = False                             # the micro-kernel reads `b` itself (it is contiguous
                                                          # along a panel): no packing loops
     acc_dtype: str = "f32"                               # the accumulator's (and a's and b's values') dtype
+    dot4: "Dot4 | None" = None                           # integer ops with int8 weights: k by words
+
+
+@dataclass
+class Dot4:
+    """The int8 form of a product's k loop: A' and B' in i32 words of four k
+    (bytes), one `dot4` per word. k runs as nested loops over `k_shape`
+    (words: its last axis counts them), in the order B's words are packed."""
+
+    a_word: Callable[[list[Expr], list[Expr], list[Expr]], Expr]  # A's word at (b, row, k multi-index)
+    k_shape: tuple[int, ...]
+    b_words: np.ndarray       # (*b_batch, panels, prod(k_shape), NR) i32, packed at compile time
+    colsum: np.ndarray        # (*b_batch, panels * NR) i32: each column's sum of B', for the correction
+    offset: int               # subtracted times colsum: A's zero point, plus 128 if A is s8
+    prologue: Stmt            # loops that write A's words
 
 
 def _zero_point(node: Node, i: int) -> Value | None:
@@ -144,6 +165,16 @@ def centred_weights(w: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarr
     return (w.astype(np.int16) - zp.astype(np.int16).reshape(shape)).astype(np.int16)
 
 
+def _stored_weight(lw: Lowerer, v: Value) -> np.ndarray | None:
+    """The weight array of `v` as stored: through a Cast of f16 weights to f32
+    (mixed precision), the f16 array, so the packed copy stays half the bytes
+    and the micro-kernel widens each element as it loads it (vcvtph2ps)."""
+    cast = v.producer
+    if cast is not None and cast.op == "Cast" and cast.inputs[0].type.dtype == "f16" and v.type.dtype == "f32":
+        return lw.group_const(cast.inputs[0])
+    return lw.group_const(v)
+
+
 def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
     batch, a_batch, b_batch, m, k, n = _shapes(node)
     a_val, b_val = node.inputs[0], node.inputs[1]
@@ -151,7 +182,7 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
     trans_a, trans_b = gemm and node.attrs["transA"], gemm and node.attrs["transB"]
     bias = node.inputs[2] if gemm and len(node.inputs) > 2 else None
     alpha, beta = (node.attrs["alpha"], node.attrs["beta"]) if gemm else (1.0, 0.0)
-    const_b = lw.group_const(b_val)
+    const_b = _stored_weight(lw, b_val)
     integer = node.op == "MatMulInteger"
     a_read, b_read = lw.read, lw.read
     if integer:
@@ -163,6 +194,7 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
             const_b = None
         a_read = lambda v, idx: _centred(lw, lw.read(v, idx), za, idx[-2])  # noqa: E731
         b_read = lambda v, idx: _centred(lw, lw.read(v, idx), zb, idx[-1])  # noqa: E731
+        za_const = np.zeros(1, np.int32) if za is None else lw.group_const(za)
 
     def adjust(acc: Expr, idx: list[Expr]) -> Expr:
         value = acc if alpha == 1.0 else mul(Const(alpha, acc.dtype), acc)
@@ -171,15 +203,21 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
             value = add(value, c_in if beta == 1.0 else mul(Const(beta, acc.dtype), c_in))
         return value
 
+    a_index = lambda bidx, row, kv: broadcast_index(bidx, a_batch, batch) + ([kv[0], row[0]] if trans_a else [row[0], kv[0]])  # noqa: E731
+    dot4 = None
+    if integer and const_b is not None and const_b.dtype == np.int8 and za_const is not None and za_const.size == 1:
+        b_kn = np.swapaxes(const_b, -1, -2) if trans_b else const_b
+        dot4 = _dot4_rows(lw, node, batch, m, k, lambda bidx, row, kk: lw.read(a_val, a_index(bidx, row, [kk])),
+                          b_kn, int(za_const.reshape(())))
     return GemmSpec(
         batch, m, k, n,
-        a=lambda bidx, row, kv: a_read(a_val, broadcast_index(bidx, a_batch, batch) + ([kv[0], row[0]] if trans_a else [row[0], kv[0]])),
+        a=lambda bidx, row, kv: a_read(a_val, a_index(bidx, row, kv)),
         b_batch=b_batch,
         b_index=lambda bidx: broadcast_index(bidx, b_batch, batch),
         b=lambda bb, kv, panel, jj: b_read(b_val, bb + ([_col(panel, jj, n), kv[0]] if trans_b else [kv[0], _col(panel, jj, n)])),
         b_packed=None if const_b is None else pack_b(const_b, CONFIG.nr, trans_b),
         out=lambda bidx, row, col: bidx + [row[0], col],
-        adjust=adjust, acc_dtype="i32" if integer else node.outputs[0].type.dtype)
+        adjust=adjust, acc_dtype="i32" if integer else node.outputs[0].type.dtype, dot4=dot4)
 
 
 def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
@@ -203,7 +241,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     x, w = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    w_const = lw.group_const(w)
+    w_const = _stored_weight(lw, w)
     if w_const is None:
         raise Unsupported(f"{node.op} with a weight computed at run time")
     integer = node.op == "ConvInteger"
@@ -229,31 +267,37 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     pad = Const(0.0, x.type.dtype) if zx is None else Cast(lw.read(zx, [const(0)] * zx.type.rank), x.type.dtype)
     src, src_shape, prologue = _padded(lw, x, win, pad)
 
-    def read_x(img: Expr, grp: Expr, c: Expr, o: list[Expr], r: list[Expr]) -> Expr:
+    def read_x(img: Expr, grp: Expr, c: Expr, o: list[Expr], r: list[Expr], raw: bool = False) -> Expr:
         pos = [add(mul(o[d], const(win.strides[d])), mul(r[d], const(win.dilations[d]))) for d in range(len(spatial))]
         index = [img, add(mul(grp, const(cg)), c)] + pos
         value = Load(src, row_major(index, src_shape), x.type.dtype) if src is not x else lw.read(x, index)
-        return _centred(lw, value, zx, const(0)) if integer else value
+        return _centred(lw, value, zx, const(0)) if integer and not raw else value
 
     def channel(bidx: list[Expr], m: Expr) -> Expr:
         return add(mul(bidx[1], const(mg)), m)
 
     row_panels = out_sp[-1] // CONFIG.nr if out_sp[-1] % CONFIG.nr == 0 else 0
     in_place = bool(row_panels) and win.strides[-1] == 1  # a panel's pixels are adjacent in the (padded) input
-    if mg >= DIRECT_MIN_CHANNELS and not (in_place and kc < DIRECT_MIN_K):
+    # an int8 conv (one group) takes the direct form with dot4 words, which need no im2col
+    dot4 = integer and w_const.dtype == np.int8 and g == 1
+    if dot4 or (mg >= DIRECT_MIN_CHANNELS and not (in_place and kc < DIRECT_MIN_K)):
         w_t = np.swapaxes(w_const.reshape(g, mg, kc), 1, 2)  # (G, Kc, Mg)
         # wide output rows: blocks of pixels within one row, so a pixel's position
         # is affine in the block's row (no division in the inner loop); narrow
         # ones: blocks run across rows, fewer of them partly empty
         grid = out_sp if out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH else (math.prod(out_sp),)
         pixel = (lambda row: row) if len(grid) == len(out_sp) else (lambda row: _unflatten(row[0], out_sp))
+        x_zero = 0 if zx is None else int(lw.group_const(zx).reshape(-1)[0])
+        read_src = lambda idx: Load(src, row_major(idx, src_shape), x.type.dtype) if src is not x \
+            else lw.read(x, idx)  # noqa: E731
         return GemmSpec(
             (nimg, g), math.prod(out_sp), kc, mg,
             a=lambda bidx, row, kv: read_x(bidx[0], bidx[1], kv[0], pixel(row), kv[1:]),
             b_batch=(g,), b_index=lambda bidx: [bidx[1]], b=None, b_packed=pack_b(w_t, CONFIG.nr),
             out=lambda bidx, row, col: [bidx[0], channel(bidx, col)] + pixel(row),
             adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
-            prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True, row_shape=grid, acc_dtype=acc_dtype)
+            prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True, row_shape=grid, acc_dtype=acc_dtype,
+            dot4=_dot4_conv(lw, x, read_src, src_shape, w_const, win, pixel, x_zero) if dot4 else None)
 
     w_dtype = dtype_name(w_const.dtype)
     wbuf = lw.constant_param(w.name, w_const, w_dtype)
@@ -331,7 +375,12 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     b_name = node.inputs[0].name + "_im2col" if node.op in ("Conv", "ConvInteger") and spec.b_packed is None \
         else node.inputs[1].name
     b_dt = dt if spec.b_packed is None else dtype_name(spec.b_packed.dtype)
-    if spec.b_packed is not None:
+    d4 = spec.dot4
+    if d4 is not None:  # int8: A's words are written first, B's were packed at compile time
+        bp, b_dt = lw.constant_param(b_name + "_words", d4.b_words, "i32"), "i32"
+        colsums = lw.constant_param(b_name + "_colsum", d4.colsum, "i32") if d4.offset else None
+        stages.append(d4.prologue)
+    elif spec.b_packed is not None:
         bp = lw.constant_param(b_name + "_packed", spec.b_packed, b_dt)
     elif spec.b_in_place:
         bp = None
@@ -351,16 +400,23 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         k_shape = spec.k_shape or (k,)
         kv = lw.vars(len(k_shape), "k")
         bb = spec.b_index(bidx)
+        b_flat = row_major(bb, spec.b_batch) if spec.b_batch else const(0)
         if bp is None:
             b_value = spec.b(bb, list(kv), panel, jj)
         else:
-            b_flat = row_major(bb, spec.b_batch) if spec.b_batch else const(0)
             kk = row_major(list(kv), k_shape)
             b_value = _widened(Load(bp, add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(k)), kk),
                                                  const(nr)), jj), b_dt), dt)
         cell = add(mul(ii, const(nr)), jj)
         row = row0[:-1] + [add(row0[-1], ii)]
-        fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, row, list(kv)), b_value)))
+        if d4 is not None:  # k in words of four bytes: A's word (broadcast) against a word per column
+            kv, k_shape = lw.vars(len(d4.k_shape), "g"), d4.k_shape
+            words = math.prod(k_shape)
+            b_word = Load(bp, add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(words)),
+                                          row_major(list(kv), k_shape)), const(nr)), jj), "i32")
+            fma = Store(acc, cell, Call("dot4", (Load(acc, cell, dt), d4.a_word(bidx, row, list(kv)), b_word)))
+        else:
+            fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, row, list(kv)), b_value)))
         # rows unrolled, columns vectorized: acc is then accessed only at constant
         # offsets, whole vectors at a time, and LLVM keeps it in vector registers
         compute = loop_nest(list(kv), list(k_shape),
@@ -372,7 +428,11 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         def product(idx: list[Expr]) -> Expr:
             if idx != out_idx:
                 raise Unsupported("epilogue reads the product at another index")
-            return spec.adjust(Load(acc, cell, dt), idx)
+            value = Load(acc, cell, dt)
+            if d4 is not None and d4.offset:  # sum (a - z) b = sum a b - z colsum(b)
+                column = add(mul(add(mul(b_flat, const(panels)), panel), const(nr)), jj)
+                value = Binary("-", value, mul(Const(d4.offset, dt), Load(colsums, column, dt)))
+            return spec.adjust(value, idx)
 
         lw.special[id(c_val)] = product
         result = lw.read(out, out_idx)
@@ -410,6 +470,105 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     lw.buffers[id(out)] = buf
     done.update(id(nd) for nd in chain)  # they ran in the epilogue
     return seq(*stages)
+
+
+def _word(byte: Callable[[int], Expr]) -> Expr:
+    """The i32 word of four bytes, byte(0) lowest (little-endian), each an i32 in [0, 256)."""
+    word = byte(0)
+    for t in (1, 2, 3):
+        word = add(word, mul(byte(t), Const(1 << (8 * t), "i32")))  # wraps for t = 3, as the word's top byte
+    return word
+
+
+def _as_u8(value: Expr) -> tuple[Expr, int]:
+    """A byte of A for dot4, which multiplies u8 by i8: an s8 value shifted by 128
+    into u8. Returns (the byte as i32, the shift)."""
+    shift = 128 if value.dtype == "i8" else 0
+    byte = Cast(value, "i32")
+    return (add(byte, Const(shift, "i32")) if shift else byte), shift
+
+
+def _words_along_k(b_kn: np.ndarray) -> np.ndarray:
+    """Int8 B' (..., K, N) as i32 words of four consecutive k: (..., ceil(K/4), N), zero past K."""
+    *lead, k, n = b_kn.shape
+    padded = np.zeros((*lead, -(-k // 4) * 4, n), np.int8)
+    padded[..., :k, :] = b_kn
+    grouped = np.ascontiguousarray(np.swapaxes(padded.reshape(*lead, -1, 4, n), -1, -2))  # (..., G, N, 4)
+    return grouped.view(np.int32).reshape(*lead, -1, n)
+
+
+def _colsum(b_kn: np.ndarray) -> np.ndarray:
+    """Each column's sum of B' (..., K, N), padded with zeros to whole panels."""
+    sums = b_kn.sum(axis=-2, dtype=np.int32)
+    panels = -(-sums.shape[-1] // CONFIG.nr)
+    return np.pad(sums, [(0, 0)] * (sums.ndim - 1) + [(0, panels * CONFIG.nr - sums.shape[-1])])
+
+
+def _dot4_rows(lw: Lowerer, node: Node, batch: tuple[int, ...], m: int, k: int, read_a, b_kn: np.ndarray,
+               a_zero: int) -> Dot4:
+    """MatMulInteger's words: a prologue packs each row of A (four k per word,
+    zeros past k) into words[b][row][k / 4]; B's words come from the weight."""
+    groups = -(-k // 4)
+    words = lw.scratch(node.inputs[0].name + "_words", "i32", math.prod(batch) * m * groups)
+    b, r, q = lw.var("b"), lw.var("r"), lw.var("q")
+    bidx = _unflatten(b, batch) if batch else []
+    shift = 0
+
+    def byte(t: int) -> Expr:
+        nonlocal shift
+        kk = add(mul(q, const(4)), const(t))
+        if k % 4 and t >= k % 4:  # the last word reaches past k: zeros there
+            value, shift = _as_u8(read_a(bidx, [r], Binary("min", kk, const(k - 1))))
+            return Select(Compare("<", kk, const(k)), value, Const(0, "i32"))
+        value, shift = _as_u8(read_a(bidx, [r], kk))
+        return value
+
+    nb = math.prod(batch)
+    fill = For(b, const(nb), loop_nest([r, q], [m, groups], Store(words, row_major([b, r, q], (nb, m, groups)),
+                                                                   _word(byte))),
+               LoopKind.PARALLEL if nb > 1 and nb * m * k >= (1 << 16) else LoopKind.SERIAL)
+    return Dot4(lambda bidx, row, kv: Load(words, row_major([row_major(bidx, batch) if batch else const(0), row[0], kv[0]],
+                                                            (nb, m, groups)), "i32"),
+                (groups,), pack_b(_words_along_k(b_kn), CONFIG.nr), _colsum(b_kn), a_zero + shift, fill)
+
+
+def _dot4_conv(lw: Lowerer, x: Value, read_src, src_shape: tuple[int, ...], w: np.ndarray, win, pixel,
+               x_zero: int) -> Dot4:
+    """ConvInteger's words, channels innermost: a prologue turns the (padded)
+    input (N, C, *P) into words (N, *P, ceil(C/4)), four channels of a pixel
+    per word, and k runs over (*kernel, C/4). A word's place is then affine in
+    the output pixel and the kernel offset: no im2col matrix, and no division
+    in the k loop. B's words hold the weight in the same (kernel, channel) order."""
+    n_img, chans, spatial = src_shape[0], src_shape[1], tuple(src_shape[2:])
+    cw, kernel = -(-chans // 4), tuple(w.shape[2:])
+    shape = (n_img,) + spatial + (cw,)
+    words = lw.scratch(x.name + "_words", "i32", math.prod(shape))
+    plane, q = lw.var("p"), lw.var("q")
+    at = _unflatten(plane, (n_img,) + spatial)
+    shift = 0
+
+    def byte(t: int) -> Expr:
+        nonlocal shift
+        c = add(mul(q, const(4)), const(t))
+        if chans % 4 and t >= chans % 4:  # channels past C: zeros (their weights are zero)
+            value, shift = _as_u8(read_src([at[0], Binary("min", c, const(chans - 1))] + at[1:]))
+            return Select(Compare("<", c, const(chans)), value, Const(0, "i32"))
+        value, shift = _as_u8(read_src([at[0], c] + at[1:]))
+        return value
+
+    fill = For(plane, const(math.prod(shape[:-1])), For(q, const(cw), Store(words, add(mul(plane, const(cw)), q),
+                                                                            _word(byte))),
+               LoopKind.PARALLEL if math.prod(shape) >= (1 << 14) else LoopKind.SERIAL)
+
+    def a_word(bidx: list[Expr], row: list[Expr], kv: list[Expr]) -> Expr:
+        pos = [add(mul(o, const(win.strides[d])), mul(kv[d], const(win.dilations[d]))) for d, o in enumerate(pixel(row))]
+        return Load(words, row_major([bidx[0]] + pos + [kv[-1]], shape), "i32")
+
+    by_kernel = np.zeros((w.shape[0],) + kernel + (cw * 4,), np.int8)  # (M, *kernel, channels padded to words)
+    by_kernel[..., :chans] = np.moveaxis(w, 1, -1)
+    b_kn = by_kernel.reshape(w.shape[0], -1).T  # (K, M): k = (*kernel, channel)
+    return Dot4(a_word, kernel + (cw,), pack_b(_words_along_k(b_kn)[None], CONFIG.nr), _colsum(b_kn)[None],
+                x_zero + shift, fill)
 
 
 def _col(panel: Expr, jj: Expr, n: int) -> Expr:

@@ -24,9 +24,10 @@ from typing import Callable
 import numpy as np
 
 from ..ir import Graph, Node, Value
-from .ir import Allocate, Const, Expr, For, Kernel, Load, Param, Stmt, Store, Var, const, loop_nest, row_major, seq
+from .ir import (Allocate, Binary, Call, Compare, Const, Expr, For, Kernel, Load, Param, Stmt, Store, Var, const,
+                 loop_nest, row_major, seq)
 from .mathfns import expand_math
-from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, Unsupported
+from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, STORAGE_DTYPES, Unsupported
 from .simplify import simplify_stmt
 from .transform import stmt_exprs, walk_exprs, walk_stmts
 
@@ -218,6 +219,8 @@ class Lowerer:
                 stmts.append(loop_nest(idx, list(v.type.shape),
                                        Store(buf, row_major(list(idx), v.type.shape), self.read(v, list(idx)))))
         body = simplify_stmt(expand_math(seq(*stmts)))
+        if computes_in_storage_dtype(body):
+            raise Unsupported("arithmetic on f16, a storage dtype that kernels only load, store and convert")
         # an input read only through its packed copy is not a parameter: the
         # kernel must not keep the unpacked weights alive beside the packed ones
         used = buffers_used(body)
@@ -233,6 +236,18 @@ def buffers_used(body: Stmt) -> set[str]:
             names.add(st.buf)
         names.update(e.buf for x in stmt_exprs(st) for e in walk_exprs(x) if isinstance(e, Load))
     return names
+
+
+def computes_in_storage_dtype(body: Stmt) -> bool:
+    """Whether `body` computes or compares in a storage dtype (f16). Kernels
+    only convert those, so that nothing computes in half precision unnoticed:
+    such a group runs on NumPy instead."""
+    for st in walk_stmts(body):
+        for e in (x for root in stmt_exprs(st) for x in walk_exprs(root)):
+            operand = e.args[0] if isinstance(e, Call) else e.a if isinstance(e, (Binary, Compare)) else None
+            if operand is not None and operand.dtype in STORAGE_DTYPES:
+                return True
+    return False
 
 
 def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset()) -> LoweredGroup:

@@ -58,8 +58,8 @@ def _reduce_axes(lw: Lowerer, node: Node, op: str, axes: set[int], keepdims: boo
         raise Unsupported(f"{op} on {dt}")
     if op == "ReduceL2":
         acc_dt, elem = "f64", Cast(elem, "f64")
-    if dt == "bool":
-        raise Unsupported(f"{node.op} on bool")
+    if dt not in _LOWEST:  # bool, f16
+        raise Unsupported(f"{node.op} on {dt}")
     zero, one = Const(0, acc_dt), Const(1, acc_dt)
     init, combine, finish = {
         "ReduceSum": (zero, lambda a: Binary("+", a, elem), lambda a: a),

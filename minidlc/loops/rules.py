@@ -29,7 +29,10 @@ RULES: dict[str, Callable] = {}
 # Ops with several outputs: MULTI_RULES[op](node, k, idx, read) is output k's element.
 MULTI_RULES: dict[str, Callable] = {}
 FLOATS = ("f32", "f64")
-NATIVE_DTYPES = FLOATS + ("i8", "u8", "i16", "i32", "i64", "bool")
+# Kernels load, store and convert these, never compute in them (lower.py checks):
+# f16 holds weights (mixed precision); x86 converts it with F16C, computes in f32.
+STORAGE_DTYPES = ("f16",)
+NATIVE_DTYPES = FLOATS + STORAGE_DTYPES + ("i8", "u8", "i16", "i32", "i64", "bool")
 
 
 def rule(*names):
@@ -274,6 +277,8 @@ def _cast(node, idx, read):
     src, dst = node.inputs[0].type.dtype, node.outputs[0].type.dtype
     if src not in NATIVE_DTYPES or dst not in NATIVE_DTYPES:
         raise Unsupported(f"Cast from {src} to {dst}")
+    if "f16" in (src, dst) and {src, dst} - {"f16", "f32"}:  # f64 -> f16 would need a libcall to round once
+        raise Unsupported(f"Cast from {src} to {dst} (f16 converts to and from f32 only)")
     return Cast(read(0, idx), dst)
 
 

@@ -26,11 +26,12 @@ Phase 2, prologues and chains (backward, in reverse topological order). Each
 node `p` that is ELEMENTWISE, BROADCAST or INJECTIVE and not yet grouped
 joins the group of its readers when *all* of its readers are in one group
 and that group has no master or a REDUCTION master (a reduction takes an
-elementwise prologue, a conv or matmul does not). Otherwise `p` starts a
-new group, which its own producers may join later. Walking backwards, `p`'s
-readers are decided before `p`, which is what TVM's post-dominator analysis
-computes in general; requiring that every reader is in the group means the
-group has a single exit, so merging can never create a cycle between groups.
+elementwise prologue, a conv or matmul does not, except the Cast that widens
+its f16 weights). Otherwise `p` starts a new group, which its own producers
+may join later. Walking backwards, `p`'s readers are decided before `p`,
+which is what TVM's post-dominator analysis computes in general; requiring
+that every reader is in the group means the group has a single exit, so
+merging can never create a cycle between groups.
 A value that is a graph output also ends its group (groups have one exit).
 
 Fusion asks the target (the pass context's `can_lower`): a node that the
@@ -138,7 +139,7 @@ def find_groups(graph: Graph, can_lower: Callable[[Node], bool] = lambda node: T
         if len(gids) == 1 and None not in gids and not exposed:
             (gid,) = gids
             master = groups.master[gid]
-            if master is None or kind(master) == Kind.REDUCTION:
+            if master is None or kind(master) == Kind.REDUCTION or _widens_constant(graph, p):
                 groups.join(p, gid)
                 continue
             stop(p, f"its reader's group holds {master.op}, which is out-fusable: an elementwise "
@@ -187,6 +188,14 @@ def _epilogue_stop(last: Node, readers, outputs, groups: _Groups, kind) -> str |
         return (f"its reader {c.op} broadcasts to a larger shape {list(c.output.type.shape)}, "
                 "so an epilogue would run more than once per element")
     return None
+
+
+def _widens_constant(graph: Graph, node: Node) -> bool:
+    """A Cast of f16 weights to f32 (the mixed-precision pass): it joins even a
+    conv's or matmul's group, whose packed weights are then the f16 array, each
+    element widened as the micro-kernel loads it (loops/gemm.py)."""
+    return (node.op == "Cast" and node.inputs[0].type.dtype == "f16" and node.output.type.dtype == "f32"
+            and graph.const_value(node.inputs[0]) is not None)
 
 
 def _describe(members: list[Node], master: Node | None) -> str:

@@ -10,7 +10,9 @@ vector code directly; the rest is left to LLVM's own vectorizers at O3.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
+import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from ...loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
@@ -18,10 +20,13 @@ from ...loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For
 from ...loops.simplify import simplify
 from ...loops.transform import substitute, walk_exprs
 
-_TYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType(), "i8": ir.IntType(8), "u8": ir.IntType(8),
-          "i16": ir.IntType(16), "i32": ir.IntType(32), "i64": ir.IntType(64), "bool": ir.IntType(1)}
+_TYPES = {"f16": ir.HalfType(), "f32": ir.FloatType(), "f64": ir.DoubleType(), "i8": ir.IntType(8),
+          "u8": ir.IntType(8), "i16": ir.IntType(16), "i32": ir.IntType(32), "i64": ir.IntType(64),
+          "bool": ir.IntType(1)}
 _MEM = dict(_TYPES, bool=ir.IntType(8))
-_ALIGN = {"f32": 4, "f64": 8, "i8": 1, "u8": 1, "i16": 2, "i32": 4, "i64": 8, "bool": 1}  # bools are bytes in memory, i1 in registers
+_ALIGN = {"f16": 2, "f32": 4, "f64": 8, "i8": 1, "u8": 1, "i16": 2, "i32": 4, "i64": 8,
+          "bool": 1}  # bools are bytes in memory, i1 in registers
+_FLOAT_BITS = {"f16": 16, "f32": 32, "f64": 64}  # f16 is only loaded, stored and converted (F16C on x86)
 # Floating-point flags: contraction into FMA everywhere; reassociation only inside
 # loops marked vectorized, where a reduction may be split into vector lanes (and
 # nowhere else, so that LLVM does not vectorize, say, GEMM's k loop across k).
@@ -34,8 +39,16 @@ _INTRINSIC = {"exp": "llvm.exp", "log": "llvm.log", "sqrt": "llvm.sqrt", "sin": 
 _LIBM = {"tanh": ("tanhf", "tanh"), "erf": ("erff", "erf")}
 
 
+@lru_cache(maxsize=None)
+def host_has(feature: str) -> bool:
+    """Whether the CPU we compile for (the host: the JIT targets it) has `feature`
+    ("avx512vnni"); compiled code is cached per host CPU and feature string."""
+    llvm.initialize_native_target()
+    return llvm.get_host_cpu_features().get(feature, False)
+
+
 def _is_float(dtype: str) -> bool:
-    return dtype in ("f32", "f64")
+    return dtype in _FLOAT_BITS
 
 
 def _like(scalar_type, v: ir.Value):
@@ -244,7 +257,7 @@ class KernelCodegen:
             zero = _const(v, 0.0 if _is_float(src) else 0)
             return b.fcmp_unordered("!=", v, zero) if _is_float(src) else b.icmp_unsigned("!=", v, zero)
         if _is_float(src) and _is_float(dst):
-            return b.fpext(v, t) if dst == "f64" else b.fptrunc(v, t)
+            return b.fpext(v, t) if _FLOAT_BITS[dst] > _FLOAT_BITS[src] else b.fptrunc(v, t)
         if _is_float(src):  # saturating: NaN gives 0, out of range the nearest end
             name = "llvm.fptoui.sat" if dst == "u8" else "llvm.fptosi.sat"
             vec = f"v{v.type.count}" if isinstance(v.type, ir.VectorType) else ""
@@ -269,6 +282,8 @@ class KernelCodegen:
             return b.select(b.icmp_signed("<", args[0], _const(args[0], 0)), b.neg(args[0]), args[0])
         if fn == "ldexp":
             return self.ldexp(*args, dtype)
+        if fn == "dot4":
+            return self.dot4(*args)
         if fn in _INTRINSIC:
             return self.intrinsic(_INTRINSIC[fn], args, dtype)
         name = _LIBM[fn][0 if dtype == "f32" else 1]
@@ -289,6 +304,27 @@ class KernelCodegen:
             return b.bitcast(b.shl(biased, _const(biased, mantissa)), y.type)
         half = self.intrinsic("llvm.floor", [b.fmul(n, _const(n, 0.5))], dtype)
         return b.fmul(b.fmul(y, pow2(half)), pow2(b.fsub(n, half)))
+
+    def dot4(self, acc, a, c):
+        """acc + the dot product of a's four u8 bytes with c's four i8 bytes, per i32 lane.
+        Sixteen lanes on a VNNI host are one vpdpbusd; otherwise the bytes widen
+        to i16, multiply exactly, and pairs add up twice (LLVM selects vpmaddwd)."""
+        b = self.b
+        lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
+        byte_vec = ir.VectorType(ir.IntType(8), 4 * lanes)
+        if lanes == 16 and host_has("avx512vnni") and host_has("avx512bw"):
+            fn = self.declare("llvm.x86.avx512.vpdpbusd.512", acc.type, [acc.type, byte_vec, byte_vec])
+            return b.call(fn, [acc, b.bitcast(a, byte_vec), b.bitcast(c, byte_vec)])
+        i16, i32 = ir.IntType(16), ir.IntType(32)
+        wide = ir.VectorType(i16, 4 * lanes)
+        prod = b.mul(b.zext(b.bitcast(a, byte_vec), wide), b.sext(b.bitcast(c, byte_vec), wide))
+        for count in (2 * lanes, lanes):  # add neighbours: 4n i16 -> 2n i32 -> n i32
+            even = b.shuffle_vector(prod, prod, ir.Constant(ir.VectorType(i32, count), list(range(0, 2 * count, 2))))
+            odd = b.shuffle_vector(prod, prod, ir.Constant(ir.VectorType(i32, count), list(range(1, 2 * count, 2))))
+            if even.type.element != i32:
+                even, odd = (b.sext(v, ir.VectorType(i32, count)) for v in (even, odd))
+            prod = b.add(even, odd)
+        return b.add(acc, prod if lanes > 1 else b.extract_element(prod, ir.Constant(i32, 0)))
 
     def intrinsic(self, name: str, args, dtype: str):
         t = args[0].type

@@ -33,7 +33,7 @@ from ...loops.program import LoopProgram, Step
 from ...loops.verify import verify_kernel
 from .. import cache
 from ..host import HostExecutable, check_kernel_arrays
-from .render import render_module, uses_prange
+from .render import as_numba, render_module, uses_prange
 
 RENDER_VERSION = cache.source_version(Path(__file__).parent)
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class NumbaExecutable(HostExecutable):
             return []
         module = load_module(self.source)
         calls = [NumbaCall(getattr(module, f"program{i}"),
-                           [self.arena.buffer(st, b) for st in seg for b in st.lowered.bindings],
+                           [as_numba(self.arena.buffer(st, b)) for st in seg for b in st.lowered.bindings],
                            self.threads if any(uses_prange(k) for k in kernels[i]) else None)
                  for i, seg in enumerate(segments)]
         seal(module, [c.fn for c in calls])
@@ -214,7 +214,7 @@ def compile_kernel(kernel: Kernel, threads: int = 1):
 
     def run(arrays: list[np.ndarray]) -> None:
         check_kernel_arrays(kernel, arrays)
-        call = NumbaCall(module.program0, [a.reshape(-1) for a in arrays], threads)  # flat views: kernels index flat
+        call = NumbaCall(module.program0, [as_numba(a.reshape(-1)) for a in arrays], threads)  # flat views: kernels index flat
         seal(module, [module.program0])
         call()
     run.source = source

@@ -20,7 +20,7 @@ twice in one statement (exp's argument, say) is computed once into a
 temporary `tN`. Integer arithmetic narrower than 64 bits is wrapped back to
 its dtype, as Numba widens it. Operations whose Python meaning differs from the loop IR's
 (integer / and %, NaN-propagating min/max, saturating float-to-int casts,
-ldexp) call the intrinsics in support.py, imported as `rt`.
+ldexp, dot4) call the intrinsics in support.py, imported as `rt`.
 """
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ from ...loops.simplify import simplify_stmt
 from ...loops.transform import children, stmt_exprs, substitute_stmt, walk_exprs, walk_stmts
 
 NP_TYPE = {"f32": "np.float32", "f64": "np.float64", "i8": "np.int8", "u8": "np.uint8", "i16": "np.int16",
-           "i32": "np.int32", "i64": "np.int64", "bool": "np.bool_"}
+           "i32": "np.int32", "i64": "np.int64", "bool": "np.bool_",
+           "f16": "np.uint16"}  # f16 as its bits: Numba has no float16 (see as_numba)
 _NP_CALL = {"exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt", "tanh": "np.tanh", "sin": "np.sin", "cos": "np.cos",
             "floor": "np.floor", "ceil": "np.ceil", "round": "np.rint", "pow": "np.power", "abs": "np.abs"}
 _PY_OP = {"+": "+", "-": "-", "*": "*", "and": "&", "or": "|", "xor": "^"}
@@ -61,7 +62,9 @@ def literal(c: Const) -> str:
 
 
 def _wrapped(c: Const) -> int:
-    """An integer constant as its dtype holds it (a u8 -1 is 255, as llvm's constant is)."""
+    """An integer constant as its dtype holds it (a u8 -1 is 255, as llvm's constant is); an f16 one as its bits."""
+    if c.dtype == "f16":
+        return int(np.float16(c.value).view(np.uint16))
     return int(np.array(int(c.value)).astype(np.int64).astype(DTYPES[c.dtype]))
 
 
@@ -274,6 +277,8 @@ class KernelRenderer:
             return v
         if dst == "bool":
             return f"({v} != {self.constants(Const(0, src))})"
+        if "f16" in (src, dst):  # f16 <-> f32 only (rules.py), on the bits
+            return f"rt.from_f16({v})" if src == "f16" else f"rt.to_f16({v})"
         if _is_float(src) and not _is_float(dst):
             return f"rt.to_{dst}({v})"
         return f"{NP_TYPE[dst]}({v})"
@@ -283,13 +288,18 @@ class KernelRenderer:
         dt = e.dtype
         if e.fn == "neg":
             return self.wrap(f"(-{args[0]})", dt)
-        if e.fn == "ldexp":
-            return f"rt.ldexp({args[0]}, {args[1]})"
+        if e.fn in ("ldexp", "dot4"):
+            return f"rt.{e.fn}({', '.join(args)})"
         if e.fn == "erf":
             return f"{NP_TYPE[dt]}(math.erf({args[0]}))"
         if e.fn == "abs" and not _is_float(dt):
             return self.wrap(f"abs({args[0]})", dt)
         return f"{_NP_CALL[e.fn]}({', '.join(args)})"
+
+
+def as_numba(a: np.ndarray) -> np.ndarray:
+    """The array a kernel gets for a buffer: an f16 one as its uint16 bits (Numba has no float16)."""
+    return a.view(np.uint16) if a.dtype == np.float16 else a
 
 
 def render_kernel(kernel: Kernel, name: str, constants: Constants) -> list[str]:

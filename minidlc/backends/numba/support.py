@@ -110,3 +110,42 @@ def stack_empty(typingctx, size, dtype):
             return builder.alloca(context.get_data_type(elem), size=ir.Constant(ir.IntType(64), size.literal_value))
     return types.CPointer(elem)(size, dtype), codegen
 
+
+# f16 buffers reach Numba, which has no float16, as their uint16 bits (render.as_numba);
+# these convert the bits as the llvm backend converts f16 (fpext/fptrunc: F16C's vcvtph2ps/vcvtps2ph)
+@intrinsic
+def from_f16(typingctx, bits):
+    if bits != types.uint16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def to_f16(typingctx, x):
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+    return types.uint16(x), codegen
+
+
+@intrinsic
+def dot4(typingctx, acc, a, b):
+    """acc + the dot product of a's four u8 bytes with b's four i8 bytes (the
+    loop IR's dot4, on i32 words), in LLVM vector instructions."""
+    if not all(t == types.int32 for t in (acc, a, b)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        acc, a, b = args
+        quad, wide = ir.VectorType(ir.IntType(8), 4), ir.VectorType(ir.IntType(32), 4)
+        prod = builder.mul(builder.zext(builder.bitcast(a, quad), wide), builder.sext(builder.bitcast(b, quad), wide))
+        total = acc
+        for lane in range(4):
+            total = builder.add(total, builder.extract_element(prod, ir.Constant(ir.IntType(32), lane)))
+        return total
+    return types.int32(acc, a, b), codegen
