@@ -262,6 +262,10 @@ def cmd_quantize(args) -> int:
     from .quantization import load_calibration, quantize
 
     graph = load_graph(args.model, parse_input_shapes(args.input_shape))
+    if args.dtype != "int8":
+        return _store_weights_in(args.dtype, args, graph)
+    if not args.calibration:
+        raise UsageError("int8 quantization needs --calibration DATA (an .npz, a directory of them, or random:N)")
     calibration = load_calibration(args.calibration, graph)
     batches = load_calibration(args.eval, graph) if args.eval else calibration
     options = {"method": args.method, "per_tensor": args.per_tensor, "percentile": args.percentile,
@@ -293,6 +297,32 @@ def cmd_quantize(args) -> int:
     print(f"wrote {args.output}: int8 QDQ, weights {f32_bytes / 1024:.1f} KiB -> {q_bytes / 1024:.1f} KiB "
           f"({f32_bytes / max(q_bytes, 1):.2f}x smaller); output SQNR {row.sqnr_db:.1f} dB, "
           f"top-1 agreement with f32 {row.agreement:.2f}%{accuracy}")
+    return 0
+
+
+def _store_weights_in(dtype: str, args, graph) -> int:
+    """`--dtype f16`: the mixed-precision pass instead of int8; reports bytes and output error."""
+    import onnx
+
+    from . import quant_report as qr
+    from .frontends.onnx.export import export_onnx
+    from .passes.manager import build_pipeline
+    from .quantization import BEFORE_QUANTIZE, load_calibration
+
+    pipeline = build_pipeline(passes=BEFORE_QUANTIZE + [f"mixed-precision{{dtype={dtype}}}"])
+    half = pipeline.run(graph.copy())
+    onnx.save(export_onnx(half, [v.name for v in graph.outputs]), args.output)
+    data = args.eval or args.calibration or "random:1"
+    batches = load_calibration(data, graph)
+    labels = np.load(args.labels) if args.labels else None
+    ev = qr.Evaluation(batches, qr.outputs(qr.float_graph(graph), batches), labels)
+    row = qr.score(qr.outputs(half, batches), ev)
+    err = float(np.max(np.abs(qr.outputs(half, batches) - ev.reference)))
+    mp = pipeline.passes[-1]
+    accuracy = f", top-1 {row.accuracy:.2f}% (f32 {qr.top1(ev.reference, labels):.2f}%)" if labels is not None else ""
+    print(f"wrote {args.output}: weights in {dtype}, constants {mp.bytes_before / 1024:.1f} KiB -> "
+          f"{mp.bytes_after / 1024:.1f} KiB ({mp.saved_bytes / 1024:.1f} KiB saved); on {data}: output SQNR "
+          f"{row.sqnr_db:.1f} dB, max abs error {err:.3g}, top-1 agreement with f32 {row.agreement:.2f}%{accuracy}")
     return 0
 
 
@@ -480,9 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("model", help="an .onnx file, or path/to/file.py:factory returning an nn.Module")
     sp.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
-    sp.add_argument("--calibration", required=True, metavar="DATA",
+    sp.add_argument("--calibration", metavar="DATA",
                     help="an .npz with arrays named after the inputs, a directory of them, or random[:N] "
-                         "(random data: for speed experiments only)")
+                         "(random data: for speed experiments only); int8 needs it")
+    sp.add_argument("--dtype", choices=["int8", "f16", "bf16"], default="int8",
+                    help="int8 quantization (default), or f16/bf16: weights stored in 16 bits, compute in f32")
     sp.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax",
                     help="how activation ranges come from the calibration data (default: minmax)")
     sp.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default 99.99)")

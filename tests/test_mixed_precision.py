@@ -1,4 +1,4 @@
-"""The mixed-precision pass: f16 weights, f32 arithmetic.
+"""The mixed-precision pass: f16 (or bf16) weights, f32 arithmetic.
 
 Weight bytes halve in the graph and in the compiled llvm program, the
 kernels read the f16 weights natively, and results stay within the pass's
@@ -22,6 +22,7 @@ from minidlc.passes.mixed_precision import KEEP_F32, MIN_ELEMENTS, MixedPrecisio
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = "fold,dce,cse,simplify,fuse-layers,mixed-precision{dtype=f16},fuse"
 UNFUSED = "fold,dce,cse,simplify,fuse-layers,mixed-precision{dtype=f16}"
+BF16 = PIPELINE.replace("dtype=f16", "dtype=bf16")
 TOL = MixedPrecision.tolerance
 
 
@@ -52,8 +53,8 @@ def demo(request):
 
 def test_registered_with_options():
     assert "mixed-precision" in PASSES
-    with pytest.raises(ValueError, match="f16 only"):
-        build_pipeline(passes="mixed-precision{dtype=bf16}")
+    with pytest.raises(ValueError, match="f16 or bf16, got dtype='f8'"):
+        build_pipeline(passes="mixed-precision{dtype=f8}")
 
 
 def test_graph_weight_bytes_halve(demo):
@@ -178,6 +179,48 @@ def test_digits_accuracy():
         logits = np.concatenate([m.run({"x": x[i:i + 40]})["logits"] for i in range(0, 360, 40)])
         return 100 * float(np.mean(logits.argmax(1) == labels))
 
-    f32, f16 = accuracy(), accuracy(passes=PIPELINE)
+    f32, f16, bf16 = accuracy(), accuracy(passes=PIPELINE), accuracy(passes=BF16)
     assert f32 == pytest.approx(98.33, abs=0.01)
     assert abs(f16 - f32) <= 0.2, (f32, f16)
+    assert abs(bf16 - f32) <= 0.5, (f32, bf16)
+
+
+@pytest.mark.parametrize("target", ["llvm", "numba"])
+def test_bf16_weights_native_halved_and_close(demo, target):
+    name, model, inputs, want = demo
+    graph, mp = _optimize(model, BF16)
+    assert _constants(graph, "bf16") and mp.bytes_after < 0.52 * mp.bytes_before
+    m = minidlc.compile(model, target=target, passes=BF16)
+    assert "runs on NumPy" not in m.emit("loops")
+    for got, ref in zip(m.run(inputs).values(), want.values()):
+        assert close(got, ref, TOL), name
+
+
+@pytest.mark.parametrize("target", ["llvm", "numba"])
+def test_bf16_casts_round_as_ml_dtypes(target):
+    """f32 -> bf16 -> f32 in one kernel: ties to even, overflow to inf, NaN stays NaN."""
+    import ml_dtypes
+    g = Graph()
+    x = g.add_input("x", TensorType((10,)))
+    g.outputs = [g.add("Cast", [g.add("Cast", [x], {"to": "bf16"}).output], {"to": "f32"}).output]
+    values = np.array([0.1, -2.5, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 3.4e38, 1e-40, np.nan, -np.inf, 0.0, -7e-3],
+                      np.float32)
+    m = minidlc.compile(g, target=target)
+    assert "runs on NumPy" not in m.emit("loops")
+    want = values.astype(ml_dtypes.bfloat16).astype(np.float32)
+    np.testing.assert_array_equal(m.run({"x": values})[g.outputs[0].name], want)
+
+
+def test_bf16_export_runs_in_onnxruntime():
+    ort = pytest.importorskip("onnxruntime")
+    from minidlc.frontends.onnx.export import export_onnx
+
+    model = build_model("mlp")
+    inputs = example_inputs(model)
+    graph, _ = _optimize(model, UNFUSED.replace("dtype=f16", "dtype=bf16"))
+    exported = export_onnx(graph)
+    assert any(t.data_type == 16 for t in exported.graph.initializer)  # BFLOAT16
+    session = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = minidlc.compile(exported, target="llvm").run(inputs)  # and it imports back
+    for a, b in zip(session.run(None, inputs), want.values()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

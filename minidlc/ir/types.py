@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
+import ml_dtypes
 import numpy as np
 
 # Short dtype names, as the printer writes them, and their NumPy equivalents.
@@ -22,6 +23,9 @@ DTYPES: dict[str, np.dtype] = {
     "i32": np.dtype(np.int32),
     "i64": np.dtype(np.int64),
     "bool": np.dtype(np.bool_),
+    # bfloat16 (f32's exponent, an 8-bit mantissa) from ml_dtypes, which onnx
+    # itself requires; a storage dtype: Cast converts it, no op computes in it
+    "bf16": np.dtype(ml_dtypes.bfloat16),
 }
 _NAME_OF = {dt: name for name, dt in DTYPES.items()}
 

@@ -42,7 +42,7 @@ from ..ir.types import dtype_name
 from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, const,
                  loop_nest, mul, row_major, seq)
 from .lower import Lowerer, register_lowering
-from .rules import FLOATS, RULES, Unsupported, broadcast_index
+from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger")
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # u8/i8 operands, i32 products
@@ -166,11 +166,11 @@ def centred_weights(w: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarr
 
 
 def _stored_weight(lw: Lowerer, v: Value) -> np.ndarray | None:
-    """The weight array of `v` as stored: through a Cast of f16 weights to f32
-    (mixed precision), the f16 array, so the packed copy stays half the bytes
+    """The weight array of `v` as stored: through a Cast of f16 or bf16 weights to
+    f32 (mixed precision), the 16-bit array, so the packed copy stays half the bytes
     and the micro-kernel widens each element as it loads it (vcvtph2ps)."""
     cast = v.producer
-    if cast is not None and cast.op == "Cast" and cast.inputs[0].type.dtype == "f16" and v.type.dtype == "f32":
+    if cast is not None and cast.op == "Cast" and cast.inputs[0].type.dtype in STORAGE_DTYPES and v.type.dtype == "f32":
         return lw.group_const(cast.inputs[0])
     return lw.group_const(v)
 

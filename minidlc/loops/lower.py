@@ -173,11 +173,14 @@ class Lowerer:
         if id(v) in self.special:
             return self.special[id(v)](idx)
         if id(v) in self.buffers:
+            scalar = self.group.constants.get(id(v))
+            if scalar is not None and scalar.size == 1 and v.type.dtype not in STORAGE_DTYPES:
+                return Const(scalar.reshape(()).item(), v.type.dtype)  # an immediate, not a load per element
             return Load(self.buffers[id(v)], row_major(idx, v.type.shape), v.type.dtype)
         node = v.producer
         if node is not None and node.op == "Constant":
             array = node.attrs["value"]
-            if array.size == 1 and v.type.dtype in NATIVE_DTYPES:
+            if array.size == 1 and v.type.dtype in NATIVE_DTYPES and v.type.dtype not in STORAGE_DTYPES:
                 return Const(array.reshape(()).item(), v.type.dtype)
             self.buffers[id(v)] = self.constant_param(v.name, array, v.type.dtype)
             return self.read(v, idx)
@@ -220,7 +223,7 @@ class Lowerer:
                                        Store(buf, row_major(list(idx), v.type.shape), self.read(v, list(idx)))))
         body = simplify_stmt(expand_math(seq(*stmts)))
         if computes_in_storage_dtype(body):
-            raise Unsupported("arithmetic on f16, a storage dtype that kernels only load, store and convert")
+            raise Unsupported("arithmetic on f16 or bf16, storage dtypes that kernels only load, store and convert")
         # an input read only through its packed copy is not a parameter: the
         # kernel must not keep the unpacked weights alive beside the packed ones
         used = buffers_used(body)
@@ -239,7 +242,7 @@ def buffers_used(body: Stmt) -> set[str]:
 
 
 def computes_in_storage_dtype(body: Stmt) -> bool:
-    """Whether `body` computes or compares in a storage dtype (f16). Kernels
+    """Whether `body` computes or compares in a storage dtype (f16, bf16). Kernels
     only convert those, so that nothing computes in half precision unnoticed:
     such a group runs on NumPy instead."""
     for st in walk_stmts(body):

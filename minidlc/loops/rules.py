@@ -30,8 +30,9 @@ RULES: dict[str, Callable] = {}
 MULTI_RULES: dict[str, Callable] = {}
 FLOATS = ("f32", "f64")
 # Kernels load, store and convert these, never compute in them (lower.py checks):
-# f16 holds weights (mixed precision); x86 converts it with F16C, computes in f32.
-STORAGE_DTYPES = ("f16",)
+# f16 and bf16 hold weights (mixed precision); x86 converts f16 with F16C, bf16
+# by shifting its bits (it is an f32's top half), and computes in f32.
+STORAGE_DTYPES = ("f16", "bf16")
 NATIVE_DTYPES = FLOATS + STORAGE_DTYPES + ("i8", "u8", "i16", "i32", "i64", "bool")
 
 
@@ -277,8 +278,9 @@ def _cast(node, idx, read):
     src, dst = node.inputs[0].type.dtype, node.outputs[0].type.dtype
     if src not in NATIVE_DTYPES or dst not in NATIVE_DTYPES:
         raise Unsupported(f"Cast from {src} to {dst}")
-    if "f16" in (src, dst) and {src, dst} - {"f16", "f32"}:  # f64 -> f16 would need a libcall to round once
-        raise Unsupported(f"Cast from {src} to {dst} (f16 converts to and from f32 only)")
+    for storage in STORAGE_DTYPES:  # f64 -> f16 would need a libcall to round once
+        if storage in (src, dst) and {src, dst} - {storage, "f32"}:
+            raise Unsupported(f"Cast from {src} to {dst} ({storage} converts to and from f32 only)")
     return Cast(read(0, idx), dst)
 
 

@@ -191,10 +191,10 @@ def _epilogue_stop(last: Node, readers, outputs, groups: _Groups, kind) -> str |
 
 
 def _widens_constant(graph: Graph, node: Node) -> bool:
-    """A Cast of f16 weights to f32 (the mixed-precision pass): it joins even a
-    conv's or matmul's group, whose packed weights are then the f16 array, each
+    """A Cast of f16 or bf16 weights to f32 (the mixed-precision pass): it joins even a
+    conv's or matmul's group, whose packed weights are then the 16-bit array, each
     element widened as the micro-kernel loads it (loops/gemm.py)."""
-    return (node.op == "Cast" and node.inputs[0].type.dtype == "f16" and node.output.type.dtype == "f32"
+    return (node.op == "Cast" and node.inputs[0].type.dtype in ("f16", "bf16") and node.output.type.dtype == "f32"
             and graph.const_value(node.inputs[0]) is not None)
 
 

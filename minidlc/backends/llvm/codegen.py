@@ -14,7 +14,9 @@ from functools import lru_cache
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
+import numpy as np
 
+from ...ir.types import DTYPES
 from ...loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
                          Seq, Stmt, Store, Var)
 from ...loops.simplify import simplify
@@ -22,10 +24,10 @@ from ...loops.transform import substitute, walk_exprs
 
 _TYPES = {"f16": ir.HalfType(), "f32": ir.FloatType(), "f64": ir.DoubleType(), "i8": ir.IntType(8),
           "u8": ir.IntType(8), "i16": ir.IntType(16), "i32": ir.IntType(32), "i64": ir.IntType(64),
-          "bool": ir.IntType(1)}
+          "bool": ir.IntType(1), "bf16": ir.IntType(16)}  # bf16 travels as its bits
 _MEM = dict(_TYPES, bool=ir.IntType(8))
 _ALIGN = {"f16": 2, "f32": 4, "f64": 8, "i8": 1, "u8": 1, "i16": 2, "i32": 4, "i64": 8,
-          "bool": 1}  # bools are bytes in memory, i1 in registers
+          "bool": 1, "bf16": 2}  # bools are bytes in memory, i1 in registers
 _FLOAT_BITS = {"f16": 16, "f32": 32, "f64": 64}  # f16 is only loaded, stored and converted (F16C on x86)
 # Floating-point flags: contraction into FMA everywhere; reassociation only inside
 # loops marked vectorized, where a reduction may be split into vector lanes (and
@@ -253,11 +255,21 @@ class KernelCodegen:
         b, t = self.b, _like(_TYPES[dst], v)
         if src == dst:
             return v
+        if "bf16" in (src, dst):  # to and from f32 only (rules.py)
+            return self.bfloat(v, widen=src == "bf16")
         if dst == "bool":
             zero = _const(v, 0.0 if _is_float(src) else 0)
             return b.fcmp_unordered("!=", v, zero) if _is_float(src) else b.icmp_unsigned("!=", v, zero)
         if _is_float(src) and _is_float(dst):
             return b.fpext(v, t) if _FLOAT_BITS[dst] > _FLOAT_BITS[src] else b.fptrunc(v, t)
+        if _is_float(src) and _TYPES[dst].width <= 16:
+            # saturating, as below, but in instructions that vectorize (x86 scalarizes
+            # a vector fptoui.sat to i8): clamp to the range, exact in floats, convert, narrow
+            info = np.iinfo(DTYPES[dst])
+            lo, hi = _const(v, float(info.min)), _const(v, float(info.max))
+            clamped = self.intrinsic("llvm.minnum", [self.intrinsic("llvm.maxnum", [v, lo], src), hi], src)
+            clamped = b.select(b.fcmp_ordered("ord", v, v), clamped, _const(v, 0.0))  # NaN gives 0
+            return b.trunc(b.fptosi(clamped, _like(ir.IntType(32), v)), t)
         if _is_float(src):  # saturating: NaN gives 0, out of range the nearest end
             name = "llvm.fptoui.sat" if dst == "u8" else "llvm.fptosi.sat"
             vec = f"v{v.type.count}" if isinstance(v.type, ir.VectorType) else ""
@@ -269,6 +281,21 @@ class KernelCodegen:
         if width > src_width:
             return b.zext(v, t) if src in ("u8", "bool") else b.sext(v, t)
         return b.trunc(v, t) if width < src_width else v
+
+    def bfloat(self, v, widen: bool):
+        """bf16 <-> f32 on the bits: a bf16 is the top half of an f32, so widening
+        shifts it up; narrowing rounds to nearest even (adding 0x7fff plus the
+        lowest kept bit) and keeps a NaN a quiet NaN, as ml_dtypes does."""
+        b = self.b
+        word = _like(ir.IntType(32), v)
+        if widen:
+            wide = b.zext(v, word)
+            return b.bitcast(b.shl(wide, _const(wide, 16)), _like(ir.FloatType(), v))
+        bits = b.bitcast(v, word)
+        top = b.lshr(bits, _const(bits, 16))
+        rounded = b.lshr(b.add(bits, b.add(b.and_(top, _const(bits, 1)), _const(bits, 0x7FFF))), _const(bits, 16))
+        quiet = b.or_(top, _const(bits, 0x40))
+        return b.trunc(b.select(b.fcmp_unordered("uno", v, v), quiet, rounded), _like(ir.IntType(16), v))
 
     def call(self, fn: str, args, dtype: str):
         b = self.b

@@ -39,7 +39,7 @@ from ...loops.transform import children, stmt_exprs, substitute_stmt, walk_exprs
 
 NP_TYPE = {"f32": "np.float32", "f64": "np.float64", "i8": "np.int8", "u8": "np.uint8", "i16": "np.int16",
            "i32": "np.int32", "i64": "np.int64", "bool": "np.bool_",
-           "f16": "np.uint16"}  # f16 as its bits: Numba has no float16 (see as_numba)
+           "f16": "np.uint16", "bf16": "np.uint16"}  # f16 as its bits: Numba has no float16 (see as_numba)
 _NP_CALL = {"exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt", "tanh": "np.tanh", "sin": "np.sin", "cos": "np.cos",
             "floor": "np.floor", "ceil": "np.ceil", "round": "np.rint", "pow": "np.power", "abs": "np.abs"}
 _PY_OP = {"+": "+", "-": "-", "*": "*", "and": "&", "or": "|", "xor": "^"}
@@ -277,8 +277,9 @@ class KernelRenderer:
             return v
         if dst == "bool":
             return f"({v} != {self.constants(Const(0, src))})"
-        if "f16" in (src, dst):  # f16 <-> f32 only (rules.py), on the bits
-            return f"rt.from_f16({v})" if src == "f16" else f"rt.to_f16({v})"
+        for storage in ("f16", "bf16"):  # <-> f32 only (rules.py), on the bits
+            if storage in (src, dst):
+                return f"rt.from_{storage}({v})" if src == storage else f"rt.to_{storage}({v})"
         if _is_float(src) and not _is_float(dst):
             return f"rt.to_{dst}({v})"
         return f"{NP_TYPE[dst]}({v})"
@@ -298,8 +299,9 @@ class KernelRenderer:
 
 
 def as_numba(a: np.ndarray) -> np.ndarray:
-    """The array a kernel gets for a buffer: an f16 one as its uint16 bits (Numba has no float16)."""
-    return a.view(np.uint16) if a.dtype == np.float16 else a
+    """The array a kernel gets for a buffer: an f16 or bf16 one as its uint16 bits
+    (Numba has neither)."""
+    return a.view(np.uint16) if a.dtype in (np.float16, DTYPES["bf16"]) else a
 
 
 def render_kernel(kernel: Kernel, name: str, constants: Constants) -> list[str]:

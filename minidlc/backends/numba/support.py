@@ -133,6 +133,36 @@ def to_f16(typingctx, x):
     return types.uint16(x), codegen
 
 
+# bf16 likewise (render.as_numba); converted on the bits as the llvm backend does
+@intrinsic
+def from_bf16(typingctx, bits):
+    if bits != types.uint16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        word = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+        return builder.bitcast(word, ir.FloatType())
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def to_bf16(typingctx, x):
+    """Round to nearest even on the bits; a NaN stays a quiet NaN."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        bits = builder.bitcast(args[0], i32)
+        top = builder.lshr(bits, ir.Constant(i32, 16))
+        bias = builder.add(builder.and_(top, ir.Constant(i32, 1)), ir.Constant(i32, 0x7FFF))
+        rounded = builder.lshr(builder.add(bits, bias), ir.Constant(i32, 16))
+        nan = builder.fcmp_unordered("uno", args[0], args[0])
+        word = builder.select(nan, builder.or_(top, ir.Constant(i32, 0x40)), rounded)
+        return builder.trunc(word, ir.IntType(16))
+    return types.uint16(x), codegen
+
+
 @intrinsic
 def dot4(typingctx, acc, a, b):
     """acc + the dot product of a's four u8 bytes with b's four i8 bytes (the

@@ -24,6 +24,7 @@ ONNX_DTYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT16: "f16", onnx.TensorProto.FLOAT: "f32", onnx.TensorProto.DOUBLE: "f64",
     onnx.TensorProto.INT8: "i8", onnx.TensorProto.UINT8: "u8", onnx.TensorProto.INT16: "i16",
     onnx.TensorProto.INT32: "i32", onnx.TensorProto.INT64: "i64", onnx.TensorProto.BOOL: "bool",
+    onnx.TensorProto.BFLOAT16: "bf16",
 }
 
 
