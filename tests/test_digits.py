@@ -1,7 +1,5 @@
 """The trained digits CNN (examples/digits_cnn.onnx, built by examples/digits.py):
 minidlc computes onnxruntime's logits on real data and keeps its accuracy."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,18 +8,10 @@ pytest.importorskip("sklearn")
 ort = pytest.importorskip("onnxruntime")
 
 import minidlc  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_digits():
-    spec = importlib.util.spec_from_file_location("digits_example", ROOT / "examples" / "digits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from digits_example import digits
 
 
-digits = _import_digits()
+
 
 
 @pytest.fixture(scope="module")

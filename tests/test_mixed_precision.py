@@ -4,8 +4,6 @@ Weight bytes halve in the graph and in the compiled llvm program, the
 kernels read the f16 weights natively, and results stay within the pass's
 tolerance of f32: on the demo models, and in top-1 accuracy on the digits
 CNN's test images."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,13 +11,13 @@ import pytest
 import minidlc
 from minidlc.demo_models import build_model, example_inputs
 from minidlc.ir import Graph
-from minidlc.ir.types import TensorType
+from minidlc.ir.types import DTYPES, TensorType
 from minidlc.loops.program import lowering_failure
 from minidlc.passes.instruments import VerifyNumerics, close
 from minidlc.passes.manager import PASSES, build_pipeline
 from minidlc.passes.mixed_precision import KEEP_F32, MIN_ELEMENTS, MixedPrecision
+from digits_example import digits
 
-ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = "fold,dce,cse,simplify,fuse-layers,mixed-precision{dtype=f16},fuse"
 UNFUSED = "fold,dce,cse,simplify,fuse-layers,mixed-precision{dtype=f16}"
 BF16 = PIPELINE.replace("dtype=f16", "dtype=bf16")
@@ -107,13 +105,19 @@ def test_llvm_reads_f16_weights_natively(demo):
         assert "vcvtph2ps" in f16.emit("asm")
 
 
-def test_numba_is_correct():
-    model = build_model("mlp")
-    inputs = example_inputs(model)
-    want = minidlc.compile(model, passes=PIPELINE).run(inputs)
-    m = minidlc.compile(model, target="numba", passes=PIPELINE)
-    assert "runs on NumPy" not in m.emit("loops")
-    for k, a in m.run(inputs).items():
+@pytest.mark.parametrize("passes", [PIPELINE, BF16])
+def test_numba_is_correct(passes):
+    """Numba runs the same loop program (f16/bf16 weights as their bits): a
+    small dense layer, since a cold Numba compile of a demo model takes long."""
+    g = Graph()
+    x = g.add_input("x", TensorType((4, 100)))
+    w = g.constant(np.random.default_rng(0).standard_normal((100, 16)).astype(np.float32), "w")
+    g.outputs = [g.add("Relu", [g.add("MatMul", [x, w]).output]).output]
+    feeds = {"x": np.random.default_rng(1).standard_normal((4, 100)).astype(np.float32)}
+    want = minidlc.compile(g, passes=passes).run(feeds)
+    m = minidlc.compile(g, target="numba", passes=passes)
+    assert "runs on NumPy" not in m.emit("loops") and "MatMul" in m.emit("loops")
+    for k, a in m.run(feeds).items():
         np.testing.assert_allclose(a, want[k], rtol=1e-5, atol=1e-5)
 
 
@@ -131,17 +135,24 @@ def test_f16_is_a_storage_dtype():
     assert "f16" in lowering_failure(g.add("ReduceMax", [x], {"axes": [1], "keepdims": 1}))
 
 
+CAST_CASES = {  # dtype: values covering its ties to even, overflow to inf, subnormals, NaN
+    "f16": [0.1, -2.5, 2049, 2051, 65504, 65520, 1e-6, 3e-8, 1e-9, np.nan, -np.inf, 0.0],
+    "bf16": [0.1, -2.5, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 3.4e38, 1e-40, np.nan, -np.inf, 0.0, -7e-3],
+}
+
+
 @pytest.mark.parametrize("target", ["llvm", "numba"])
-def test_f16_casts_round_as_numpy(target):
-    """f32 -> f16 -> f32 in one kernel: ties to even, overflow to inf, subnormals, NaN."""
+@pytest.mark.parametrize("dtype", CAST_CASES)
+def test_storage_casts_round_as_numpy(target, dtype):
+    """f32 -> f16 (bf16) -> f32 in one kernel rounds as NumPy (ml_dtypes) does."""
+    values = np.array(CAST_CASES[dtype], np.float32)
     g = Graph()
-    x = g.add_input("x", TensorType((12,)))
-    g.outputs = [g.add("Cast", [g.add("Cast", [x], {"to": "f16"}).output], {"to": "f32"}).output]
-    values = np.array([0.1, -2.5, 2049, 2051, 65504, 65520, 1e-6, 3e-8, 1e-9, np.nan, -np.inf, 0.0], np.float32)
+    x = g.add_input("x", TensorType(values.shape))
+    g.outputs = [g.add("Cast", [g.add("Cast", [x], {"to": dtype}).output], {"to": "f32"}).output]
     m = minidlc.compile(g, target=target)
     assert "runs on NumPy" not in m.emit("loops")
     with np.errstate(over="ignore"):
-        want = values.astype(np.float16).astype(np.float32)
+        want = values.astype(DTYPES[dtype]).astype(np.float32)
     np.testing.assert_array_equal(m.run({"x": values})[g.outputs[0].name], want)
 
 
@@ -161,16 +172,8 @@ def test_onnx_export_runs_in_onnxruntime():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def _import_digits():
-    spec = importlib.util.spec_from_file_location("digits_example", ROOT / "examples" / "digits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_digits_accuracy():
     pytest.importorskip("sklearn")
-    digits = _import_digits()
     paths = digits.data_paths()
     x, labels = np.load(paths["test"])["x"], np.load(paths["labels"])
 
@@ -185,30 +188,14 @@ def test_digits_accuracy():
     assert abs(bf16 - f32) <= 0.5, (f32, bf16)
 
 
-@pytest.mark.parametrize("target", ["llvm", "numba"])
-def test_bf16_weights_native_halved_and_close(demo, target):
+def test_bf16_weights_native_halved_and_close(demo):
     name, model, inputs, want = demo
     graph, mp = _optimize(model, BF16)
     assert _constants(graph, "bf16") and mp.bytes_after < 0.52 * mp.bytes_before
-    m = minidlc.compile(model, target=target, passes=BF16)
+    m = minidlc.compile(model, target="llvm", passes=BF16)
     assert "runs on NumPy" not in m.emit("loops")
     for got, ref in zip(m.run(inputs).values(), want.values()):
         assert close(got, ref, TOL), name
-
-
-@pytest.mark.parametrize("target", ["llvm", "numba"])
-def test_bf16_casts_round_as_ml_dtypes(target):
-    """f32 -> bf16 -> f32 in one kernel: ties to even, overflow to inf, NaN stays NaN."""
-    import ml_dtypes
-    g = Graph()
-    x = g.add_input("x", TensorType((10,)))
-    g.outputs = [g.add("Cast", [g.add("Cast", [x], {"to": "bf16"}).output], {"to": "f32"}).output]
-    values = np.array([0.1, -2.5, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 3.4e38, 1e-40, np.nan, -np.inf, 0.0, -7e-3],
-                      np.float32)
-    m = minidlc.compile(g, target=target)
-    assert "runs on NumPy" not in m.emit("loops")
-    want = values.astype(ml_dtypes.bfloat16).astype(np.float32)
-    np.testing.assert_array_equal(m.run({"x": values})[g.outputs[0].name], want)
 
 
 def test_bf16_export_runs_in_onnxruntime():

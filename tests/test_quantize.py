@@ -2,8 +2,6 @@
 differentially: the exported QDQ file runs in onnxruntime, the integer
 kernels compute what the reference interpreter computes of the same graph,
 and models quantized by onnxruntime import as integer ops."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,23 +13,15 @@ from minidlc.passes.calibrate import Method, Observed, calibrated_range, observe
 from minidlc.passes.instruments import VerifyNumerics
 from minidlc.passes.manager import LOSSLESS, PassContext, PassError, Pipeline, make_pass
 from minidlc.quantization import CalibrationError, load_calibration
+from digits_example import digits
 from passes_util import mixed_graphs, run_passes
 
 pytest.importorskip("sklearn")
 ort = pytest.importorskip("onnxruntime")
 
-ROOT = Path(__file__).resolve().parents[1]
 BATCH = 40  # divides the 360 test images; the 256 calibration images make 6 batches
 
 
-def _import_digits():
-    spec = importlib.util.spec_from_file_location("digits_example", ROOT / "examples" / "digits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-digits = _import_digits()
 SHAPES = {"x": (BATCH, 1, 8, 8)}
 
 
