@@ -27,6 +27,7 @@ examples:
   minidlc run model.onnx --input x=x.npy --output out.npz
   minidlc bench model.onnx --target llvm --compare onnxruntime
   minidlc quantize model.onnx -o int8.onnx --calibration calib.npz --report   int8, QDQ ONNX
+  minidlc compress model.onnx -o small.onnx --prune-channels 0.25 --report    fewer channels
   minidlc cache info                             where compiled code is cached, and how much
 """
 
@@ -300,6 +301,37 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def cmd_compress(args) -> int:
+    """Prune channels or decompose to low rank; write plain ONNX; --report sweeps the setting."""
+    import onnx
+
+    from . import quant_report as qr
+    from .compression import compress, compression_pass, format_tradeoffs, measure, sweep
+    from .frontends.onnx.export import export_onnx
+    from .quantization import load_calibration
+
+    graph = load_graph(args.model, parse_input_shapes(args.input_shape))
+    calibration = load_calibration(args.calibration, graph) if args.calibration else []
+    batches = load_calibration(args.eval or args.calibration or "random:1", graph)
+    labels = np.load(args.labels) if args.labels else None
+    ev = qr.Evaluation(batches, qr.outputs(qr.float_graph(graph), batches), labels)
+    kind = "prune" if args.prune_channels is not None else "low-rank"
+    if args.report:
+        print(f"trade-offs ({'pruning ratios' if kind == 'prune' else 'low-rank energies'}; SQNR against the "
+              f"original's output, llvm time per run):", flush=True)
+        print(format_tradeoffs(sweep(graph, kind, ev, calibration, args.criterion)))
+    spec = compression_pass(prune=args.prune_channels, low_rank=args.low_rank, criterion=args.criterion)
+    compressed, done = compress(graph, spec, calibration)
+    print(done.describe())
+    onnx.save(export_onnx(compressed, [v.name for v in graph.outputs]), args.output)
+    before, after = measure("original", qr.float_graph(graph), ev), measure(spec, compressed, ev)
+    accuracy = f", top-1 {after.accuracy:.2f}% (was {before.accuracy:.2f}%)" if labels is not None else ""
+    print(f"wrote {args.output}: params {before.params} -> {after.params}, MFLOPs {before.mflops:.2f} -> "
+          f"{after.mflops:.2f}, weights {before.weight_kib:.1f} -> {after.weight_kib:.1f} KiB, llvm "
+          f"{before.ms:.3f} -> {after.ms:.3f} ms; output SQNR {after.sqnr_db:.1f} dB{accuracy}")
+    return 0
+
+
 def _store_weights_in(dtype: str, args, graph) -> int:
     """`--dtype f16`: the mixed-precision pass instead of int8; reports bytes and output error."""
     import onnx
@@ -534,6 +566,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-drop", type=float, metavar="POINTS",
                     help="with --keep-float auto: the accuracy (or agreement) drop allowed, in points")
     sp.set_defaults(fn=cmd_quantize)
+
+    sp = sub.add_parser("compress", help="prune channels or decompose to low rank, to a plain ONNX file",
+                        description="structured pruning (whole output channels) or low-rank decomposition "
+                                    "(truncated SVD) of Conv/Gemm/MatMul weights; --report prints the trade-off "
+                                    "table over a sweep\n\nexample:\n  minidlc compress model.onnx -o small.onnx "
+                                    "--prune-channels 0.25 --report",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("model", help="an .onnx file, or path/to/file.py:factory returning an nn.Module")
+    sp.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    how = sp.add_mutually_exclusive_group(required=True)
+    how.add_argument("--prune-channels", type=float, metavar="RATIO", help="remove this share of each layer's channels")
+    how.add_argument("--low-rank", type=float, metavar="ENERGY",
+                     help="keep the singular values that hold this share of each weight's energy (e.g. 0.99)")
+    sp.add_argument("--criterion", choices=["l1", "l2", "activation"], default="l1",
+                    help="how pruning ranks channels (activation needs --calibration)")
+    sp.add_argument("--calibration", metavar="DATA", help="data for --criterion activation (an .npz, a directory, random:N)")
+    sp.add_argument("--eval", metavar="DATA", help="data the report and the closing numbers run on "
+                                                   "(default: the calibration data, else random)")
+    sp.add_argument("--labels", metavar="Y.npy", help="labels of the evaluation data: report top-1 accuracy")
+    sp.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..", help="bind an input's shape")
+    sp.add_argument("--report", action="store_true", help="print the trade-off table over a sweep of settings")
+    sp.set_defaults(fn=cmd_compress)
 
     sp = model_command("report", "write one self-contained HTML page about the compiled model",
                        "minidlc report examples/models/convnet.onnx -o report.html --profile")
