@@ -255,6 +255,21 @@ def print_profile(args, m, feeds) -> None:
         print(f"saved the profile to {args.profile_json}")
 
 
+def evaluation(args, graph, batches):
+    """The original (f32) model's outputs on `batches`, with the --labels if given:
+    what quantize and compress measure their results against."""
+    from . import quant_report as qr
+
+    labels = np.load(args.labels) if args.labels else None
+    return qr.Evaluation(batches, qr.outputs(qr.float_graph(graph), batches), labels)
+
+
+def accuracy_note(accuracy: float | None, ev) -> str:
+    from .quant_report import top1
+
+    return f", top-1 {accuracy:.2f}% (was {top1(ev.reference, ev.labels):.2f}%)" if ev.labels is not None else ""
+
+
 def cmd_quantize(args) -> int:
     """Calibrate, optionally report each layer's sensitivity, write a QDQ ONNX file."""
     import onnx
@@ -271,8 +286,7 @@ def cmd_quantize(args) -> int:
     batches = load_calibration(args.eval, graph) if args.eval else calibration
     options = {"method": args.method, "per_tensor": args.per_tensor, "percentile": args.percentile,
                "activations": "i8" if args.activations == "s8" else "u8"}
-    labels = np.load(args.labels) if args.labels else None
-    ev = qr.Evaluation(batches, qr.outputs(qr.float_graph(graph), batches), labels)
+    ev = evaluation(args, graph, batches)
     keep = [name for item in args.keep_float for name in item.split(",") if name]
     rows = None
     if args.report or keep == ["auto"]:
@@ -294,7 +308,7 @@ def cmd_quantize(args) -> int:
     onnx.save(export_onnx(q, [v.name for v in graph.outputs]), args.output)
     f32_bytes, q_bytes = _weight_bytes(qr.float_graph(graph)), _weight_bytes(q)
     row = qr.score(qr.outputs(build_integer(q), batches), ev)
-    accuracy = f", top-1 {row.accuracy:.2f}% (f32 {qr.top1(ev.reference, labels):.2f}%)" if labels is not None else ""
+    accuracy = accuracy_note(row.accuracy, ev)
     print(f"wrote {args.output}: int8 QDQ, weights {f32_bytes / 1024:.1f} KiB -> {q_bytes / 1024:.1f} KiB "
           f"({f32_bytes / max(q_bytes, 1):.2f}x smaller); output SQNR {row.sqnr_db:.1f} dB, "
           f"top-1 agreement with f32 {row.agreement:.2f}%{accuracy}")
@@ -313,8 +327,7 @@ def cmd_compress(args) -> int:
     graph = load_graph(args.model, parse_input_shapes(args.input_shape))
     calibration = load_calibration(args.calibration, graph) if args.calibration else []
     batches = load_calibration(args.eval or args.calibration or "random:1", graph)
-    labels = np.load(args.labels) if args.labels else None
-    ev = qr.Evaluation(batches, qr.outputs(qr.float_graph(graph), batches), labels)
+    ev = evaluation(args, graph, batches)
     kind = "prune" if args.prune_channels is not None else "low-rank"
     if args.report:
         print(f"trade-offs ({'pruning ratios' if kind == 'prune' else 'low-rank energies'}; SQNR against the "
@@ -325,7 +338,7 @@ def cmd_compress(args) -> int:
     print(done.describe())
     onnx.save(export_onnx(compressed, [v.name for v in graph.outputs]), args.output)
     before, after = measure("original", qr.float_graph(graph), ev), measure(spec, compressed, ev)
-    accuracy = f", top-1 {after.accuracy:.2f}% (was {before.accuracy:.2f}%)" if labels is not None else ""
+    accuracy = accuracy_note(after.accuracy, ev)
     print(f"wrote {args.output}: params {before.params} -> {after.params}, MFLOPs {before.mflops:.2f} -> "
           f"{after.mflops:.2f}, weights {before.weight_kib:.1f} -> {after.weight_kib:.1f} KiB, llvm "
           f"{before.ms:.3f} -> {after.ms:.3f} ms; output SQNR {after.sqnr_db:.1f} dB{accuracy}")
@@ -346,12 +359,11 @@ def _store_weights_in(dtype: str, args, graph) -> int:
     onnx.save(export_onnx(half, [v.name for v in graph.outputs]), args.output)
     data = args.eval or args.calibration or "random:1"
     batches = load_calibration(data, graph)
-    labels = np.load(args.labels) if args.labels else None
-    ev = qr.Evaluation(batches, qr.outputs(qr.float_graph(graph), batches), labels)
+    ev = evaluation(args, graph, batches)
     row = qr.score(qr.outputs(half, batches), ev)
     err = float(np.max(np.abs(qr.outputs(half, batches) - ev.reference)))
     mp = pipeline.passes[-1]
-    accuracy = f", top-1 {row.accuracy:.2f}% (f32 {qr.top1(ev.reference, labels):.2f}%)" if labels is not None else ""
+    accuracy = accuracy_note(row.accuracy, ev)
     print(f"wrote {args.output}: weights in {dtype}, constants {mp.bytes_before / 1024:.1f} KiB -> "
           f"{mp.bytes_after / 1024:.1f} KiB ({mp.saved_bytes / 1024:.1f} KiB saved); on {data}: output SQNR "
           f"{row.sqnr_db:.1f} dB, max abs error {err:.3g}, top-1 agreement with f32 {row.agreement:.2f}%{accuracy}")
