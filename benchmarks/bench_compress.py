@@ -2,7 +2,7 @@
 
     python benchmarks/bench_compress.py [--models digits,mlp,convnet,tfblock] [--threads N] [--rounds 20]
 
-For each model: the original, prune-channels{ratio=0.25} and low-rank{energy=0.99},
+For each model: the original, prune-channels{ratio=0.25} and low-rank{energy=0.9},
 each compiled for llvm and timed interleaved. Prints ms per run, the speed-up
 over the original, and what shrank: float parameters and MFLOPs. What the
 compression costs in accuracy is measured on real data by `minidlc compress
@@ -27,7 +27,8 @@ from minidlc.ir.cost import graph_flops  # noqa: E402
 from minidlc.quantization import BEFORE_QUANTIZE  # noqa: E402
 from minidlc.passes.manager import build_pipeline  # noqa: E402
 
-SETTINGS = {"prune 0.25": {"prune": 0.25}, "low-rank 0.99": {"low_rank": 0.99}}
+# low-rank at 0.9: at the default 0.99 no layer of these models has a rank that pays
+SETTINGS = {"prune 0.25": {"prune": 0.25}, "low-rank 0.9": {"low_rank": 0.9}}
 
 
 def load(name: str):
@@ -46,7 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="digits,mlp,convnet,tfblock")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=30)
     args = ap.parse_args()
     print(f"threads: {args.threads}")
     print(f"{'model':<9}{'setting':<15}{'params':>10}{'MFLOPs':>10}{'llvm ms':>10}{'speed-up':>10}")
