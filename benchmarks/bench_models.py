@@ -1,7 +1,8 @@
 """The demo models on minidlc's CPU targets (llvm, numba) next to onnxruntime:
 same thread count, interleaved in one process (see minidlc/benchmarking.py).
 
-    python benchmarks/bench_models.py [--models mlp,tfblock,convnet] [--targets llvm,numba]
+    python benchmarks/bench_models.py [--models mlp,tfblock,convnet,mobilenet,squeezenet,resnet]
+                                      [--targets llvm,numba]
                                       [--threads N] [--rounds 20] [--ort-spinning]
 
 Prints, per model: each target's compile time with a cold cache and ms per
@@ -35,7 +36,7 @@ from minidlc.passes.options import constant_bytes  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="mlp,tfblock,convnet")
+    ap.add_argument("--models", default="mlp,tfblock,convnet,mobilenet,squeezenet,resnet")
     ap.add_argument("--targets", default="llvm,numba")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--rounds", type=int, default=20, help="turns each runner takes (3 runs per turn)")

@@ -1,4 +1,5 @@
-"""Write the demo models (mlp, convnet, tfblock) as .onnx files into examples/models/.
+"""Write the demo models (mlp, convnet, tfblock) and the CNN benchmark models
+(mobilenet, squeezenet, resnet) as .onnx files into examples/models/.
 
     python examples/models.py            # all of them
     python examples/models.py convnet    # one
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from minidlc.demo_models import DEMOS, build_model
+from minidlc.demo_models import CNN_MODELS, DEMOS, build_model
 
 OUT = Path(__file__).with_name("models")
 
@@ -26,5 +27,5 @@ def model_path(name: str) -> Path:
 
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or DEMOS:
+    for name in sys.argv[1:] or DEMOS + CNN_MODELS:
         print(model_path(name))

@@ -6,6 +6,14 @@
     tfblock  pre-norm transformer encoder block: d=256, 4 heads, sequence 128,
              LayerNormalization, MatMul attention, Softmax, erf-form GELU, residuals
 
+and the CNN benchmark models (batch 1, 3x112x112 images, 100 classes), the
+shapes onnxruntime is fast at and a compiler must be too:
+
+    mobilenet   MobileNetV2 inverted residuals (depthwise 3x3) and a ShuffleNet unit
+                (grouped 1x1 convs, channel shuffle as Reshape/Transpose/Reshape)
+    squeezenet  SqueezeNet fire modules: 1x1 squeeze, 1x1 and 3x3 expands, Concat
+    resnet      ResNet bottlenecks: 1x1 reduce, 3x3, 1x1 expand, residuals, strided projections
+
 They live in the package (not only in examples/) so `minidlc demo` works from
 any install; `examples/models.py` writes them to .onnx files.
 """
@@ -19,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
 DEMOS = ("mlp", "convnet", "tfblock")
+CNN_MODELS = ("mobilenet", "squeezenet", "resnet")  # benchmark models of classic CNN shapes, batch 1
 
 
 class _Builder:
@@ -137,13 +146,98 @@ def tfblock(seq: int = 128, d: int = 256, heads: int = 4) -> onnx.ModelProto:
                    [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, seq, d])])
 
 
-_BUILDERS = {"mlp": mlp, "convnet": convnet, "tfblock": tfblock}
+# ---- CNN benchmark models, batch 1: the shapes of classic vision networks ---------------
+def _conv(b: _Builder, x: str, c_in: int, c_out: int, k: int, hint: str, stride: int = 1, group: int = 1,
+          relu: bool = True) -> str:
+    """Conv (BatchNorm already folded into it, as exported models have it) + Relu."""
+    w = b.weight(f"{hint}.weight", (c_out, c_in // group, k, k))
+    bias = b.weight(f"{hint}.bias", (c_out,), scale=0.1)
+    y = b.op("Conv", [x, w, bias], hint, kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4,
+             group=group)
+    return b.op("Relu", [y], f"{hint}.relu") if relu else y
+
+
+def _classifier(b: _Builder, x: str, c: int, classes: int = 100) -> str:
+    h = b.op("Flatten", [b.op("GlobalAveragePool", [x], "pool")], "flatten", axis=1)
+    return b.op("Gemm", [h, b.weight("head.weight", (classes, c)), b.weight("head.bias", (classes,), scale=0.1)],
+                "head", transB=1)
+
+
+def _image_model(b: _Builder, name: str, y: str, size: int, classes: int = 100) -> onnx.ModelProto:
+    return b.model(name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+                   [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, classes])])
+
+
+def mobilenet() -> onnx.ModelProto:
+    """MobileNetV2-style inverted residuals (1x1 expand, depthwise 3x3, 1x1
+    project) and a ShuffleNet-style unit (grouped 1x1 convs around a channel
+    shuffle: Reshape, Transpose, Reshape), at batch 1."""
+    b = _Builder(seed=4)
+    h = _conv(b, "x", 3, 16, 3, "stem", stride=2)  # 112 -> 56
+    c = 16
+    for i, (out, stride) in enumerate([(24, 2), (24, 1), (32, 2), (32, 1), (64, 2), (64, 1)]):
+        hint = f"block{i + 1}"
+        e = _conv(b, h, c, 4 * c, 1, f"{hint}.expand")
+        e = _conv(b, e, 4 * c, 4 * c, 3, f"{hint}.dw", stride=stride, group=4 * c)
+        e = _conv(b, e, 4 * c, out, 1, f"{hint}.project", relu=False)
+        h = b.op("Add", [h, e], f"{hint}.add") if stride == 1 and out == c else e
+        c = out
+    # a shuffle unit: grouped 1x1, channel shuffle, depthwise 3x3, grouped 1x1, residual
+    groups, side = 4, 7
+    g1 = _conv(b, h, c, c, 1, "shuffle.gconv1", group=groups)
+    shape = b.weight("shuffle.shape", (5,), value=np.array([1, groups, c // groups, side, side]))
+    back = b.weight("shuffle.back", (4,), value=np.array([1, c, side, side]))
+    t = b.op("Transpose", [b.op("Reshape", [g1, shape], "shuffle.split")], "shuffle.swap", perm=[0, 2, 1, 3, 4])
+    s = b.op("Reshape", [t, back], "shuffle.merge")
+    s = _conv(b, s, c, c, 3, "shuffle.dw", group=c, relu=False)
+    s = _conv(b, s, c, c, 1, "shuffle.gconv2", group=groups, relu=False)
+    h = b.op("Relu", [b.op("Add", [h, s], "shuffle.add")], "shuffle.relu")
+    return _image_model(b, "mobilenet", _classifier(b, h, c), 112)
+
+
+def squeezenet() -> onnx.ModelProto:
+    """SqueezeNet-style fire modules (1x1 squeeze, then 1x1 and 3x3 expands
+    joined by a Concat), max pools between them, at batch 1."""
+    b = _Builder(seed=5)
+    h = _conv(b, "x", 3, 64, 3, "stem", stride=2)  # 112 -> 56
+    h = b.op("MaxPool", [h], "pool1", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # 28
+    c = 64
+    for i, (squeeze, expand) in enumerate([(16, 64), (16, 64), (32, 128), (32, 128)]):
+        hint = f"fire{i + 1}"
+        s = _conv(b, h, c, squeeze, 1, f"{hint}.squeeze")
+        h = b.op("Concat", [_conv(b, s, squeeze, expand, 1, f"{hint}.expand1"),
+                            _conv(b, s, squeeze, expand, 3, f"{hint}.expand3")], f"{hint}.concat", axis=1)
+        c = 2 * expand
+        if i == 1:
+            h = b.op("MaxPool", [h], "pool2", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # 14
+    return _image_model(b, "squeezenet", _classifier(b, _conv(b, h, c, 100, 1, "final"), 100), 112)
+
+
+def resnet() -> onnx.ModelProto:
+    """ResNet-style bottleneck blocks (1x1 reduce, 3x3, 1x1 expand, residual;
+    a strided 1x1 projection where the shape changes), at batch 1."""
+    b = _Builder(seed=6)
+    h = _conv(b, "x", 3, 32, 3, "stem", stride=2)  # 112 -> 56
+    c = 32
+    for i, (mid, out, stride) in enumerate([(16, 64, 1), (16, 64, 1), (32, 128, 2), (32, 128, 1), (64, 256, 2)]):
+        hint = f"block{i + 1}"
+        r = _conv(b, h, c, mid, 1, f"{hint}.reduce")
+        r = _conv(b, r, mid, mid, 3, f"{hint}.conv", stride=stride)
+        r = _conv(b, r, mid, out, 1, f"{hint}.expand", relu=False)
+        shortcut = h if stride == 1 and c == out else _conv(b, h, c, out, 1, f"{hint}.down", stride=stride, relu=False)
+        h = b.op("Relu", [b.op("Add", [r, shortcut], f"{hint}.add")], f"{hint}.relu")
+        c = out
+    return _image_model(b, "resnet", _classifier(b, h, c), 112)
+
+
+_BUILDERS = {"mlp": mlp, "convnet": convnet, "tfblock": tfblock,
+             "mobilenet": mobilenet, "squeezenet": squeezenet, "resnet": resnet}
 
 
 def build_model(name: str) -> onnx.ModelProto:
-    """The demo model `name` (one of DEMOS) as an ONNX ModelProto."""
+    """The model `name` (one of DEMOS or CNN_MODELS) as an ONNX ModelProto."""
     if name not in _BUILDERS:
-        raise ValueError(f"unknown demo model {name!r}; choose one of: {', '.join(DEMOS)}")
+        raise ValueError(f"unknown demo model {name!r}; choose one of: {', '.join(_BUILDERS)}")
     return _BUILDERS[name]()
 
 

@@ -215,14 +215,16 @@ def test_demo_models_match_reference(target, name, threads):
 @pytest.mark.parametrize("shape,wshape,attrs,kind", [
     ((1, 3, 7, 5), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}, "im2col"),
     ((2, 4, 9, 11), (6, 2, 3, 2), {"group": 2, "strides": [2, 1], "dilations": [1, 2], "pads": [0, 1, 2, 0]}, "im2col"),
-    ((1, 6, 5, 5), (6, 1, 3, 3), {"group": 6, "pads": [1, 1, 1, 1]}, "im2col"),  # depthwise
+    ((1, 6, 5, 5), (6, 1, 3, 3), {"group": 6, "pads": [1, 1, 1, 1]}, "stencil"),  # depthwise
+    ((2, 3, 9, 8), (6, 1, 3, 3), {"group": 3, "strides": [2, 2], "pads": [1, 0, 1, 2]}, "stencil"),  # multiplier 2
+    ((1, 4, 21), (4, 1, 5), {"group": 4, "dilations": [2], "pads": [4, 4]}, "stencil"),  # 1-D, dilated
     ((3, 2, 13), (5, 2, 4), {"strides": [3], "pads": [2, 1]}, "im2col"),         # 1-D
     ((2, 5, 9, 7), (11, 5, 3, 3), {"pads": [1, 2, 0, 1], "dilations": [2, 1]}, "direct"),  # pixels x channels
     ((1, 4, 6, 13), (18, 2, 1, 3), {"group": 2, "strides": [1, 2]}, "direct"),  # grouped, no padding
     ((2, 8, 5, 16), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}, "direct"),  # k = 72: long enough to transpose blocks
     # panels of 16 pixels in one output row, stride 1 along it: the pixels are read in place
     ((2, 3, 5, 32), (16, 3, 3, 3), {"pads": [1, 1, 1, 1]}, "in place"),  # a stem: k = 27
-    ((1, 4, 7, 18), (4, 1, 3, 3), {"group": 4, "strides": [2, 1], "pads": [0, 0, 1, 0]}, "in place"),  # depthwise
+    ((1, 4, 7, 18), (4, 1, 3, 3), {"group": 4, "strides": [2, 1], "pads": [0, 0, 1, 0]}, "stencil"),  # depthwise
     ((1, 2, 4, 18), (9, 2, 2, 2), {"dilations": [1, 2]}, "in place"),  # no padding: x itself
 ])
 def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
@@ -236,7 +238,8 @@ def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
     m = check(g, cpu)
     loops = m.emit("loops")
     packed = {"x_im2col_packed": "im2col", "w_packed": "direct"}
-    assert [packed[name] for name in packed if name in loops] == ([] if kind == "in place" else [kind])
+    assert [packed[name] for name in packed if name in loops] == ([] if kind in ("in place", "stencil") else [kind])
+    assert ("acc[" not in loops) == (kind == "stencil")  # a stencil sums in registers, a GEMM in a block
     assert "NumPy" not in loops
 
 

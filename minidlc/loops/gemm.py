@@ -1,4 +1,5 @@
-"""Lowering of MatMul and Gemm to a packed, register-blocked loop nest.
+"""Lowering of MatMul, Gemm and Conv to a packed, register-blocked loop nest
+(and of depthwise convs, too short in k for a GEMM, to a direct stencil).
 
 C = A @ B is computed block by block: an MR x NR block of C lives in a local
 accumulator (`acc`, which LLVM keeps in vector registers once the loops over
@@ -360,10 +361,73 @@ def _padded(lw: Lowerer, x: Value, win, pad: Expr) -> tuple:
     return padded, shape, For(plane, const(math.prod(shape[:2])), fill(0, [], []))
 
 
+def is_depthwise(node: Node) -> bool:
+    """A float Conv whose every group reads one input channel (MobileNet's depthwise convs)."""
+    x, w = node.inputs[0].type, node.inputs[1].type
+    return (node.op == "Conv" and node.attrs["group"] > 1 and w.shape[1] == 1 and node.attrs["group"] == x.shape[1]
+            and node.outputs[0].type.dtype in FLOATS)
+
+
+def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
+    """A depthwise Conv as a direct stencil, not a GEMM (its k is only the kernel
+    size, too short for one): each output element sums its kernel's k*k
+    products in registers (multiply-adds, no accumulator buffer), the loop
+    along the output row is vectorized, and the channel's weights are scalars
+    broadcast to every lane. The bias and the fused epilogue apply in place."""
+    from itertools import product
+
+    from ..ir.ops.windows import Window
+
+    x, w = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    w_const = _stored_weight(lw, w)
+    if w_const is None:
+        raise Unsupported("Conv with a weight computed at run time")
+    a, dt = node.attrs, node.outputs[0].type.dtype
+    win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
+    src, src_shape, prologue = _padded(lw, x, win, Const(0.0, x.type.dtype))
+    kernel, channels = tuple(w.type.shape[2:]), w.type.shape[0]
+    per_group = channels // a["group"]  # output channels per input channel (the depth multiplier)
+    w_dt = dtype_name(w_const.dtype)
+    wbuf = lw.constant_param(w.name, w_const.reshape(channels, -1), w_dt)
+    out, chain = _epilogue(lw, node)
+    buf = lw.buffer_for(out)
+    plane, o = lw.var("p"), lw.vars(len(kernel), "o")
+    img, ch = Binary("/", plane, const(channels)), Binary("%", plane, const(channels))
+    out_idx = [img, ch] + list(o)
+
+    def stencil(idx: list[Expr]) -> Expr:
+        if idx != out_idx:
+            raise Unsupported("epilogue reads the conv at another index")
+        total = None if bias is None else lw.read(bias, [ch])
+        for k, r in enumerate(product(*(range(n) for n in kernel))):
+            pos = [add(mul(o[d], const(win.strides[d])), const(r[d] * win.dilations[d])) for d in range(len(kernel))]
+            at = [img, Binary("/", ch, const(per_group))] + pos
+            xv = Load(src, row_major(at, src_shape), x.type.dtype) if src is not x else lw.read(x, at)
+            term = mul(xv, _widened(Load(wbuf, add(mul(ch, const(math.prod(kernel))), const(k)), w_dt), dt))
+            total = term if total is None else add(total, term)
+        return total
+
+    lw.special[id(node.outputs[0])] = stencil
+    value = lw.read(out, out_idx)
+    del lw.special[id(node.outputs[0])]
+    out_sp = node.outputs[0].type.shape[2:]
+    row = For(o[-1], const(out_sp[-1]), Store(buf, row_major(out_idx, out.type.shape), value), LoopKind.VECTORIZED)
+    planes = math.prod(node.outputs[0].type.shape[:2])
+    work = planes * math.prod(out_sp) * math.prod(kernel) * 2
+    stencils = For(plane, const(planes), loop_nest(list(o[:-1]), list(out_sp[:-1]), row),
+                   LoopKind.PARALLEL if work >= PARALLEL_MIN_FLOPS // 4 else LoopKind.SERIAL)
+    lw.buffers[id(out)] = buf
+    done.update(id(nd) for nd in chain)  # they ran in the epilogue
+    return seq(prologue, stencils)
+
+
 @register_lowering(*GEMM_OPS)
 def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     if node.op not in INTEGER_OPS and node.outputs[0].type.dtype not in FLOATS:
         raise Unsupported(f"{node.op} on {node.outputs[0].type.dtype}")
+    if is_depthwise(node):
+        return lower_depthwise(lw, node, done)
     spec = _conv_spec(lw, node) if node.op in ("Conv", "ConvInteger") else _matmul_spec(lw, node)
     dt = spec.acc_dtype
     m, k, n, batch = spec.m, spec.k, spec.n, spec.batch
