@@ -42,7 +42,7 @@ from ..ir import Kind, Node, Value
 from ..ir.types import dtype_name
 from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, const,
                  loop_nest, mul, row_major, seq)
-from .lower import Lowerer, register_lowering
+from .lower import Lowerer, padded_copy, register_lowering, unflatten
 from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger")
@@ -266,7 +266,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     kc = cg * math.prod(kernel)
     # padding is the zero point: it reads as 0 once centred, as ONNX's ConvInteger pads
     pad = Const(0.0, x.type.dtype) if zx is None else Cast(lw.read(zx, [const(0)] * zx.type.rank), x.type.dtype)
-    src, src_shape, prologue = _padded(lw, x, win, pad)
+    src, src_shape, prologue = padded_copy(lw, x, win, pad)
 
     def read_x(img: Expr, grp: Expr, c: Expr, o: list[Expr], r: list[Expr], raw: bool = False) -> Expr:
         pos = [add(mul(o[d], const(win.strides[d])), mul(r[d], const(win.dilations[d]))) for d in range(len(spatial))]
@@ -287,7 +287,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         # is affine in the block's row (no division in the inner loop); narrow
         # ones: blocks run across rows, fewer of them partly empty
         grid = out_sp if out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH else (math.prod(out_sp),)
-        pixel = (lambda row: row) if len(grid) == len(out_sp) else (lambda row: _unflatten(row[0], out_sp))
+        pixel = (lambda row: row) if len(grid) == len(out_sp) else (lambda row: unflatten(row[0], out_sp))
         x_zero = 0 if zx is None else int(lw.group_const(zx).reshape(-1)[0])
         read_src = lambda idx: Load(src, row_major(idx, src_shape), x.type.dtype) if src is not x \
             else lw.read(x, idx)  # noqa: E731
@@ -305,10 +305,10 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     def b_elem(bb: list[Expr], kv: list[Expr], panel: Expr, jj: Expr) -> Expr:
         if row_panels:  # a panel lies within one output row: its columns are affine in jj
-            o = _unflatten(Binary("/", panel, const(row_panels)), out_sp[:-1]) + \
+            o = unflatten(Binary("/", panel, const(row_panels)), out_sp[:-1]) + \
                 [add(mul(Binary("%", panel, const(row_panels)), const(CONFIG.nr)), jj)]
         else:
-            o = _unflatten(_col(panel, jj, math.prod(out_sp)), out_sp)
+            o = unflatten(_col(panel, jj, math.prod(out_sp)), out_sp)
         return read_x(bb[0], bb[1], kv[0], o, kv[1:])
 
     return GemmSpec(
@@ -316,49 +316,13 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         a=lambda bidx, row, kv: _widened(Load(wbuf, add(mul(channel(bidx, row[0]), const(kc)), row_major(kv, (cg,) + kernel)),
                                               w_dtype), acc_dtype),
         b_batch=(nimg, g), b_index=lambda bidx: bidx, b=b_elem, b_packed=None,
-        out=lambda bidx, row, col: [bidx[0], channel(bidx, row[0])] + _unflatten(col, out_sp),
+        out=lambda bidx, row, col: [bidx[0], channel(bidx, row[0])] + unflatten(col, out_sp),
         adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
         prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place, acc_dtype=acc_dtype)
 
 
 def _widened(e: Expr, dtype: str) -> Expr:
     return e if e.dtype == dtype else Cast(e, dtype)
-
-
-def _padded(lw: Lowerer, x: Value, win, pad: Expr) -> tuple:
-    """(buffer or value, its shape, loops that fill it): x with its padding
-    (the value `pad`) materialized once, so that the convolution reads
-    without bounds checks.
-
-    Per (image, channel) plane, the loops copy each row of x into place and
-    write zeros only around it: every loop has affine indices and no
-    condition, so its innermost loop vectorizes into plain vector copies."""
-    if not any(win.pads):
-        return x, x.type.shape, None
-    nd = len(x.type.shape) - 2
-    before, after = win.pads[:nd], win.pads[nd:]
-    shape = x.type.shape[:2] + tuple(sp + before[d] + after[d] for d, sp in enumerate(x.type.shape[2:]))
-    padded = lw.scratch(x.name + "_padded", x.type.dtype, math.prod(shape))
-    plane = lw.var("p")
-    outer = _unflatten(plane, shape[:2])
-
-    def zeros(d: int, start: int, extent: int, index: list[Expr]) -> Stmt | None:
-        """Padding over [start, start + extent) along spatial axis d, all of the axes after it."""
-        if not extent:
-            return None
-        v = lw.vars(nd - d, "z")
-        dst = outer + index + [add(const(start), v[0])] + list(v[1:])
-        return loop_nest(v, [extent] + list(shape[3 + d:]), Store(padded, row_major(dst, shape), pad))
-
-    def fill(d: int, src: list[Expr], dst: list[Expr]) -> Stmt:
-        """Spatial axes d.. of one plane: zeros before, x's extent copied, zeros after."""
-        if d == nd:
-            return Store(padded, row_major(outer + dst, shape), lw.read(x, outer + src))
-        i = lw.var("i")
-        inside = For(i, const(x.type.shape[2 + d]), fill(d + 1, src + [i], dst + [add(i, const(before[d]))]))
-        return seq(zeros(d, 0, before[d], dst), inside, zeros(d, shape[2 + d] - after[d], after[d], dst))
-
-    return padded, shape, For(plane, const(math.prod(shape[:2])), fill(0, [], []))
 
 
 def is_depthwise(node: Node) -> bool:
@@ -385,7 +349,7 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         raise Unsupported("Conv with a weight computed at run time")
     a, dt = node.attrs, node.outputs[0].type.dtype
     win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
-    src, src_shape, prologue = _padded(lw, x, win, Const(0.0, x.type.dtype))
+    src, src_shape, prologue = padded_copy(lw, x, win, Const(0.0, x.type.dtype))
     kernel, channels = tuple(w.type.shape[2:]), w.type.shape[0]
     per_group = channels // a["group"]  # output channels per input channel (the depth multiplier)
     w_dt = dtype_name(w_const.dtype)
@@ -524,12 +488,12 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     # full column panels, fused with the batch into one parallel loop; then the edge panel
     if full_cols:
         t = lw.var("t")
-        bidx = _unflatten(Binary("/", t, const(full_cols)), batch)
+        bidx = unflatten(Binary("/", t, const(full_cols)), batch)
         stages.append(For(t, const(nb * full_cols), column_panel(bidx, Binary("%", t, const(full_cols)), nr),
                           LoopKind.PARALLEL if parallel else LoopKind.SERIAL))
     if edge_cols:
         b2 = lw.var("b")
-        stages.append(For(b2, const(nb), column_panel(_unflatten(b2, batch), const(full_cols), edge_cols),
+        stages.append(For(b2, const(nb), column_panel(unflatten(b2, batch), const(full_cols), edge_cols),
                           LoopKind.PARALLEL if parallel and nb > 1 else LoopKind.SERIAL))
     lw.buffers[id(out)] = buf
     done.update(id(nd) for nd in chain)  # they ran in the epilogue
@@ -575,7 +539,7 @@ def _dot4_rows(lw: Lowerer, node: Node, batch: tuple[int, ...], m: int, k: int, 
     groups = -(-k // 4)
     words = lw.scratch(node.inputs[0].name + "_words", "i32", math.prod(batch) * m * groups)
     b, r, q = lw.var("b"), lw.var("r"), lw.var("q")
-    bidx = _unflatten(b, batch) if batch else []
+    bidx = unflatten(b, batch) if batch else []
     shift = 0
 
     def byte(t: int) -> Expr:
@@ -608,7 +572,7 @@ def _dot4_conv(lw: Lowerer, x: Value, read_src, src_shape: tuple[int, ...], w: n
     shape = (n_img,) + spatial + (cw,)
     words = lw.scratch(x.name + "_words", "i32", math.prod(shape))
     plane, q = lw.var("p"), lw.var("q")
-    at = _unflatten(plane, (n_img,) + spatial)
+    at = unflatten(plane, (n_img,) + spatial)
     shift = 0
 
     def byte(t: int) -> Expr:
@@ -641,22 +605,12 @@ def _col(panel: Expr, jj: Expr, n: int) -> Expr:
     return col if n % CONFIG.nr == 0 else Binary("min", col, const(n - 1))
 
 
-def _unflatten(flat: Expr, shape: tuple[int, ...]) -> list[Expr]:
-    """The multi-index of `flat` (known to be < prod(shape)): no modulo on the first axis."""
-    out, stride = [], 1
-    for i, d in enumerate(reversed(shape)):
-        q = Binary("/", flat, const(stride)) if stride != 1 else flat
-        out.append(q if i == len(shape) - 1 else Binary("%", q, const(d)))
-        stride *= d
-    return out[::-1]
-
-
 def _pack_stage(lw: Lowerer, spec: GemmSpec, panels: int, bp: str, dt: str) -> Stmt:
     """Loops that pack a run-time B' into panels (zero past column n): for a
     MatMul a copy, for a Conv the im2col transform."""
     k, n, nr = spec.k, spec.n, CONFIG.nr
     bb, p, kk, jj = lw.var("b"), lw.var("p"), lw.var("k"), lw.var("jj")
-    value = spec.b(_unflatten(bb, spec.b_batch), _unflatten(kk, spec.k_shape or (k,)), p, jj)
+    value = spec.b(unflatten(bb, spec.b_batch), unflatten(kk, spec.k_shape or (k,)), p, jj)
     if n % nr:  # zeros past column n
         value = Select(Compare("<", add(mul(p, const(nr)), jj), const(n)), value, Const(0, dt))
     flat = add(mul(add(mul(add(mul(bb, const(panels)), p), const(k)), kk), const(nr)), jj)

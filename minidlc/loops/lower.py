@@ -16,6 +16,7 @@ group on the host with the NumPy reference (and `emit("loops")` says so).
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from itertools import count
@@ -24,8 +25,8 @@ from typing import Callable
 import numpy as np
 
 from ..ir import Graph, Node, Value
-from .ir import (Allocate, Binary, Call, Compare, Const, Expr, For, Kernel, Load, Param, Stmt, Store, Var, const,
-                 loop_nest, row_major, seq)
+from .ir import (Allocate, Binary, Call, Compare, Const, Expr, For, Kernel, Load, Param, Stmt, Store, Var, add, const,
+                 loop_nest, mul, row_major, seq)
 from .mathfns import expand_math
 from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, STORAGE_DTYPES, Unsupported
 from .simplify import simplify_stmt
@@ -257,6 +258,53 @@ def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset()) -> 
     """Lower a Fused node or a plain node to one kernel (raises Unsupported).
     `unused` lists the positions of outputs that nothing reads."""
     return Lowerer(Group.of(node), name, unused).lower()
+
+
+def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple:
+    """(buffer or value, its shape, loops that fill it): x with its padding
+    (the value `pad`) materialized once, so that the convolution reads
+    without bounds checks (convolutions pad with 0 or a zero point, max pools
+    with -inf).
+
+    Per (image, channel) plane, the loops copy each row of x into place and
+    write zeros only around it: every loop has affine indices and no
+    condition, so its innermost loop vectorizes into plain vector copies."""
+    if not any(win.pads):
+        return x, x.type.shape, None
+    nd = len(x.type.shape) - 2
+    before, after = win.pads[:nd], win.pads[nd:]
+    shape = x.type.shape[:2] + tuple(sp + before[d] + after[d] for d, sp in enumerate(x.type.shape[2:]))
+    padded = lw.scratch(x.name + "_padded", x.type.dtype, math.prod(shape))
+    plane = lw.var("p")
+    outer = unflatten(plane, shape[:2])
+
+    def zeros(d: int, start: int, extent: int, index: list[Expr]) -> Stmt | None:
+        """Padding over [start, start + extent) along spatial axis d, all of the axes after it."""
+        if not extent:
+            return None
+        v = lw.vars(nd - d, "z")
+        dst = outer + index + [add(const(start), v[0])] + list(v[1:])
+        return loop_nest(v, [extent] + list(shape[3 + d:]), Store(padded, row_major(dst, shape), pad))
+
+    def fill(d: int, src: list[Expr], dst: list[Expr]) -> Stmt:
+        """Spatial axes d.. of one plane: zeros before, x's extent copied, zeros after."""
+        if d == nd:
+            return Store(padded, row_major(outer + dst, shape), lw.read(x, outer + src))
+        i = lw.var("i")
+        inside = For(i, const(x.type.shape[2 + d]), fill(d + 1, src + [i], dst + [add(i, const(before[d]))]))
+        return seq(zeros(d, 0, before[d], dst), inside, zeros(d, shape[2 + d] - after[d], after[d], dst))
+
+    return padded, shape, For(plane, const(math.prod(shape[:2])), fill(0, [], []))
+
+
+def unflatten(flat: Expr, shape: tuple[int, ...]) -> list[Expr]:
+    """The multi-index of `flat` (known to be < prod(shape)): no modulo on the first axis."""
+    out, stride = [], 1
+    for i, d in enumerate(reversed(shape)):
+        q = Binary("/", flat, const(stride)) if stride != 1 else flat
+        out.append(q if i == len(shape) - 1 else Binary("%", q, const(d)))
+        stride *= d
+    return out[::-1]
 
 
 # Accumulation helpers shared by reductions and GEMM ------------------------------------------

@@ -16,8 +16,9 @@ import math
 
 from ..ir import Node
 from ..ir.ops.norm import STASH_DTYPES
-from .ir import Allocate, Binary, Call, Cast, Compare, Const, Expr, Load, Select, Stmt, Store, Var, const, loop_nest, row_major, seq
-from .lower import Lowerer, accumulate, register_lowering, with_accumulators
+from .ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Var, add,
+                 const, loop_nest, mul, row_major, seq)
+from .lower import Lowerer, accumulate, padded_copy, register_lowering, unflatten, with_accumulators
 from .rules import FLOATS, Unsupported
 
 _LOWEST = {"f32": -math.inf, "f64": -math.inf, "i8": -2**7, "u8": 0, "i16": -2**15, "i32": -2**31, "i64": -2**63}
@@ -172,17 +173,52 @@ def _layernorm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     return loop_nest(list(kept.values()), [shape[a] for a in kept], body)
 
 
+def _max_pool(lw: Lowerer, node: Node) -> Stmt:
+    """MaxPool as a stencil: the input padded once with -inf (also past the end,
+    for ceil_mode's extra cells), then each output element is the max of its
+    window's cells as one expression, with no condition and no accumulator,
+    vectorized along the output row."""
+    from itertools import product
+
+    from ..ir.ops.windows import Window
+
+    x, out = node.inputs[0], node.outputs[0]
+    a, dt = node.attrs, out.type.dtype
+    win = Window.of(a["kernel_shape"], a["strides"], a["dilations"], a["pads"])
+    spatial, out_sp = x.type.shape[2:], out.type.shape[2:]
+    n = len(spatial)
+    reach = [(out_sp[d] - 1) * win.strides[d] + (win.kernel[d] - 1) * win.dilations[d] + 1 for d in range(n)]
+    after = [max(win.pads[n + d], reach[d] - win.pads[d] - spatial[d]) for d in range(n)]
+    padded = Window.of(win.kernel, win.strides, win.dilations, list(win.pads[:n]) + after)
+    src, src_shape, prologue = padded_copy(lw, x, padded, Const(-math.inf, dt))
+    plane, o = lw.var("p"), lw.vars(n, "o")
+    lead = unflatten(plane, x.type.shape[:2])
+    value = None
+    for r in product(*(range(k) for k in win.kernel)):
+        at = lead + [add(mul(o[d], const(win.strides[d])), const(r[d] * win.dilations[d])) for d in range(n)]
+        cell = Load(src, row_major(at, src_shape), dt) if src is not x else lw.read(x, at)
+        value = cell if value is None else Binary("max", value, cell)
+    buf = lw.buffer_for(out)
+    lw.buffers[id(out)] = buf
+    row = For(o[-1], const(out_sp[-1]), Store(buf, row_major(lead + list(o), out.type.shape), value), LoopKind.VECTORIZED)
+    planes = math.prod(out.type.shape[:2])
+    return seq(prologue, For(plane, const(planes), loop_nest(list(o[:-1]), list(out_sp[:-1]), row),
+                             LoopKind.PARALLEL if out.type.numel * math.prod(win.kernel) >= (1 << 16) else LoopKind.SERIAL))
+
+
 @register_lowering("MaxPool", "AveragePool")
 def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
-    """MaxPool/AveragePool: loops over the output, an accumulator over the window.
+    """AveragePool: loops over the output, an accumulator over the window.
     Cells outside the input (pads, ceil_mode's extra cells) are skipped by a
-    select; AveragePool also counts the cells its divisor includes."""
+    select, and counted when the divisor includes them. (MaxPool: _max_pool.)"""
     from ..ir.ops.windows import Window
 
     x, out = node.inputs[0], node.outputs[0]
     dt = out.type.dtype
     if dt not in FLOATS or (len(node.outputs) > 1 and lw.needed(node.outputs[1])):
         raise Unsupported(f"{node.op} on {dt} or with its Indices output")
+    if node.op == "MaxPool":
+        return _max_pool(lw, node)
     a = node.attrs
     win = Window.of(a["kernel_shape"], a["strides"], a["dilations"], a["pads"])
     spatial = x.type.shape[2:]
@@ -202,19 +238,14 @@ def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     value = lw.read(x, list(o[:2]) + clamped)
     window = list(zip(r, win.kernel))
     zero = Const(0.0, dt)
-    if node.op == "MaxPool":
-        acc, body, result = accumulate(lw, dt, Const(-math.inf, dt), window,
-                                       lambda acc: Select(inside, Binary("max", acc, value), acc), lambda acc: acc)
-        accs = [(acc, dt)]
-    else:
-        counted = within([-p for p in win.pads[:n]], [s + p for s, p in zip(spatial, win.pads[n:])]) \
-            if a["count_include_pad"] else inside
-        acc, body, total = accumulate(lw, dt, zero, window, lambda acc: Binary("+", acc, Select(inside, value, zero)),
-                                      lambda acc: acc)
-        cnt, cbody, count = accumulate(lw, dt, zero, window,
-                                       lambda acc: Binary("+", acc, Select(counted, Const(1.0, dt), zero)), lambda acc: acc)
-        body, result = seq(body, cbody), Binary("/", total, Binary("max", count, Const(1.0, dt)))
-        accs = [(acc, dt), (cnt, dt)]
+    counted = within([-p for p in win.pads[:n]], [s + p for s, p in zip(spatial, win.pads[n:])]) \
+        if a["count_include_pad"] else inside
+    acc, body, total = accumulate(lw, dt, zero, window, lambda acc: Binary("+", acc, Select(inside, value, zero)),
+                                  lambda acc: acc)
+    cnt, cbody, count = accumulate(lw, dt, zero, window,
+                                   lambda acc: Binary("+", acc, Select(counted, Const(1.0, dt), zero)), lambda acc: acc)
+    body, result = seq(body, cbody), Binary("/", total, Binary("max", count, Const(1.0, dt)))
+    accs = [(acc, dt), (cnt, dt)]
     buf = lw.buffer_for(out)
     lw.buffers[id(out)] = buf
     store = Store(buf, row_major(list(o), out.type.shape), result)
