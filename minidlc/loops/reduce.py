@@ -173,11 +173,15 @@ def _layernorm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     return loop_nest(list(kept.values()), [shape[a] for a in kept], body)
 
 
+STENCIL_MAX_CELLS = 64  # larger pooling windows loop over the window instead of writing out every cell
+
+
 def _max_pool(lw: Lowerer, node: Node) -> Stmt:
     """MaxPool as a stencil: the input padded once with -inf (also past the end,
     for ceil_mode's extra cells), then each output element is the max of its
     window's cells as one expression, with no condition and no accumulator,
-    vectorized along the output row."""
+    vectorized along the output row. (Windows of more than STENCIL_MAX_CELLS
+    cells take _window_pool's loop.)"""
     from itertools import product
 
     from ..ir.ops.windows import Window
@@ -193,11 +197,13 @@ def _max_pool(lw: Lowerer, node: Node) -> Stmt:
     src, src_shape, prologue = padded_copy(lw, x, padded, Const(-math.inf, dt))
     plane, o = lw.var("p"), lw.vars(n, "o")
     lead = unflatten(plane, x.type.shape[:2])
-    value = None
+    cells = []
     for r in product(*(range(k) for k in win.kernel)):
         at = lead + [add(mul(o[d], const(win.strides[d])), const(r[d] * win.dilations[d])) for d in range(n)]
-        cell = Load(src, row_major(at, src_shape), dt) if src is not x else lw.read(x, at)
-        value = cell if value is None else Binary("max", value, cell)
+        cells.append(Load(src, row_major(at, src_shape), dt) if src is not x else lw.read(x, at))
+    while len(cells) > 1:  # a balanced tree of maxes: independent operations, a short dependency chain
+        cells = [Binary("max", *cells[i:i + 2]) if i + 1 < len(cells) else cells[i] for i in range(0, len(cells), 2)]
+    value = cells[0]
     buf = lw.buffer_for(out)
     lw.buffers[id(out)] = buf
     row = For(o[-1], const(out_sp[-1]), Store(buf, row_major(lead + list(o), out.type.shape), value), LoopKind.VECTORIZED)
@@ -208,18 +214,19 @@ def _max_pool(lw: Lowerer, node: Node) -> Stmt:
 
 @register_lowering("MaxPool", "AveragePool")
 def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
-    """AveragePool: loops over the output, an accumulator over the window.
+    """MaxPool/AveragePool: loops over the output, an accumulator over the window.
     Cells outside the input (pads, ceil_mode's extra cells) are skipped by a
-    select, and counted when the divisor includes them. (MaxPool: _max_pool.)"""
+    select; AveragePool also counts the cells its divisor includes. (MaxPool
+    with a small window is a stencil: _max_pool.)"""
     from ..ir.ops.windows import Window
 
     x, out = node.inputs[0], node.outputs[0]
     dt = out.type.dtype
     if dt not in FLOATS or (len(node.outputs) > 1 and lw.needed(node.outputs[1])):
         raise Unsupported(f"{node.op} on {dt} or with its Indices output")
-    if node.op == "MaxPool":
-        return _max_pool(lw, node)
     a = node.attrs
+    if node.op == "MaxPool" and math.prod(a["kernel_shape"]) <= STENCIL_MAX_CELLS:
+        return _max_pool(lw, node)
     win = Window.of(a["kernel_shape"], a["strides"], a["dilations"], a["pads"])
     spatial = x.type.shape[2:]
     n = len(spatial)
@@ -238,14 +245,20 @@ def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     value = lw.read(x, list(o[:2]) + clamped)
     window = list(zip(r, win.kernel))
     zero = Const(0.0, dt)
-    counted = within([-p for p in win.pads[:n]], [s + p for s, p in zip(spatial, win.pads[n:])]) \
-        if a["count_include_pad"] else inside
-    acc, body, total = accumulate(lw, dt, zero, window, lambda acc: Binary("+", acc, Select(inside, value, zero)),
-                                  lambda acc: acc)
-    cnt, cbody, count = accumulate(lw, dt, zero, window,
-                                   lambda acc: Binary("+", acc, Select(counted, Const(1.0, dt), zero)), lambda acc: acc)
-    body, result = seq(body, cbody), Binary("/", total, Binary("max", count, Const(1.0, dt)))
-    accs = [(acc, dt), (cnt, dt)]
+    if node.op == "MaxPool":
+        acc, body, result = accumulate(lw, dt, Const(-math.inf, dt), window,
+                                       lambda acc: Select(inside, Binary("max", acc, value), acc), lambda acc: acc)
+        accs = [(acc, dt)]
+    else:
+        counted = within([-p for p in win.pads[:n]], [s + p for s, p in zip(spatial, win.pads[n:])]) \
+            if a["count_include_pad"] else inside
+        acc, body, total = accumulate(lw, dt, zero, window, lambda acc: Binary("+", acc, Select(inside, value, zero)),
+                                      lambda acc: acc)
+        cnt, cbody, count = accumulate(lw, dt, zero, window,
+                                       lambda acc: Binary("+", acc, Select(counted, Const(1.0, dt), zero)),
+                                       lambda acc: acc)
+        body, result = seq(body, cbody), Binary("/", total, Binary("max", count, Const(1.0, dt)))
+        accs = [(acc, dt), (cnt, dt)]
     buf = lw.buffer_for(out)
     lw.buffers[id(out)] = buf
     store = Store(buf, row_major(list(o), out.type.shape), result)
