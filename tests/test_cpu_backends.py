@@ -401,3 +401,22 @@ def test_llvm_team_with_more_threads_than_cores_sleeps_and_stays_right():
     for i in range(30):
         np.testing.assert_allclose(m.run(feeds[i % 3])["softmax"], want[i % 3], rtol=1e-5)
     assert m.executable.sleeps() > before
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("last", [0, 1])
+@pytest.mark.parametrize("dtype", ["f32", "i32", "u8"])
+def test_argmax_argmin_native_with_ties_and_nans(cpu, op, last, dtype):
+    """Ties go to the first index (the last with select_last_index); a NaN wins, as in NumPy."""
+    g = Graph()
+    x = g.add_input("x", TensorType((4, 7, 5), dtype))
+    g.outputs = [g.add(op, [x], {"axis": 1, "keepdims": 0, "select_last_index": last}).output]
+    a = np.random.default_rng(0).integers(0, 3, (4, 7, 5)).astype(TensorType((1,), dtype).np_dtype)  # many ties
+    if dtype == "f32":
+        a[0, 3, 0] = a[0, 5, 0] = np.nan
+        a[1, :, 1] = -np.inf
+    m = minidlc.compile(g, target=cpu)
+    assert "NumPy" not in m.emit("loops")
+    want = minidlc.compile(g, target="reference").run({"x": a})
+    for k, v in m.run({"x": a}).items():
+        np.testing.assert_array_equal(v, want[k])

@@ -83,6 +83,43 @@ def _reduce_axes(lw: Lowerer, node: Node, op: str, axes: set[int], keepdims: boo
                      with_accumulators([(acc, acc_dt)], seq(body, store)))
 
 
+@register_lowering("ArgMax", "ArgMin")
+def _arg_extreme(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
+    """ArgMax/ArgMin: one pass along the axis with two accumulators, the best
+    value and its index, replaced together when an element is better: strictly
+    (the first of ties wins) or, with select_last_index, also when equal (the
+    last wins). A NaN beats every number, as NumPy's argmax has it: the first
+    NaN, or the last."""
+    x, out = node.inputs[0], node.outputs[0]
+    dt, shape = x.type.dtype, x.type.shape
+    if dt not in _LOWEST:
+        raise Unsupported(f"{node.op} on {dt}")
+    axis, last = node.attrs["axis"] % x.type.rank, node.attrs["select_last_index"]
+    kept, red, idx = _split_axes(lw, shape, {axis})
+    j = red[axis]
+    elem = lw.read(x, idx)
+    best, where = lw.fresh("best"), lw.fresh("index")
+    b = Load(best, const(0), dt)
+    better = {("ArgMax", 0): ">", ("ArgMax", 1): ">=", ("ArgMin", 0): "<", ("ArgMin", 1): "<="}[node.op, last]
+    wins = Compare(better, elem, b)
+    if dt in FLOATS:
+        nan_x, nan_b = Compare("!=", elem, elem), Compare("!=", b, b)
+        wins = Binary("or", nan_x, Binary("and", wins, Binary("xor", nan_b, Const(True, "bool")))) if last else \
+            Binary("or", wins, Binary("and", nan_x, Binary("xor", nan_b, Const(True, "bool"))))
+    start = Const(_LOWEST[dt] if node.op == "ArgMax" else _HIGHEST[dt], dt)
+    scan = For(j, const(shape[axis]), seq(Store(where, const(0), Select(wins, j, Load(where, const(0), "i64"))),
+                                          Store(best, const(0), Select(wins, elem, b))))
+    buf = lw.buffer_for(out)
+    lw.buffers[id(out)] = buf
+    out_idx = [k if k is not None else const(0) for k in kept] if node.attrs["keepdims"] else \
+        [k for k in kept if k is not None]
+    body = seq(Store(best, const(0), start), Store(where, const(0), const(0)), scan,
+               Store(buf, row_major(out_idx, out.type.shape), Load(where, const(0), "i64")))
+    kept_loops = [(k, shape[a]) for a, k in enumerate(kept) if k is not None]
+    return loop_nest([v for v, _ in kept_loops], [e for _, e in kept_loops],
+                     with_accumulators([(best, dt), (where, "i64")], body))
+
+
 def _row_loops(lw: Lowerer, shape: tuple[int, ...], axes: list[int]):
     """Kept-axis variables, and a function giving the full index for fresh reduced variables."""
     kept = {a: lw.var("i") for a in range(len(shape)) if a not in axes}
