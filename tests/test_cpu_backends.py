@@ -420,3 +420,14 @@ def test_argmax_argmin_native_with_ties_and_nans(cpu, op, last, dtype):
     want = minidlc.compile(g, target="reference").run({"x": a})
     for k, v in m.run({"x": a}).items():
         np.testing.assert_array_equal(v, want[k])
+
+
+def test_tile_is_an_index_map(cpu):
+    """Tile is inlined as an index map (modulo the input's shape): no copy kernel of its own."""
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 3, 4)))
+    g.outputs = [g.add("Relu", [g.add("Tile", [x], {"repeats": [3, 1, 2]}).output]).output]
+    a = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    m = minidlc.compile(g, target=cpu)
+    assert "NumPy" not in m.emit("loops") and m.emit("loops").count("kernel ") == 1
+    np.testing.assert_array_equal(list(m.run({"x": a}).values())[0], np.maximum(np.tile(a, (3, 1, 2)), 0))

@@ -318,6 +318,14 @@ def _expand(node, idx, read):
     return read(0, broadcast_index(idx, node.inputs[0].type.shape, node.outputs[0].type.shape))
 
 
+@rule("Tile")
+def _tile(node, idx, read):
+    """Each output element repeats the input element at its index modulo the input's shape."""
+    shape = node.inputs[0].type.shape
+    return read(0, [i if node.outputs[0].type.shape[a] == d else Binary("%", i, const(d))
+                    for a, (i, d) in enumerate(zip(idx, shape))])
+
+
 @rule("Transpose")
 def _transpose(node, idx, read):
     rank = len(idx)
