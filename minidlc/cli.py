@@ -288,6 +288,10 @@ def cmd_quantize(args) -> int:
                "activations": "i8" if args.activations == "s8" else "u8"}
     ev = evaluation(args, graph, batches)
     keep = [name for item in args.keep_float for name in item.split(",") if name]
+    if "auto" in keep and (len(keep) > 1 or args.max_drop is None):
+        raise UsageError("--keep-float auto chooses the layers itself, and needs --max-drop POINTS")
+    if args.max_drop is not None and keep != ["auto"]:
+        raise UsageError("--max-drop goes with --keep-float auto")
     rows = None
     if args.report or keep == ["auto"]:
         print(f"sensitivity on {len(batches)} batches ({'evaluation data' if args.eval else 'the calibration data'}),"
@@ -295,13 +299,9 @@ def cmd_quantize(args) -> int:
         rows = qr.sensitivity(graph, calibration, ev, options)
         print(qr.format_rows(rows, ev))
     if keep == ["auto"]:
-        if args.max_drop is None:
-            raise UsageError("--keep-float auto needs --max-drop POINTS")
         keep, row = qr.choose_float_layers(graph, calibration, ev, options, rows, args.max_drop)
         print(f"keep in f32 for a drop within {args.max_drop} points: {', '.join(keep) or 'none'} "
               f"(drop {qr.drop(row, ev):.2f} points)")
-    elif args.max_drop is not None:
-        raise UsageError("--max-drop goes with --keep-float auto")
     q = quantize(graph, calibration, **options, keep_float=keep, as_graph=True)
     from .frontends.onnx.export import export_onnx
 

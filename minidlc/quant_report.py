@@ -72,7 +72,11 @@ def score(out: np.ndarray, ev: Evaluation, layer: str = "(all)", op: str = "", s
 
 
 def top1(out: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(out.argmax(-1)[:len(labels)] == labels[:len(out)]) * 100)
+    """Top-1 accuracy in %. The evaluation may use fewer samples than labels (a
+    last partial batch is dropped), never more."""
+    if len(labels) < len(out):
+        raise ValueError(f"{len(labels)} labels for {len(out)} evaluated samples")
+    return float(np.mean(out.argmax(-1) == labels[:len(out)]) * 100)
 
 
 def sensitivity(graph: Graph, calibration, ev: Evaluation, options: dict) -> list[Row]:

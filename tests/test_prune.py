@@ -189,3 +189,31 @@ def test_compress_works_on_a_demo_model_and_composes_with_quantize(tmp_path, cap
     session = ort.InferenceSession(str(small8), providers=["CPUExecutionProvider"])
     ours, theirs = list(m.run(feeds).values())[0], session.run(None, feeds)[0]
     assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.9
+
+
+def test_shared_weights_and_per_channel_quantization_are_left_alone():
+    """A weight two layers read (tied), or a per-channel QuantizeLinear on the
+    channels, would be cut for one reader and not the other: reported, not pruned."""
+    rng = np.random.default_rng(3)
+    g = Graph("tied")
+    x, x2 = g.add_input("x", TensorType((1, 3, 6, 6))), g.add_input("x2", TensorType((1, 3, 6, 6)))
+    w = g.constant(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    h = g.add("Relu", [g.add("Conv", [x, w], {"pads": [1] * 4}, names=["a"]).output]).output
+    y = g.add("Conv", [h, g.constant(rng.standard_normal((5, 8, 1, 1)).astype(np.float32), "w3")]).output
+    y2 = g.add("Conv", [x2, w], {"pads": [1] * 4}, names=["b"]).output
+    g.outputs = [y, y2]
+    pruned, p = prune(g, ratio=0.5)
+    assert [v.type for v in pruned.outputs] == [v.type for v in g.outputs]
+    assert "shared" in p.report[0].note and p.report[0].kept == 8
+
+    q = Graph("per_channel_q")
+    x = q.add_input("x", TensorType((1, 3, 6, 6)))
+    c = q.add("Conv", [x, q.constant(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")], {"pads": [1] * 4},
+              names=["c"]).output
+    s, z = q.constant(np.full(8, 0.1, np.float32), "s"), q.constant(np.zeros(8, np.uint8), "z")
+    dq = q.add("DequantizeLinear", [q.add("QuantizeLinear", [c, s, z], {"axis": 1, "dtype": "u8"}).output, s, z],
+               {"axis": 1}).output
+    q.outputs = [q.add("Conv", [dq, q.constant(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "w2")]).output]
+    pruned, p = prune(q, ratio=0.5)
+    assert "quantizes per channel" in p.report[0].note and p.report[0].kept == 8
+    verify(pruned)

@@ -114,3 +114,14 @@ def test_dot4_without_vnni_is_exact(monkeypatch, tmp_path):
     m = minidlc.compile(model, target="llvm")
     assert "dot4(" in m.emit("loops") and "vpdpbusd" not in m.emit("asm")
     np.testing.assert_array_equal(m.run({"a": a})["y"], np.full((8, 32), 64 * 255 * -128, np.int32))
+
+
+def test_qlinear_matmul_rejects_a_per_row_scale():
+    inits = [("a_s", np.array([0.01, 0.02, 0.03, 0.04], np.float32)), ("a_z", np.array(0, np.uint8)),
+             ("b", np.ones((4, 4), np.uint8)), ("b_s", np.array(0.1, np.float32)), ("b_z", np.array(0, np.uint8)),
+             ("y_s", np.array(0.5, np.float32)), ("y_z", np.array(0, np.uint8))]
+    model = _model([helper.make_node("QLinearMatMul", ["a", "a_s", "a_z", "b", "b_s", "b_z", "y_s", "y_z"], ["y"],
+                                     name="qmm")],
+                   [_vi("a", TensorProto.UINT8, [4, 4])], [_vi("y", TensorProto.UINT8, [4, 4])], inits)
+    with pytest.raises(IRError, match=r"QLinearMatMul node 'qmm'.*a_scale has shape \[4\]"):
+        minidlc.load(model)

@@ -508,12 +508,16 @@ def _word(byte: Callable[[int], Expr]) -> Expr:
     return word
 
 
-def _as_u8(value: Expr) -> tuple[Expr, int]:
-    """A byte of A for dot4, which multiplies u8 by i8: an s8 value shifted by 128
-    into u8. Returns (the byte as i32, the shift)."""
-    shift = 128 if value.dtype == "i8" else 0
-    byte = Cast(value, "i32")
-    return (add(byte, Const(shift, "i32")) if shift else byte), shift
+def _u8_shift(dtype: str) -> int:
+    """dot4 multiplies u8 by i8: an s8 A is shifted by 128 into u8 (and the
+    epilogue takes 128 x colsum(B) back off)."""
+    return 128 if dtype == "i8" else 0
+
+
+def _as_u8(value: Expr) -> Expr:
+    """A byte of A for dot4, as an i32 in [0, 256)."""
+    shift = _u8_shift(value.dtype)
+    return add(Cast(value, "i32"), Const(shift, "i32")) if shift else Cast(value, "i32")
 
 
 def _words_along_k(b_kn: np.ndarray) -> np.ndarray:
@@ -540,16 +544,13 @@ def _dot4_rows(lw: Lowerer, node: Node, batch: tuple[int, ...], m: int, k: int, 
     words = lw.scratch(node.inputs[0].name + "_words", "i32", math.prod(batch) * m * groups)
     b, r, q = lw.var("b"), lw.var("r"), lw.var("q")
     bidx = unflatten(b, batch) if batch else []
-    shift = 0
 
     def byte(t: int) -> Expr:
-        nonlocal shift
         kk = add(mul(q, const(4)), const(t))
         if k % 4 and t >= k % 4:  # the last word reaches past k: zeros there
-            value, shift = _as_u8(read_a(bidx, [r], Binary("min", kk, const(k - 1))))
-            return Select(Compare("<", kk, const(k)), value, Const(0, "i32"))
-        value, shift = _as_u8(read_a(bidx, [r], kk))
-        return value
+            return Select(Compare("<", kk, const(k)), _as_u8(read_a(bidx, [r], Binary("min", kk, const(k - 1)))),
+                          Const(0, "i32"))
+        return _as_u8(read_a(bidx, [r], kk))
 
     nb = math.prod(batch)
     fill = For(b, const(nb), loop_nest([r, q], [m, groups], Store(words, row_major([b, r, q], (nb, m, groups)),
@@ -557,7 +558,8 @@ def _dot4_rows(lw: Lowerer, node: Node, batch: tuple[int, ...], m: int, k: int, 
                LoopKind.PARALLEL if nb > 1 and nb * m * k >= (1 << 16) else LoopKind.SERIAL)
     return Dot4(lambda bidx, row, kv: Load(words, row_major([row_major(bidx, batch) if batch else const(0), row[0], kv[0]],
                                                             (nb, m, groups)), "i32"),
-                (groups,), pack_b(_words_along_k(b_kn), CONFIG.nr), _colsum(b_kn), a_zero + shift, fill)
+                (groups,), pack_b(_words_along_k(b_kn), CONFIG.nr), _colsum(b_kn),
+                a_zero + _u8_shift(node.inputs[0].type.dtype), fill)
 
 
 def _dot4_conv(lw: Lowerer, x: Value, read_src, src_shape: tuple[int, ...], w: np.ndarray, win, pixel,
@@ -573,16 +575,13 @@ def _dot4_conv(lw: Lowerer, x: Value, read_src, src_shape: tuple[int, ...], w: n
     words = lw.scratch(x.name + "_words", "i32", math.prod(shape))
     plane, q = lw.var("p"), lw.var("q")
     at = unflatten(plane, (n_img,) + spatial)
-    shift = 0
 
     def byte(t: int) -> Expr:
-        nonlocal shift
         c = add(mul(q, const(4)), const(t))
         if chans % 4 and t >= chans % 4:  # channels past C: zeros (their weights are zero)
-            value, shift = _as_u8(read_src([at[0], Binary("min", c, const(chans - 1))] + at[1:]))
-            return Select(Compare("<", c, const(chans)), value, Const(0, "i32"))
-        value, shift = _as_u8(read_src([at[0], c] + at[1:]))
-        return value
+            return Select(Compare("<", c, const(chans)),
+                          _as_u8(read_src([at[0], Binary("min", c, const(chans - 1))] + at[1:])), Const(0, "i32"))
+        return _as_u8(read_src([at[0], c] + at[1:]))
 
     fill = For(plane, const(math.prod(shape[:-1])), For(q, const(cw), Store(words, add(mul(plane, const(cw)), q),
                                                                             _word(byte))),
@@ -596,7 +595,7 @@ def _dot4_conv(lw: Lowerer, x: Value, read_src, src_shape: tuple[int, ...], w: n
     by_kernel[..., :chans] = np.moveaxis(w, 1, -1)
     b_kn = by_kernel.reshape(w.shape[0], -1).T  # (K, M): k = (*kernel, channel)
     return Dot4(a_word, kernel + (cw,), pack_b(_words_along_k(b_kn)[None], CONFIG.nr), _colsum(b_kn)[None],
-                x_zero + shift, fill)
+                x_zero + _u8_shift(x.type.dtype), fill)
 
 
 def _col(panel: Expr, jj: Expr, n: int) -> Expr:

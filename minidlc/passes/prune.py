@@ -136,7 +136,9 @@ def _follow(graph: Graph, node: Node, ins: dict[int, tuple[int, np.ndarray]], cu
     if op == "BatchNormalization" and set(ins) == {0} and axis == 1:
         cuts.extend(Cut(p, 0, removed) for p in node.inputs[1:5])
         return [(out, axis, removed)], None
-    if op in PER_TENSOR_Q and set(ins) == {0} and node.inputs[1].type.numel == 1:
+    if op in PER_TENSOR_Q and set(ins) == {0}:
+        if node.inputs[1].type.numel != 1:
+            return [], f"{op} %{out.name} quantizes per channel"
         return [(out, axis, removed)], None
     if node.opdef.kind in (Kind.ELEMENTWISE, Kind.BROADCAST) and len(node.outputs) == 1:
         for j, other in enumerate(node.inputs):
@@ -257,7 +259,9 @@ class PruneChannels:
         order = np.argsort(-scores, kind="stable")
         keep, removed = np.sort(order[:channels - drop]), np.sort(order[channels - drop:])
         cuts, why = region(graph, layer, removed)
-        shared = [c.value.name for c in cuts if sum(v is c.value for n in graph.nodes for v in n.inputs) > 1]
+        own = [layer.inputs[1]] + ([layer.inputs[2]] if len(layer.inputs) > 2 and layer.inputs[2] is not None else [])
+        counts = graph.use_counts()
+        shared = [v.name for v in own + [c.value for c in cuts] if counts.get(v, 0) > 1]
         if why or shared:
             row.note = why or f"the constant %{shared[0]} is shared with other layers"
             return graph, row

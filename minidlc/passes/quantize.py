@@ -99,9 +99,10 @@ class Quantize:
             raise ValueError("quantize needs calibration data: minidlc.compile(..., calibration=...) or "
                              "minidlc quantize --calibration (an .npz named after the inputs, a directory "
                              "of them, or random:N)")
-        unknown = (self.keep_float | self.only) - {layer_name(n) for n in graph.nodes}
+        names = [layer_name(n) for n in graph.nodes if weight_axis(graph, n) is not None]
+        unknown = (self.keep_float | self.only) - set(names)
         if unknown:
-            raise ValueError(f"quantize: no layer named {sorted(unknown)}")
+            raise ValueError(f"quantize: no quantizable layer named {sorted(unknown)}; the layers: {names}")
         layers = [n for n in graph.nodes if weight_axis(graph, n) is not None and self._wanted(n)]
         batches = [[batch[v.name] for v in graph.inputs] for batch in self.context.calibration]
         seen = observe(graph, batches, {n.inputs[0].name for n in layers}, self.method)
@@ -136,7 +137,10 @@ class Quantize:
         if np.any(b_scale == 0):
             return
         info = np.iinfo(np.int32)
-        bq = np.clip(np.rint(b / b_scale), info.min, info.max).astype(np.int32)
+        bq = np.rint(b.astype(np.float64) / b_scale)
+        if np.any(np.abs(bq) > info.max):  # s_x * s_w too small for i32: the bias stays f32, exact
+            return
+        bq = bq.astype(np.int32)
         node.inputs[2] = _dequantize(graph, node, bq, b_scale if b_scale.size > 1 else b_scale.reshape(()), None, 0,
                                      "bias")
 

@@ -99,6 +99,10 @@ def _multiplier(ctx: Ctx, a_scale: Value, b_scale: Value, y_scale: Value, shape:
 @converter("QLinearMatMul", min_opset=10)
 def qlinear_matmul(ctx: Ctx):
     a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp = (ctx.input(i) for i in range(8))
+    for v, what in ((a_scale, "a_scale"), (y_scale, "y_scale")):
+        if v.type.numel != 1:
+            raise ctx.error(f"{what} has shape {list(v.type.shape)}: QLinearMatMul takes one scale per tensor "
+                            "for a and y (b's may be per column)")
     acc = ctx.add_one("MatMulInteger", _trimmed([a, b, a_zp, b_zp]), hint="acc")
     return [requantize(ctx, acc, _multiplier(ctx, a_scale, b_scale, y_scale, None), y_zp,
                        y_zp.type.dtype if y_zp is not None else "u8")]
