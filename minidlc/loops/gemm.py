@@ -42,7 +42,7 @@ from ..ir import Kind, Node, Value
 from ..ir.types import dtype_name
 from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, const,
                  loop_nest, mul, row_major, seq)
-from .lower import Lowerer, padded_copy, register_lowering, unflatten
+from .lower import Lowerer, padded_copy, register_lowering, unflatten, window_index
 from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger")
@@ -216,7 +216,7 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         b_batch=b_batch,
         b_index=lambda bidx: broadcast_index(bidx, b_batch, batch),
         b=lambda bb, kv, panel, jj: b_read(b_val, bb + ([_col(panel, jj, n), kv[0]] if trans_b else [kv[0], _col(panel, jj, n)])),
-        b_packed=None if const_b is None else pack_b(const_b, CONFIG.nr, trans_b),
+        b_packed=None if const_b is None or dot4 is not None else pack_b(const_b, CONFIG.nr, trans_b),
         out=lambda bidx, row, col: bidx + [row[0], col],
         adjust=adjust, acc_dtype="i32" if integer else node.outputs[0].type.dtype, dot4=dot4)
 
@@ -266,13 +266,11 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     kc = cg * math.prod(kernel)
     # padding is the zero point: it reads as 0 once centred, as ONNX's ConvInteger pads
     pad = Const(0.0, x.type.dtype) if zx is None else Cast(lw.read(zx, [const(0)] * zx.type.rank), x.type.dtype)
-    src, src_shape, prologue = padded_copy(lw, x, win, pad)
+    read_src, src_shape, prologue = padded_copy(lw, x, win, pad)
 
-    def read_x(img: Expr, grp: Expr, c: Expr, o: list[Expr], r: list[Expr], raw: bool = False) -> Expr:
-        pos = [add(mul(o[d], const(win.strides[d])), mul(r[d], const(win.dilations[d]))) for d in range(len(spatial))]
-        index = [img, add(mul(grp, const(cg)), c)] + pos
-        value = Load(src, row_major(index, src_shape), x.type.dtype) if src is not x else lw.read(x, index)
-        return _centred(lw, value, zx, const(0)) if integer and not raw else value
+    def read_x(img: Expr, grp: Expr, c: Expr, o: list[Expr], r: list[Expr]) -> Expr:
+        value = read_src([img, add(mul(grp, const(cg)), c)] + window_index(win, o, r))
+        return _centred(lw, value, zx, const(0)) if integer else value
 
     def channel(bidx: list[Expr], m: Expr) -> Expr:
         return add(mul(bidx[1], const(mg)), m)
@@ -289,12 +287,10 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         grid = out_sp if out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH else (math.prod(out_sp),)
         pixel = (lambda row: row) if len(grid) == len(out_sp) else (lambda row: unflatten(row[0], out_sp))
         x_zero = 0 if zx is None else int(lw.group_const(zx).reshape(-1)[0])
-        read_src = lambda idx: Load(src, row_major(idx, src_shape), x.type.dtype) if src is not x \
-            else lw.read(x, idx)  # noqa: E731
         return GemmSpec(
             (nimg, g), math.prod(out_sp), kc, mg,
             a=lambda bidx, row, kv: read_x(bidx[0], bidx[1], kv[0], pixel(row), kv[1:]),
-            b_batch=(g,), b_index=lambda bidx: [bidx[1]], b=None, b_packed=pack_b(w_t, CONFIG.nr),
+            b_batch=(g,), b_index=lambda bidx: [bidx[1]], b=None, b_packed=None if dot4 else pack_b(w_t, CONFIG.nr),
             out=lambda bidx, row, col: [bidx[0], channel(bidx, col)] + pixel(row),
             adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
             prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True, row_shape=grid, acc_dtype=acc_dtype,
@@ -349,7 +345,7 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         raise Unsupported("Conv with a weight computed at run time")
     a, dt = node.attrs, node.outputs[0].type.dtype
     win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
-    src, src_shape, prologue = padded_copy(lw, x, win, Const(0.0, x.type.dtype))
+    read_src, _, prologue = padded_copy(lw, x, win, Const(0.0, x.type.dtype))
     kernel, channels = tuple(w.type.shape[2:]), w.type.shape[0]
     per_group = channels // a["group"]  # output channels per input channel (the depth multiplier)
     w_dt = dtype_name(w_const.dtype)
@@ -365,9 +361,7 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
             raise Unsupported("epilogue reads the conv at another index")
         total = None if bias is None else lw.read(bias, [ch])
         for k, r in enumerate(product(*(range(n) for n in kernel))):
-            pos = [add(mul(o[d], const(win.strides[d])), const(r[d] * win.dilations[d])) for d in range(len(kernel))]
-            at = [img, Binary("/", ch, const(per_group))] + pos
-            xv = Load(src, row_major(at, src_shape), x.type.dtype) if src is not x else lw.read(x, at)
+            xv = read_src([img, Binary("/", ch, const(per_group))] + window_index(win, o, [const(c) for c in r]))
             term = mul(xv, _widened(Load(wbuf, add(mul(ch, const(math.prod(kernel))), const(k)), w_dt), dt))
             total = term if total is None else add(total, term)
         return total
@@ -400,8 +394,8 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
 
     # ---- B', packed: Bp[b_batch][panel][k][nr] ----------------------------------------
     stages: list[Stmt] = [spec.prologue] if spec.prologue is not None else []
-    b_name = node.inputs[0].name + "_im2col" if node.op in ("Conv", "ConvInteger") and spec.b_packed is None \
-        else node.inputs[1].name
+    im2col = node.op in ("Conv", "ConvInteger") and spec.b_packed is None and spec.dot4 is None
+    b_name = node.inputs[0].name + "_im2col" if im2col else node.inputs[1].name
     b_dt = dt if spec.b_packed is None else dtype_name(spec.b_packed.dtype)
     d4 = spec.dot4
     if d4 is not None:  # int8: A's words are written first, B's were packed at compile time
@@ -425,26 +419,21 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         advancing along its last axis), panel `panel`; stores rows x cols."""
         acc = lw.fresh("acc")
         ii, jj = lw.var("ii"), lw.var("jj")
-        k_shape = spec.k_shape or (k,)
-        kv = lw.vars(len(k_shape), "k")
         bb = spec.b_index(bidx)
         b_flat = row_major(bb, spec.b_batch) if spec.b_batch else const(0)
-        if bp is None:
-            b_value = spec.b(bb, list(kv), panel, jj)
-        else:
-            kk = row_major(list(kv), k_shape)
-            b_value = _widened(Load(bp, add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(k)), kk),
-                                                 const(nr)), jj), b_dt), dt)
         cell = add(mul(ii, const(nr)), jj)
         row = row0[:-1] + [add(row0[-1], ii)]
-        if d4 is not None:  # k in words of four bytes: A's word (broadcast) against a word per column
-            kv, k_shape = lw.vars(len(d4.k_shape), "g"), d4.k_shape
-            words = math.prod(k_shape)
-            b_word = Load(bp, add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(words)),
-                                          row_major(list(kv), k_shape)), const(nr)), jj), "i32")
-            fma = Store(acc, cell, Call("dot4", (Load(acc, cell, dt), d4.a_word(bidx, row, list(kv)), b_word)))
+        k_shape = d4.k_shape if d4 is not None else spec.k_shape or (k,)
+        kv = lw.vars(len(k_shape), "k" if d4 is None else "g")  # g: words of four k
+        if bp is None:
+            b_value = spec.b(bb, list(kv), panel, jj)
+        else:  # packed: Bp[b_batch][panel][k][nr], k counting words on the dot4 path
+            b_value = Load(bp, add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(math.prod(k_shape))),
+                                               row_major(list(kv), k_shape)), const(nr)), jj), b_dt)
+        if d4 is not None:  # A's word (broadcast) against a word per column
+            fma = Store(acc, cell, Call("dot4", (Load(acc, cell, dt), d4.a_word(bidx, row, list(kv)), b_value)))
         else:
-            fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, row, list(kv)), b_value)))
+            fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, row, list(kv)), _widened(b_value, dt))))
         # rows unrolled, columns vectorized: acc is then accessed only at constant
         # offsets, whole vectors at a time, and LLVM keeps it in vector registers
         compute = loop_nest(list(kv), list(k_shape),
@@ -500,11 +489,19 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     return seq(*stages)
 
 
-def _word(byte: Callable[[int], Expr]) -> Expr:
-    """The i32 word of four bytes, byte(0) lowest (little-endian), each an i32 in [0, 256)."""
-    word = byte(0)
-    for t in (1, 2, 3):
-        word = add(word, mul(byte(t), Const(1 << (8 * t), "i32")))  # wraps for t = 3, as the word's top byte
+def _word(read: Callable[[Expr], Expr], q: Expr, length: int) -> Expr:
+    """The i32 word of the bytes at positions 4q .. 4q+3 along an axis of
+    `length` (`read(position)` gives one), the first lowest (little-endian),
+    zeros past the end: each byte as a u8 for dot4."""
+    word = None
+    for t in range(4):
+        at = add(mul(q, const(4)), const(t))
+        if length % 4 and t >= length % 4:  # the last word reaches past the end
+            byte = Select(Compare("<", at, const(length)), _as_u8(read(Binary("min", at, const(length - 1)))),
+                          Const(0, "i32"))
+        else:
+            byte = _as_u8(read(at))
+        word = byte if word is None else add(word, mul(byte, Const(1 << (8 * t), "i32")))  # t = 3 wraps, as the top byte
     return word
 
 
@@ -544,17 +541,9 @@ def _dot4_rows(lw: Lowerer, node: Node, batch: tuple[int, ...], m: int, k: int, 
     words = lw.scratch(node.inputs[0].name + "_words", "i32", math.prod(batch) * m * groups)
     b, r, q = lw.var("b"), lw.var("r"), lw.var("q")
     bidx = unflatten(b, batch) if batch else []
-
-    def byte(t: int) -> Expr:
-        kk = add(mul(q, const(4)), const(t))
-        if k % 4 and t >= k % 4:  # the last word reaches past k: zeros there
-            return Select(Compare("<", kk, const(k)), _as_u8(read_a(bidx, [r], Binary("min", kk, const(k - 1)))),
-                          Const(0, "i32"))
-        return _as_u8(read_a(bidx, [r], kk))
-
+    word = _word(lambda kk: read_a(bidx, [r], kk), q, k)
     nb = math.prod(batch)
-    fill = For(b, const(nb), loop_nest([r, q], [m, groups], Store(words, row_major([b, r, q], (nb, m, groups)),
-                                                                   _word(byte))),
+    fill = For(b, const(nb), loop_nest([r, q], [m, groups], Store(words, row_major([b, r, q], (nb, m, groups)), word)),
                LoopKind.PARALLEL if nb > 1 and nb * m * k >= (1 << 16) else LoopKind.SERIAL)
     return Dot4(lambda bidx, row, kv: Load(words, row_major([row_major(bidx, batch) if batch else const(0), row[0], kv[0]],
                                                             (nb, m, groups)), "i32"),
@@ -575,21 +564,12 @@ def _dot4_conv(lw: Lowerer, x: Value, read_src, src_shape: tuple[int, ...], w: n
     words = lw.scratch(x.name + "_words", "i32", math.prod(shape))
     plane, q = lw.var("p"), lw.var("q")
     at = unflatten(plane, (n_img,) + spatial)
-
-    def byte(t: int) -> Expr:
-        c = add(mul(q, const(4)), const(t))
-        if chans % 4 and t >= chans % 4:  # channels past C: zeros (their weights are zero)
-            return Select(Compare("<", c, const(chans)),
-                          _as_u8(read_src([at[0], Binary("min", c, const(chans - 1))] + at[1:])), Const(0, "i32"))
-        return _as_u8(read_src([at[0], c] + at[1:]))
-
-    fill = For(plane, const(math.prod(shape[:-1])), For(q, const(cw), Store(words, add(mul(plane, const(cw)), q),
-                                                                            _word(byte))),
+    word = _word(lambda c: read_src([at[0], c] + at[1:]), q, chans)  # channels past C: zeros, as their weights
+    fill = For(plane, const(math.prod(shape[:-1])), For(q, const(cw), Store(words, add(mul(plane, const(cw)), q), word)),
                LoopKind.PARALLEL if math.prod(shape) >= (1 << 14) else LoopKind.SERIAL)
 
     def a_word(bidx: list[Expr], row: list[Expr], kv: list[Expr]) -> Expr:
-        pos = [add(mul(o, const(win.strides[d])), mul(kv[d], const(win.dilations[d]))) for d, o in enumerate(pixel(row))]
-        return Load(words, row_major([bidx[0]] + pos + [kv[-1]], shape), "i32")
+        return Load(words, row_major([bidx[0]] + window_index(win, pixel(row), kv) + [kv[-1]], shape), "i32")
 
     by_kernel = np.zeros((w.shape[0],) + kernel + (cw * 4,), np.int8)  # (M, *kernel, channels padded to words)
     by_kernel[..., :chans] = np.moveaxis(w, 1, -1)

@@ -260,17 +260,18 @@ def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset()) -> 
     return Lowerer(Group.of(node), name, unused).lower()
 
 
-def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple:
-    """(buffer or value, its shape, loops that fill it): x with its padding
-    (the value `pad`) materialized once, so that the convolution reads
-    without bounds checks (convolutions pad with 0 or a zero point, max pools
-    with -inf).
+def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[Expr]], Expr], tuple, Stmt | None]:
+    """(read, shape, loops that fill it): x with its padding (the value `pad`)
+    materialized once, so that the convolution reads without bounds checks
+    (convolutions pad with 0 or a zero point, max pools with -inf). `read(idx)`
+    is the element at a multi-index of the padded shape (x itself, unpadded,
+    when there is no padding).
 
     Per (image, channel) plane, the loops copy each row of x into place and
     write zeros only around it: every loop has affine indices and no
     condition, so its innermost loop vectorizes into plain vector copies."""
     if not any(win.pads):
-        return x, x.type.shape, None
+        return lambda idx: lw.read(x, idx), x.type.shape, None
     nd = len(x.type.shape) - 2
     before, after = win.pads[:nd], win.pads[nd:]
     shape = x.type.shape[:2] + tuple(sp + before[d] + after[d] for d, sp in enumerate(x.type.shape[2:]))
@@ -294,7 +295,14 @@ def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple:
         inside = For(i, const(x.type.shape[2 + d]), fill(d + 1, src + [i], dst + [add(i, const(before[d]))]))
         return seq(zeros(d, 0, before[d], dst), inside, zeros(d, shape[2 + d] - after[d], after[d], dst))
 
-    return padded, shape, For(plane, const(math.prod(shape[:2])), fill(0, [], []))
+    return (lambda idx: Load(padded, row_major(idx, shape), x.type.dtype)), shape, \
+        For(plane, const(math.prod(shape[:2])), fill(0, [], []))
+
+
+def window_index(win, out: list[Expr], cell: list[Expr]) -> list[Expr]:
+    """The position, in the padded input, of window cell `cell` of output pixel
+    `out` (one expression per spatial axis each)."""
+    return [add(mul(o, const(win.strides[d])), mul(cell[d], const(win.dilations[d]))) for d, o in enumerate(out)]
 
 
 def unflatten(flat: Expr, shape: tuple[int, ...]) -> list[Expr]:

@@ -16,9 +16,9 @@ import math
 
 from ..ir import Node
 from ..ir.ops.norm import STASH_DTYPES
-from .ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Var, add,
-                 const, loop_nest, mul, row_major, seq)
-from .lower import Lowerer, accumulate, padded_copy, register_lowering, unflatten, with_accumulators
+from .ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Var, const,
+                 loop_nest, row_major, seq)
+from .lower import Lowerer, accumulate, padded_copy, register_lowering, unflatten, window_index, with_accumulators
 from .rules import FLOATS, Unsupported
 
 _LOWEST = {"f32": -math.inf, "f64": -math.inf, "i8": -2**7, "u8": 0, "i16": -2**15, "i32": -2**31, "i64": -2**63}
@@ -231,13 +231,11 @@ def _max_pool(lw: Lowerer, node: Node) -> Stmt:
     reach = [(out_sp[d] - 1) * win.strides[d] + (win.kernel[d] - 1) * win.dilations[d] + 1 for d in range(n)]
     after = [max(win.pads[n + d], reach[d] - win.pads[d] - spatial[d]) for d in range(n)]
     padded = Window.of(win.kernel, win.strides, win.dilations, list(win.pads[:n]) + after)
-    src, src_shape, prologue = padded_copy(lw, x, padded, Const(-math.inf, dt))
+    read_src, _, prologue = padded_copy(lw, x, padded, Const(-math.inf, dt))
     plane, o = lw.var("p"), lw.vars(n, "o")
     lead = unflatten(plane, x.type.shape[:2])
-    cells = []
-    for r in product(*(range(k) for k in win.kernel)):
-        at = lead + [add(mul(o[d], const(win.strides[d])), const(r[d] * win.dilations[d])) for d in range(n)]
-        cells.append(Load(src, row_major(at, src_shape), dt) if src is not x else lw.read(x, at))
+    cells = [read_src(lead + window_index(win, o, [const(c) for c in r]))
+             for r in product(*(range(k) for k in win.kernel))]
     while len(cells) > 1:  # a balanced tree of maxes: independent operations, a short dependency chain
         cells = [Binary("max", *cells[i:i + 2]) if i + 1 < len(cells) else cells[i] for i in range(0, len(cells), 2)]
     value = cells[0]
