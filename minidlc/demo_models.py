@@ -163,9 +163,9 @@ def _classifier(b: _Builder, x: str, c: int, classes: int = 100) -> str:
                 "head", transB=1)
 
 
-def _image_model(b: _Builder, name: str, y: str, size: int, classes: int = 100) -> onnx.ModelProto:
-    return b.model(name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
-                   [helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, classes])])
+def _image_model(b: _Builder, name: str, y: str, size: int, classes: int = 100, batch: int = 1) -> onnx.ModelProto:
+    return b.model(name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, size, size])],
+                   [helper.make_tensor_value_info(y, TensorProto.FLOAT, [batch, classes])])
 
 
 def mobilenet() -> onnx.ModelProto:
@@ -230,15 +230,36 @@ def resnet() -> onnx.ModelProto:
     return _image_model(b, "resnet", _classifier(b, h, c), 112)
 
 
+def resnet50(batch: int = 1) -> onnx.ModelProto:
+    """ResNet-50's layout and size (25.5M weights, 4.1 GFLOPs per 224x224 image):
+    a 7x7 stem, a max pool, and 3, 4, 6, 3 bottleneck blocks of 64-2048
+    channels, batch norm folded; for the GPU benchmark."""
+    b = _Builder(seed=7)
+    h = _conv(b, "x", 3, 64, 7, "stem", stride=2)  # 224 -> 112
+    h = b.op("MaxPool", [h], "pool1", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # 56
+    c = 64
+    for s_, (mid, blocks, stride) in enumerate([(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]):
+        for i in range(blocks):
+            hint, st = f"stage{s_ + 1}.block{i + 1}", stride if i == 0 else 1
+            r = _conv(b, h, c, mid, 1, f"{hint}.reduce")
+            r = _conv(b, r, mid, mid, 3, f"{hint}.conv", stride=st)
+            r = _conv(b, r, mid, 4 * mid, 1, f"{hint}.expand", relu=False)
+            shortcut = h if i else _conv(b, h, c, 4 * mid, 1, f"{hint}.down", stride=st, relu=False)
+            h = b.op("Relu", [b.op("Add", [r, shortcut], f"{hint}.add")], f"{hint}.relu")
+            c = 4 * mid
+    return _image_model(b, "resnet50", _classifier(b, h, c, 1000), 224, 1000, batch)
+
+
 _BUILDERS = {"mlp": mlp, "convnet": convnet, "tfblock": tfblock,
-             "mobilenet": mobilenet, "squeezenet": squeezenet, "resnet": resnet}
+             "mobilenet": mobilenet, "squeezenet": squeezenet, "resnet": resnet, "resnet50": resnet50}
 
 
-def build_model(name: str) -> onnx.ModelProto:
-    """The model `name` (one of DEMOS or CNN_MODELS) as an ONNX ModelProto."""
+def build_model(name: str, batch: int | None = None) -> onnx.ModelProto:
+    """The model `name` (one of DEMOS or CNN_MODELS, or resnet50) as an ONNX
+    ModelProto; `batch` (resnet50 only) sets its batch size."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown demo model {name!r}; choose one of: {', '.join(_BUILDERS)}")
-    return _BUILDERS[name]()
+    return _BUILDERS[name](batch) if batch is not None else _BUILDERS[name]()
 
 
 def example_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:

@@ -10,6 +10,15 @@ settings.register_profile("thorough", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_configure(config):
+    """The cuda target's tests run on Numba's CUDA simulator unless the run
+    selects the tests marked gpu (`pytest -m gpu`, on a machine with a GPU).
+    Numba reads the variable when numba.cuda is first imported, which is later."""
+    marks = config.option.markexpr or ""
+    if "gpu" not in marks.replace("not gpu", ""):
+        os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+
 def pytest_terminal_summary(terminalreporter):
     """The differential fuzzer's seed, so that a failure can be replayed."""
     import sys

@@ -130,12 +130,10 @@ def test_a_pytorch_model_without_pytorch_is_a_one_line_error(monkeypatch, capsys
                                        "but PyTorch is not installed (pip install 'minidlc[torch]')\n")
 
 
-def test_planned_targets_say_they_are_not_built():
+def test_unknown_targets_name_the_known_ones():
     from minidlc.backends import get_backend
 
-    with pytest.raises(ValueError, match="target 'cuda' is not implemented yet; available: reference, llvm, numba$"):
-        get_backend("cuda")
-    with pytest.raises(ValueError, match="unknown target 'tpu'"):
+    with pytest.raises(ValueError, match="unknown target 'tpu'; choose one of: reference, llvm, numba, cuda$"):
         get_backend("tpu")
 
 
@@ -169,7 +167,7 @@ def test_bench_without_onnxruntime_says_how_to_fix_it(relu_model, monkeypatch, c
         capsys.readouterr().err
 
 
-@pytest.mark.parametrize("target", ["reference", "llvm", "numba"])
+@pytest.mark.parametrize("target", ["reference", "llvm", "numba", "cuda"])  # cuda: on the simulator
 def test_every_target_runs_checks_and_prints_its_loop_program(relu_model, capsys, target):
     assert main(["run", relu_model, "--target", target, "--random-inputs", "--check"]) == 0
     assert "check against onnxruntime: max abs error 0  OK" in capsys.readouterr().out
@@ -188,7 +186,7 @@ def test_targets_stages_and_options_come_from_the_backend_registry(capsys):
     with pytest.raises(SystemExit):
         main(["compile", "--help"])
     out = capsys.readouterr().out
-    assert "{reference,llvm,numba}" in out and "{graph,fused,loops,dot,svg,onnx,llvm,asm,numba}" in out
+    assert "{reference,llvm,numba,cuda}" in out and "{graph,fused,loops,dot,svg,onnx,llvm,asm,numba,cuda,ptx}" in out
     assert "--threads THREADS" in out and "(llvm, numba)" in out
 
 

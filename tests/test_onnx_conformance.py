@@ -1,11 +1,14 @@
 """ONNX backend node tests for every op we support (see onnx_node_cases.py).
 
 Every in-scope case runs on reference and llvm. On numba, whose cold compile
-takes about half a second a case, the default run takes the cases that
-cover every op once (`covering_cases`) and `-m slow` the rest.
+takes about half a second a case, and on cuda (Numba's CUDA simulator, see
+conftest.py), the default run takes the cases that cover every op once
+(`covering_cases`) and `-m slow` the rest. `-m gpu` runs the covering cases
+on a real GPU.
 
 Print the conformance figure for the README with:
     python tests/test_onnx_conformance.py [--target reference] [-O 0]
+(cuda without a GPU: NUMBA_ENABLE_CUDASIM=1 python tests/test_onnx_conformance.py --target cuda)
 """
 import sys
 
@@ -13,8 +16,8 @@ import pytest
 
 from onnx_node_cases import covering_cases, expected_failures, run_case, scoped_cases
 
-TARGETS = ["reference", "llvm", "numba"]
-SLOW_TO_COMPILE = {"numba"}
+TARGETS = ["reference", "llvm", "numba", "cuda"]
+SLOW_TO_COMPILE = {"numba", "cuda"}
 
 _XFAIL = expected_failures()
 
@@ -26,6 +29,8 @@ def _params():
         for target in TARGETS:
             slow = [pytest.mark.slow] if target in SLOW_TO_COMPILE and case.name not in covering else []
             yield pytest.param(case, target, id=f"{target}-{case.name}", marks=marks + slow)
+        if case.name in covering:
+            yield pytest.param(case, "cuda", id=f"gpu-{case.name}", marks=marks + [pytest.mark.gpu])
 
 
 @pytest.mark.parametrize("case,target", list(_params()))

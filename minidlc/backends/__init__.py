@@ -20,11 +20,11 @@ import os
 from dataclasses import dataclass
 
 from ..ir import Node
+from ..loops.lower import Device
 from ..loops.program import LoopProgram, Schedule, lowering_failure
-from ..loops.schedule import default_schedule
+from ..loops.schedule import default_schedule, gpu_schedule
 
 COMMON_STAGES = ("graph", "fused", "loops", "dot", "svg", "onnx")  # every target prints these (CompiledModel.emit)
-PLANNED = ("cuda",)  # in the design, not built yet
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class Backend:
     options: tuple[Option, ...] = ()
     runs_kernels: bool = True         # False: it interprets the graph and lowers nothing
     schedule: Schedule = default_schedule
+    device: Device = Device.CPU       # what its kernels are lowered for
 
     def build(self, program: LoopProgram, **options):
         known = {o.name: o for o in self.options}
@@ -67,11 +68,11 @@ class Backend:
 
     def can_lower(self, node: Node) -> bool:
         """Whether a kernel of this target can compute `node` (fusion asks)."""
-        return not self.runs_kernels or lowering_failure(node) is None
+        return not self.runs_kernels or lowering_failure(node, self.device) is None
 
     def program(self, graph) -> LoopProgram:
         """The loop program of an optimized graph, scheduled for this target."""
-        return LoopProgram(graph, self.schedule)
+        return LoopProgram(graph, self.schedule, self.device)
 
 
 THREADS = Option("threads", int, f"threads to run on (default: all {os.cpu_count()} cores; numba: at most its "
@@ -90,11 +91,12 @@ register_backend(Backend("llvm", "loop IR -> LLVM IR (llvmlite), JIT-compiled fo
                          f"{__name__}.llvm", stages=("llvm", "asm"), options=(THREADS,)))
 register_backend(Backend("numba", "loop IR -> Python source compiled by Numba (njit, prange)",
                          f"{__name__}.numba", stages=("numba",), options=(THREADS,)))
+register_backend(Backend("cuda", "loop IR scheduled for a GPU -> Numba CUDA kernels over one device arena "
+                         "(NUMBA_ENABLE_CUDASIM=1: Numba's simulator, no GPU needed)",
+                         f"{__name__}.cuda", stages=("cuda", "ptx"), schedule=gpu_schedule, device=Device.GPU))
 
 
 def get_backend(target: str) -> Backend:
-    if target in PLANNED:
-        raise ValueError(f"target {target!r} is not implemented yet; available: {', '.join(BACKENDS)}")
     if target not in BACKENDS:
         raise ValueError(f"unknown target {target!r}; choose one of: {', '.join(BACKENDS)}")
     return BACKENDS[target]

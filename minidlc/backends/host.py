@@ -1,9 +1,9 @@
 """What the CPU backends share: host memory for a loop program, and the
 executable that runs its segments.
 
-`HostArena` allocates the memory plan's arena as one NumPy byte array and
-hands out the arrays a kernel parameter binds to (a typed, flat view of the
-arena, or a weight). `HostExecutable` copies the inputs in, runs each
+`Arena` hands out the arrays a kernel parameter binds to (a typed, flat
+view of the arena, or a weight); `HostArena` keeps the arena in one NumPy
+byte array (the cuda backend's `DeviceArena`, in device memory). `HostExecutable` copies the inputs in, runs each
 segment (a backend's compiled run of kernels, or a host step on NumPy), and
 copies the outputs out; a backend only says how a run of kernels becomes
 one callable.
@@ -24,37 +24,64 @@ from ..loops.plan import ALIGN
 from ..loops.program import LoopProgram, Step, StepKind
 
 
-class HostArena:
-    """The memory plan's arena in host memory, and the arrays that live in it."""
+class Arena:
+    """The memory plan's arena in some memory (host or device), and the flat
+    arrays kernel parameters bind to. A subclass says how to view `nbytes` at
+    an offset of its memory as an array, and where a weight lives."""
 
     def __init__(self, program: LoopProgram):
         self.plan = program.plan
-        self.memory = np.zeros(max(self.plan.size, 1) + ALIGN, np.uint8)
-        self.base = (-self.memory.ctypes.data) % ALIGN  # align the arena itself
 
-    def array(self, v: Value) -> np.ndarray:
+    def region(self, offset: int, nbytes: int, dtype: np.dtype):
+        raise NotImplementedError
+
+    def constant(self, a: np.ndarray):
+        raise NotImplementedError
+
+    def flat(self, a):
+        return a.reshape(-1)
+
+    def array(self, v: Value):
         """The array holding value `v`: its place in the arena, or the weight itself."""
         offset = self.plan.offset(v)
         if offset is None:
-            return self.plan.constants[id(v)]
-        start = self.base + offset
-        return self.memory[start:start + v.type.nbytes].view(v.type.np_dtype).reshape(v.type.shape)
+            return self.constant(self.plan.constants[id(v)])
+        return self.region(offset, v.type.nbytes, v.type.np_dtype).reshape(v.type.shape)
 
-    def buffer(self, step: Step, binding: Binding) -> np.ndarray:
+    def buffer(self, step: Step, binding: Binding):
         """The flat array a kernel parameter binds to for this step (C-contiguous,
         of the parameter's dtype and size; empty for an empty tensor, whose
         parameter still has one element)."""
         p = binding.param
         if binding.role == "const":
-            a = binding.array
+            a = self.constant(binding.array)
         elif binding.role == "scratch":
-            start = self.base + self.plan.scratch_offset(step.node, p.name)
-            a = self.memory[start:start + p.size * np.dtype(DTYPES[p.dtype]).itemsize].view(DTYPES[p.dtype])
+            dtype = np.dtype(DTYPES[p.dtype])
+            a = self.region(self.plan.scratch_offset(step.node, p.name), p.size * dtype.itemsize, dtype)
         else:
             a = self.array(LoopProgram.bound_value(step, binding))
-        a = np.ascontiguousarray(a).reshape(-1)
+        a = self.flat(a)
         assert a.dtype == DTYPES[p.dtype] and (a.size >= p.size or a.size == 0), (step.node.describe(), p)
         return a
+
+
+class HostArena(Arena):
+    """The arena as one NumPy byte array (weights stay where they are)."""
+
+    def __init__(self, program: LoopProgram):
+        super().__init__(program)
+        self.memory = np.zeros(max(self.plan.size, 1) + ALIGN, np.uint8)
+        self.base = (-self.memory.ctypes.data) % ALIGN  # align the arena itself
+
+    def region(self, offset: int, nbytes: int, dtype: np.dtype) -> np.ndarray:
+        start = self.base + offset
+        return self.memory[start:start + nbytes].view(dtype)
+
+    def constant(self, a: np.ndarray) -> np.ndarray:
+        return a
+
+    def flat(self, a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a).reshape(-1)
 
 
 class HostExecutable:

@@ -13,7 +13,7 @@ program.py    the loop program every backend builds from: steps, kernels, plan
 """
 from .ir import (Allocate, Binary, Call, Cast, Compare, Const, For, If, Kernel, Load, LoopKind, Param, Select, Seq,
                  Store, Var)
-from . import gemm, reduce  # noqa: F401  (register their lowering families)
+from . import gemm, gpu_gemm, reduce  # noqa: F401  (register their lowering families)
 from .printer import print_kernel
 from .verify import LoopIRError, verify_kernel
 

@@ -42,7 +42,7 @@ from ..ir import Kind, Node, Value
 from ..ir.types import dtype_name
 from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, const,
                  loop_nest, mul, row_major, seq)
-from .lower import Lowerer, padded_copy, register_lowering, unflatten, window_index
+from .lower import Device, Lowerer, padded_copy, register_lowering, unflatten, window_index
 from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger")
@@ -77,7 +77,7 @@ def _shapes(node: Node):
     return batch, a[:-2], b[:-2], a[-2], a[-1], b[-1]
 
 
-def _epilogue(lw: Lowerer, node: Node) -> tuple[Value, list[Node]]:
+def epilogue_chain(lw: Lowerer, node: Node) -> tuple[Value, list[Node]]:
     """The last value of the elementwise chain after the product that can be
     computed in the epilogue, and the chain's nodes (or the product, and [])."""
     c = node.outputs[0]
@@ -206,7 +206,8 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     a_index = lambda bidx, row, kv: broadcast_index(bidx, a_batch, batch) + ([kv[0], row[0]] if trans_a else [row[0], kv[0]])  # noqa: E731
     dot4 = None
-    if integer and const_b is not None and const_b.dtype == np.int8 and za_const is not None and za_const.size == 1:
+    if (integer and lw.device == Device.CPU and const_b is not None and const_b.dtype == np.int8
+            and za_const is not None and za_const.size == 1):
         b_kn = np.swapaxes(const_b, -1, -2) if trans_b else const_b
         dot4 = _dot4_rows(lw, node, batch, m, k, lambda bidx, row, kk: lw.read(a_val, a_index(bidx, row, [kk])),
                           b_kn, int(za_const.reshape(())))
@@ -278,7 +279,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     row_panels = out_sp[-1] // CONFIG.nr if out_sp[-1] % CONFIG.nr == 0 else 0
     in_place = bool(row_panels) and win.strides[-1] == 1  # a panel's pixels are adjacent in the (padded) input
     # an int8 conv (one group) takes the direct form with dot4 words, which need no im2col
-    dot4 = integer and w_const.dtype == np.int8 and g == 1
+    dot4 = integer and w_const.dtype == np.int8 and g == 1 and lw.device == Device.CPU
     if dot4 or (mg >= DIRECT_MIN_CHANNELS and not (in_place and kc < DIRECT_MIN_K)):
         w_t = np.swapaxes(w_const.reshape(g, mg, kc), 1, 2)  # (G, Kc, Mg)
         # wide output rows: blocks of pixels within one row, so a pixel's position
@@ -350,7 +351,7 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     per_group = channels // a["group"]  # output channels per input channel (the depth multiplier)
     w_dt = dtype_name(w_const.dtype)
     wbuf = lw.constant_param(w.name, w_const.reshape(channels, -1), w_dt)
-    out, chain = _epilogue(lw, node)
+    out, chain = epilogue_chain(lw, node)
     buf = lw.buffer_for(out)
     plane, o = lw.var("p"), lw.vars(len(kernel), "o")
     img, ch = Binary("/", plane, const(channels)), Binary("%", plane, const(channels))
@@ -380,13 +381,38 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     return seq(prologue, stencils)
 
 
-@register_lowering(*GEMM_OPS)
-def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
+def gemm_spec(lw: Lowerer, node: Node) -> GemmSpec:
+    """The product a MatMul, Gemm or Conv computes, as every device's GEMM sees it."""
     if node.op not in INTEGER_OPS and node.outputs[0].type.dtype not in FLOATS:
         raise Unsupported(f"{node.op} on {node.outputs[0].type.dtype}")
+    return _conv_spec(lw, node) if node.op in ("Conv", "ConvInteger") else _matmul_spec(lw, node)
+
+
+def store_result(lw: Lowerer, spec: GemmSpec, node: Node, out: Value, buf: str, out_idx: list[Expr],
+                 value: Expr) -> Stmt:
+    """Store the epilogue's value at `out_idx`, given the accumulated product
+    there (`value`): the fused elementwise chain up to `out` reads the product
+    through `lw.special`."""
+    c_val = node.outputs[0]
+
+    def product(idx: list[Expr]) -> Expr:
+        if idx != out_idx:
+            raise Unsupported("epilogue reads the product at another index")
+        return spec.adjust(value, idx)
+
+    lw.special[id(c_val)] = product
+    try:
+        result = lw.read(out, out_idx)
+    finally:
+        del lw.special[id(c_val)]
+    return Store(buf, row_major(out_idx, out.type.shape), result)
+
+
+@register_lowering(*GEMM_OPS, devices=(Device.CPU,))
+def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     if is_depthwise(node):
         return lower_depthwise(lw, node, done)
-    spec = _conv_spec(lw, node) if node.op in ("Conv", "ConvInteger") else _matmul_spec(lw, node)
+    spec = gemm_spec(lw, node)
     dt = spec.acc_dtype
     m, k, n, batch = spec.m, spec.k, spec.n, spec.batch
     mr, nr = CONFIG.mr, CONFIG.nr
@@ -410,8 +436,7 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         bp = lw.scratch(b_name + "_packed", dt, math.prod(spec.b_batch) * panels * k * nr)
         stages.append(_pack_stage(lw, spec, panels, bp, dt))
 
-    out, chain = _epilogue(lw, node)
-    c_val = node.outputs[0]
+    out, chain = epilogue_chain(lw, node)
     buf = lw.buffer_for(out)
 
     def block(bidx: list[Expr], row0: list[Expr], rows: int, panel: Expr, cols: int) -> Stmt:
@@ -440,21 +465,11 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
                             For(ii, const(rows), For(jj, const(nr), fma, LoopKind.VECTORIZED), LoopKind.UNROLLED))
         zero = For(ii, const(rows), For(jj, const(nr), Store(acc, cell, Const(0, dt)), LoopKind.VECTORIZED),
                    LoopKind.UNROLLED)
-        out_idx = spec.out(bidx, row, add(mul(panel, const(nr)), jj))
-
-        def product(idx: list[Expr]) -> Expr:
-            if idx != out_idx:
-                raise Unsupported("epilogue reads the product at another index")
-            value = Load(acc, cell, dt)
-            if d4 is not None and d4.offset:  # sum (a - z) b = sum a b - z colsum(b)
-                column = add(mul(add(mul(b_flat, const(panels)), panel), const(nr)), jj)
-                value = Binary("-", value, mul(Const(d4.offset, dt), Load(colsums, column, dt)))
-            return spec.adjust(value, idx)
-
-        lw.special[id(c_val)] = product
-        result = lw.read(out, out_idx)
-        del lw.special[id(c_val)]
-        write = Store(buf, row_major(out_idx, out.type.shape), result)
+        value = Load(acc, cell, dt)
+        if d4 is not None and d4.offset:  # sum (a - z) b = sum a b - z colsum(b)
+            column = add(mul(add(mul(b_flat, const(panels)), panel), const(nr)), jj)
+            value = Binary("-", value, mul(Const(d4.offset, dt), Load(colsums, column, dt)))
+        write = store_result(lw, spec, node, out, buf, spec.out(bidx, row, add(mul(panel, const(nr)), jj)), value)
         if spec.rows_contiguous:  # C is stored transposed: vectors run down a column of the block
             store = For(jj, const(cols), For(ii, const(rows), write, LoopKind.VECTORIZED), LoopKind.UNROLLED)
         else:

@@ -8,9 +8,16 @@ pointer arithmetic.
 
 Expressions: Var, Const, Load, Binary (arithmetic, min/max), Compare, Select,
 Cast, Call (exp, log, tanh, sqrt, erf, ...). Statements: For, Store, Allocate
-(a small kernel-local array, e.g. an accumulator or a register block), If and
-Seq. Nodes are immutable and hashable, so schedules build new trees and never
-edit old ones.
+(a small kernel-local array, e.g. an accumulator or a register block), If,
+Seq, and Barrier. Nodes are immutable and hashable, so schedules build new
+trees and never edit old ones.
+
+GPU schedules use three more things (docs/LOOP_IR.md): loops bound to the
+grid's blocks and to a block's threads (`LoopKind.BLOCKS`, `LoopKind.THREADS`),
+a memory scope on allocations (`Scope.SHARED`: one array per block, that its
+threads share; `Scope.LOCAL`: per thread, registers when indexed by constants;
+global memory is the kernel's parameters), and `Barrier`, which waits for every
+thread of the block.
 """
 from __future__ import annotations
 
@@ -110,6 +117,18 @@ class LoopKind(str, Enum):
     PARALLEL = "parallel"      # iterations run on several threads
     VECTORIZED = "vectorized"  # the backend vectorizes this (innermost) loop
     UNROLLED = "unrolled"      # the backend unrolls this loop fully
+    BLOCKS = "blockIdx.x"      # GPU: one block of the grid per iteration (a kernel launch's grid)
+    THREADS = "threadIdx.x"    # GPU: one thread of the block per iteration (inside a BLOCKS loop)
+
+
+GPU_LOOPS = (LoopKind.BLOCKS, LoopKind.THREADS)
+
+
+class Scope(str, Enum):
+    """Where an Allocate lives. CPU kernels use LOCAL only."""
+
+    LOCAL = "local"    # one array per thread (a CPU thread, or a GPU thread: registers or local memory)
+    SHARED = "shared"  # GPU: one array per block, shared by its threads (between BLOCKS and THREADS loops)
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,7 @@ class Allocate:
     dtype: str
     size: int
     body: "Stmt"
+    scope: Scope = Scope.LOCAL
 
 
 @dataclass(frozen=True)
@@ -151,7 +171,13 @@ class Seq:
     stmts: tuple["Stmt", ...]
 
 
-Stmt = Union[For, Store, Allocate, If, Seq]
+@dataclass(frozen=True)
+class Barrier:
+    """GPU: every thread of the block waits here until all have arrived (and
+    their shared-memory writes are visible): __syncthreads()."""
+
+
+Stmt = Union[For, Store, Allocate, If, Seq, Barrier]
 
 
 @dataclass(frozen=True)

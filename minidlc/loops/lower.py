@@ -19,13 +19,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from enum import Enum
 from itertools import count
 from typing import Callable
 
 import numpy as np
 
 from ..ir import Graph, Node, Value
-from .ir import (Allocate, Binary, Call, Compare, Const, Expr, For, Kernel, Load, Param, Stmt, Store, Var, add, const,
+from .ir import (Allocate, Binary, Call, Compare, Const, Expr, For, Kernel, Load, Param, Select, Stmt, Store, Var, add, const,
                  loop_nest, mul, row_major, seq)
 from .mathfns import expand_math
 from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, STORAGE_DTYPES, Unsupported
@@ -33,16 +34,25 @@ from .simplify import simplify_stmt
 from .transform import stmt_exprs, walk_exprs, walk_stmts
 
 
-# op -> lower(lowerer, node, done) -> the statement computing it; `done` collects
-# the ids of nodes the family consumed as well (e.g. a GEMM's fused epilogue).
-LOWERINGS: dict[str, Callable[["Lowerer", Node, set], Stmt]] = {}
+class Device(str, Enum):
+    """What a kernel is lowered for. Most lowerings are the same for both; the
+    GEMM family builds a different loop nest for each (gemm.py, gpu_gemm.py)."""
+
+    CPU = "cpu"
+    GPU = "gpu"
 
 
-def register_lowering(*ops: str):
-    """Register a lowering family for `ops` (a decorator)."""
+# (op, device) -> lower(lowerer, node, done) -> the statement computing it; `done`
+# collects the ids of nodes the family consumed as well (e.g. a GEMM's fused epilogue).
+LOWERINGS: dict[tuple[str, Device], Callable[["Lowerer", Node, set], Stmt]] = {}
+
+
+def register_lowering(*ops: str, devices: tuple[Device, ...] = tuple(Device)):
+    """Register a lowering family for `ops` on `devices` (a decorator)."""
     def deco(fn):
         for op in ops:
-            LOWERINGS[op] = fn
+            for device in devices:
+                LOWERINGS[(op, device)] = fn
         return fn
     return deco
 
@@ -92,8 +102,9 @@ class Group:
 class Lowerer:
     """Builds one kernel; `read(value, idx)` is the heart of operator inlining."""
 
-    def __init__(self, group: Group, name: str, unused: frozenset[int] = frozenset()):
+    def __init__(self, group: Group, name: str, unused: frozenset[int] = frozenset(), device: Device = Device.CPU):
         self.group = group
+        self.device = device
         self.unused = unused  # positions of outputs nobody reads: they need not be computed
         self.name = name
         self.bindings: list[Binding] = []
@@ -208,8 +219,8 @@ class Lowerer:
         for node in self.group.nodes:
             if id(node) in done or node.op == "Constant":
                 continue
-            if node.op in LOWERINGS:
-                stmts.append(LOWERINGS[node.op](self, node, done))
+            if (node.op, self.device) in LOWERINGS:
+                stmts.append(LOWERINGS[(node.op, self.device)](self, node, done))
             elif node.op in RULES or node.op in MULTI_RULES:
                 for v in node.outputs:
                     if id(v) in self.out_index and self.out_index[id(v)] not in self.unused:
@@ -223,6 +234,8 @@ class Lowerer:
                 stmts.append(loop_nest(idx, list(v.type.shape),
                                        Store(buf, row_major(list(idx), v.type.shape), self.read(v, list(idx)))))
         body = simplify_stmt(expand_math(seq(*stmts)))
+        if self.device == Device.GPU and any(b.param.dtype in STORAGE_DTYPES for b in self.bindings):
+            raise Unsupported("f16 or bf16 buffers on the GPU (the cuda target converts neither yet)")
         if computes_in_storage_dtype(body):
             raise Unsupported("arithmetic on f16 or bf16, storage dtypes that kernels only load, store and convert")
         # an input read only through its packed copy is not a parameter: the
@@ -254,10 +267,11 @@ def computes_in_storage_dtype(body: Stmt) -> bool:
     return False
 
 
-def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset()) -> LoweredGroup:
-    """Lower a Fused node or a plain node to one kernel (raises Unsupported).
-    `unused` lists the positions of outputs that nothing reads."""
-    return Lowerer(Group.of(node), name, unused).lower()
+def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset(),
+                device: Device = Device.CPU) -> LoweredGroup:
+    """Lower a Fused node or a plain node to one kernel for `device` (raises
+    Unsupported). `unused` lists the positions of outputs that nothing reads."""
+    return Lowerer(Group.of(node), name, unused, device).lower()
 
 
 def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[Expr]], Expr], tuple, Stmt | None]:
@@ -276,6 +290,17 @@ def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[E
     before, after = win.pads[:nd], win.pads[nd:]
     shape = x.type.shape[:2] + tuple(sp + before[d] + after[d] for d, sp in enumerate(x.type.shape[2:]))
     padded = lw.scratch(x.name + "_padded", x.type.dtype, math.prod(shape))
+    read = lambda idx: Load(padded, row_major(idx, shape), x.type.dtype)  # noqa: E731
+    if lw.device == Device.GPU:  # one loop nest over the padded copy: one thread per element
+        idx = lw.vars(len(shape), "q")
+        src, inside = list(idx[:2]), None
+        for d, o in enumerate(idx[2:]):
+            size = x.type.shape[2 + d]
+            src.append(Binary("min", Binary("max", Binary("-", o, const(before[d])), const(0)), const(size - 1)))
+            here = Binary("and", Compare(">=", o, const(before[d])), Compare("<", o, const(before[d] + size)))
+            inside = here if inside is None else Binary("and", inside, here)
+        return read, shape, loop_nest(idx, list(shape), Store(padded, row_major(list(idx), shape),
+                                                              Select(inside, lw.read(x, src), pad)))
     plane = lw.var("p")
     outer = unflatten(plane, shape[:2])
 
@@ -295,8 +320,7 @@ def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[E
         inside = For(i, const(x.type.shape[2 + d]), fill(d + 1, src + [i], dst + [add(i, const(before[d]))]))
         return seq(zeros(d, 0, before[d], dst), inside, zeros(d, shape[2 + d] - after[d], after[d], dst))
 
-    return (lambda idx: Load(padded, row_major(idx, shape), x.type.dtype)), shape, \
-        For(plane, const(math.prod(shape[:2])), fill(0, [], []))
+    return read, shape, For(plane, const(math.prod(shape[:2])), fill(0, [], []))
 
 
 def window_index(win, out: list[Expr], cell: list[Expr]) -> list[Expr]:

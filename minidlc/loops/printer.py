@@ -1,7 +1,7 @@
 """Print loop IR as C-like pseudo code, the form `emit("loops")` shows."""
 from __future__ import annotations
 
-from .ir import Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select, Seq, Stmt, Store, Var
+from .ir import Allocate, Barrier, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Scope, Select, Seq, Stmt, Store, Var
 
 _PREC = {"or": 1, "xor": 2, "and": 3, "+": 5, "-": 5, "*": 6, "/": 6, "%": 6}
 _C_OP = {"and": "&&", "or": "||", "xor": "^"}
@@ -46,7 +46,8 @@ def print_stmt(s: Stmt, indent: int = 0) -> list[str]:
     if isinstance(s, Store):
         return [f"{pad}{s.buf}[{print_expr(s.index)}] = {print_expr(s.value)};"]
     if isinstance(s, Allocate):
-        return [f"{pad}{s.dtype} {s.buf}[{s.size}];", *print_stmt(s.body, indent)]
+        scope = "" if s.scope == Scope.LOCAL else f"{s.scope.value} "
+        return [f"{pad}{scope}{s.dtype} {s.buf}[{s.size}];", *print_stmt(s.body, indent)]
     if isinstance(s, If):
         lines = [f"{pad}if ({print_expr(s.cond)}) {{", *print_stmt(s.then, indent + 1)]
         if s.orelse is not None:
@@ -54,6 +55,8 @@ def print_stmt(s: Stmt, indent: int = 0) -> list[str]:
         return lines + [pad + "}"]
     if isinstance(s, Seq):
         return [line for x in s.stmts for line in print_stmt(x, indent)]
+    if isinstance(s, Barrier):
+        return [f"{pad}__syncthreads();"]
     return [f"{pad}<?{s!r}>"]
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from .ir import Kernel, Param
-from .lower import LoweredGroup, Unsupported, lower_group
+from .lower import Device, LoweredGroup, Unsupported, lower_group
 from .plan import MemoryPlan, plan_memory
 from .printer import print_kernel
 from .rules import view_offset
@@ -71,24 +71,26 @@ class Step:
         return f"// {self.node.describe()}: runs on NumPy (fallback: {self.reason})"
 
 
-def lowering_failure(node: Node) -> str | None:
-    """Why `node` has no loop-IR lowering, or None when it has one. Fusion asks
-    this of every node so that a group only holds what lowers."""
+def lowering_failure(node: Node, device: Device = Device.CPU) -> str | None:
+    """Why `node` has no loop-IR lowering for `device`, or None when it has one.
+    Fusion asks this of every node so that a group only holds what lowers."""
     if node.op == "Constant" or view_offset(node) is not None:
         return None
     try:
-        lower_group(node, "probe")
+        lower_group(node, "probe", device=device)
     except Unsupported as e:
         return str(e)
     return None
 
 
 class LoopProgram:
-    """The steps of a graph, their kernels scheduled by `schedule`, and the memory plan."""
+    """The steps of a graph, their kernels lowered for `device` and scheduled
+    by `schedule`, and the memory plan."""
 
-    def __init__(self, graph: Graph, schedule: Schedule | None = default_schedule):
+    def __init__(self, graph: Graph, schedule: Schedule | None = default_schedule, device: Device = Device.CPU):
         self.graph = graph
         self.schedule = schedule
+        self.device = device
 
     @cached_property
     def steps(self) -> list[Step]:
@@ -104,7 +106,7 @@ class LoopProgram:
             name = _kernel_name(node, names)
             try:
                 unused = frozenset(i for i, v in enumerate(node.outputs) if not counts.get(v))
-                lowered = lower_group(node, name, unused)
+                lowered = lower_group(node, name, unused, self.device)
                 if self.schedule is not None:
                     lowered.kernel = self.schedule(lowered.kernel)
                 verify_kernel(lowered.kernel)

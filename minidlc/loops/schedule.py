@@ -9,6 +9,7 @@ each one against the unscheduled kernel on random shapes.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 from .ir import Allocate, Binary, Const, For, If, Kernel, LoopKind, Seq, Stmt, Var, add, const, mul, seq
 from .simplify import simplify
@@ -198,4 +199,78 @@ def default_schedule(k: Kernel) -> Kernel:
             if isinstance(x, For) and x.kind == LoopKind.SERIAL and not any(isinstance(y, For) for y in walk_stmts(x.body)):
                 s = vectorize(s, x.var.name)
         out.append(s)
+    return replace(k, body=seq(*out))
+
+
+# ---- the GPU schedule ------------------------------------------------------------------
+MAX_BLOCK_THREADS = 256
+
+
+def block_size(n: int) -> int:
+    """Threads per block for n iterations: the largest divisor of n up to
+    MAX_BLOCK_THREADS, so that every thread has exactly one iteration and no
+    bounds guard is needed (tensor sizes are mostly multiples of 32)."""
+    return next(t for t in range(min(n, MAX_BLOCK_THREADS), 0, -1) if n % t == 0)
+
+
+def _cpu_kinds_dropped(s: Stmt) -> Stmt:
+    """Parallel and vectorized loops (a CPU lowering's choices) made serial again."""
+    if isinstance(s, For):
+        kind = LoopKind.SERIAL if s.kind in (LoopKind.PARALLEL, LoopKind.VECTORIZED) else s.kind
+        return replace(s, kind=kind, body=_cpu_kinds_dropped(s.body))
+    if isinstance(s, Seq):
+        return Seq(tuple(_cpu_kinds_dropped(x) for x in s.stmts))
+    if isinstance(s, Allocate):
+        return replace(s, body=_cpu_kinds_dropped(s.body))
+    if isinstance(s, If):
+        return replace(s, then=_cpu_kinds_dropped(s.then),
+                       orelse=None if s.orelse is None else _cpu_kinds_dropped(s.orelse))
+    return s
+
+
+def bind_to_threads(s: Stmt, names: Callable[[str], Var]) -> Stmt:
+    """One stage as a GPU launch: its outer loops of constant extent fused into
+    one, whose iterations become the grid's threads (one each: `block_size`).
+    A stage with no such loop runs on one thread.
+
+    before: for (i = 0; i < 64; i++) for (j = 0; j < 100; j++) S(i, j)
+    after:  for (b = 0; b < 25; b++) {  // blockIdx.x
+              for (t = 0; t < 256; t++) {  // threadIdx.x
+                S((b * 256 + t) / 100, (b * 256 + t) % 100)
+    """
+    chain = []
+    for loop in _nest(s):
+        if not isinstance(loop.extent, Const) or loop.kind != LoopKind.SERIAL:
+            break
+        chain.append(loop)
+    for inner in chain[1:]:
+        s = fuse(s, _nest(s)[0].var.name, inner.var.name)
+    blk, t = names("blk"), names("t")
+    if not chain:
+        return For(blk, const(1), For(t, const(1), s, LoopKind.THREADS), LoopKind.BLOCKS)
+    n = _extent(s)
+    threads = block_size(n)
+    body = substitute_stmt(s.body, {s.var: add(mul(blk, const(threads)), t)})
+    return For(blk, const(n // threads), For(t, const(threads), map_stmt(body, simplify), LoopKind.THREADS),
+               LoopKind.BLOCKS)
+
+
+def gpu_schedule(k: Kernel) -> Kernel:
+    """Every top-level stage becomes one launch: stages a GPU lowering already
+    bound (the tiled GEMM) stay; the others are spread over threads by
+    `bind_to_threads` (elementwise groups: one thread per element; reductions
+    and pools: one per output)."""
+    stages = k.body.stmts if isinstance(k.body, Seq) else (k.body,)
+    taken = {x.var.name for st in stages for x in walk_stmts(st) if isinstance(x, For)}
+
+    def names(base: str) -> Var:
+        name, i = base, 0
+        while name in taken:
+            i += 1
+            name = f"{base}{i}"
+        taken.add(name)
+        return Var(name)
+
+    out = [s if any(isinstance(x, For) and x.kind == LoopKind.BLOCKS for x in walk_stmts(s))
+           else bind_to_threads(_cpu_kinds_dropped(s), names) for s in stages]
     return replace(k, body=seq(*out))

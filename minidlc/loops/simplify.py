@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import singledispatch
 
-from .ir import Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Load, Select, Seq, Stmt, Store, seq
+from .ir import GPU_LOOPS, Allocate, Barrier, Binary, Call, Cast, Compare, Const, Expr, For, If, Load, Select, Seq, Stmt, Store, seq
 
 _INT_FOLD = {
     "+": lambda a, b: a + b,
@@ -170,7 +170,7 @@ def simplify_stmt(s: Stmt) -> Stmt:
         if _is(ext, 0):
             return Seq(())
         body = simplify_stmt(s.body)
-        if _is(ext, 1):
+        if _is(ext, 1) and s.kind not in GPU_LOOPS:  # a GPU loop of one iteration is still a launch
             from .transform import substitute_stmt
 
             return simplify_stmt(substitute_stmt(body, {s.var: Const(0, s.var.dtype)}))
@@ -187,4 +187,6 @@ def simplify_stmt(s: Stmt) -> Stmt:
         return If(c, simplify_stmt(s.then), None if s.orelse is None else simplify_stmt(s.orelse))
     if isinstance(s, Seq):
         return seq(*(simplify_stmt(x) for x in s.stmts)) if s.stmts else s
+    if isinstance(s, Barrier):
+        return s
     raise TypeError(f"not a statement: {s!r}")

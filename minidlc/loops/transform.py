@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Iterator
 
-from .ir import Allocate, Binary, Call, Cast, Compare, Expr, For, If, Load, Select, Seq, Stmt, Store, Var
+from .ir import Allocate, Barrier, Binary, Call, Cast, Compare, Expr, For, If, Load, Select, Seq, Stmt, Store, Var
 
 
 def map_expr(e: Expr, fn: Callable[[Expr], Expr | None]) -> Expr:
@@ -38,6 +38,8 @@ def map_stmt(s: Stmt, expr_fn: Callable[[Expr], Expr | None]) -> Stmt:
                   None if s.orelse is None else map_stmt(s.orelse, expr_fn))
     if isinstance(s, Seq):
         return Seq(tuple(map_stmt(x, expr_fn) for x in s.stmts))
+    if isinstance(s, Barrier):
+        return s
     raise TypeError(f"not a statement: {s!r}")
 
 

@@ -10,7 +10,7 @@ accepts (the runtime checks shapes before every native call).
 """
 from __future__ import annotations
 
-from .ir import Allocate, Binary, Call, CALLS, Cast, Compare, Const, Expr, For, If, INDEX, Kernel, Load, Select, Seq, Stmt, Store, Var
+from .ir import Allocate, Barrier, Binary, Call, CALLS, Cast, Compare, Const, Expr, For, If, INDEX, Kernel, Load, LoopKind, Scope, Select, Seq, Stmt, Store, Var
 
 
 class LoopIRError(Exception):
@@ -143,7 +143,9 @@ def _check_expr(e: Expr, bufs, env) -> None:
             _check_expr(a, bufs, env)
 
 
-def _check_stmt(s: Stmt, bufs, env) -> None:
+def _check_stmt(s: Stmt, bufs, env, gpu: tuple[str, ...] = ()) -> None:
+    """`gpu`: the GPU levels around `s` ("blocks", "shared", "threads"), which
+    must nest in that order: a launch's grid, its shared arrays, its threads."""
     if isinstance(s, For):
         _check_expr(s.extent, bufs, env)
         ext = _interval(s.extent, env)
@@ -151,7 +153,20 @@ def _check_stmt(s: Stmt, bufs, env) -> None:
             raise LoopIRError(f"loop {s.var.name} has an extent with unknown bounds")
         if s.var in env:
             raise LoopIRError(f"loop variable {s.var.name} is bound twice")
-        _check_stmt(s.body, bufs, {**env, s.var: (0, ext[1] - 1)})
+        inner = gpu
+        if s.kind == LoopKind.BLOCKS:
+            if env or gpu:
+                raise LoopIRError(f"loop {s.var.name} over blocks is not a top-level statement of the kernel")
+            inner = ("blocks",)
+        elif s.kind == LoopKind.THREADS:
+            if "blocks" not in gpu or "threads" in gpu:
+                raise LoopIRError(f"loop {s.var.name} over threads is not directly inside a loop over blocks")
+            inner = gpu + ("threads",)
+        elif "blocks" in gpu and "threads" not in gpu:
+            raise LoopIRError(f"loop {s.var.name} runs between a loop over blocks and its threads")
+        if s.kind in (LoopKind.BLOCKS, LoopKind.THREADS) and not isinstance(s.extent, Const):
+            raise LoopIRError(f"GPU loop {s.var.name} has a run-time extent")
+        _check_stmt(s.body, bufs, {**env, s.var: (0, ext[1] - 1)}, inner)
     elif isinstance(s, Store):
         dt = _check_access(s.buf, s.index, bufs, env, "store")
         _check_expr(s.value, bufs, env)
@@ -160,14 +175,20 @@ def _check_stmt(s: Stmt, bufs, env) -> None:
     elif isinstance(s, Allocate):
         if s.buf in bufs:
             raise LoopIRError(f"buffer {s.buf} is allocated twice")
-        _check_stmt(s.body, {**bufs, s.buf: (s.dtype, s.size)}, env)
+        if (s.scope == Scope.SHARED) != ("blocks" in gpu and "threads" not in gpu):
+            raise LoopIRError(f"{s.scope.value} buffer {s.buf} " + ("is not between a loop over blocks and its threads"
+                              if s.scope == Scope.SHARED else "is allocated outside a GPU thread"))
+        _check_stmt(s.body, {**bufs, s.buf: (s.dtype, s.size)}, env, gpu)
     elif isinstance(s, If):
         _check_expr(s.cond, bufs, env)
-        _check_stmt(s.then, bufs, _narrow(s.cond, env))
+        _check_stmt(s.then, bufs, _narrow(s.cond, env), gpu)
         if s.orelse is not None:
-            _check_stmt(s.orelse, bufs, env)
+            _check_stmt(s.orelse, bufs, env, gpu)
     elif isinstance(s, Seq):
         for x in s.stmts:
-            _check_stmt(x, bufs, env)
+            _check_stmt(x, bufs, env, gpu)
+    elif isinstance(s, Barrier):
+        if "threads" not in gpu:
+            raise LoopIRError("a barrier outside a loop over threads")
     else:
         raise LoopIRError(f"not a statement: {s!r}")

@@ -51,14 +51,15 @@ _COMPILE_LOCK = threading.RLock()
 _PARALLEL_LOCK = threading.Lock()
 
 
-def load_module(source: str):
+def load_module(source: str, version: str = RENDER_VERSION):
     """Import the generated `source` from the cache (writing it there first).
     Numba's own cache files for it (under __pycache__) are used only when they
     match the digests recorded after they were made (`seal`); otherwise they
-    are deleted and Numba compiles afresh."""
+    are deleted and Numba compiles afresh. `version`: of the code that made
+    the source and of what it calls (a change there invalidates the cache)."""
     import numba
 
-    key = cache.cache_key(source, numba.__version__, RENDER_VERSION)
+    key = cache.cache_key(source, numba.__version__, version)
     name = f"minidlc_numba_{key[:16]}"
     with _COMPILE_LOCK:
         if name in sys.modules:
@@ -67,7 +68,7 @@ def load_module(source: str):
         path = folder / f"m_{key[:40]}.py"
         if not (cache.trusted(path) and path.read_text() == source):
             log.info("numba: compiling %d kernel(s), cold: this takes a while (seconds to a minute); later "
-                     "compiles of this model load Numba's cache", source.count("@njit(") - source.count("def program"))
+                     "compiles of this model load Numba's cache", source.count("\ndef ") - source.count("\ndef program"))
             _drop_numba_cache(path)
             if not cache.write_atomic(path, source.encode()):
                 path = _scratch_dir() / path.name

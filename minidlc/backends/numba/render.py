@@ -28,6 +28,7 @@ import keyword
 import math
 import re
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 
@@ -115,7 +116,7 @@ def unroll(s: Stmt) -> Stmt:
     if isinstance(s, For):
         return For(s.var, s.extent, unroll(s.body), s.kind)
     if isinstance(s, Allocate):
-        return Allocate(s.buf, s.dtype, s.size, unroll(s.body))
+        return replace(s, body=unroll(s.body))
     if isinstance(s, If):
         return If(s.cond, unroll(s.then), None if s.orelse is None else unroll(s.orelse))
     if isinstance(s, Seq):

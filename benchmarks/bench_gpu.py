@@ -1,0 +1,184 @@
+"""minidlc's cuda target against PyTorch on the same GPU, in one process.
+
+    python benchmarks/bench_gpu.py [--sgemm 4096] [--models mlp,convnet,tfblock,resnet50]
+                                   [--batches 1,32] [--no-compile] [--json out.json]
+
+Prints the GPU's name, then:
+- sgemm N^3 (f32, both operands computed at run time): minidlc's tiled kernel
+  and torch.matmul with TF32 off, GFLOP/s each and the ratio;
+- each model at each batch: ms per run of minidlc, PyTorch eager and
+  torch.compile (the same ONNX graph run by torch ops, benchmarks/onnx_torch.py),
+  and the ratios eager/minidlc and compile/minidlc (above 1: minidlc is faster),
+  with minidlc's compile time and its error against PyTorch.
+
+Every time is the median over rounds of CUDA-event time around `reps`
+back-to-back runs on inputs already on the device (no host copies on either
+side), after warm-up runs. tfblock's Reshapes fix its batch at 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+import numpy as np  # noqa: E402
+
+import minidlc  # noqa: E402
+from minidlc.demo_models import build_model, example_inputs  # noqa: E402
+
+
+def time_numba(fn, reps: int, rounds: int = 5) -> float:
+    """ms per call of fn (which queues GPU work), by CUDA events."""
+    from numba import cuda
+
+    fn()
+    cuda.synchronize()
+    times = []
+    for _ in range(rounds):
+        start, end = cuda.event(), cuda.event()
+        start.record()
+        for _ in range(reps):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(cuda.event_elapsed_time(start, end) / reps)
+    return statistics.median(times)
+
+
+def time_torch(fn, reps: int, rounds: int = 5) -> float:
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / reps)
+    return statistics.median(times)
+
+
+def matmul_model(n: int):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "sgemm",
+                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
+                          [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def bench_sgemm(n: int) -> dict:
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    start = time.perf_counter()
+    m = minidlc.compile(matmul_model(n), target="cuda")
+    compile_s = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    ex = m.executable
+    ex.feed([a, b])
+    reps = max(1, int(2e10 // (2 * n ** 3)))
+    ours = time_numba(ex.launch, reps)
+    ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+    theirs = time_torch(lambda: torch.matmul(ta, tb), reps)
+    got = ex.arena.array(ex.graph.outputs[0]).copy_to_host()
+    want = (ta.double() @ tb.double()).cpu().numpy()
+    err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+    flops = 2 * n ** 3
+    row = {"n": n, "minidlc_gflops": flops / ours / 1e6, "torch_gflops": flops / theirs / 1e6,
+           "ratio": theirs / ours, "rel_err": err, "compile_s": compile_s}
+    print(f"sgemm {n}^3 f32: minidlc {row['minidlc_gflops']:.0f} GFLOP/s, torch.matmul (TF32 off) "
+          f"{row['torch_gflops']:.0f} GFLOP/s, minidlc/torch {row['ratio']:.2f}; rel. error {err:.1e}; "
+          f"compile {compile_s:.1f} s", flush=True)
+    return row
+
+
+def bench_model(name: str, batch: int, with_compile: bool) -> dict:
+    import torch
+    from onnx_torch import OnnxModule
+
+    model = build_model(name, batch if name == "resnet50" else None)
+    if name in ("mlp", "convnet"):  # batch-agnostic graphs: set the batch of their input and output
+        for vi in (model.graph.input[0], model.graph.output[0]):
+            vi.type.tensor_type.shape.dim[0].dim_value = batch
+    elif name != "resnet50" and batch != 1:
+        return {}
+    start = time.perf_counter()
+    m = minidlc.compile(model, target="cuda")
+    compile_s = time.perf_counter() - start
+    feeds = m.random_inputs(0)
+    ex = m.executable
+    ex.feed([feeds[v.name] for v in ex.graph.inputs])
+    module = OnnxModule(model).cuda().eval()
+    xs = [torch.from_numpy(feeds[n]).cuda() for n in module.inputs]
+    with torch.no_grad():
+        want = module(*xs)[0].double().cpu().numpy()
+        eager = time_torch(lambda: module(*xs), 20)
+        compiled = None
+        if with_compile:
+            cmod = torch.compile(module)
+            cmod(*xs)
+            compiled = time_torch(lambda: cmod(*xs), 20)
+    ours = time_numba(ex.launch, 20)
+    got = ex.arena.array(ex.graph.outputs[0]).copy_to_host()
+    err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+    host = sum(s.kind.value == "host" for s in m.program.steps)
+    row = {"model": name, "batch": batch, "minidlc_ms": ours, "eager_ms": eager, "compile_ms": compiled,
+           "eager_ratio": eager / ours, "compile_ratio": compiled / ours if compiled else None,
+           "compile_s": compile_s, "launches": len(ex.launches), "host_steps": host, "rel_err": err}
+    comp = f"{compiled:8.3f}" if compiled else "       -"
+    cr = f"{compiled / ours:6.2f}" if compiled else "     -"
+    print(f"{name:<9}{batch:>6}{ours:>10.3f}{eager:>10.3f}{comp:>10}{eager / ours:>9.2f}{cr:>10}"
+          f"{compile_s:>10.1f}{len(ex.launches):>9}{host:>6}{err:>10.1e}", flush=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sgemm", type=int, default=4096, help="N of the N^3 sgemm (0: skip)")
+    ap.add_argument("--models", default="mlp,convnet,tfblock,resnet50")
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (it compiles for minutes)")
+    ap.add_argument("--compile-for", default="", help="run torch.compile for these models only (default: all)")
+    ap.add_argument("--json", help="also write the rows here")
+    args = ap.parse_args()
+    import numba
+    import torch
+    from numba import cuda
+
+    from minidlc.backends.cuda import cuda_module
+
+    cuda_module()  # a clear error when there is no GPU
+    dev = cuda.get_current_device()
+    print(f"GPU: {dev.name.decode() if isinstance(dev.name, bytes) else dev.name} (compute capability "
+          f"{dev.compute_capability[0]}.{dev.compute_capability[1]}); numba {numba.__version__}, torch "
+          f"{torch.__version__}; launches "
+          + ("through Numba's dispatcher" if os.environ.get("MINIDLC_CUDA_LAUNCH") == "dispatcher" else "direct"),
+          flush=True)
+    rows = {"sgemm": bench_sgemm(args.sgemm) if args.sgemm else None, "models": []}
+    print(f"{'model':<9}{'batch':>6}{'ours ms':>10}{'eager ms':>10}{'compile':>10}{'eager/us':>9}"
+          f"{'compile/us':>10}{'build s':>10}{'launches':>9}{'host':>6}{'rel err':>10}", flush=True)
+    for name in args.models.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            with_compile = not args.no_compile and (not args.compile_for or name in args.compile_for.split(","))
+            row = bench_model(name, batch, with_compile)
+            if row:
+                rows["models"].append(row)
+            if args.json:
+                Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/bin/bash
+# Everything that needs a real GPU, in one call: the tests marked gpu, then the
+# GPU benchmark. Logs go to $OUT (default: gpu-results/). Run from the repo root:
+#     bash benchmarks/gpu_session.sh
+# If numba.cuda cannot be imported with the installed NumPy, put a NumPy that
+# Numba supports first on PYTHONPATH (wheels in .whl/, see DEVELOPING.md).
+set -o pipefail
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ! python3 -c "from numba import cuda; assert cuda.is_available()" 2>"$OUT/numba-import.log"; then
+    if ls .whl/numpy-*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/numpy-*.whl
+        export PYTHONPATH="/tmp/site:$PYTHONPATH"
+    fi
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import numba, numpy, torch; print('numba', numba.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
+timeout "${TEST_S:-150}" python3 -m pytest -m gpu -q -p no:cacheprovider -x tests/test_cuda.py tests/test_onnx_conformance.py 2>&1 | tee "$OUT/pytest.log" | tail -25
+timeout "${BENCH_S:-300}" python3 benchmarks/bench_gpu.py ${BENCH_ARGS:---compile-for mlp,convnet,tfblock} --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"

@@ -1,0 +1,199 @@
+"""The CUDA backend: the loop program, lowered and scheduled for a GPU, as Numba CUDA kernels.
+
+- Lowering for `Device.GPU` gives MatMul, Gemm and Conv shared-memory tiles
+  and register blocks (loops/gpu_gemm.py); `gpu_schedule` turns every other
+  stage into a launch, one thread per iteration of its outer loops.
+- render.py writes each launch as a `@cuda.jit` function (`--emit cuda`);
+  the module goes through the Numba backend's disk cache, and Numba CUDA
+  caches what it compiles (`--emit ptx` prints it).
+- Here: one device arena from the same memory plan as the CPU backends;
+  weights are uploaded once, when the model is compiled; a run copies the
+  inputs in, launches every kernel in order on one stream, and copies the
+  outputs out. Nothing returns to the host between kernels, except for a
+  step that has no GPU lowering: it runs on the host with its NumPy
+  reference (its inputs copied out, its outputs back), and `--stats` and
+  `--emit loops` count and name such steps. We chose that over a compile
+  error so that every model runs; the host steps are what to lower next.
+
+Without a GPU, Numba's CUDA simulator (`NUMBA_ENABLE_CUDASIM=1`) runs the same
+kernels as Python threads: slow, but exact enough for tests of small graphs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ...ir.interpreter import evaluate_node
+from ...loops.program import LoopProgram, Step, StepKind
+from .. import cache
+from ..host import Arena
+from .render import Launch, render_module
+
+RENDER_VERSION = cache.source_version(Path(__file__).parent)
+log = logging.getLogger(__name__)
+SIMULATOR_HINT = ("to try the cuda target without a GPU, run with NUMBA_ENABLE_CUDASIM=1 (Numba's CUDA simulator: "
+                  "slow, for small models)")
+
+
+def cuda_module():
+    """numba.cuda, once it is known that a GPU (or the simulator) is there."""
+    try:
+        from numba import cuda
+    except ImportError as e:  # numba-cuda missing or broken
+        raise RuntimeError(f"target cuda: Numba's CUDA support cannot be imported ({e}); {SIMULATOR_HINT}") from None
+    if not cuda.is_available():
+        raise RuntimeError(f"target cuda: no CUDA GPU or driver found; {SIMULATOR_HINT}")
+    return cuda
+
+
+def simulated() -> bool:
+    from numba.core import config
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+class DeviceArena(Arena):
+    """The memory plan's arena as one device allocation; weights uploaded once each."""
+
+    def __init__(self, program: LoopProgram, cuda):
+        super().__init__(program)
+        self.cuda = cuda
+        self.uploaded: dict[int, tuple[np.ndarray, object]] = {}  # id(host array) -> (it, its device copy)
+        need = max(self.plan.size, 1) + program.weight_bytes()
+        if not simulated():
+            free, total = cuda.current_context().get_memory_info()
+            if need > free:
+                raise MemoryError(f"target cuda: out of device memory: the model needs {need} bytes (arena "
+                                  f"{self.plan.size}, weights {need - max(self.plan.size, 1)}), the GPU has {free} of "
+                                  f"{total} bytes free")
+        self.memory = cuda.device_array(max(self.plan.size, 1), np.uint8)
+
+    def region(self, offset: int, nbytes: int, dtype: np.dtype):
+        return self.memory[offset:offset + nbytes].view(dtype)
+
+    def constant(self, a: np.ndarray):
+        if id(a) not in self.uploaded:
+            self.uploaded[id(a)] = (a, self.cuda.to_device(np.ascontiguousarray(a)))
+        return self.uploaded[id(a)][1]
+
+
+class CudaExecutable:
+    """The loop program's kernels as CUDA launches over one device arena."""
+
+    def __init__(self, program: LoopProgram):
+        cuda = cuda_module()
+        self.program, self.graph = program, program.graph
+        kernel_steps = [s for s in program.steps if s.kind == StepKind.KERNEL]
+        self.source, launches = render_module([s.lowered.kernel for s in kernel_steps],
+                                              [s.computes() for s in kernel_steps])
+        self.arena = DeviceArena(program, cuda)
+        from ..numba import load_module
+
+        module = load_module(self.source, RENDER_VERSION) if kernel_steps else None
+        by_kernel: dict[str, list[Launch]] = {}
+        for launch in launches:
+            by_kernel.setdefault(launch.kernel.name, []).append(launch)
+        self.launches: list[tuple[Launch, object, list]] = []  # (launch, its function, its arrays)
+        self.direct_launches = 0  # of them, how many skip Numba's dispatcher (see _launcher)
+        self.calls: list[Callable[[], None]] = []
+        for step in program.steps:
+            if step.kind == StepKind.HOST:
+                self.calls.append(self._host_call(step))
+            elif step.kind == StepKind.KERNEL:
+                arrays = [self.arena.buffer(step, b) for b in step.lowered.bindings]
+                for launch in by_kernel.get(step.lowered.kernel.name, []):  # none: nothing to compute
+                    fn = getattr(module, launch.name)
+                    self.launches.append((launch, fn, arrays))
+                    self.calls.append(self._launcher(fn, launch, arrays))
+        self.lock = threading.Lock()
+
+    def _host_call(self, step: Step) -> Callable[[], None]:
+        """A node without a GPU lowering: its inputs to the host, NumPy, its outputs back."""
+        plan = self.program.plan
+        ins = [None if v is None else (plan.constants[id(v)] if plan.offset(v) is None else self.arena.array(v))
+               for v in step.node.inputs]
+        outs = [self.arena.array(v) for v in step.node.outputs]
+
+        def run_on_host():
+            host = [a if a is None or isinstance(a, np.ndarray) else
+                    a.copy_to_host() if a.size else np.empty(a.shape, a.dtype) for a in ins]
+            for dst, src in zip(outs, evaluate_node(step.node, host)):
+                if dst.size:
+                    dst.copy_to_device(np.ascontiguousarray(np.asarray(src).reshape(dst.shape), dtype=dst.dtype))
+        return run_on_host
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        with self.lock:
+            self.feed(arrays)
+            self.launch()
+            return [self._fetch(v) for v in self.graph.outputs]
+
+    def _fetch(self, v) -> np.ndarray:
+        if v.type.numel == 0:
+            return np.empty(v.type.shape, v.type.np_dtype)
+        return self.arena.array(v).copy_to_host().reshape(v.type.shape)
+
+    def feed(self, arrays: list[np.ndarray]) -> None:
+        """Copy the inputs (one array per graph input, validated) into the arena."""
+        for v, a in zip(self.graph.inputs, arrays):
+            if a.size:
+                self.arena.array(v).copy_to_device(np.ascontiguousarray(a))
+
+    def launch(self) -> None:
+        """Queue every step once, on the inputs already in the arena (no copies:
+        what the GPU benchmark times, as it times PyTorch on device tensors)."""
+        for call in self.calls:
+            call()
+
+    def emit(self, stage: str) -> str:
+        if stage == "cuda":
+            return self.source
+        if simulated():
+            raise ValueError("--emit ptx needs a GPU: Numba's CUDA simulator compiles nothing")
+        import numba
+
+        return "\n".join(f"// {launch.name}: grid {launch.grid}, block {launch.block}\n"
+                         + fn.inspect_asm(tuple(numba.typeof(a) for a in arrays))
+                         for launch, fn, arrays in self.launches)
+
+
+    def _launcher(self, fn, launch: Launch, arrays: list) -> Callable[[], None]:
+        """A call that queues one launch. On a GPU the kernel is compiled now
+        (not at the first run), and its arguments are prepared once: each run
+        then goes straight to the driver's launch (a few microseconds), not
+        through Numba's dispatcher, which types and converts every argument
+        again (tens of microseconds: most of a small model's time).
+        MINIDLC_CUDA_LAUNCH=dispatcher keeps the dispatcher."""
+        configured = fn[launch.grid, launch.block]
+        if simulated():
+            return lambda: configured(*arrays)
+        import numba
+
+        signature = tuple(numba.typeof(a) for a in arrays)
+        fn.compile(signature)
+        if os.environ.get("MINIDLC_CUDA_LAUNCH") == "dispatcher":
+            return lambda: configured(*arrays)
+        try:
+            from numba.cuda.cudadrv import driver
+
+            kernel = fn.overloads[signature]
+            handle = kernel._codelibrary.get_cufunc().handle
+            prepared, writeback = [], []
+            for ty, value in zip(kernel.argument_types, arrays):
+                kernel._prepare_args(ty, value, 0, writeback, prepared)
+            stream = driver.binding.CUstream(0) if driver.USE_NV_BINDING else None
+            shape = (launch.grid, 1, 1, launch.block, 1, 1)
+            self.direct_launches += 1
+            return lambda: driver.launch_kernel(handle, *shape, 0, stream, prepared)
+        except Exception as e:  # another Numba CUDA version: its dispatcher still works
+            log.info("cuda: launching %s through Numba's dispatcher (%s)", launch.name, e)
+            return lambda: configured(*arrays)
+
+
+def build(program: LoopProgram) -> CudaExecutable:
+    return CudaExecutable(program)

@@ -1,0 +1,110 @@
+"""The loop-IR operations that Python's operators would get wrong, as CUDA device functions.
+
+The same names as the Numba CPU backend's support module (the generated
+kernels call `rt.NAME(...)`), written in plain Python so that they run both
+compiled by Numba CUDA and in Numba's CUDA simulator (which runs kernels as
+Python). docs/LOOP_IR.md defines each operation.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+from numba.core import config
+
+# The math functions. On a GPU, math's (libdevice: IEEE results, inf and NaN
+# included); the simulator runs Python, whose math raises on log(0) or
+# exp(1000) where a GPU returns -inf or inf: there, NumPy's scalar functions.
+if config.ENABLE_CUDASIM:
+    exp, log, sqrt, tanh, sin, cos, pow = np.exp, np.log, np.sqrt, np.tanh, np.sin, np.cos, np.power
+else:
+    exp, log, sqrt, tanh, sin, cos, pow = math.exp, math.log, math.sqrt, math.tanh, math.sin, math.cos, math.pow
+
+
+@cuda.jit(device=True, inline=True)
+def fmax(a, b):
+    """max that propagates NaN (llvm.maximum)."""
+    if a != a or b != b:
+        return a + b
+    return a if a > b else b
+
+
+@cuda.jit(device=True, inline=True)
+def fmin(a, b):
+    """min that propagates NaN (llvm.minimum)."""
+    if a != a or b != b:
+        return a + b
+    return a if a < b else b
+
+
+@cuda.jit(device=True, inline=True)
+def div(a, b):
+    """C integer division: truncates toward zero (Python's // floors)."""
+    q = abs(a) // abs(b)
+    return q if (a < 0) == (b < 0) else -q
+
+
+@cuda.jit(device=True, inline=True)
+def rem(a, b):
+    """C remainder: takes the dividend's sign."""
+    return a - div(a, b) * b
+
+
+def _saturating_cast(lo: int, hi: int):
+    """float -> integer in [lo, hi]: NaN gives 0, values out of range the nearest end."""
+    @cuda.jit(device=True, inline=True)
+    def cast(x):
+        if x != x:
+            return 0
+        if x <= lo:
+            return lo
+        if x >= hi:
+            return hi
+        return int(x)
+    return cast
+
+
+to_i8, to_u8, to_i16, to_i32, to_i64 = (_saturating_cast(int(np.iinfo(t).min), int(np.iinfo(t).max))
+                                         for t in (np.int8, np.uint8, np.int16, np.int32, np.int64))
+
+
+@cuda.jit(device=True, inline=True)
+def ldexp(y, n):
+    """y * 2^n for an integral float n."""
+    return math.ldexp(y, int(n))
+
+
+@cuda.jit(device=True, inline=True)
+def floor(x):
+    """floor in the argument's float type (math.floor gives an integer)."""
+    if not abs(x) < 4503599627370496.0:  # 2^52: already integral, or inf or NaN
+        return x
+    f = x - math.fmod(x, 1.0)  # truncated toward zero; exact
+    return f - 1 if f > x else f
+
+
+@cuda.jit(device=True, inline=True)
+def ceil(x):
+    return -floor(-x)
+
+
+@cuda.jit(device=True, inline=True)
+def rint(x):
+    """Round half to even (np.rint)."""
+    f = floor(x)
+    d = x - f
+    if d > 0.5 or (d == 0.5 and math.fmod(f, 2.0) != 0):
+        return f + 1
+    return f
+
+
+@cuda.jit(device=True, inline=True)
+def imin(a, b):
+    """min of integers (Numba CUDA's builtin min does not compile here)."""
+    return a if a < b else b
+
+
+@cuda.jit(device=True, inline=True)
+def imax(a, b):
+    return a if a > b else b

@@ -1,0 +1,195 @@
+"""The cuda target against the reference interpreter.
+
+By default these run on Numba's CUDA simulator (conftest.py sets
+NUMBA_ENABLE_CUDASIM=1), which runs every GPU thread as Python: small graphs
+only. The tests marked gpu run on a real GPU (`pytest -m gpu`) and skip
+without one. The ONNX node tests run on cuda in test_onnx_conformance.py.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from onnx import TensorProto, helper, numpy_helper
+
+import minidlc
+from graph_strategies import elementwise_graphs
+from minidlc.loops.ir import Allocate, Barrier, For, Kernel, LoopKind, Param, Scope, Var, const
+from minidlc.loops.verify import LoopIRError, verify_kernel
+from test_cpu_backends import check, matmul_graph
+
+ROOT = Path(__file__).parents[1]
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def _gpu_present() -> bool:
+    if SIMULATED:
+        return False
+    try:
+        from numba import cuda
+
+        return cuda.is_available()
+    except Exception:
+        return False
+
+
+gpu = pytest.mark.gpu
+needs_gpu = pytest.mark.skipif(not _gpu_present(), reason="no CUDA GPU (or NUMBA_ENABLE_CUDASIM is set)")
+on_simulator = pytest.mark.skipif(not SIMULATED, reason="simulator tests: run with NUMBA_ENABLE_CUDASIM=1")
+
+
+# ---- GEMM: whole tiles in shared memory, the edges one thread per element ------------------
+@on_simulator
+@pytest.mark.parametrize("m,k,n,tiled", [(7, 13, 17, False), (70, 20, 90, True), (64, 32, 64, True)])
+def test_gemm_tiles_edges_and_k_tail(m, k, n, tiled):
+    compiled = check(matmul_graph((), m, k, n), "cuda")
+    loops = compiled.emit("loops")
+    assert ("shared f32 a_tile" in loops and "__syncthreads();" in loops) == tiled
+    assert "// blockIdx.x" in loops and "// threadIdx.x" in loops
+    assert "max(" in loops  # bias and relu ran in the epilogue
+
+
+@on_simulator
+def test_batched_matmul_with_both_operands_computed_at_run_time():
+    check(matmul_graph((2,), 40, 24, 36, const_b=False), "cuda")
+
+
+def _conv_model(depthwise: bool = False) -> "object":
+    rng = np.random.default_rng(0)
+    c, k = 4, 32
+    inits = [numpy_helper.from_array(rng.standard_normal((k, c, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(k).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.standard_normal((k, 1, 3, 3)).astype(np.float32), "wd"),
+             numpy_helper.from_array(rng.standard_normal((10, k)).astype(np.float32), "fc")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "wd"], ["c2"], pads=[1, 1, 1, 1], group=k, strides=[2, 2]),
+             helper.make_node("MaxPool", ["c2"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["p"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1),
+             helper.make_node("Softmax", ["y"], ["z"])]
+    g = helper.make_graph(nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c, 12, 12])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 10])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@on_simulator
+def test_small_cnn_matches_the_reference():
+    m = check(minidlc.load(_conv_model()), "cuda")
+    loops = m.emit("loops")
+    assert "a_tile" in loops  # the 32-channel conv took the tiled GEMM (rows: 144 pixels)
+    assert "runs on NumPy" not in loops
+
+
+@on_simulator
+@settings(max_examples=8)
+@given(g=elementwise_graphs(max_nodes=6))
+def test_random_elementwise_graphs(g):
+    check(g, "cuda")
+
+
+@on_simulator
+def test_emit_cuda_prints_one_function_per_launch():
+    m = minidlc.compile(minidlc.load(_conv_model()), target="cuda")
+    src = m.emit("cuda")
+    assert "@cuda.jit(cache=True)  # grid" in src and "cuda.shared.array(" in src and "cuda.syncthreads()" in src
+    assert src.count("def ") == len(m.executable.launches) - src.count(" again (grid")
+    with pytest.raises(ValueError, match="--emit ptx needs a GPU"):
+        m.emit("ptx")
+
+
+# ---- the loop IR's GPU constructs: printed and verified -----------------------------------
+def _kernel(body) -> Kernel:
+    return Kernel("k", (Param("y", "f32", 64),), body)
+
+
+def test_gpu_loops_shared_memory_and_barriers_print_like_the_rest():
+    from minidlc.loops.printer import print_kernel
+
+    b, t = Var("b"), Var("t")
+    body = For(b, const(2), Allocate("s", "f32", 32, For(t, const(32), Barrier(), LoopKind.THREADS), Scope.SHARED),
+               LoopKind.BLOCKS)
+    text = print_kernel(_kernel(body))
+    assert "for (b = 0; b < 2; b++) {  // blockIdx.x" in text and "shared f32 s[32];" in text
+    assert "for (t = 0; t < 32; t++) {  // threadIdx.x" in text and "__syncthreads();" in text
+    verify_kernel(_kernel(body))
+
+
+@pytest.mark.parametrize("body,error", [
+    (Barrier(), "a barrier outside a loop over threads"),
+    (For(Var("t"), const(4), Barrier(), LoopKind.THREADS), "not directly inside a loop over blocks"),
+    (For(Var("b"), const(2), Allocate("a", "f32", 4, For(Var("t"), const(4), Barrier(), LoopKind.THREADS)),
+         LoopKind.BLOCKS), "local buffer a is allocated outside a GPU thread"),
+    (For(Var("i"), const(2), For(Var("b"), const(2), Barrier(), LoopKind.BLOCKS)), "not a top-level statement"),
+    (For(Var("b"), const(2), For(Var("t"), const(4), Allocate("s", "f32", 4, Barrier(), Scope.SHARED),
+                                 LoopKind.THREADS), LoopKind.BLOCKS), "is not between a loop over blocks"),
+])
+def test_verifier_checks_how_gpu_loops_nest(body, error):
+    with pytest.raises(LoopIRError, match=error):
+        verify_kernel(_kernel(body))
+
+
+# ---- errors ------------------------------------------------------------------------------
+@pytest.mark.skipif(_gpu_present(), reason="this machine has a GPU")
+def test_without_a_gpu_the_error_says_how_to_use_the_simulator():
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    code = "import minidlc, sys; sys.path.insert(0, 'tests'); from test_cpu_backends import matmul_graph; " \
+           "minidlc.compile(matmul_graph((), 4, 4, 4), target='cuda')"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert ("RuntimeError: target cuda: no CUDA GPU or driver found; to try the cuda target without a GPU, run with "
+            "NUMBA_ENABLE_CUDASIM=1") in r.stderr
+
+
+# ---- on a real GPU (pytest -m gpu) ----------------------------------------------------------
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("name", ["mlp", "convnet", "tfblock"])
+def test_demo_models_on_the_gpu(name):
+    from minidlc.demo_models import build_model, example_inputs
+
+    model = build_model(name)
+    feeds = example_inputs(model)
+    got = minidlc.compile(model, target="cuda").run(feeds)
+    want = minidlc.compile(model, target="reference").run(feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-3, atol=1e-3 * float(np.abs(want[k]).max()))
+
+
+@gpu
+@needs_gpu
+def test_gemm_shapes_on_the_gpu():
+    for m, k, n in [(1, 1, 1), (7, 13, 17), (130, 70, 260), (1024, 300, 1100)]:
+        check(matmul_graph((), m, k, n), "cuda")
+    check(matmul_graph((3,), 100, 40, 70, const_b=False), "cuda")
+
+
+@gpu
+@needs_gpu
+def test_cli_run_check_and_emit_ptx_on_the_gpu(tmp_path, capsys):
+    import onnx
+
+    from minidlc.cli import main
+
+    path = tmp_path / "cnn.onnx"
+    onnx.save(_conv_model(), path)
+    assert main(["run", str(path), "--target", "cuda", "--random-inputs", "--check"]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert main(["compile", str(path), "--target", "cuda", "--emit", "ptx"]) == 0
+    assert ".visible .entry" in capsys.readouterr().out
+
+
+def test_every_launch_of_the_demo_models_compiles_for_a_real_gpu():
+    """The simulator runs Python; NVVM (no GPU needed) says whether Numba CUDA
+    accepts the generated code: types, supported functions."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    r = subprocess.run([sys.executable, "tests/cuda_ptx_check.py", "mlp,convnet,tfblock"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode == 77:
+        pytest.skip(r.stdout.strip())
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "tfblock: 16 launches compile to PTX" in r.stdout
