@@ -93,7 +93,7 @@ def bench_sgemm(n: int) -> dict:
     ours = time_numba(ex.launch, reps)
     ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
     theirs = time_torch(lambda: torch.matmul(ta, tb), reps)
-    got = ex.arena.array(ex.graph.outputs[0]).copy_to_host()
+    got = ex.run([a, b])[0]
     want = (ta.double() @ tb.double()).cpu().numpy()
     err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     flops = 2 * n ** 3
@@ -132,7 +132,7 @@ def bench_model(name: str, batch: int, with_compile: bool) -> dict:
             cmod(*xs)
             compiled = time_torch(lambda: cmod(*xs), 20)
     ours = time_numba(ex.launch, 20)
-    got = ex.arena.array(ex.graph.outputs[0]).copy_to_host()
+    got = ex.run([feeds[v.name] for v in ex.graph.inputs])[0]  # the arena reuses the inputs' memory: feed again
     err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     host = sum(s.kind.value == "host" for s in m.program.steps)
     row = {"model": name, "batch": batch, "minidlc_ms": ours, "eager_ms": eager, "compile_ms": compiled,

@@ -8,7 +8,9 @@ set -o pipefail
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if ! python3 -c "from numba import cuda; assert cuda.is_available()" 2>"$OUT/numba-import.log"; then
+# numba-cuda 0.68 imports with NumPy 2.5 but fails at its first compile (np.row_stack is gone): try one
+if ! python3 -c "from numba import cuda; cuda.compile_ptx(lambda a: None, 'void(float32[:])', cc=(9, 0))" \
+        2>"$OUT/numba-import.log"; then
     if ls .whl/numpy-*.whl >/dev/null 2>&1; then
         python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/numpy-*.whl
         export PYTHONPATH="/tmp/site:$PYTHONPATH"
@@ -17,4 +19,4 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import numba, numpy, torch; print('numba', numba.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
 timeout "${TEST_S:-150}" python3 -m pytest -m gpu -q -p no:cacheprovider -x tests/test_cuda.py tests/test_onnx_conformance.py 2>&1 | tee "$OUT/pytest.log" | tail -25
-timeout "${BENCH_S:-300}" python3 benchmarks/bench_gpu.py ${BENCH_ARGS:---compile-for mlp,convnet,tfblock} --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+timeout "${BENCH_S:-300}" python3 benchmarks/bench_gpu.py ${BENCH_ARGS:---compile-for mlp,convnet,tfblock --batches 32,1} --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"

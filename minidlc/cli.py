@@ -81,7 +81,12 @@ def compile_model(args, out=None):
     m = minidlc.compile(graph, target=args.target, **pipeline_kwargs_from_args(args, out=out),
                         **backend_options_from_args(args))
     if args.stats and m.backend.runs_kernels:
-        write_text(out, m.program.plan.describe(m.program.weight_bytes()) + "\n")
+        from .loops.program import StepKind
+
+        p = m.program
+        host = [s.node.describe() for s in p.steps if s.kind == StepKind.HOST]
+        write_text(out, p.plan.describe(p.weight_bytes()) + "\n" + f"steps: {p.count(StepKind.KERNEL)} kernels, "
+                        f"{len(host)} host steps" + (f" ({', '.join(host)})" if host else "") + "\n")
     if args.pass_stats and m.backend.runs_kernels:
         from .loops.program import StepKind
 

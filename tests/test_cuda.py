@@ -74,7 +74,9 @@ def _conv_model(depthwise: bool = False) -> "object":
              helper.make_node("Softmax", ["y"], ["z"])]
     g = helper.make_graph(nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c, 12, 12])],
                           [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 10])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what onnxruntime (the --check peer) reads, old or new
+    return model
 
 
 @on_simulator
@@ -100,6 +102,20 @@ def test_emit_cuda_prints_one_function_per_launch():
     assert src.count("def ") == len(m.executable.launches) - src.count(" again (grid")
     with pytest.raises(ValueError, match="--emit ptx needs a GPU"):
         m.emit("ptx")
+
+
+@on_simulator
+def test_an_op_without_a_gpu_lowering_is_a_counted_host_step():
+    from minidlc.ir import Graph, TensorType
+    from minidlc.loops.program import StepKind
+
+    g = Graph()
+    x = g.add_input("x", TensorType((3, 4)))
+    y = g.add("Relu", [x]).output
+    g.outputs = [g.add("Exp", [g.add("Einsum", [y, y], {"equation": "ij,kj->ik"}).output]).output]
+    m = check(g, "cuda")
+    assert m.program.count(StepKind.HOST) == 1 and m.program.count(StepKind.KERNEL) == 2
+    assert "Einsum" in m.emit("loops") and "runs on NumPy" in m.emit("loops")
 
 
 # ---- the loop IR's GPU constructs: printed and verified -----------------------------------

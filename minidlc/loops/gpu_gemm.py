@@ -12,17 +12,20 @@ grid (`LoopKind.BLOCKS`), each computed by the block's threads
         for kt < K / BK:
           As, Bs <- A, B                     // every thread loads a few elements
           __syncthreads()
-          for kk < BK: acc[i, j] += As[kk, row i] * Bs[kk, col j]   (unrolled)
+          for kk < BK: acc[i, j] += As[kk, row i] * Bs[kk, col j]   (i, j unrolled)
           __syncthreads()
         C[rows, cols] = epilogue(acc)        // bias, activation, residual: fused
 
 A thread's rows and columns are strided by BM/TM and BN/TN, so a warp reads
-consecutive shared-memory words (no bank conflicts) and stores consecutive
-elements of C. Only whole tiles go to this kernel; the rows and columns
-past the last whole tile (and products too small for one tile) take a plain
-kernel, one thread per element of C with a serial k loop, so every access is
-in bounds by construction and the verifier proves it. A k that BK does not
-divide reads zeros past k (clamped loads).
+consecutive shared-memory words (no bank conflicts; A's slab rows are padded
+by one word for the same reason) and stores consecutive elements of C. When
+the tiles overhang C (M or N not a multiple of the tile), the overhang reads
+clamped (real) elements, the tiles store the raw product into a padded
+scratch C, and a second launch applies the epilogue to the real elements:
+every store is in bounds by construction, which the verifier proves. A k
+that BK does not divide reads zeros past k. Products too thin for any tile
+(M or N under 16, say a batch-1 Gemm) take a plain kernel: one thread per
+element of C, k serial.
 """
 from __future__ import annotations
 
@@ -55,19 +58,28 @@ class GpuTile:
         return (self.bm // self.tm) * (self.bn // self.tn)
 
 
-# Largest first; a product takes the largest tile that still gives the GPU
-# enough blocks to fill it (FILL_BLOCKS), else the smallest that fits.
-TILES = (GpuTile(128, 128, 8, 8, 8), GpuTile(64, 64, 16, 4, 4), GpuTile(32, 32, 16, 2, 2))
+# Largest first. A product takes the largest tile that overhangs it by at most
+# MAX_WASTE and still gives the GPU enough blocks to fill it (FILL_BLOCKS);
+# failing that, the one with the most blocks that overhangs it by at most
+# twice that; failing that (M or N tiny), the plain kernel.
+TILES = (GpuTile(128, 128, 8, 8, 8), GpuTile(64, 64, 16, 4, 4), GpuTile(128, 16, 16, 8, 1), GpuTile(32, 32, 16, 2, 2))
 FILL_BLOCKS = 132  # an H100/H200 has 132 multiprocessors
+MAX_WASTE = 1.25
 
 
 def choose_tile(batch: int, m: int, n: int) -> GpuTile | None:
-    """The tile for a product, or None when not even the smallest fits (all plain kernel)."""
-    fitting = [t for t in TILES if m >= t.bm and n >= t.bn]
-    for t in fitting:
-        if batch * (m // t.bm) * (n // t.bn) >= FILL_BLOCKS:
+    """The tile for a batch of M x N products, or None for the plain kernel."""
+    def blocks(t: GpuTile) -> int:
+        return batch * -(-m // t.bm) * -(-n // t.bn)
+
+    def waste(t: GpuTile) -> float:
+        return -(-m // t.bm) * t.bm * -(-n // t.bn) * t.bn / (m * n)
+
+    for t in TILES:
+        if waste(t) <= MAX_WASTE and blocks(t) >= FILL_BLOCKS:
             return t
-    return fitting[-1] if fitting else None
+    fitting = [t for t in TILES if waste(t) <= 2 * MAX_WASTE]
+    return max(fitting, key=lambda t: (blocks(t), -waste(t))) if fitting else None
 
 
 def unpacked_b(spec: GemmSpec) -> np.ndarray:
@@ -109,13 +121,20 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
 
     tile = choose_tile(nb, m, n)
     stages: list[Stmt] = [spec.prologue] if spec.prologue is not None else []
-    mf, nf = (m - m % tile.bm, n - n % tile.bn) if tile else (0, 0)
-    if mf and nf:
-        stages.append(_tiled(lw, spec, tile, mf // tile.bm, nf // tile.bn, read_a, read_b, result))
-    # the rest of C, one thread per element: the rows below the tiles, then the columns right of them
-    for r0, r1, c0, c1 in ((mf, m, 0, n), (0, mf, nf, n)):
-        if r1 > r0 and c1 > c0:
-            stages.append(_plain(lw, spec, nb, (r0, r1), (c0, c1), read_a, read_b, result))
+    if tile is None:
+        stages.append(_plain(lw, spec, nb, read_a, read_b, result))
+    elif m % tile.bm == 0 and n % tile.bn == 0:
+        stages.append(_tiled(lw, spec, tile, read_a, read_b, result))
+    else:  # overhanging tiles: the raw product into a padded C, then the epilogue on the real elements
+        mp, np_ = -(-m // tile.bm) * tile.bm, -(-n // tile.bn) * tile.bn
+        c_pad = lw.scratch(node.outputs[0].name + "_tiles", dt, nb * mp * np_)
+
+        def padded_at(bidx: list[Expr], row: Expr, col: Expr) -> Expr:
+            return add(mul(add(mul(_flat(bidx, spec.batch), const(mp)), row), const(np_)), col)
+        stages.append(_tiled(lw, spec, tile, read_a, read_b,
+                             lambda bidx, row, col, value: Store(c_pad, padded_at(bidx, row, col), value)))
+        f, count, bidx, row, col = _elements(lw, spec, nb)
+        stages.append(For(f, const(count), result(bidx, row, col, Load(c_pad, padded_at(bidx, row, col), dt))))
     lw.buffers[id(out)] = buf
     done.update(id(nd) for nd in chain)  # they ran in the epilogue
     return seq(*stages)
@@ -125,9 +144,11 @@ def _flat(index: list[Expr], shape: tuple[int, ...]) -> Expr:
     return row_major(index, shape) if shape else const(0)
 
 
-def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, tiles_m: int, tiles_n: int, read_a, read_b, result) -> Stmt:
-    """The whole tiles of C: one block each (see the module's docstring)."""
-    dt, k = spec.acc_dtype, spec.k
+def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) -> Stmt:
+    """C in tiles, one block each (see the module's docstring); `store(bidx, row,
+    col, value)` writes an element (rows and columns past C's are the overhang)."""
+    dt, m, k, n = spec.acc_dtype, spec.m, spec.k, spec.n
+    tiles_m, tiles_n = -(-m // tile.bm), -(-n // tile.bn)
     bm, bn, bk, tm, tn, threads = tile.bm, tile.bn, tile.bk, tile.tm, tile.tn, tile.threads
     blk, t = lw.var("blk"), lw.var("t")
     bidx = unflatten(Binary("/", blk, const(tiles_m * tiles_n)), spec.batch)
@@ -158,45 +179,56 @@ def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, tiles_m: int, tiles_n: in
     r, kr = (Binary("%", e, const(bm)), Binary("/", e, const(bm))) if spec.rows_contiguous else \
         (Binary("/", e, const(bk)), Binary("%", e, const(bk)))
     kg_a, real_a = k_at(kr)
-    load_a = For(ld, const(bm * bk // threads), Store(a_s, add(mul(kr, const(bm)), r),
-                                                       guarded(read_a(bidx, add(row0, r), kg_a), real_a)),
+    a_row = bm + 1  # one word of padding: a warp storing along k hits 32 banks, not one
+    load_a = For(ld, const(bm * bk // threads), Store(a_s, add(mul(kr, const(a_row)), r),
+                                                       guarded(read_a(bidx, _clamped(add(row0, r), m), kg_a), real_a)),
                  LoopKind.UNROLLED)
     kb, c = Binary("/", e, const(bn)), Binary("%", e, const(bn))
     kg_b, real_b = k_at(kb)
     load_b = For(ld, const(bn * bk // threads), Store(b_s, add(mul(kb, const(bn)), c),
-                                                       guarded(read_b(bidx, kg_b, add(col0, c)), real_b)),
+                                                       guarded(read_b(bidx, kg_b, _clamped(add(col0, c), n)), real_b)),
                  LoopKind.UNROLLED)
     cell = add(mul(i, const(tn)), j)
     row_i, col_j = add(tr, mul(i, const(across_rows))), add(tc, mul(j, const(across_cols)))
-    fma = Store(acc, cell, add(Load(acc, cell, dt), mul(Load(a_s, add(mul(kk, const(bm)), row_i), dt),
+    fma = Store(acc, cell, add(Load(acc, cell, dt), mul(Load(a_s, add(mul(kk, const(a_row)), row_i), dt),
                                                          Load(b_s, add(mul(kk, const(bn)), col_j), dt))))
     over_cells = lambda body: For(i, const(tm), For(j, const(tn), body, LoopKind.UNROLLED), LoopKind.UNROLLED)  # noqa: E731
     body = seq(over_cells(Store(acc, cell, Const(0, dt))),
                For(kt, const(-(-k // bk)), seq(load_a, load_b, Barrier(),
-                                               For(kk, const(bk), over_cells(fma), LoopKind.UNROLLED), Barrier())),
-               over_cells(result(bidx, add(row0, row_i), add(col0, col_j), Load(acc, cell, dt))))
+                                               For(kk, const(bk), over_cells(fma)), Barrier())),
+               over_cells(store(bidx, add(row0, row_i), add(col0, col_j), Load(acc, cell, dt))))
     per_thread = For(t, const(threads), Allocate(acc, dt, tm * tn, body), LoopKind.THREADS)
-    shared = Allocate(a_s, dt, bk * bm, Allocate(b_s, dt, bk * bn, per_thread, Scope.SHARED), Scope.SHARED)
+    shared = Allocate(a_s, dt, bk * a_row, Allocate(b_s, dt, bk * bn, per_thread, Scope.SHARED), Scope.SHARED)
     return For(blk, const(math.prod(spec.batch) * tiles_m * tiles_n), shared, LoopKind.BLOCKS)
 
 
-def _plain(lw: Lowerer, spec: GemmSpec, nb: int, rows: tuple[int, int], cols: tuple[int, int], read_a, read_b,
-           result) -> Stmt:
-    """C[rows, cols] one element per iteration, k serial: a loop nest the GPU
-    schedule spreads over threads (consecutive iterations along C's contiguous axis)."""
-    dt = spec.acc_dtype
-    (r0, r1), (c0, c1) = rows, cols
-    f, kg, acc = lw.var("f"), lw.var("k"), lw.fresh("acc")
-    nr, nc = r1 - r0, c1 - c0
-    bidx = unflatten(Binary("/", f, const(nr * nc)), spec.batch)
-    rest = Binary("%", f, const(nr * nc))
+def _clamped(index: Expr, size: int) -> Expr:
+    """A row or column of an overhanging tile, as a real one (read, then discarded)."""
+    return Binary("min", index, const(size - 1))
+
+
+def _elements(lw: Lowerer, spec: GemmSpec, nb: int) -> tuple:
+    """(f, count, bidx, row, col): one loop over C's elements, consecutive
+    iterations along C's contiguous axis (so a warp's stores coalesce)."""
+    m, n = spec.m, spec.n
+    f = lw.var("f")
+    bidx = unflatten(Binary("/", f, const(m * n)), spec.batch)
+    rest = Binary("%", f, const(m * n))
     if spec.rows_contiguous:
-        row, col = add(const(r0), Binary("%", rest, const(nr))), add(const(c0), Binary("/", rest, const(nr)))
+        row, col = Binary("%", rest, const(m)), Binary("/", rest, const(m))
     else:
-        row, col = add(const(r0), Binary("/", rest, const(nc))), add(const(c0), Binary("%", rest, const(nc)))
-    zero = const(0)
+        row, col = Binary("/", rest, const(n)), Binary("%", rest, const(n))
+    return f, nb * m * n, bidx, row, col
+
+
+def _plain(lw: Lowerer, spec: GemmSpec, nb: int, read_a, read_b, result) -> Stmt:
+    """C one element per iteration, k serial: a loop nest the GPU schedule
+    spreads over threads."""
+    dt = spec.acc_dtype
+    f, count, bidx, row, col = _elements(lw, spec, nb)
+    kg, acc, zero = lw.var("k"), lw.fresh("acc"), const(0)
     body = seq(Store(acc, zero, Const(0, dt)),
                For(kg, const(spec.k), Store(acc, zero, add(Load(acc, zero, dt),
                                                           mul(read_a(bidx, row, kg), read_b(bidx, kg, col))))),
                result(bidx, row, col, Load(acc, zero, dt)))
-    return For(f, const(nb * nr * nc), Allocate(acc, dt, 1, body))
+    return For(f, const(count), Allocate(acc, dt, 1, body))

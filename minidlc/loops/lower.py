@@ -283,24 +283,26 @@ def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[E
 
     Per (image, channel) plane, the loops copy each row of x into place and
     write zeros only around it: every loop has affine indices and no
-    condition, so its innermost loop vectorizes into plain vector copies."""
+    condition, so its innermost loop vectorizes into plain vector copies.
+    On a GPU there is no copy (and no loops): each read selects the pad value
+    where its clamped position falls outside x, which costs less than a launch."""
     if not any(win.pads):
         return lambda idx: lw.read(x, idx), x.type.shape, None
     nd = len(x.type.shape) - 2
     before, after = win.pads[:nd], win.pads[nd:]
     shape = x.type.shape[:2] + tuple(sp + before[d] + after[d] for d, sp in enumerate(x.type.shape[2:]))
+    if lw.device == Device.GPU:  # no copy: each read tests whether it falls in the padding (cheaper than a launch)
+        def read_in_place(idx: list[Expr]) -> Expr:
+            src, inside = list(idx[:2]), None
+            for d, o in enumerate(idx[2:]):
+                size = x.type.shape[2 + d]
+                src.append(Binary("min", Binary("max", Binary("-", o, const(before[d])), const(0)), const(size - 1)))
+                here = Binary("and", Compare(">=", o, const(before[d])), Compare("<", o, const(before[d] + size)))
+                inside = here if inside is None else Binary("and", inside, here)
+            return Select(inside, lw.read(x, src), pad)
+        return read_in_place, shape, None
     padded = lw.scratch(x.name + "_padded", x.type.dtype, math.prod(shape))
     read = lambda idx: Load(padded, row_major(idx, shape), x.type.dtype)  # noqa: E731
-    if lw.device == Device.GPU:  # one loop nest over the padded copy: one thread per element
-        idx = lw.vars(len(shape), "q")
-        src, inside = list(idx[:2]), None
-        for d, o in enumerate(idx[2:]):
-            size = x.type.shape[2 + d]
-            src.append(Binary("min", Binary("max", Binary("-", o, const(before[d])), const(0)), const(size - 1)))
-            here = Binary("and", Compare(">=", o, const(before[d])), Compare("<", o, const(before[d] + size)))
-            inside = here if inside is None else Binary("and", inside, here)
-        return read, shape, loop_nest(idx, list(shape), Store(padded, row_major(list(idx), shape),
-                                                              Select(inside, lw.read(x, src), pad)))
     plane = lw.var("p")
     outer = unflatten(plane, shape[:2])
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ...ir import DTYPES
 from ...ir.interpreter import evaluate_node
 from ...loops.program import LoopProgram, Step, StepKind
 from .. import cache
@@ -92,9 +94,12 @@ class CudaExecutable:
         self.source, launches = render_module([s.lowered.kernel for s in kernel_steps],
                                               [s.computes() for s in kernel_steps])
         self.arena = DeviceArena(program, cuda)
-        from ..numba import load_module
+        from ..numba import load_module, record_cache_files
 
         module = load_module(self.source, RENDER_VERSION) if kernel_steps else None
+        if module is not None and not simulated():
+            _compile_in_parallel(module, {launch.name: [np.dtype(DTYPES[p.dtype]).str for p in launch.kernel.params]
+                                          for launch in launches})
         by_kernel: dict[str, list[Launch]] = {}
         for launch in launches:
             by_kernel.setdefault(launch.kernel.name, []).append(launch)
@@ -110,6 +115,8 @@ class CudaExecutable:
                     fn = getattr(module, launch.name)
                     self.launches.append((launch, fn, arrays))
                     self.calls.append(self._launcher(fn, launch, arrays))
+        if module is not None and not simulated():
+            record_cache_files(module)  # what Numba cached may be loaded by later processes
         self.lock = threading.Lock()
 
     def _host_call(self, step: Step) -> Callable[[], None]:
@@ -193,6 +200,49 @@ class CudaExecutable:
         except Exception as e:  # another Numba CUDA version: its dispatcher still works
             log.info("cuda: launching %s through Numba's dispatcher (%s)", launch.name, e)
             return lambda: configured(*arrays)
+
+
+PARALLEL_COMPILE_MIN = 8  # fewer kernels than this compile in the calling process
+
+
+def _compile_in_parallel(module, signatures: dict[str, list[str]]) -> None:
+    """Numba CUDA compiles about a kernel a second, one at a time (ResNet-50:
+    over a minute). With many kernels, worker processes compile them (each
+    its share) into Numba's disk cache; the caller then only loads them.
+    Workers are spawned, not forked: a forked child cannot use CUDA."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(os.cpu_count() or 1, len(signatures) // 2)
+    if len(signatures) < PARALLEL_COMPILE_MIN or workers < 2 or cache.directory("numba") is None:
+        return
+    log.info("cuda: compiling %d kernels in %d processes", len(signatures), workers)
+    jobs = list(signatures.items())
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_compile_one, [(module.__file__, module.__name__, name, dtypes) for name, dtypes in jobs]))
+    except Exception as e:  # the caller compiles what is missing, one at a time
+        log.warning("cuda: compiling in worker processes failed (%s); compiling here instead", e)
+
+
+_WORKER_MODULES: dict[str, object] = {}
+
+
+def _compile_one(job: tuple[str, str, str, list[str]]) -> None:
+    """In a worker: compile one kernel of the module at `path` (imported under
+    the caller's module name, which Numba's cache index records)."""
+    import importlib.util
+
+    import numba
+
+    path, name, kernel, dtypes = job
+    if name not in _WORKER_MODULES:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        _WORKER_MODULES[name] = module
+    getattr(_WORKER_MODULES[name], kernel).compile(tuple(numba.from_dtype(np.dtype(d))[::1] for d in dtypes))
 
 
 def build(program: LoopProgram) -> CudaExecutable:

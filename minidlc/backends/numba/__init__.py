@@ -121,6 +121,11 @@ def seal(module, dispatchers: list) -> None:
     if compiled == getattr(module, "__minidlc_sealed__", 0):
         return
     module.__minidlc_sealed__ = compiled
+    record_cache_files(module)
+
+
+def record_cache_files(module) -> None:
+    """Record the digests of Numba's cache files for `module` now (see seal)."""
     path = Path(module.__file__)
     files = _numba_files(path)
     if files and cache.directory("numba") == path.parent:
