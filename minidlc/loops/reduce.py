@@ -159,17 +159,22 @@ def _softmax(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
                      with_accumulators([(m_acc, dt), (s_acc, dt)], seq(m_body, s_body, write)))
 
 
-@register_lowering("LayerNormalization")
+@register_lowering("LayerNormalization", "InstanceNormalization")
 def _layernorm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
+    """Statistics over the trailing axes (from `axis`; for InstanceNormalization,
+    the spatial axes of each (image, channel) plane), then scale and shift:
+    LayerNormalization's broadcast against those axes, InstanceNormalization's
+    per channel."""
     x, scale = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]
     dt = y.type.dtype
-    stash = STASH_DTYPES[node.attrs["stash_type"]]  # the node may have only its first output
+    instance = node.op == "InstanceNormalization"
+    stash = dt if instance else STASH_DTYPES[node.attrs["stash_type"]]  # the node may have only its first output
     if dt not in FLOATS or stash != dt:
-        raise Unsupported(f"LayerNormalization on {dt} with stash type {stash}")
+        raise Unsupported(f"{node.op} on {dt} with stash type {stash}")
     shape = x.type.shape
-    axis = node.attrs["axis"] % len(shape)
+    axis = 2 if instance else node.attrs["axis"] % len(shape)
     axes = list(range(axis, len(shape)))
     n = math.prod(shape[axis:])
     kept, index, fresh = _row_loops(lw, shape, axes)
@@ -184,7 +189,9 @@ def _layernorm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
                                         lambda a: Binary("/", a, Const(float(n), dt)))
     inv_std = Binary("/", Const(1.0, dt), Call("sqrt", (Binary("+", var, Const(node.attrs["epsilon"], dt)),)))
 
-    def param(p, r):  # scale and bias broadcast against the normalized axes
+    def param(p, r):  # scale and bias broadcast against the normalized axes (or per channel)
+        if instance:
+            return lw.read(p, [kept[1]])
         tail = [r[a] for a in axes]
         return lw.read(p, tail[len(tail) - p.type.rank:] if p.type.rank else [])
 

@@ -326,6 +326,53 @@ def _tile(node, idx, read):
                     for a, (i, d) in enumerate(zip(idx, shape))])
 
 
+@rule("Pad")
+def _pad(node, idx, read):
+    """Each output element reads the input at its position less the padding
+    before it (negative pads crop), mapped back inside along each axis by the
+    mode (edge: clamped, wrap: modulo, reflect: mirrored without repeating
+    the border); in constant mode a position outside reads the value instead."""
+    x, a = node.inputs[0].type, node.attrs
+    rank, mode = x.rank, a["mode"]
+    src, inside = [], None
+    for axis, (i, d, b, e) in enumerate(zip(idx, x.shape, a["pads"][:rank], a["pads"][rank:])):
+        lo, length = max(0, -b), d - max(0, -b) - max(0, -e)  # the kept (cropped) part of the axis
+        q = Binary("-", i, const(max(0, b)))  # the position in that part
+        if mode == "constant" and length < x.shape[axis] + max(0, b) + max(0, e):
+            here = Binary("and", Compare(">=", q, const(0)), Compare("<", q, const(length)))
+            inside = here if inside is None else Binary("and", inside, here)
+        if mode == "wrap" and length > 0:
+            q = Binary("mod", q, const(length))
+        elif mode == "reflect" and length > 1:
+            r = Binary("mod", q, const(2 * (length - 1)))
+            q = Select(Compare("<", r, const(length)), r, Binary("-", const(2 * (length - 1)), r))
+        # (a no-op once mapped, and the clamp of edge mode): reads are provably in bounds
+        src.append(add(const(lo), Binary("min", Binary("max", q, const(0)), const(max(length - 1, 0)))))
+    value = read(0, src)
+    if inside is None:
+        return value
+    fill = Const(bool(a["value"]) if x.dtype == "bool" else a["value"] if x.dtype in FLOATS else int(a["value"]),
+                 x.dtype)
+    return Select(inside, value, fill)
+
+
+@rule("LRN")
+def _lrn(node, idx, read):
+    """x / (bias + alpha / size * (sum of x^2 over the channel window)) ^ beta,
+    the window's `size` terms written out (channels past either end add 0)."""
+    a, channels = node.attrs, node.inputs[0].type.shape[1]
+    x = read(0, idx)
+    total = None
+    for offset in range(-((a["size"] - 1) // 2), a["size"] // 2 + 1):
+        c = add(idx[1], const(offset))
+        xc = read(0, [idx[0], Binary("min", Binary("max", c, const(0)), const(channels - 1))] + list(idx[2:]))
+        term = Select(Binary("and", Compare(">=", c, const(0)), Compare("<", c, const(channels))), mul(xc, xc),
+                      _c(0.0, x))
+        total = term if total is None else add(total, term)
+    denom = add(_c(a["bias"], x), mul(_c(a["alpha"] / a["size"], x), total))
+    return Binary("/", x, Call("pow", (denom, _c(a["beta"], x))))
+
+
 @rule("Transpose")
 def _transpose(node, idx, read):
     rank = len(idx)

@@ -45,6 +45,8 @@ def _interval(e: Expr, env: dict[Var, Range]) -> Range | None:
             return (a[0] // b[0], a[1] // b[0])
         if e.op == "%" and b[0] == b[1] and b[0] > 0 and a[0] >= 0:
             return (0, min(a[1], b[0] - 1))
+        if e.op == "mod" and b[0] == b[1] and b[0] > 0:  # floor modulo: never negative
+            return (0, b[0] - 1) if a[0] < 0 or a[1] >= b[0] else a
         return None
     if isinstance(e, Select):
         a, b = _interval(e.a, env), _interval(e.b, env)
