@@ -108,6 +108,31 @@ def compile_binding_static_inputs(model, feeds: dict, target: str, opt_level: in
             model.graph.initializer.extend(numpy_helper.from_array(feeds.pop(n), n) for n in sorted(bind))
 
 
+def loop_program(case, target: str, opt_level: int = 2):
+    """The loop program `target` builds for a case (its first data set), without
+    compiling or running anything: enough to see which steps run natively."""
+    import minidlc
+    from minidlc.backends import get_backend
+    from minidlc.frontends.onnx.converters import StaticValueError
+    from minidlc.passes.manager import PassContext, build_pipeline
+    from onnx import numpy_helper
+
+    weights = {t.name for t in case.model.graph.initializer}
+    names = [vi.name for vi in case.model.graph.input if vi.name not in weights]
+    feeds = dict(zip(names, (_array(x) for x in case.data_sets[0][0])))
+    model = case.model
+    while True:
+        try:
+            graph = minidlc.load(model)
+            break
+        except StaticValueError as e:  # bind what must be static, as compile_binding_static_inputs does
+            model = model.__class__.FromString(model.SerializeToString())
+            model.graph.initializer.extend(numpy_helper.from_array(feeds.pop(n), n)
+                                           for n in sorted(_graph_inputs_behind(model.graph, e.value) & set(feeds)))
+    backend = get_backend(target)
+    return backend.program(build_pipeline(opt_level=opt_level, context=PassContext(backend.can_lower)).run(graph))
+
+
 def _graph_inputs_behind(graph, name: str) -> set[str]:
     """The graph inputs that the ONNX value `name` is computed from."""
     producer = {out: node for node in graph.node for out in node.output}

@@ -55,7 +55,13 @@ def _interval(e: Expr, env: dict[Var, Range]) -> Range | None:
         return (min(a[0], b[0]), max(a[1], b[1]))
     if isinstance(e, Cast) and e.dtype == INDEX:
         return _interval(e.value, env)
+    if isinstance(e, Load) and e.dtype in _INT_BITS:  # a value read from memory: anything its dtype holds
+        bits, signed = _INT_BITS[e.dtype]
+        return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     return None
+
+
+_INT_BITS = {"i8": (8, True), "u8": (8, False), "i16": (16, True), "i32": (32, True), "i64": (64, True)}
 
 
 def _narrow(cond: Expr, env: dict[Var, Range]) -> dict[Var, Range]:

@@ -1,0 +1,56 @@
+"""Native coverage: on the ONNX node tests, every op runs in native kernels at
+-O2 except for the ops and the cases listed here, each with its reason. A new
+fallback (an op that stopped lowering, or a new case that does not) fails
+this test; so does a listed reason that no longer occurs (the list stays true).
+
+Lowering only: nothing is compiled or run (test_onnx_conformance.py runs them).
+The counts per target are printed by `python tests/test_onnx_conformance.py`.
+"""
+import re
+
+import pytest
+
+from minidlc.loops.program import StepKind
+from onnx_node_cases import expected_failures, loop_program, scoped_cases
+
+# ops with no loop-IR lowering at all: their steps run on NumPy
+NOT_LOWERED = {
+    "Gather": "indices computed at run time could be out of range, which a kernel cannot report",
+    "ConvTranspose": "not written yet",
+    "Einsum": "not written yet",
+    "Dropout": "only with its mask output (training-mode semantics)",
+}
+# the dtypes and operands that lowered ops leave to NumPy, as the lowering says them
+LIMITS = {
+    r"^(Div|Mod|MatMul) on f16$|^arithmetic on f16 or bf16|^Cast from f(16|64) to f(16|64) ":
+        "f16 and bf16 are storage dtypes: kernels convert them (to and from f32), they do not compute in them",
+    r"^f16 or bf16 buffers on the GPU": "the cuda target converts neither yet",
+    r"^(Div|Mod) on (i8|u8|i16|i32|i64)$": "integer division: a zero divisor would trap in a kernel",
+    r"^Pow on i(32|64)$": "integer powers",
+    r"^MatMul with a 1-D operand$": "vector products (1-D MatMul operands)",
+    r"^(Conv|ConvInteger) with a weight computed at run time$": "convolutions take packed, compile-time weights",
+    r"^MaxPool on \w+ or with its Indices output$": "max pooling's argmax output, and u8 max pooling",
+    r"^Reduce(Max|Min) on bool$": "boolean reductions",
+}
+
+
+@pytest.mark.parametrize("target", ["llvm", "cuda"])
+def test_every_other_op_runs_natively(target):
+    xfail = expected_failures()
+    unexplained, used = [], set()
+    for case in scoped_cases():
+        if case.name in xfail:
+            continue
+        for step in loop_program(case, target).steps:
+            if step.kind != StepKind.HOST:
+                continue
+            if step.node.op in NOT_LOWERED:
+                used.add(step.node.op)
+                continue
+            why = next((p for p in LIMITS if re.search(p, step.reason)), None)
+            if why is None:
+                unexplained.append(f"{case.name}: {step.node.op}: {step.reason}")
+            used.add(why)
+    assert not unexplained, "\n".join(unexplained)
+    stale = set(NOT_LOWERED) - used if target == "llvm" else set()
+    assert not stale, f"listed as not lowered, but every case lowers: {stale}"
