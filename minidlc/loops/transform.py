@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Iterator
 
-from .ir import Allocate, Barrier, Binary, Call, Cast, Compare, Expr, For, If, Load, Select, Seq, Stmt, Store, Var
+from .ir import Allocate, Barrier, Binary, Call, Cast, Compare, Expr, For, If, Kernel, Load, Select, Seq, Stmt, Store, Var
 
 
 def map_expr(e: Expr, fn: Callable[[Expr], Expr | None]) -> Expr:
@@ -96,3 +96,31 @@ def stmt_exprs(s: Stmt) -> Iterator[Expr]:
         yield s.value
     elif isinstance(s, If):
         yield s.cond
+
+
+def rename_buffers(s: Stmt, names: dict[str, str]) -> Stmt:
+    """`s` with the buffers in `names` renamed (in loads, stores and allocations)."""
+    def expr(e: Expr) -> Expr | None:
+        return Load(names[e.buf], e.index, e.dtype) if isinstance(e, Load) and e.buf in names else None
+
+    def go(s: Stmt) -> Stmt:
+        if isinstance(s, Store):
+            return Store(names.get(s.buf, s.buf), map_expr(s.index, expr), map_expr(s.value, expr))
+        if isinstance(s, For):
+            return replace(s, extent=map_expr(s.extent, expr), body=go(s.body))
+        if isinstance(s, Allocate):
+            return replace(s, buf=names.get(s.buf, s.buf), body=go(s.body))
+        if isinstance(s, If):
+            return If(map_expr(s.cond, expr), go(s.then), None if s.orelse is None else go(s.orelse))
+        if isinstance(s, Seq):
+            return Seq(tuple(go(x) for x in s.stmts))
+        return s
+    return go(s)
+
+
+def canonical_kernel(k: Kernel) -> Kernel:
+    """`k` with its name and its parameters' names replaced by positions. Kernels
+    that differ only in those (a repeated layer of one shape) compile to the same
+    code: backends compile one of them and share it."""
+    names = {p.name: f"p{i}" for i, p in enumerate(k.params)}
+    return Kernel("", tuple(replace(p, name=names[p.name]) for p in k.params), rename_buffers(k.body, names))

@@ -16,6 +16,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ...loops.ir import Kernel
+from ...loops.transform import canonical_kernel
 from ...loops.verify import verify_kernel
 from ..host import check_kernel_arrays
 from .codegen import KernelCodegen, stage_extents
@@ -94,9 +95,14 @@ def jit_programs(name: str, programs: list[list[Kernel]]) -> JitModule:
     `programs[i]` in order, kernel j reading its buffers from pointer table j."""
     def build() -> ir.Module:
         module = ir.Module(name=name)
+        emitted: dict[Kernel, list] = {}  # a kernel identical to another up to names reuses its stage functions
         for i, kernels in enumerate(programs):
-            stages = [(stage, extent, j) for j, k in enumerate(kernels)
-                      for stage, extent in KernelCodegen(module, k).emit()]
+            stages = []
+            for j, k in enumerate(kernels):
+                key = canonical_kernel(k)
+                if key not in emitted:
+                    emitted[key] = KernelCodegen(module, k).emit()
+                stages += [(stage, extent, j) for stage, extent in emitted[key]]
             emit_program(module, f"program{i}", stages)
         return module
     return JitModule(build, "\n".join(f"program{i}: {kernels!r}" for i, kernels in enumerate(programs)))

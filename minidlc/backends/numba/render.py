@@ -36,7 +36,7 @@ from ...ir import DTYPES
 from ...loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
                          Seq, Stmt, Store, Var)
 from ...loops.simplify import simplify_stmt
-from ...loops.transform import children, stmt_exprs, substitute_stmt, walk_exprs, walk_stmts
+from ...loops.transform import canonical_kernel, children, stmt_exprs, substitute_stmt, walk_exprs, walk_stmts
 
 NP_TYPE = {"f32": "np.float32", "f64": "np.float64", "i8": "np.int8", "u8": "np.uint8", "i16": "np.int16",
            "i32": "np.int32", "i64": "np.int64", "bool": "np.bool_",
@@ -318,19 +318,26 @@ def render_kernel(kernel: Kernel, name: str, constants: Constants) -> list[str]:
 def render_module(programs: list[list[Kernel]], computes: list[list[str]] | None = None) -> str:
     """A module with every kernel and `program0`, `program1`, ...: program i
     calls the kernels of `programs[i]` in order; its arguments are their
-    parameters, kernel after kernel. `computes[i][j]`, if given, says which
+    parameters, kernel after kernel. A kernel identical to an earlier one up
+    to names (a repeated layer) calls the earlier one's function. `computes[i][j]`, if given, says which
     graph nodes kernel j of program i computes (a comment above it)."""
     constants = Constants()
     taken = RESERVED | {f"program{i}" for i in range(len(programs))}
     lines = []
+    rendered: dict[Kernel, str] = {}  # a kernel identical to an earlier one up to names calls its function
     for i, kernels in enumerate(programs):
         names = []
         for j, k in enumerate(kernels):
+            key = canonical_kernel(k)
+            if key in rendered:
+                names.append(rendered[key])
+                continue
             name = _identifier(k.name)
             while name in taken:
                 name = f"{name}_"
             taken.add(name)
             names.append(name)
+            rendered[key] = name
             note = [f"# computes {computes[i][j]}"] if computes else []
             lines += ["", *note, *render_kernel(k, name, constants), ""]
         if len(kernels) == 1:  # a program of one kernel is that kernel (one function less to compile)
