@@ -34,7 +34,7 @@ LIMITS = {
 }
 
 
-@pytest.mark.parametrize("target", ["llvm", "cuda"])
+@pytest.mark.parametrize("target", ["llvm", pytest.param("cuda", marks=pytest.mark.slow)])  # cuda: 13 s
 def test_every_other_op_runs_natively(target):
     xfail = expected_failures()
     unexplained, used = [], set()
