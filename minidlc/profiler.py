@@ -19,6 +19,7 @@ import numpy as np
 
 from .ir.cost import node_flops
 from .ir.types import DTYPES
+from .loops.lower import Device
 from .loops.program import StepKind
 
 
@@ -36,6 +37,9 @@ def profile(m, feeds: dict[str, np.ndarray], repeat: int = 20) -> list[Row]:
     """Time each step of compiled model `m` (llvm or numba) on `feeds`."""
     if not m.backend.runs_kernels:
         raise ValueError(f"--profile times kernels; target {m.target} interprets the graph (use llvm or numba)")
+    if m.backend.device != Device.CPU:
+        raise ValueError(f"--profile times CPU kernels against this host's peaks; target {m.target} has no "
+                         "per-kernel profile yet (benchmarks/bench_gpu.py times whole models)")
     threads = getattr(m.executable, "threads", None)
     split = importlib.import_module(m.backend.module).build(m.program, threads=threads, split=True)
     arrays = [np.asarray(feeds[v.name]) for v in m.program.graph.inputs]

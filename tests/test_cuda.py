@@ -209,3 +209,12 @@ def test_every_launch_of_the_demo_models_compiles_for_a_real_gpu():
         pytest.skip(r.stdout.strip())
     assert r.returncode == 0, r.stderr[-3000:]
     assert "tfblock: 16 launches compile to PTX" in r.stdout
+
+
+@on_simulator
+def test_profile_says_the_cuda_target_has_none_yet():
+    from minidlc.profiler import profile
+
+    m = minidlc.compile(matmul_graph((), 4, 4, 4), target="cuda")
+    with pytest.raises(ValueError, match="target cuda has no per-kernel profile yet"):
+        profile(m, m.random_inputs(0))

@@ -73,14 +73,44 @@ class Step:
 
 def lowering_failure(node: Node, device: Device = Device.CPU) -> str | None:
     """Why `node` has no loop-IR lowering for `device`, or None when it has one.
-    Fusion asks this of every node so that a group only holds what lowers."""
+    Fusion asks this of every node so that a group only holds what lowers;
+    the answer for a node like one asked about before (a repeated layer) is
+    remembered (`_probe_key`)."""
     if node.op == "Constant" or view_offset(node) is not None:
         return None
+    key = _probe_key(node, device)
+    if key is not None and key in _PROBED:
+        return _PROBED[key]
     try:
         lower_group(node, "probe", device=device)
+        failure = None
     except Unsupported as e:
-        return str(e)
-    return None
+        failure = str(e)
+    if key is not None:
+        if len(_PROBED) > 10_000:
+            _PROBED.clear()
+        _PROBED[key] = failure
+    return failure
+
+
+_PROBED: dict[tuple, str | None] = {}
+
+
+def _probe_key(node: Node, device: Device) -> tuple | None:
+    """What a lowering can depend on: the op, its attributes, its operands' and
+    results' types, which operands are constants, and the values of small
+    constants (zero points, scalars); weights count by shape and dtype only. None
+    (ask the lowering) for a fused group, or attributes holding arrays."""
+    if node.body is not None or any(isinstance(a, np.ndarray) for a in node.attrs.values()):
+        return None
+
+    def operand(v):
+        if v is None:
+            return None
+        c = v.producer.attrs["value"] if v.producer is not None and v.producer.op == "Constant" else None
+        return v.type, None if c is None else (c.shape, c.dtype.str, c.tobytes() if c.size <= 64 else None)
+    return (device, node.op, repr(sorted(node.attrs.items())), tuple(operand(v) for v in node.inputs),
+            tuple(v.type for v in node.outputs))
 
 
 class LoopProgram:
