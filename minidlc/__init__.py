@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import time
+
 from .ir import Graph
 from .runtime import CompiledModel, InputError
 
@@ -59,10 +61,20 @@ def compile(model, target: str = "reference", opt_level: int = 2, *, example_inp
     batches = tuple(load_calibration(calibration, source)) if calibration is not None else ()
     pipeline = build_pipeline(opt_level=opt_level, passes=passes, instruments=instruments,
                               verify_each=verify_each, context=PassContext(backend.can_lower, batches))
+    clock = time.perf_counter()
     optimized = pipeline.run(source.copy())
+    times = {"passes": time.perf_counter() - clock}
     program = backend.program(optimized)
+    if backend.runs_kernels:  # lowered on first use: here, so that it is timed apart from the backend
+        clock = time.perf_counter()
+        program.plan
+        times["lowering"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     executable = backend.build(program, **backend_options)
-    return CompiledModel(source, optimized, program, executable, backend)
+    times["backend"] = time.perf_counter() - clock
+    m = CompiledModel(source, optimized, program, executable, backend)
+    m.compile_seconds = times
+    return m
 
 
 def quantize(model, calibration, **options):

@@ -80,6 +80,8 @@ def compile_model(args, out=None):
     graph = load_graph(args.model, parse_input_shapes(args.input_shape))
     m = minidlc.compile(graph, target=args.target, **pipeline_kwargs_from_args(args, out=out),
                         **backend_options_from_args(args))
+    if getattr(args, "time_passes", False):
+        write_text(out, format_compile_times(m))
     if args.stats and m.backend.runs_kernels:
         from .loops.program import StepKind
 
@@ -94,6 +96,22 @@ def compile_model(args, out=None):
         write_text(out, f"after lowering: {p.count(StepKind.KERNEL)} kernels, {p.count(StepKind.HOST)} host steps, "
                         f"arena {p.plan.size / 1024:.1f} KiB\n")
     return m
+
+
+def format_compile_times(m) -> str:
+    """After --time-passes' table of passes: the whole compile by stage."""
+    from .loops.program import StepKind
+
+    what = {"passes": "the pass pipeline (above)",
+            "lowering": f"lowering and scheduling {m.program.count(StepKind.KERNEL) if m.backend.runs_kernels else 0} "
+                        "kernels, the memory plan",
+            "backend": f"{m.target}: code generation and compilation (or loading them from the cache)"
+                       if m.backend.runs_kernels else f"{m.target}: nothing to compile (it interprets the graph)"}
+    total = sum(m.compile_seconds.values())
+    rows = [f"{s * 1000:14.3f} {100 * s / max(total, 1e-12):6.1f}%  {what[k]}" for k, s in m.compile_seconds.items()]
+    return "\n".join(["===-------------------------------------------===", "              Compile timing report",
+                      "===-------------------------------------------===", "  Wall time (ms)       %  stage", *rows,
+                      f"{total * 1000:14.3f} 100.0%  total", ""]) + "\n"
 
 
 def backend_options_from_args(args) -> dict:

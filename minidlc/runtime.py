@@ -25,6 +25,7 @@ class CompiledModel:
         self.target = backend.name
         self.input_types: dict[str, TensorType] = {v.name: v.type for v in optimized.inputs}
         self.output_names = [v.name for v in source.outputs]
+        self.compile_seconds: dict[str, float] = {}  # stage -> seconds (minidlc.compile fills it)
 
     def check_inputs(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Validate feeds against the graph's inputs; return them in input order."""

@@ -272,6 +272,12 @@ def test_cli_compile_with_pass_flags(tmp_path, capsys):
     printed = out.split("// -----// IR Dump After fuse-layers //----- //\n")[1]
     assert "Conv(" in printed and "BatchNormalization" not in printed.split("return")[0]
     assert "Pass execution timing report" in out
+    stages = out.split("Compile timing report")[1]  # then the whole compile, stage by stage
+    assert "the pass pipeline (above)" in stages and "reference: nothing to compile" in stages
+    compile_model(build_parser().parse_args(["compile", model, "--target", "llvm", "--time-passes"]), out=buf)
+    stages = buf.getvalue().split("Compile timing report")[2]
+    assert "lowering and scheduling 8 kernels, the memory plan" in stages
+    assert "llvm: code generation and compilation (or loading them from the cache)" in stages
     assert "BatchNormalization        6        0" in out and "fused groups: 5" in out
     assert sorted(p.name for p in dump.iterdir())[-1] == "007_fuse.ir"
     assert main(["compile", model, "-p", "fold,nope"]) == 2
