@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 from ..ir import Node
+from ..ir.ops.nn import einsum_terms
 from ..ir.ops.norm import STASH_DTYPES
 from .ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Var, const,
                  loop_nest, row_major, seq)
@@ -331,3 +332,42 @@ def _cumsum(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     step = seq(store, take) if node.attrs["exclusive"] else seq(take, store)
     body = seq(Store(acc, const(0), Const(0.0 if dt in FLOATS else 0, dt)), loop_nest([j], [shape[axis]], step))
     return loop_nest(list(kept.values()), [shape[a] for a in kept], with_accumulators([(acc, dt)], body))
+
+
+@register_lowering("Einsum")
+def _einsum(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
+    """A sum of products: loops over the output's indices, an accumulator over
+    the indices summed away (letters in no output position); a letter repeated
+    within a term reads a diagonal, and the '...' axes broadcast as NumPy's do."""
+    xs, y = list(node.inputs), node.outputs[0]
+    dt = y.type.dtype
+    if dt == "bool":
+        raise Unsupported("Einsum on bool")
+    terms, rhs = einsum_terms(node.attrs["equation"], len(xs))
+    dots = max(x.type.rank - len(t.replace("...", "")) for t, x in zip(terms, xs))
+    ellipsis = [str(i) for i in range(dots)]  # the '...' axes as tokens no letter can be
+
+    def tokens(term: str, rank: int) -> list[str]:
+        head, has_dots, tail = term.partition("...")
+        k = rank - len(head) - len(tail) if has_dots else 0
+        return list(head) + ellipsis[dots - k:] + list(tail)
+    operands = [tokens(t, x.type.rank) for t, x in zip(terms, xs)]
+    out = tokens(rhs, y.type.rank)
+    sizes: dict[str, int] = {}
+    for toks, x in zip(operands, xs):
+        for tok, d in zip(toks, x.type.shape):
+            sizes[tok] = max(sizes.get(tok, 1), d)
+    var = {tok: lw.var("o") for tok in out}
+    summed = [tok for tok in dict.fromkeys(t for toks in operands for t in toks) if tok not in var]
+    var.update({tok: lw.var("s") for tok in summed})
+    product = None
+    for toks, x in zip(operands, xs):  # an axis of size 1 against a larger one broadcasts
+        value = lw.read(x, [var[t] if d == sizes[t] else const(0) for t, d in zip(toks, x.type.shape)])
+        product = value if product is None else Binary("*", product, value)
+    acc, body, total = accumulate(lw, dt, Const(0, dt), [(var[t], sizes[t]) for t in summed],
+                                  lambda s: Binary("+", s, product), lambda s: s)
+    buf = lw.buffer_for(y)
+    lw.buffers[id(y)] = buf
+    index = [var[t] for t in out]
+    return loop_nest(index, list(y.type.shape),
+                     with_accumulators([(acc, dt)], seq(body, Store(buf, row_major(index, y.type.shape), total))))
