@@ -119,8 +119,9 @@ def rename_buffers(s: Stmt, names: dict[str, str]) -> Stmt:
 
 
 def canonical_kernel(k: Kernel) -> Kernel:
-    """`k` with its name and its parameters' names replaced by positions. Kernels
-    that differ only in those (a repeated layer of one shape) compile to the same
-    code: backends compile one of them and share it."""
+    """`k` with its name and its parameters' names replaced by positions, and
+    their sizes dropped (the code never reads them: indices are in the body).
+    Kernels that differ only in those (a repeated layer of one shape) compile
+    to the same code: backends compile one of them and share it."""
     names = {p.name: f"p{i}" for i, p in enumerate(k.params)}
-    return Kernel("", tuple(replace(p, name=names[p.name]) for p in k.params), rename_buffers(k.body, names))
+    return Kernel("", tuple(replace(p, name=names[p.name], size=0) for p in k.params), rename_buffers(k.body, names))

@@ -120,29 +120,29 @@ def _non_negative(e: Expr) -> bool:
 
 def render_module(kernels: list[Kernel], computes: list[str] | None = None) -> tuple[str, list[Launch]]:
     """The module's source, and its launches in order: each kernel's launches,
-    kernel after kernel. A launch of a kernel identical to an earlier one up
-    to names (a repeated layer of the same shape) reuses that one's function,
-    so Numba compiles it once. `computes[i]`, if given, says which graph nodes kernel
+    kernel after kernel. A launch identical to an earlier one up to names (of
+    a repeated layer of the same shape, say) reuses that one's function, so
+    Numba compiles it once. `computes[i]`, if given, says which graph nodes kernel
     i computes (a comment above its launches)."""
     constants = Constants()
     taken = set(RESERVED) | {"cuda"}
     lines, launches = [], []
-    rendered: dict[tuple[Kernel, int], str] = {}  # (canonical kernel, launch) -> its function
+    rendered: dict[Kernel, str] = {}  # a launch in canonical form (see canonical_kernel) -> its function
     for i, k in enumerate(kernels):
         if computes:
             lines += ["", f"# computes {computes[i]}"]
-        key = canonical_kernel(k)
         for j, (stage, block) in enumerate(launches_of(k)):
             grid = int(stage.extent.value)
-            if (key, j) in rendered:
-                lines.append(f"# launch {j}: {rendered[key, j]} again (grid {grid}, block {block})")
-                launches.append(Launch(rendered[key, j], k, grid, block))
+            key = canonical_kernel(Kernel(k.name, k.params, stage))
+            if key in rendered:
+                lines.append(f"# launch {j}: {rendered[key]} again (grid {grid}, block {block})")
+                launches.append(Launch(rendered[key], k, grid, block))
                 continue
             name = f"{_identifier(k.name)}_{j}"
             while name in taken:
                 name += "_"
             taken.add(name)
-            rendered[key, j] = name
+            rendered[key] = name
             lines += ["", f"@cuda.jit(cache=True)  # grid {grid}, block {block}",
                       *LaunchRenderer(k, stage, name, constants).render()]
             launches.append(Launch(name, k, grid, block))
