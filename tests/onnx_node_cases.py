@@ -67,11 +67,8 @@ def covering_cases(cases=None):
 def run_case(case, target: str = "reference", opt_level: int = 0):
     """Compile and run one case on `target`; raise AssertionError on a mismatch.
     Returns the compiled model (of the last data set)."""
-    weights = {t.name for t in case.model.graph.initializer}  # old models list weights as inputs too
-    names = [vi.name for vi in case.model.graph.input if vi.name not in weights]
     for inputs, expected in case.data_sets:
-        feeds = dict(zip(names, (_array(x) for x in inputs)))
-        m, feeds = compile_binding_static_inputs(case.model, feeds, target, opt_level)
+        m, feeds = compile_binding_static_inputs(case.model, _feeds(case, inputs), target, opt_level)
         expected = [_array(x) for x in expected]
         outs = m.run(feeds)
         for vi, want in zip(case.model.graph.output, expected):
@@ -85,13 +82,22 @@ def run_case(case, target: str = "reference", opt_level: int = 0):
 
 
 def compile_binding_static_inputs(model, feeds: dict, target: str, opt_level: int = 0):
-    """Compile `model`; graph inputs that minidlc needs at compile time become constants.
+    """Compile `model` (see `load_binding_static_inputs`); returns the compiled
+    model and the remaining feeds."""
+    import minidlc
+
+    graph, feeds = load_binding_static_inputs(model, feeds)
+    return minidlc.compile(graph, target=target, opt_level=opt_level), feeds
+
+
+def load_binding_static_inputs(model, feeds: dict):
+    """Import `model`; graph inputs that minidlc needs at compile time become constants.
 
     The node tests feed shape-like operands (Reshape's shape, Slice's starts,
     Reduce* axes, Pad's pads, a window's size) as graph inputs. minidlc
     compiles static shapes, so, as a user would, we bind the inputs such an
     operand is computed from to the test's data, as initializers. Returns the
-    compiled model and the remaining feeds."""
+    graph and the remaining feeds."""
     import minidlc
     from minidlc.frontends.onnx.converters import StaticValueError
     from onnx import numpy_helper
@@ -99,7 +105,7 @@ def compile_binding_static_inputs(model, feeds: dict, target: str, opt_level: in
     feeds = dict(feeds)
     while True:
         try:
-            return minidlc.compile(model, target=target, opt_level=opt_level), feeds
+            return minidlc.load(model), feeds
         except StaticValueError as e:
             bind = _graph_inputs_behind(model.graph, e.value) & set(feeds)
             if not bind:
@@ -111,26 +117,19 @@ def compile_binding_static_inputs(model, feeds: dict, target: str, opt_level: in
 def loop_program(case, target: str, opt_level: int = 2):
     """The loop program `target` builds for a case (its first data set), without
     compiling or running anything: enough to see which steps run natively."""
-    import minidlc
     from minidlc.backends import get_backend
-    from minidlc.frontends.onnx.converters import StaticValueError
     from minidlc.passes.manager import PassContext, build_pipeline
-    from onnx import numpy_helper
 
-    weights = {t.name for t in case.model.graph.initializer}
-    names = [vi.name for vi in case.model.graph.input if vi.name not in weights]
-    feeds = dict(zip(names, (_array(x) for x in case.data_sets[0][0])))
-    model = case.model
-    while True:
-        try:
-            graph = minidlc.load(model)
-            break
-        except StaticValueError as e:  # bind what must be static, as compile_binding_static_inputs does
-            model = model.__class__.FromString(model.SerializeToString())
-            model.graph.initializer.extend(numpy_helper.from_array(feeds.pop(n), n)
-                                           for n in sorted(_graph_inputs_behind(model.graph, e.value) & set(feeds)))
+    graph, _ = load_binding_static_inputs(case.model, _feeds(case, case.data_sets[0][0]))
     backend = get_backend(target)
     return backend.program(build_pipeline(opt_level=opt_level, context=PassContext(backend.can_lower)).run(graph))
+
+
+def _feeds(case, inputs) -> dict:
+    """A data set's inputs by graph input name (old models list weights as inputs too)."""
+    weights = {t.name for t in case.model.graph.initializer}
+    names = [vi.name for vi in case.model.graph.input if vi.name not in weights]
+    return dict(zip(names, (_array(x) for x in inputs)))
 
 
 def _graph_inputs_behind(graph, name: str) -> set[str]:

@@ -41,6 +41,15 @@ class Arena:
     def flat(self, a):
         return a.reshape(-1)
 
+    def read(self, v: Value) -> np.ndarray:
+        """Value `v` as a host array (on the host, the arena's own memory:
+        copy it to keep it)."""
+        raise NotImplementedError
+
+    def write(self, v: Value, a) -> None:
+        """Set value `v` (its place in the arena) from host data `a`, cast to its dtype."""
+        raise NotImplementedError
+
     def array(self, v: Value):
         """The array holding value `v`: its place in the arena, or the weight itself."""
         offset = self.plan.offset(v)
@@ -83,6 +92,25 @@ class HostArena(Arena):
     def flat(self, a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(a).reshape(-1)
 
+    def read(self, v: Value) -> np.ndarray:
+        return self.array(v)
+
+    def write(self, v: Value, a) -> None:
+        dst = self.array(v)
+        np.copyto(dst, np.asarray(a).reshape(dst.shape), casting="unsafe")
+
+
+def host_step(arena: Arena, step: Step) -> Callable[[], None]:
+    """Runs a node without a lowering on its NumPy reference implementation,
+    reading its inputs from the arena and writing its outputs there."""
+    node = step.node
+
+    def run_on_host():
+        outs = evaluate_node(node, [None if v is None else arena.read(v) for v in node.inputs])
+        for v, a in zip(node.outputs, outs):
+            arena.write(v, a)
+    return run_on_host
+
 
 class HostExecutable:
     """A loop program bound once to one host arena. Runs copy the inputs in and
@@ -98,26 +126,16 @@ class HostExecutable:
         self.arena = HostArena(program)
         self.segments = program.segments(split)
         native = iter(compile_kernels([seg for seg in self.segments if seg[0].kind == StepKind.KERNEL]))
-        self.calls = [self._host_call(seg[0]) if seg[0].kind == StepKind.HOST else next(native)
+        self.calls = [host_step(self.arena, seg[0]) if seg[0].kind == StepKind.HOST else next(native)
                       for seg in self.segments]
         self.lock = threading.Lock()
-
-    def _host_call(self, step: Step) -> Callable[[], None]:
-        """Runs a node without a lowering on its NumPy reference implementation."""
-        ins = [None if v is None else self.arena.array(v) for v in step.node.inputs]
-        outs = [self.arena.array(v) for v in step.node.outputs]
-
-        def run_on_host():
-            for dst, src in zip(outs, evaluate_node(step.node, ins)):
-                np.copyto(dst, np.asarray(src).reshape(dst.shape), casting="unsafe")
-        return run_on_host
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         with self.lock:
             self._feed(arrays)
             for call in self.calls:
                 call()
-            return [self.arena.array(v).copy() for v in self.graph.outputs]
+            return [self.arena.read(v).copy() for v in self.graph.outputs]
 
     def time_steps(self, arrays: list[np.ndarray], repeat: int) -> list[tuple[list[Step], float]]:
         """Each segment (each kernel, when built with `split`) with its median
@@ -135,7 +153,7 @@ class HostExecutable:
 
     def _feed(self, arrays: list[np.ndarray]) -> None:
         for v, a in zip(self.graph.inputs, arrays):
-            np.copyto(self.arena.array(v), a)
+            self.arena.write(v, a)
 
 
 def check_kernel_arrays(kernel: Kernel, arrays: list[np.ndarray]) -> None:

@@ -445,7 +445,7 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         acc = lw.fresh("acc")
         ii, jj = lw.var("ii"), lw.var("jj")
         bb = spec.b_index(bidx)
-        b_flat = row_major(bb, spec.b_batch) if spec.b_batch else const(0)
+        b_flat = row_major(bb, spec.b_batch)
         cell = add(mul(ii, const(nr)), jj)
         row = row0[:-1] + [add(row0[-1], ii)]
         k_shape = d4.k_shape if d4 is not None else spec.k_shape or (k,)

@@ -109,8 +109,7 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
             value = spec.b(bb, unflatten(kg, k_shape), Binary("/", col, const(CONFIG.nr)),
                            Binary("%", col, const(CONFIG.nr)))
         else:
-            flat = add(mul(add(mul(_flat(bb, spec.b_batch), const(k)), kg), const(n)), col)
-            value = Load(bp, flat, b_dt)
+            value = Load(bp, row_major(bb + [kg, col], spec.b_batch + (k, n)), b_dt)
         return _widened(value, dt)
 
     out, chain = epilogue_chain(lw, node)
@@ -130,7 +129,7 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         c_pad = lw.scratch(node.outputs[0].name + "_tiles", dt, nb * mp * np_)
 
         def padded_at(bidx: list[Expr], row: Expr, col: Expr) -> Expr:
-            return add(mul(add(mul(_flat(bidx, spec.batch), const(mp)), row), const(np_)), col)
+            return row_major(bidx + [row, col], spec.batch + (mp, np_))
         stages.append(_tiled(lw, spec, tile, read_a, read_b,
                              lambda bidx, row, col, value: Store(c_pad, padded_at(bidx, row, col), value)))
         f, count, bidx, row, col = _elements(lw, spec, nb)
@@ -138,10 +137,6 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     lw.buffers[id(out)] = buf
     done.update(id(nd) for nd in chain)  # they ran in the epilogue
     return seq(*stages)
-
-
-def _flat(index: list[Expr], shape: tuple[int, ...]) -> Expr:
-    return row_major(index, shape) if shape else const(0)
 
 
 def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) -> Stmt:

@@ -29,7 +29,7 @@ from ..ir import Graph, Node, Value
 from .ir import (Allocate, Binary, Call, Compare, Const, Expr, For, Kernel, Load, Param, Select, Stmt, Store, Var, add, const,
                  loop_nest, mul, row_major, seq)
 from .mathfns import expand_math
-from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, STORAGE_DTYPES, Unsupported
+from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, STORAGE_DTYPES, Unsupported, clamp_index, in_range
 from .simplify import simplify_stmt
 from .transform import stmt_exprs, walk_exprs, walk_stmts
 
@@ -233,9 +233,9 @@ class Lowerer:
                 buf = self.param(v, "output", i).name
                 stmts.append(loop_nest(idx, list(v.type.shape),
                                        Store(buf, row_major(list(idx), v.type.shape), self.read(v, list(idx)))))
-        body = simplify_stmt(expand_math(seq(*stmts)))
         if self.device == Device.GPU and any(b.param.dtype in STORAGE_DTYPES for b in self.bindings):
             raise Unsupported("f16 or bf16 buffers on the GPU (the cuda target converts neither yet)")
+        body = simplify_stmt(expand_math(seq(*stmts)))
         if computes_in_storage_dtype(body):
             raise Unsupported("arithmetic on f16 or bf16, storage dtypes that kernels only load, store and convert")
         # an input read only through its packed copy is not a parameter: the
@@ -296,8 +296,8 @@ def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[E
             src, inside = list(idx[:2]), None
             for d, o in enumerate(idx[2:]):
                 size = x.type.shape[2 + d]
-                src.append(Binary("min", Binary("max", Binary("-", o, const(before[d])), const(0)), const(size - 1)))
-                here = Binary("and", Compare(">=", o, const(before[d])), Compare("<", o, const(before[d] + size)))
+                src.append(clamp_index(Binary("-", o, const(before[d])), size))
+                here = in_range(o, before[d], size)
                 inside = here if inside is None else Binary("and", inside, here)
             return Select(inside, lw.read(x, src), pad)
         return read_in_place, shape, None

@@ -24,7 +24,7 @@ from ..ir.ops.resize import _geometry, source_coordinates, taps
 from .ir import Allocate, Binary, Call, Cast, Const, Expr, If, Load, Stmt, Store, add, const, loop_nest, mul, row_major, \
     seq
 from .lower import Lowerer, register_lowering
-from .rules import FLOATS, STORAGE_DTYPES, Unsupported
+from .rules import FLOATS, STORAGE_DTYPES, Unsupported, clamp_index
 
 MAX_TAPS = 256  # more taps per output element (a large antialiased downscale) is left to NumPy
 
@@ -60,7 +60,7 @@ def _resize(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     def source(axis: int) -> Expr:
         table, _, count, n_in = taps_of[axis]
         i = Load(table, add(mul(out[axis], const(count)), tap[axis]), "i64")
-        return Binary("min", Binary("max", i, const(0)), const(n_in - 1))  # the tables are clamped: proves it
+        return clamp_index(i, n_in)  # the tables are clamped already: this proves it
 
     element = lw.read(x, [source(ax) if ax in taps_of else o for ax, o in enumerate(out)])
     buf = lw.buffer_for(y)

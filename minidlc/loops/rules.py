@@ -44,6 +44,17 @@ def rule(*names):
     return deco
 
 
+def clamp_index(i: Expr, size: int) -> Expr:
+    """i clamped into [0, size): a read there is provably in bounds (for an i
+    known to lie there, or where the value read is discarded)."""
+    return Binary("min", Binary("max", i, const(0)), const(size - 1))
+
+
+def in_range(i: Expr, start: int, size: int) -> Expr:
+    """Whether start <= i < start + size."""
+    return Binary("and", Compare(">=", i, const(start)), Compare("<", i, const(start + size)))
+
+
 def broadcast_index(idx: list[Expr], in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[Expr]:
     """The input index that NumPy broadcasting reads for output index `idx`."""
     lead = len(out_shape) - len(in_shape)
@@ -339,7 +350,7 @@ def _pad(node, idx, read):
         lo, length = max(0, -b), d - max(0, -b) - max(0, -e)  # the kept (cropped) part of the axis
         q = Binary("-", i, const(max(0, b)))  # the position in that part
         if mode == "constant" and length < x.shape[axis] + max(0, b) + max(0, e):
-            here = Binary("and", Compare(">=", q, const(0)), Compare("<", q, const(length)))
+            here = in_range(q, 0, length)
             inside = here if inside is None else Binary("and", inside, here)
         if mode == "wrap" and length > 0:
             q = Binary("mod", q, const(length))
@@ -347,7 +358,7 @@ def _pad(node, idx, read):
             r = Binary("mod", q, const(2 * (length - 1)))
             q = Select(Compare("<", r, const(length)), r, Binary("-", const(2 * (length - 1)), r))
         # (a no-op once mapped, and the clamp of edge mode): reads are provably in bounds
-        src.append(add(const(lo), Binary("min", Binary("max", q, const(0)), const(max(length - 1, 0)))))
+        src.append(add(const(lo), clamp_index(q, max(length, 1))))
     value = read(0, src)
     if inside is None:
         return value
@@ -365,9 +376,8 @@ def _lrn(node, idx, read):
     total = None
     for offset in range(-((a["size"] - 1) // 2), a["size"] // 2 + 1):
         c = add(idx[1], const(offset))
-        xc = read(0, [idx[0], Binary("min", Binary("max", c, const(0)), const(channels - 1))] + list(idx[2:]))
-        term = Select(Binary("and", Compare(">=", c, const(0)), Compare("<", c, const(channels))), mul(xc, xc),
-                      _c(0.0, x))
+        xc = read(0, [idx[0], clamp_index(c, channels)] + list(idx[2:]))
+        term = Select(in_range(c, 0, channels), mul(xc, xc), _c(0.0, x))
         total = term if total is None else add(total, term)
     denom = add(_c(a["bias"], x), mul(_c(a["alpha"] / a["size"], x), total))
     return Binary("/", x, Call("pow", (denom, _c(a["beta"], x))))

@@ -10,6 +10,9 @@ accepts (the runtime checks shapes before every native call).
 """
 from __future__ import annotations
 
+import numpy as np
+
+from ..ir import DTYPES
 from .ir import Allocate, Barrier, Binary, Call, CALLS, Cast, Compare, Const, Expr, For, If, INDEX, Kernel, Load, LoopKind, Scope, Select, Seq, Stmt, Store, Var
 
 
@@ -55,13 +58,10 @@ def _interval(e: Expr, env: dict[Var, Range]) -> Range | None:
         return (min(a[0], b[0]), max(a[1], b[1]))
     if isinstance(e, Cast) and e.dtype == INDEX:
         return _interval(e.value, env)
-    if isinstance(e, Load) and e.dtype in _INT_BITS:  # a value read from memory: anything its dtype holds
-        bits, signed = _INT_BITS[e.dtype]
-        return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if isinstance(e, Load) and e.dtype in DTYPES and np.dtype(DTYPES[e.dtype]).kind in "iu":
+        info = np.iinfo(DTYPES[e.dtype])  # a value read from memory: anything its dtype holds
+        return (int(info.min), int(info.max))
     return None
-
-
-_INT_BITS = {"i8": (8, True), "u8": (8, False), "i16": (16, True), "i32": (32, True), "i64": (64, True)}
 
 
 def _narrow(cond: Expr, env: dict[Var, Range]) -> dict[Var, Range]:
@@ -152,8 +152,8 @@ def _check_expr(e: Expr, bufs, env) -> None:
 
 
 def _check_stmt(s: Stmt, bufs, env, gpu: tuple[str, ...] = ()) -> None:
-    """`gpu`: the GPU levels around `s` ("blocks", "shared", "threads"), which
-    must nest in that order: a launch's grid, its shared arrays, its threads."""
+    """`gpu`: the GPU loops around `s` ("blocks", then "threads"). They nest in
+    that order, shared arrays between the two, local ones inside the threads."""
     if isinstance(s, For):
         _check_expr(s.extent, bufs, env)
         ext = _interval(s.extent, env)

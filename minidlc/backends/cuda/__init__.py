@@ -30,10 +30,9 @@ from typing import Callable
 import numpy as np
 
 from ...ir import DTYPES
-from ...ir.interpreter import evaluate_node
-from ...loops.program import LoopProgram, Step, StepKind
+from ...loops.program import LoopProgram, StepKind
 from .. import cache
-from ..host import Arena
+from ..host import Arena, host_step
 from .render import Launch, render_module
 
 RENDER_VERSION = cache.source_version(Path(__file__).parent)
@@ -66,14 +65,13 @@ class DeviceArena(Arena):
         super().__init__(program)
         self.cuda = cuda
         self.uploaded: dict[int, tuple[np.ndarray, object]] = {}  # id(host array) -> (it, its device copy)
-        need = max(self.plan.size, 1) + program.weight_bytes()
+        arena, weights = max(self.plan.size, 1), program.weight_bytes()
         if not simulated():
             free, total = cuda.current_context().get_memory_info()
-            if need > free:
-                raise MemoryError(f"target cuda: out of device memory: the model needs {need} bytes (arena "
-                                  f"{self.plan.size}, weights {need - max(self.plan.size, 1)}), the GPU has {free} of "
-                                  f"{total} bytes free")
-        self.memory = cuda.device_array(max(self.plan.size, 1), np.uint8)
+            if arena + weights > free:
+                raise MemoryError(f"target cuda: out of device memory: the model needs {arena + weights} bytes "
+                                  f"(arena {arena}, weights {weights}), the GPU has {free} of {total} bytes free")
+        self.memory = cuda.device_array(arena, np.uint8)
 
     def region(self, offset: int, nbytes: int, dtype: np.dtype):
         return self.memory[offset:offset + nbytes].view(dtype)
@@ -82,6 +80,17 @@ class DeviceArena(Arena):
         if id(a) not in self.uploaded:
             self.uploaded[id(a)] = (a, self.cuda.to_device(np.ascontiguousarray(a)))
         return self.uploaded[id(a)][1]
+
+    def read(self, v) -> np.ndarray:
+        """A copy on the host (device memory is read by copying)."""
+        if v.type.numel == 0:
+            return np.empty(v.type.shape, v.type.np_dtype)
+        return self.array(v).copy_to_host().reshape(v.type.shape)
+
+    def write(self, v, a) -> None:
+        if v.type.numel:
+            self.array(v).copy_to_device(np.ascontiguousarray(np.asarray(a).reshape(v.type.shape),
+                                                              dtype=v.type.np_dtype))
 
 
 class CudaExecutable:
@@ -104,11 +113,10 @@ class CudaExecutable:
         for launch in launches:
             by_kernel.setdefault(launch.kernel.name, []).append(launch)
         self.launches: list[tuple[Launch, object, list]] = []  # (launch, its function, its arrays)
-        self.direct_launches = 0  # of them, how many skip Numba's dispatcher (see _launcher)
         self.calls: list[Callable[[], None]] = []
         for step in program.steps:
-            if step.kind == StepKind.HOST:
-                self.calls.append(self._host_call(step))
+            if step.kind == StepKind.HOST:  # its inputs to the host, NumPy, its outputs back
+                self.calls.append(host_step(self.arena, step))
             elif step.kind == StepKind.KERNEL:
                 arrays = [self.arena.buffer(step, b) for b in step.lowered.bindings]
                 for launch in by_kernel.get(step.lowered.kernel.name, []):  # none: nothing to compute
@@ -119,37 +127,16 @@ class CudaExecutable:
             record_cache_files(module)  # what Numba cached may be loaded by later processes
         self.lock = threading.Lock()
 
-    def _host_call(self, step: Step) -> Callable[[], None]:
-        """A node without a GPU lowering: its inputs to the host, NumPy, its outputs back."""
-        plan = self.program.plan
-        ins = [None if v is None else (plan.constants[id(v)] if plan.offset(v) is None else self.arena.array(v))
-               for v in step.node.inputs]
-        outs = [self.arena.array(v) for v in step.node.outputs]
-
-        def run_on_host():
-            host = [a if a is None or isinstance(a, np.ndarray) else
-                    a.copy_to_host() if a.size else np.empty(a.shape, a.dtype) for a in ins]
-            for dst, src in zip(outs, evaluate_node(step.node, host)):
-                if dst.size:
-                    dst.copy_to_device(np.ascontiguousarray(np.asarray(src).reshape(dst.shape), dtype=dst.dtype))
-        return run_on_host
-
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         with self.lock:
             self.feed(arrays)
             self.launch()
-            return [self._fetch(v) for v in self.graph.outputs]
-
-    def _fetch(self, v) -> np.ndarray:
-        if v.type.numel == 0:
-            return np.empty(v.type.shape, v.type.np_dtype)
-        return self.arena.array(v).copy_to_host().reshape(v.type.shape)
+            return [self.arena.read(v) for v in self.graph.outputs]
 
     def feed(self, arrays: list[np.ndarray]) -> None:
         """Copy the inputs (one array per graph input, validated) into the arena."""
         for v, a in zip(self.graph.inputs, arrays):
-            if a.size:
-                self.arena.array(v).copy_to_device(np.ascontiguousarray(a))
+            self.arena.write(v, a)
 
     def launch(self) -> None:
         """Queue every step once, on the inputs already in the arena (no copies:
@@ -167,7 +154,6 @@ class CudaExecutable:
         return "\n".join(f"// {launch.name}: grid {launch.grid}, block {launch.block}\n"
                          + fn.inspect_asm(tuple(numba.typeof(a) for a in arrays))
                          for launch, fn, arrays in self.launches)
-
 
     def _launcher(self, fn, launch: Launch, arrays: list) -> Callable[[], None]:
         """A call that queues one launch. On a GPU the kernel is compiled now
@@ -195,7 +181,6 @@ class CudaExecutable:
                 kernel._prepare_args(ty, value, 0, writeback, prepared)
             stream = driver.binding.CUstream(0) if driver.USE_NV_BINDING else None
             shape = (launch.grid, 1, 1, launch.block, 1, 1)
-            self.direct_launches += 1
             return lambda: driver.launch_kernel(handle, *shape, 0, stream, prepared)
         except Exception as e:  # another Numba CUDA version: its dispatcher still works
             log.info("cuda: launching %s through Numba's dispatcher (%s)", launch.name, e)

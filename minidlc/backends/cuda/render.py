@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ...loops.ir import Allocate, Barrier, Binary, Call, Const, Expr, For, Kernel, LoopKind, Scope, Seq, Stmt, Var
 from ...loops.transform import canonical_kernel, walk_stmts
-from ..numba.render import NP_TYPE, RESERVED, Constants, KernelRenderer, _identifier
+from ..numba.render import NP_TYPE, RESERVED, Constants, KernelRenderer, _identifier, _is_float
 
 _MATH = {"exp": "rt.exp", "log": "rt.log", "sqrt": "rt.sqrt", "tanh": "rt.tanh", "sin": "rt.sin", "cos": "rt.cos",
          "pow": "rt.pow", "erf": "math.erf", "floor": "rt.floor", "ceil": "rt.ceil", "round": "rt.rint", "abs": "abs"}
@@ -86,9 +86,9 @@ class LaunchRenderer(KernelRenderer):
         return f"{self.bufs[buf]}[{self.expr(index)}]"
 
     def binary(self, e) -> str:
-        if e.op == "%" and e.dtype in ("f32", "f64"):
+        if e.op == "%" and _is_float(e.dtype):
             return f"{NP_TYPE[e.dtype]}(math.fmod({self.expr(e.a)}, {self.expr(e.b)}))"
-        if e.op in ("min", "max") and e.dtype not in ("f32", "f64"):
+        if e.op in ("min", "max") and not _is_float(e.dtype):
             return self.wrap(f"rt.i{e.op}({self.expr(e.a)}, {self.expr(e.b)})", e.dtype)
         if e.op in ("/", "%") and e.dtype == "i64" and _non_negative(e.a) and _non_negative(e.b):
             # index arithmetic: C's truncation and Python's floor agree, so the
@@ -102,7 +102,7 @@ class LaunchRenderer(KernelRenderer):
         if e.fn not in _MATH:
             return super().call(e)  # neg, ldexp
         args = ", ".join(self.expr(a) for a in e.args)
-        if e.fn == "abs" and e.dtype not in ("f32", "f64"):
+        if e.fn == "abs" and not _is_float(e.dtype):
             return self.wrap(f"abs({args})", e.dtype)
         return f"{NP_TYPE[e.dtype]}({_MATH[e.fn]}({args}))"
 
