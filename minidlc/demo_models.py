@@ -14,6 +14,8 @@ shapes onnxruntime is fast at and a compiler must be too:
     squeezenet  SqueezeNet fire modules: 1x1 squeeze, 1x1 and 3x3 expands, Concat
     resnet      ResNet bottlenecks: 1x1 reduce, 3x3, 1x1 expand, residuals, strided projections
 
+and two full-size layouts for compile times and the GPU: resnet50 and densenet121.
+
 They live in the package (not only in examples/) so `minidlc demo` works from
 any install; `examples/models.py` writes them to .onnx files.
 """
@@ -250,13 +252,45 @@ def resnet50(batch: int = 1) -> onnx.ModelProto:
     return _image_model(b, "resnet50", _classifier(b, h, c, 1000), 224, 1000, batch)
 
 
-_BUILDERS = {"mlp": mlp, "convnet": convnet, "tfblock": tfblock,
-             "mobilenet": mobilenet, "squeezenet": squeezenet, "resnet": resnet, "resnet50": resnet50}
+def _batch_norm(b: _Builder, x: str, c: int, hint: str) -> str:
+    """BatchNormalization + Relu: a pre-activation norm, which no conv before it absorbs."""
+    weights = [b.weight(f"{hint}.{name}", (c,), value=value) for name, value in (
+        ("scale", 1 + 0.1 * b.rng.standard_normal(c)), ("bias", 0.1 * b.rng.standard_normal(c)),
+        ("mean", 0.1 * b.rng.standard_normal(c)), ("var", b.rng.uniform(0.5, 1.5, c)))]
+    return b.op("Relu", [b.op("BatchNormalization", [x, *weights], hint, epsilon=1e-5)], f"{hint}.relu")
+
+
+def densenet121(batch: int = 1) -> onnx.ModelProto:
+    """DenseNet-121's layout and size (8.0M weights, 2.9 GFLOPs per 224x224
+    image): dense blocks of 6, 12, 24, 16 layers (BN-ReLU-1x1 conv to 128
+    channels, BN-ReLU-3x3 conv to 32, concatenated onto the block's input),
+    transitions (BN-ReLU-1x1 conv halving the channels, 2x2 average pool);
+    each layer's second norm folded into its 1x1 conv. For compile times."""
+    b = _Builder(seed=8)
+    h = _conv(b, "x", 3, 64, 7, "stem", stride=2)  # 224 -> 112
+    h = b.op("MaxPool", [h], "pool1", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])  # 56
+    c = 64
+    for s_, layers in enumerate((6, 12, 24, 16)):
+        for i in range(layers):
+            hint = f"block{s_ + 1}.layer{i + 1}"
+            r = _conv(b, _batch_norm(b, h, c, f"{hint}.norm1"), c, 128, 1, f"{hint}.conv1")
+            h = b.op("Concat", [h, _conv(b, r, 128, 32, 3, f"{hint}.conv2", relu=False)], f"{hint}.concat", axis=1)
+            c += 32
+        if s_ < 3:
+            hint = f"transition{s_ + 1}"
+            h = _conv(b, _batch_norm(b, h, c, f"{hint}.norm"), c, c // 2, 1, f"{hint}.conv", relu=False)
+            h = b.op("AveragePool", [h], f"{hint}.pool", kernel_shape=[2, 2], strides=[2, 2])
+            c //= 2
+    return _image_model(b, "densenet121", _classifier(b, _batch_norm(b, h, c, "norm5"), c, 1000), 224, 1000, batch)
+
+
+_BUILDERS = {"mlp": mlp, "convnet": convnet, "tfblock": tfblock, "mobilenet": mobilenet, "squeezenet": squeezenet,
+             "resnet": resnet, "resnet50": resnet50, "densenet121": densenet121}
 
 
 def build_model(name: str, batch: int | None = None) -> onnx.ModelProto:
-    """The model `name` (one of DEMOS or CNN_MODELS, or resnet50) as an ONNX
-    ModelProto; `batch` (resnet50 only) sets its batch size."""
+    """The model `name` (one of DEMOS or CNN_MODELS, or resnet50 or
+    densenet121) as an ONNX ModelProto; `batch` (those two only) sets its batch size."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown demo model {name!r}; choose one of: {', '.join(_BUILDERS)}")
     return _BUILDERS[name](batch) if batch is not None else _BUILDERS[name]()

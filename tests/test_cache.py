@@ -4,6 +4,7 @@ bounded, least recently used entries going first."""
 import os
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +40,14 @@ def check_runs(m) -> None:
 @pytest.mark.parametrize("damage", ["flip a byte", "truncate", "other key", "garbage"])
 def test_a_damaged_llvm_entry_is_rebuilt_not_loaded(cache_dir, damage):
     first = minidlc.compile(small_graph(), target="llvm")
-    entry = first.executable.jit.cache_file
+    entry = first.executable.jit.cache_files[0]  # the kernel's module (the programs' is the last)
     raw = entry.read_bytes()
     if damage == "flip a byte":
         entry.write_bytes(raw[:-40] + bytes([raw[-40] ^ 0xFF]) + raw[-39:])
     elif damage == "truncate":
         entry.write_bytes(raw[: len(raw) // 2])
     elif damage == "other key":  # a valid entry, but made for another module
-        other = minidlc.compile(small_graph(3.0), target="llvm").executable.jit.cache_file
+        other = minidlc.compile(small_graph(3.0), target="llvm").executable.jit.cache_files[0]
         entry.write_bytes(other.read_bytes())
     else:
         entry.write_bytes(b"\x7fELF" + os.urandom(2000))
@@ -54,6 +55,52 @@ def test_a_damaged_llvm_entry_is_rebuilt_not_loaded(cache_dir, damage):
     assert not again.executable.jit.cached  # rebuilt...
     check_runs(again)
     assert minidlc.compile(small_graph(), target="llvm").executable.jit.cached  # ...and overwritten
+
+
+def two_layers(n: int) -> Graph:
+    """Two matmuls (each a kernel of its own); only the second's depends on n."""
+    rng = np.random.default_rng(n)
+    g = Graph()
+    x = g.add_input("x", TensorType((4, 8)))
+    y = g.add("Relu", [g.add("MatMul", [x, g.constant(rng.standard_normal((8, 8)).astype(np.float32))]).output])
+    g.outputs = [g.add("MatMul", [y.output, g.constant(rng.standard_normal((8, n)).astype(np.float32))]).output]
+    return g
+
+
+def test_llvm_kernels_are_cached_one_by_one_and_shared_between_models(cache_dir):
+    """A model whose kernel another model compiled before loads that kernel's
+    object code (the cache is keyed per kernel); only what is new is compiled."""
+    a = minidlc.compile(two_layers(3), target="llvm").executable
+    kernels = len(a.jit.units) - 1  # the last unit is the programs
+    assert kernels >= 2 and a.jit.compiled == kernels + 1
+    model_b = minidlc.compile(two_layers(5), target="llvm")
+    b = model_b.executable  # its first kernel is a's
+    assert b.jit.compiled == 2  # the changed kernel, and the programs (their table layout is a's, though)
+    assert b.jit.cache_files[0] == a.jit.cache_files[0]
+    x = np.linspace(-1, 1, 32, dtype=np.float32).reshape(4, 8)
+    want = minidlc.compile(two_layers(5), target="reference").run({"x": x})
+    np.testing.assert_allclose(list(model_b.run({"x": x}).values())[0], list(want.values())[0], rtol=1e-6)
+
+
+def test_parallel_compilation_makes_the_same_object_code(tmp_path, monkeypatch):
+    """Kernels compiled in worker processes are the ones one process compiles."""
+    from minidlc.backends.llvm import jit
+
+    pools = []
+    monkeypatch.setattr(jit, "PARALLEL_MIN_SOURCE", 0)  # fork workers even for this small model
+    monkeypatch.setattr(jit, "ProcessPoolExecutor", lambda *a, **k: pools.append(a) or ProcessPoolExecutor(*a, **k))
+    objects = {}
+    for jobs in ("1", "2"):
+        monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / jobs)
+        monkeypatch.setenv("MINIDLC_COMPILE_JOBS", jobs)
+        m = minidlc.compile(two_layers(3), target="llvm")
+        assert m.executable.jit.compiled == len(m.executable.jit.units) == 3
+        objects[jobs] = sorted(p.read_bytes() for p in (tmp_path / jobs).glob("*.o"))
+        check = np.linspace(-1, 1, 32, dtype=np.float32).reshape(4, 8)
+        want = minidlc.compile(two_layers(3), target="reference").run({"x": check})
+        np.testing.assert_allclose(list(m.run({"x": check}).values())[0], list(want.values())[0], rtol=1e-6)
+    assert pools == [(2,)]  # one pool, for jobs=2
+    assert objects["1"] == objects["2"]
 
 
 def test_damaged_numba_cache_files_are_dropped_and_rebuilt(tmp_path):
@@ -89,7 +136,7 @@ def test_the_cache_is_private_and_one_others_may_write_is_not_used(cache_dir, ca
     assert not minidlc.compile(small_graph(), target="llvm").executable.jit.cached
     cache_dir.chmod(0o777)  # nor is a directory others may write used at all
     m = minidlc.compile(small_graph(), target="llvm")
-    assert m.executable.jit.cache_file is None and "others may write it" in caplog.text
+    assert m.executable.jit.cache_files == [None, None] and "others may write it" in caplog.text
     check_runs(m)
 
 
@@ -107,7 +154,7 @@ def test_the_least_recently_used_entries_go_first(cache_dir):
 def test_cache_info_and_clear_on_the_command_line(cache_dir, capsys):
     minidlc.compile(small_graph(), target="llvm")
     assert main(["cache", "info"]) == 0
-    assert f"cache: {cache_dir}\n1 files" in capsys.readouterr().out
+    assert f"cache: {cache_dir}\n2 files" in capsys.readouterr().out  # the kernel's object code, the program's
     assert main(["cache", "clear"]) == 0
-    assert capsys.readouterr().out == f"removed 1 files from {cache_dir}\n"
+    assert capsys.readouterr().out == f"removed 2 files from {cache_dir}\n"
     assert not list(cache_dir.rglob("*.o"))

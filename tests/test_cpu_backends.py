@@ -123,7 +123,7 @@ def test_llvm_code_is_cached_on_disk(tmp_path, monkeypatch):
     assert not first.executable.jit.cached and list(tmp_path.glob("*.o"))
     second = minidlc.compile(g, target="llvm")
     assert second.executable.jit.cached
-    assert second.executable.jit._ir_text is None  # a cache hit generates no LLVM IR at all...
+    assert second.executable.jit._texts is None  # a cache hit generates no LLVM IR at all...
     feeds = first.random_inputs()
     np.testing.assert_array_equal(first.run(feeds)["relu"], second.run(feeds)["relu"])
     assert second.emit("llvm") == first.emit("llvm")  # ...until asked to show it: the same optimized IR

@@ -89,6 +89,26 @@ def test_cse_merges_equal_nodes_and_constants_but_not_different_attrs():
     }""")
 
 
+def test_cse_merges_large_constants_only_when_every_element_is_equal():
+    """Constants hash by their first and last elements; equal ones still need every byte equal."""
+    import numpy as np
+
+    from minidlc.ir import Graph, TensorType
+    from minidlc.passes.cse import CommonSubexpressionElimination
+
+    g = Graph()
+    x = g.add_input("x", TensorType((40,)))
+    w = np.arange(40, dtype=np.float32)
+    other = w.copy()
+    other[20] = -1  # differs only in the middle
+    adds = [g.add("Add", [x, g.constant(c)]).output for c in (w, w.copy(), other, w.astype(np.float64).astype(np.float32))]
+    g.outputs = [g.add("Sum", adds).output]
+    g, changed = CommonSubexpressionElimination().run(g)
+    assert changed
+    constants = [n for n in g.nodes if n.op == "Constant"]
+    assert len(constants) == 2 and any(np.array_equal(n.attrs["value"], other) for n in constants)
+
+
 def test_simplify_removes_identities_and_neutral_constants():
     check_golden("simplify", """
     graph main(%x: f32[2,3]) {

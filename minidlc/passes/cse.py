@@ -4,8 +4,10 @@ Two nodes are the same expression when they apply the same op, with equal
 attributes, to the same input values. Walking the nodes in order, each node's
 key is looked up in a table of nodes seen before; on a hit, readers of the
 later node are redirected to the earlier one. Constants are keyed by their
-dtype, shape and bytes, so equal weights are shared too. Fused groups (whose
-attribute is a whole sub-graph) are never merged.
+dtype, shape and bytes, so equal weights are shared too (hashed by a few
+elements, compared whole only when those match: hashing every byte of a
+model's weights would cost more than the rest of the pass). Fused groups
+(whose attribute is a whole sub-graph) are never merged.
 """
 from __future__ import annotations
 
@@ -18,9 +20,29 @@ from .dce import remove_dead_nodes
 from .manager import register_pass
 
 
+class _Tensor:
+    """A constant as a key: hashed by its dtype, shape and first and last
+    elements; equal to another with the same dtype, shape and bytes."""
+
+    __slots__ = ("array", "_hash")
+
+    def __init__(self, array: np.ndarray):
+        flat = array.reshape(-1)
+        self.array = array
+        self._hash = hash((array.dtype.str, array.shape, flat[:8].tobytes(), flat[-8:].tobytes()))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        a = self.array
+        return (isinstance(other, _Tensor) and a.dtype == other.array.dtype and a.shape == other.array.shape
+                and a.tobytes() == other.array.tobytes())
+
+
 def _attr_key(value: Any) -> Hashable:
     if isinstance(value, np.ndarray):
-        return ("tensor", value.dtype.str, value.shape, value.tobytes())
+        return _Tensor(value)
     if isinstance(value, (list, tuple)):
         return tuple(_attr_key(v) for v in value)
     return value

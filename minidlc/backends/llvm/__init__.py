@@ -9,9 +9,11 @@
 - team.py: the threads, waiting in native code between runs; shares are
   claimed, so a stage needs no barrier. A run costs one native call (ctypes
   releases the GIL), not one per kernel or per thread.
-- jit.py: the module is optimized at O3 for the host CPU (its name and
-  features, so AVX2/AVX-512 and FMA are used); the object code is cached on
-  disk under a hash of the loop IR, so compiling a model again skips LLVM.
+- jit.py: each distinct kernel is a module of its own, and the programs one
+  more; each is optimized at O3 for the host CPU (its name and features, so
+  AVX2/AVX-512 and FMA are used), in parallel worker processes, and its object
+  code is cached on disk under a hash of its loop IR, so a kernel compiled
+  once (by any model) is not compiled again.
 - here: the executable. It runs the loop program (loops/program.py: kernels,
   views, host steps, the memory plan) over one host arena (backends/host.py).
 """
@@ -53,7 +55,7 @@ class LLVMExecutable(HostExecutable):
 
     def _compile(self, segments: list[list[Step]]) -> list[NativeCall]:
         kernels = [[st.lowered.kernel for st in seg] for seg in segments]
-        self.jit = jit_programs(self.graph.name, kernels)
+        self.jit = jit_programs(kernels)
         self.team = team_of_threads(self.jit, self.threads, kernels)
         calls = []
         for i, seg in enumerate(segments):
@@ -69,10 +71,13 @@ class LLVMExecutable(HostExecutable):
         return self.team.sleeps if self.team is not None else 0
 
     def emit(self, stage: str) -> str:
-        """The module after O3 ('llvm') or its machine code ('asm'); each
-        kernel's first stage function is preceded by a comment naming the
-        graph nodes the kernel computes."""
-        text, comment = (self.jit.llvm_ir(), ";") if stage == "llvm" else (self.jit.asm(), "#")
+        """The modules after O3 ('llvm') or their machine code ('asm'): each
+        kernel's module, its functions named after the first kernel it serves
+        and the first preceded by a comment naming the graph nodes that kernel
+        computes; then the programs."""
+        texts, comment = (self.jit.optimized(), ";") if stage == "llvm" else (self.jit.asm(), "#")
+        names = self.jit.names
+        text = re.sub("|".join(map(re.escape, names)), lambda m: names[m.group(0)], "\n".join(texts))
         computes = {st.lowered.kernel.name: st.computes() for seg in self.segments
                     if seg[0].kind == StepKind.KERNEL for st in seg}
         pattern = r"^define [^@\n]*@(\w+)_s0\(" if stage == "llvm" else r"^(\w+)_s0:"

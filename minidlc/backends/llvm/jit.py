@@ -1,7 +1,13 @@
-"""The JIT: an LLVM module optimized at O3 for this CPU, compiled to object
-code, cached on disk, and loaded so that its functions can be called."""
+"""The JIT: LLVM modules optimized at O3 for this CPU, compiled to object code
+(in parallel worker processes when there are several), cached on disk one
+module at a time, and linked into one engine so that their functions can be
+called and can call each other."""
 from __future__ import annotations
 
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
@@ -30,50 +36,108 @@ CODEGEN_VERSION = cache.source_version(Path(__file__).parent, Path(__file__).par
                                        ("simplify.py", "transform.py"))
 
 
+def compile_jobs() -> int:
+    """How many processes compile modules at once: the cores this process may
+    use, or MINIDLC_COMPILE_JOBS (1: all in this process)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, int(os.environ.get("MINIDLC_COMPILE_JOBS", cores)))
+
+
+@dataclass
+class Unit:
+    """One LLVM module of a JIT. `source` is what it is generated from (loop IR):
+    its cache key. `build` makes the llvmlite module, only on a cache miss or
+    when someone asks to see the code."""
+
+    source: str
+    build: Callable[[], ir.Module]
+
+
+def _optimize(tm, unit: Unit) -> llvm.ModuleRef:
+    """Build the unit's module and run LLVM's O3 pipeline on it."""
+    module = unit.build()
+    module.triple = llvm.get_process_triple()
+    module.data_layout = str(tm.target_data)
+    mod = llvm.parse_assembly(str(module))
+    mod.verify()
+    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
+    pb.getModulePassManager().run(mod, pb)
+    return mod
+
+
+# Forking workers costs about 15 ms; a GEMM kernel's loop IR (some 10,000 characters
+# printed) takes LLVM about 0.1 s. Below this much loop IR, one process compiles it all.
+PARALLEL_MIN_SOURCE = 20_000
+
+_PENDING: list[Unit] = []  # the units a pool of forked workers compiles (they inherit this list)
+
+
+def _object_code(unit: Unit) -> bytes:
+    tm = _target_machine()
+    return tm.emit_object(_optimize(tm, unit))
+
+
+def _pending_object_code(i: int) -> bytes:
+    """Object code for _PENDING[i] (run in a worker process)."""
+    return _object_code(_PENDING[i])
+
+
+def _compile(units: list[Unit]) -> list[bytes]:
+    """Object code for each unit. Several go to forked worker processes, largest
+    first: LLVM holds one lock per process, so threads would take turns. The
+    workers inherit the units (nothing is pickled but the results)."""
+    jobs = min(compile_jobs(), len(units))
+    if jobs < 2 or not hasattr(os, "fork") or sum(len(u.source) for u in units) < PARALLEL_MIN_SOURCE:
+        return [_object_code(u) for u in units]
+    global _PENDING
+    _PENDING = units
+    order = sorted(range(len(units)), key=lambda i: -len(units[i].source))
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
+            done = dict(zip(order, pool.map(_pending_object_code, order)))
+    finally:
+        _PENDING = []
+    return [done[i] for i in range(len(units))]
+
+
 class JitModule:
-    """Native code for the LLVM module that `build()` makes, optimized at O3 for
-    this CPU. The object code is cached on disk under a hash of `source` (the
-    loop IR the module is generated from), so a cache hit skips code generation
-    and LLVM entirely; the module is built only when someone asks to see it.
-    A cache entry is loaded only once its digest checks out (cache.load)."""
+    """Native code for `units`, optimized at O3 for this CPU and linked into one
+    engine (a function of one unit may call one of another). Each unit's object
+    code is cached on disk under a hash of its source, so a unit that another
+    model compiled before (a kernel of the same shape) is loaded, not compiled;
+    a cache hit skips code generation and LLVM entirely. A cache entry is
+    loaded only once its digest checks out (cache.load)."""
 
-    def __init__(self, build: Callable[[], ir.Module], source: str):
+    def __init__(self, units: list[Unit]):
         self.tm = _target_machine()
-        self._build, self._ir_text = build, None
-        key = cache.cache_key(source, ".".join(map(str, llvm.llvm_version_info)), CODEGEN_VERSION)
+        self.units = units
         folder = cache.directory()
-        self.cache_file = folder / f"{key}.o" if folder else None
-        data = cache.load(self.cache_file, key) if folder else None  # verified, or None
-        self.cached = data is not None
-        if data is None:
-            data = self.tm.emit_object(self._optimize())
-            if folder:
-                cache.store(self.cache_file, key, data)
+        version = ".".join(map(str, llvm.llvm_version_info))
+        keys = [cache.cache_key(u.source, version, CODEGEN_VERSION) for u in units]
+        self.cache_files = [folder / f"{key}.o" if folder else None for key in keys]
+        objects = [cache.load(f, key) if f else None for f, key in zip(self.cache_files, keys)]
+        missing = [i for i, data in enumerate(objects) if data is None]
+        self.compiled = len(missing)  # units compiled now; the rest came from the cache
+        for i, data in zip(missing, _compile([units[i] for i in missing])):
+            objects[i] = data
+            if self.cache_files[i]:
+                cache.store(self.cache_files[i], keys[i], data)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
-        self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+        for data in objects:
+            self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
         self.engine.finalize_object()
+        self._texts: list[str] | None = None
 
-    def _optimize(self) -> llvm.ModuleRef:
-        """Build the module and run LLVM's O3 pipeline on it; keeps its text for
-        `optimized()` (code generation edits the module in place afterwards)."""
-        module = self._build()
-        module.triple = llvm.get_process_triple()
-        module.data_layout = str(self.tm.target_data)
-        mod = llvm.parse_assembly(str(module))
-        mod.verify()
-        pb = llvm.create_pass_builder(self.tm, llvm.create_pipeline_tuning_options(speed_level=3))
-        pb.getModulePassManager().run(mod, pb)
-        self._ir_text = str(mod)
-        return mod
+    @property
+    def cached(self) -> bool:
+        """Whether every unit came from the cache."""
+        return self.compiled == 0
 
-    def optimized(self) -> str:
-        """The module's text after O3: what the object code is compiled from."""
-        if self._ir_text is None:
-            self._optimize()
-        return self._ir_text
+    def optimized(self) -> list[str]:
+        """Each unit's module text after O3: what its object code is compiled from."""
+        if self._texts is None:
+            self._texts = [str(_optimize(self.tm, u)) for u in self.units]
+        return self._texts
 
-    def llvm_ir(self) -> str:
-        return self.optimized()
-
-    def asm(self) -> str:
-        return self.tm.emit_assembly(llvm.parse_assembly(self.optimized()))
+    def asm(self) -> list[str]:
+        return [self.tm.emit_assembly(llvm.parse_assembly(text)) for text in self.optimized()]

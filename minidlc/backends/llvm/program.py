@@ -10,7 +10,10 @@ so a whole run costs one Python call, not one per kernel or per thread.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import threading
+from dataclasses import replace
+from functools import partial
 
 import llvmlite.ir as ir
 import numpy as np
@@ -19,8 +22,8 @@ from ...loops.ir import Kernel
 from ...loops.transform import canonical_kernel
 from ...loops.verify import verify_kernel
 from ..host import check_kernel_arrays
-from .codegen import KernelCodegen, stage_extents
-from .jit import JitModule
+from .codegen import STAGE, KernelCodegen, stage_extents, stage_name
+from .jit import JitModule, Unit
 from .team import PROGRAM, Team, emit_team
 
 _I64 = ir.IntType(64)
@@ -90,22 +93,49 @@ def team_of_threads(jit: JitModule, threads: int, programs: list[list[Kernel]]) 
     return None
 
 
-def jit_programs(name: str, programs: list[list[Kernel]]) -> JitModule:
+def jit_programs(programs: list[list[Kernel]]) -> JitModule:
     """Compile `program0`, `program1`, ...: program i runs the kernels of
-    `programs[i]` in order, kernel j reading its buffers from pointer table j."""
+    `programs[i]` in order, kernel j reading its buffers from pointer table j.
+
+    Each distinct kernel is a module of its own, named by a hash of its loop
+    IR up to buffer names (`canonical_kernel`): kernels that differ only in
+    those share one, and a model that has a kernel some other model had
+    finds its object code in the cache. The programs, which call the kernels'
+    stage functions, are one more module. `jit.names` maps each kernel module's
+    symbol to the name of the first kernel it serves (for printing)."""
+    symbols: dict[Kernel, str] = {}  # canonical kernel -> its symbol
+    stages: dict[str, list[tuple[str, int | None]]] = {}  # symbol -> (stage function, parallel extent)
+    names: dict[str, str] = {}
+    units = []
+    canonical = [[canonical_kernel(k) for k in kernels] for kernels in programs]
+    for k, key in zip((k for kernels in programs for k in kernels), (c for cs in canonical for c in cs)):
+        if key in symbols:
+            continue
+        source = repr(key)
+        symbol = symbols[key] = "k" + hashlib.sha256(source.encode()).hexdigest()[:16]
+        names[symbol] = k.name
+        stages[symbol] = [(stage_name(symbol, i), extent) for i, extent in enumerate(stage_extents(k))]
+        units.append(Unit(source, partial(_kernel_module, replace(key, name=symbol))))
+
+    plan = [[(stage, extent, j) for j, key in enumerate(keys) for stage, extent in stages[symbols[key]]]
+            for keys in canonical]
+
     def build() -> ir.Module:
-        module = ir.Module(name=name)
-        emitted: dict[Kernel, list] = {}  # a kernel identical to another up to names reuses its stage functions
-        for i, kernels in enumerate(programs):
-            stages = []
-            for j, k in enumerate(kernels):
-                key = canonical_kernel(k)
-                if key not in emitted:
-                    emitted[key] = KernelCodegen(module, k).emit()
-                stages += [(stage, extent, j) for stage, extent in emitted[key]]
-            emit_program(module, f"program{i}", stages)
+        module = ir.Module(name="programs")
+        for stage in {stage for p in plan for stage, _, _ in p}:
+            ir.Function(module, STAGE, stage)  # declared here, defined in its kernel's module
+        for i, p in enumerate(plan):
+            emit_program(module, f"program{i}", p)
         return module
-    return JitModule(build, "\n".join(f"program{i}: {kernels!r}" for i, kernels in enumerate(programs)))
+    jit = JitModule([*units, Unit(repr(plan), build)])
+    jit.names = names
+    return jit
+
+
+def _kernel_module(kernel: Kernel) -> ir.Module:
+    module = ir.Module(name=kernel.name)
+    KernelCodegen(module, kernel).emit()
+    return module
 
 
 def compile_kernel(kernel: Kernel, threads: int = 1):
@@ -113,7 +143,7 @@ def compile_kernel(kernel: Kernel, threads: int = 1):
     against its parameter (dtype, size) and calls the kernel on them in place.
     Used by the tests and the GEMM ladder benchmark."""
     verify_kernel(kernel)
-    jit = jit_programs(kernel.name, [[kernel]])
+    jit = jit_programs([[kernel]])
     program = NativeProgram(jit, "program0", [kernel], team_of_threads(jit, threads, [[kernel]]))
     lock = threading.Lock()
 

@@ -101,6 +101,7 @@ class _Emitter:
 
     def _function(self, name: str, ret, args) -> tuple[ir.Function, ir.IRBuilder]:
         fn = ir.Function(self.module, ir.FunctionType(ret, args), name)
+        fn.attributes.add("noinline")  # called once per stage: inlined at every call, it bloats programs
         return fn, ir.IRBuilder(fn.append_basic_block("entry"))
 
     def _futex(self, b: ir.IRBuilder, word, op: int, value) -> None:
