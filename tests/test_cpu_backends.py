@@ -316,6 +316,39 @@ def test_split_and_concat_are_index_remaps(cpu):
     assert "NumPy" not in m.emit("loops")
 
 
+def dense_chain(batch: int, reuse: bool = False) -> Graph:
+    """DenseNet's growing feature map: each layer's output is concatenated onto
+    the map before it along the channels."""
+    g = Graph()
+    x = g.add_input("x", TensorType((batch, 2, 3, 3)))
+    h = g.add("Relu", [x]).output
+    for i in range(3):
+        new = g.add("Tanh", [g.add("Mul", [h, g.constant(np.float32(0.5 + i))]).output]).output
+        h = g.add("Concat", [h, new], {"axis": 1}).output
+    outputs = [g.add("Sigmoid", [h]).output]
+    if reuse:  # the last layer's input in a second concat too: only one of the two can hold it
+        outputs.append(g.add("Concat", [new, g.add("Neg", [new]).output], {"axis": 0}).output)
+    g.outputs = outputs
+    return g
+
+
+@pytest.mark.parametrize("batch,reuse,in_place", [(1, False, 3), (1, True, 3), (2, False, 0)])
+def test_concats_write_their_inputs_in_place(cpu, batch, reuse, in_place):
+    """At batch 1 each layer's output is computed straight into the last
+    concat's buffer (the plan nests the three), and no concat copies; at batch
+    2 the inputs are not contiguous stretches of the output, so they copy."""
+    m = check(dense_chain(batch, reuse), cpu, opt_level=0)
+    text = m.emit("loops")
+    assert text.count("its inputs are written into it in place, no copy") == in_place
+    if in_place:
+        plan, concats = m.program.plan, [n for n in m.program.graph.nodes if n.op == "Concat" and n.attrs["axis"] == 1]
+        last = concats[-1].output
+        for c in concats:
+            first, new = c.inputs
+            assert plan.offset(first) == plan.offset(last)  # each map a prefix of the last
+            assert plan.offset(new) == plan.offset(last) + first.type.nbytes
+
+
 def test_batchnorm_is_elementwise_per_channel(cpu):
     rng = np.random.default_rng(4)
     g = Graph()

@@ -615,13 +615,16 @@ def _pack_stage(lw: Lowerer, spec: GemmSpec, panels: int, bp: str, dt: str) -> S
 
 def pack_b(b: np.ndarray, nr: int, trans_b: bool = False) -> np.ndarray:
     """Pack B (..., K, N) into panels (..., ceil(N/nr), K, nr), zero-padded: done
-    at compile time for weights."""
+    at compile time for weights, in one pass over them (a model's weights are
+    most of what a warm compile touches)."""
     if trans_b:
         b = np.swapaxes(b, -1, -2)
     k, n = b.shape[-2:]
-    panels = -(-n // nr)
-    padded = np.zeros(b.shape[:-1] + (panels * nr,), b.dtype)
-    padded[..., :n] = b
-    return np.ascontiguousarray(padded.reshape(b.shape[:-2] + (k, panels, nr)).swapaxes(-3, -2))
+    full, tail = divmod(n, nr)
+    packed = np.zeros(b.shape[:-2] + (full + (tail > 0), k, nr), b.dtype)
+    packed[..., :full, :, :] = np.swapaxes(b[..., :full * nr].reshape(b.shape[:-2] + (k, full, nr)), -3, -2)
+    if tail:
+        packed[..., full, :, :tail] = b[..., full * nr:]
+    return packed
 
 

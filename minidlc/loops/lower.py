@@ -20,6 +20,7 @@ import math
 import re
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 from itertools import count
 from typing import Callable
 
@@ -31,7 +32,7 @@ from .ir import (Allocate, Binary, Call, Compare, Const, Expr, For, Kernel, Load
 from .mathfns import expand_math
 from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, STORAGE_DTYPES, Unsupported, clamp_index, in_range
 from .simplify import simplify_stmt
-from .transform import stmt_exprs, walk_exprs, walk_stmts
+from .transform import rename_buffers, stmt_exprs, walk_exprs, walk_stmts
 
 
 class Device(str, Enum):
@@ -213,7 +214,12 @@ class Lowerer:
         return body
 
     # ---- the group -------------------------------------------------------------------
-    def lower(self) -> LoweredGroup:
+    def lower(self, probe: bool = False) -> LoweredGroup:
+        """The kernel (raises Unsupported). A `probe` (does it lower?) skips
+        simplifying it: simplification never makes a kernel fail, nor one that
+        fails succeed, except that it may remove arithmetic on f16 that
+        `computes_in_storage_dtype` then no longer finds: a probe may be
+        stricter than the kernel it asks about, never laxer."""
         stmts: list[Stmt] = []
         done: set[int] = set()
         for node in self.group.nodes:
@@ -235,24 +241,40 @@ class Lowerer:
                                        Store(buf, row_major(list(idx), v.type.shape), self.read(v, list(idx)))))
         if self.device == Device.GPU and any(b.param.dtype in STORAGE_DTYPES for b in self.bindings):
             raise Unsupported("f16 or bf16 buffers on the GPU (the cuda target converts neither yet)")
-        body = simplify_stmt(expand_math(seq(*stmts)))
+        body = expand_math(seq(*stmts))
+        if not probe:
+            body = simplify_shared(body)
         if computes_in_storage_dtype(body):
             raise Unsupported("arithmetic on f16 or bf16, storage dtypes that kernels only load, store and convert")
         # an input read only through its packed copy is not a parameter: the
         # kernel must not keep the unpacked weights alive beside the packed ones
-        used = buffers_used(body)
+        used = set(buffers_used(body))
         bindings = [b for b in self.bindings if b.role != "input" or b.param.name in used]
         return LoweredGroup(Kernel(self.name, tuple(b.param for b in bindings), body), bindings)
 
 
-def buffers_used(body: Stmt) -> set[str]:
-    """Names of the buffers a statement loads from or stores to."""
-    names = set()
+def buffers_used(body: Stmt) -> list[str]:
+    """Names of the buffers a statement allocates, loads from or stores to, in order of first use."""
+    names: dict[str, None] = {}
     for st in walk_stmts(body):
-        if isinstance(st, Store):
-            names.add(st.buf)
-        names.update(e.buf for x in stmt_exprs(st) for e in walk_exprs(x) if isinstance(e, Load))
-    return names
+        if isinstance(st, (Store, Allocate)):
+            names[st.buf] = None
+        names.update((e.buf, None) for x in stmt_exprs(st) for e in walk_exprs(x) if isinstance(e, Load))
+    return list(names)
+
+
+def simplify_shared(body: Stmt) -> Stmt:
+    """`simplify_stmt(body)`, simplified once for every body equal up to its
+    buffer names (the kernels of a repeated layer): the body is renamed to
+    positional names, looked up, and the result renamed back."""
+    names = {name: f"b{i}" for i, name in enumerate(buffers_used(body))}
+    simplified = _simplify_canonical(rename_buffers(body, names))
+    return rename_buffers(simplified, {b: name for name, b in names.items()})
+
+
+@lru_cache(maxsize=512)
+def _simplify_canonical(body: Stmt) -> Stmt:
+    return simplify_stmt(body)
 
 
 def computes_in_storage_dtype(body: Stmt) -> bool:
@@ -268,10 +290,11 @@ def computes_in_storage_dtype(body: Stmt) -> bool:
 
 
 def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset(),
-                device: Device = Device.CPU) -> LoweredGroup:
+                device: Device = Device.CPU, probe: bool = False) -> LoweredGroup:
     """Lower a Fused node or a plain node to one kernel for `device` (raises
-    Unsupported). `unused` lists the positions of outputs that nothing reads."""
-    return Lowerer(Group.of(node), name, unused, device).lower()
+    Unsupported). `unused` lists the positions of outputs that nothing reads;
+    `probe`: only to see whether it lowers (see `Lowerer.lower`)."""
+    return Lowerer(Group.of(node), name, unused, device).lower(probe)
 
 
 def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[Expr]], Expr], tuple, Stmt | None]:

@@ -4,7 +4,9 @@ and tensors whose lifetimes do not overlap share memory.
 Lifetimes are measured in steps (one step per group, in execution order): a
 value lives from the step that writes it to the last step that reads it
 (graph inputs from the start, graph outputs to the end). Views (Reshape and
-friends, contiguous slices) share their source's storage and extend its lifetime. Scratch
+friends, contiguous slices) share their source's storage and extend its lifetime;
+the inputs of an in-place concat live in its output's storage, at their
+offsets, so its lifetime starts with the first of them. Scratch
 buffers of a kernel live during that kernel's step only. Offsets are placed
 first-fit against the buffers whose lifetimes overlap, 64-byte aligned.
 
@@ -75,10 +77,19 @@ def plan_memory(graph: Graph, steps: list) -> MemoryPlan:
     slots: dict[object, Slot] = {}
     scratch: dict = {}
     last = len(steps) + 1
+    into = {id(v): (step.node.outputs[0], offset * v.type.np_dtype.itemsize)  # in-place concat inputs
+            for step in steps if step.join_offsets for v, offset in zip(step.node.inputs, step.join_offsets)}
 
     def define(v: Value, step: int):
-        roots[id(v)] = id(v)
-        slots[id(v)] = Slot(_aligned(v.type.nbytes), step, step)
+        root, offset = v, 0
+        while id(root) in into:  # a concat input, maybe of a concat that is another's input
+            root, more = into[id(root)]
+            offset += more
+        roots[id(v)] = id(root)
+        if offset:
+            offsets[id(v)] = offset
+        if id(root) not in slots:  # the first value stored in it
+            slots[id(root)] = Slot(_aligned(root.type.nbytes), step, step)
 
     def use(v: Value | None, step: int):
         if v is not None and id(v) not in constants:

@@ -4,7 +4,9 @@ The optimized graph becomes a list of *steps*, one per top-level node:
 
     kernel   the node (a fused group or a plain op) lowered to one loop-IR
              kernel, scheduled for the target
-    view     a reshape or a contiguous slice: shares its input's memory, no code
+    view     a reshape or a contiguous slice: shares its input's memory, no code;
+             or a concat whose inputs are written into it in place (each
+             input's storage is a stretch of the output's), no code either
     host     no lowering: the node runs on the host with its NumPy reference
              implementation (the reason is kept, and printed)
 
@@ -19,6 +21,7 @@ so a backend that interprets the graph (the reference) never pays for it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
@@ -53,6 +56,7 @@ class Step:
     lowered: LoweredGroup | None = None  # kernels: the kernel and what its parameters bind to
     reason: str = ""                     # host steps: why there is no kernel
     view_offset: int | None = None       # views: the first element within the input
+    join_offsets: list[int] | None = None  # in-place concats: where each input starts in the output (elements)
 
     def scratch_params(self) -> list[Param]:
         """The kernel's parameters that the memory plan places as scratch."""
@@ -66,6 +70,8 @@ class Step:
     def __str__(self) -> str:
         if self.kind == StepKind.KERNEL:
             return f"// computes {self.computes()}\n" + print_kernel(self.lowered.kernel)
+        if self.join_offsets is not None:
+            return f"// {self.node.describe()}: its inputs are written into it in place, no copy"
         if self.kind == StepKind.VIEW:
             return f"// {self.node.describe()}: a view of %{self.node.inputs[0].name}, no copy"
         return f"// {self.node.describe()}: runs on NumPy (fallback: {self.reason})"
@@ -82,7 +88,7 @@ def lowering_failure(node: Node, device: Device = Device.CPU) -> str | None:
     if key is not None and key in _PROBED:
         return _PROBED[key]
     try:
-        lower_group(node, "probe", device=device)
+        lower_group(node, "probe", device=device, probe=True)
         failure = None
     except Unsupported as e:
         failure = str(e)
@@ -113,6 +119,33 @@ def _probe_key(node: Node, device: Device) -> tuple | None:
             tuple(v.type for v in node.outputs))
 
 
+def in_place_concats(graph: Graph) -> dict[int, list[int]]:
+    """The standalone Concats that need not copy (id(node) -> each input's
+    element offset in the output): their inputs are written straight into
+    the output's memory, which the memory plan arranges. That takes a concat
+    whose inputs are contiguous stretches of the output (every axis before
+    the concat axis has extent 1: channels at batch 1), each input a value a
+    step computes (not a graph input or output, a weight, or a view of
+    something else), placed by no other concat. A chain of them (DenseNet's
+    growing feature map) nests: every layer's output lands in the last
+    concat's buffer, and no concat copies."""
+    fixed = {id(v) for v in (*graph.inputs, *graph.outputs)}
+    placed: set[int] = set()
+    joins = {}
+    for node in graph.nodes:
+        if node.op != "Concat" or node.body is not None:
+            continue
+        shape, inputs = node.outputs[0].type.shape, node.inputs
+        if math.prod(shape[:node.attrs["axis"] % len(shape)]) != 1 or len({id(v) for v in inputs}) < len(inputs):
+            continue
+        if any(id(v) in fixed or id(v) in placed or v.producer is None or v.producer.op == "Constant"
+               or view_offset(v.producer) is not None for v in inputs):
+            continue
+        joins[id(node)] = [sum(v.type.numel for v in inputs[:i]) for i in range(len(inputs))]
+        placed.update(id(v) for v in inputs)
+    return joins
+
+
 class LoopProgram:
     """The steps of a graph, their kernels lowered for `device` and scheduled
     by `schedule`, and the memory plan."""
@@ -126,8 +159,12 @@ class LoopProgram:
     def steps(self) -> list[Step]:
         steps, names = [], set()
         counts = self.graph.use_counts()
+        joins = in_place_concats(self.graph)
         for node in self.graph.nodes:
             if node.op == "Constant":
+                continue
+            if id(node) in joins:
+                steps.append(Step(node, StepKind.VIEW, join_offsets=joins[id(node)]))
                 continue
             offset = view_offset(node)
             if offset is not None:
