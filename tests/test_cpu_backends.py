@@ -15,6 +15,7 @@ import minidlc
 from graph_strategies import elementwise_graphs, random_feeds
 from minidlc.backends.llvm.team import JOB_SLEEPERS, SPIN_LIMIT, futex_syscall
 from minidlc.ir import Graph, TensorType
+from minidlc.ir.registry import IRError
 
 CPU = ["llvm", "numba"]
 
@@ -384,16 +385,20 @@ def test_runs_from_several_python_threads_take_turns(cpu):
         np.testing.assert_array_equal(a, want[i % 8])
 
 
-def test_a_failing_numpy_fallback_names_the_node(cpu):
+def test_a_failing_numpy_fallback_names_the_node(cpu, monkeypatch):
     from minidlc.ir import IRError
+    from minidlc.ir.registry import OPS
 
+    def refuse(x, e):  # a host step whose NumPy code fails at run time
+        raise ValueError("the exponent is too large")
     g = Graph()
     x = g.add_input("x", TensorType((4,), "i32"))
-    idx = g.add_input("idx", TensorType((3,), "i64"))
-    g.outputs = [g.add("Div", [g.add("Gather", [x, idx]).output, g.constant(np.array(2, np.int32), "two")]).output]
+    g.outputs = [g.add("Neg", [g.add("Pow", [x, g.add("Abs", [x]).output]).output]).output]  # integer Pow: a host step
     m = minidlc.compile(g, target=cpu, opt_level=0)
-    with pytest.raises(IRError, match=r"Gather node %gather failed in its NumPy implementation: IndexError"):
-        m.run({"x": np.arange(4, dtype=np.int32), "idx": np.array([0, 7, 1])})
+    assert "Pow node %pow: runs on NumPy" in m.emit("loops")
+    monkeypatch.setattr(OPS["Pow"], "impl", refuse)
+    with pytest.raises(IRError, match=r"Pow node %pow failed in its NumPy implementation: ValueError: the exponent"):
+        m.run({"x": np.arange(4, dtype=np.int32)})
 
 
 def test_only_programs_with_parallel_loops_wake_threads(cpu):
@@ -464,3 +469,43 @@ def test_tile_is_an_index_map(cpu):
     m = minidlc.compile(g, target=cpu)
     assert "NumPy" not in m.emit("loops") and m.emit("loops").count("kernel ") == 1
     np.testing.assert_array_equal(list(m.run({"x": a}).values())[0], np.maximum(np.tile(a, (3, 1, 2)), 0))
+
+
+@pytest.mark.parametrize("index_dtype", ["i64", "i32"])
+def test_gather_with_run_time_indices_checks_them(cpu, index_dtype):
+    """Gather runs natively (fused into its reader); an index out of range is an
+    IndexError naming the node, reported after the run by the kernel's check
+    flag (the read itself is clamped, so it never leaves the data), and the
+    next run is clean again."""
+    g = Graph()
+    data = g.add_input("data", TensorType((5, 4, 3)))
+    idx = g.add_input("idx", TensorType((2, 3), index_dtype))
+    g.outputs = [g.add("Relu", [g.add("Gather", [data, idx], {"axis": 1}).output]).output]
+    m = minidlc.compile(g, target=cpu)
+    assert "NumPy" not in m.emit("loops") and "invalid[0] = 1;" in m.emit("loops")
+    ref = minidlc.compile(g, target="reference")
+    d = np.random.default_rng(0).standard_normal((5, 4, 3)).astype(np.float32)
+    good = np.array([[0, -1, 3], [2, -4, 1]], np.dtype(index_dtype.replace("i", "int")))
+    np.testing.assert_array_equal(m.run({"data": d, "idx": good})["relu"], ref.run({"data": d, "idx": good})["relu"])
+    for bad in (4, -5, 2**31 - 1):
+        with pytest.raises(IndexError, match=r"Fused node %relu: Gather %gather: an index is out of range "
+                                             r"for an axis of 4 \(valid: -4 to 3\)"):
+            m.run({"data": d, "idx": np.where(good == 3, bad, good)})
+    np.testing.assert_array_equal(m.run({"data": d, "idx": good})["relu"], ref.run({"data": d, "idx": good})["relu"])
+
+
+@pytest.mark.parametrize("indices,checked", [([1, -5], False), ([1, 7], True)])
+def test_gather_with_constant_indices_is_checked_only_when_invalid(indices, checked):
+    """Valid constant indices need no check; invalid ones fail every run, as the reference does."""
+    g = Graph()
+    data = g.add_input("data", TensorType((5, 4)))
+    g.outputs = [g.add("Gather", [data, g.constant(np.array(indices))], {"axis": 0}).output]
+    for target in ("llvm", "reference"):
+        m = minidlc.compile(g, target=target, opt_level=0)
+        if target == "llvm":
+            assert ("invalid[0] = 1;" in m.emit("loops")) == checked
+        if checked:
+            with pytest.raises(IndexError if target == "llvm" else IRError, match="Gather"):
+                m.run(m.random_inputs())
+        else:
+            m.run(m.random_inputs())

@@ -110,13 +110,30 @@ def test_an_op_without_a_gpu_lowering_is_a_counted_host_step():
     from minidlc.loops.program import StepKind
 
     g = Graph()
-    x = g.add_input("x", TensorType((3, 4)))
-    y = g.add("Relu", [x]).output
-    rows = g.constant(np.array([2, 0], np.int64), "rows")
-    g.outputs = [g.add("Exp", [g.add("Gather", [y, rows], {"axis": 0}).output]).output]
+    x = g.add_input("x", TensorType((3, 4), "i32"))
+    y = g.add("Abs", [x]).output
+    q = g.add("Div", [y, g.constant(np.int32(3), "three")]).output  # integer division: no kernel anywhere
+    g.outputs = [g.add("Neg", [q]).output]
     m = check(g, "cuda")
     assert m.program.count(StepKind.HOST) == 1 and m.program.count(StepKind.KERNEL) == 2
-    assert "Gather" in m.emit("loops") and "runs on NumPy" in m.emit("loops")
+    assert "Div" in m.emit("loops") and "runs on NumPy" in m.emit("loops")
+
+
+@on_simulator
+def test_gather_checks_its_indices_on_the_gpu():
+    """The check flag lives in device memory; the executable reads it after the run."""
+    from minidlc.ir import Graph, TensorType
+
+    g = Graph()
+    data = g.add_input("data", TensorType((6, 2)))
+    idx = g.add_input("idx", TensorType((3,), "i64"))
+    g.outputs = [g.add("Exp", [g.add("Gather", [data, idx], {"axis": 0}).output]).output]
+    m = minidlc.compile(g, target="cuda")
+    d = np.arange(12, dtype=np.float32).reshape(6, 2) / 10
+    np.testing.assert_allclose(m.run({"data": d, "idx": np.array([5, -6, 0])})["exp"], np.exp(d[[5, 0, 0]]), rtol=1e-6)
+    with pytest.raises(IndexError, match="Gather %gather: an index is out of range for an axis of 6"):
+        m.run({"data": d, "idx": np.array([5, 6, 0])})
+    np.testing.assert_allclose(m.run({"data": d, "idx": np.array([1, 2, 3])})["exp"], np.exp(d[[1, 2, 3]]), rtol=1e-6)
 
 
 # ---- the loop IR's GPU constructs: printed and verified -----------------------------------

@@ -15,7 +15,6 @@ from onnx_node_cases import expected_failures, loop_program, scoped_cases
 
 # ops with no loop-IR lowering at all: their steps run on NumPy
 NOT_LOWERED = {
-    "Gather": "indices computed at run time could be out of range, which a kernel cannot report",
     "Dropout": "only with its mask output (training-mode semantics)",
 }
 # the dtypes and operands that lowered ops leave to NumPy, as the lowering says them

@@ -282,26 +282,31 @@ def host_work(program) -> tuple[int, int]:
     return host, program.count(StepKind.KERNEL)
 
 
-def gather_chain():
+def host_chain():
+    """An integer division (which no CPU target lowers: a zero divisor would
+    trap) and a chain of ops after it that lower."""
     from minidlc.ir import Graph, TensorType
 
     g = Graph()
-    x = g.add_input("x", TensorType((8, 16)))
-    idx = g.add_input("idx", TensorType((4,), "i64"))
-    y = g.add("Gather", [x, idx], {"axis": 0}).output
+    x = g.add_input("x", TensorType((8, 16), "i32"))
+    y = g.add("Cast", [g.add("Div", [x, g.constant(np.int32(3))]).output], {"to": "f32"}).output
     y = g.add("Relu", [g.add("Add", [g.add("Exp", [y]).output, g.constant(np.float32(1.0))]).output]).output
     g.outputs = [g.add("Softmax", [y], {"axis": -1}).output]
     return g
 
 
+def host_chain_feeds() -> dict:
+    return {"x": np.random.default_rng(0).integers(-9, 9, (8, 16)).astype(np.int32)}
+
+
 def test_a_group_only_holds_what_the_target_lowers():
-    """Gather has no lowering on the CPU targets: at -O2 it runs alone on the
-    host and the rest is one kernel (it used to drag the whole chain onto NumPy)."""
-    g = gather_chain()
-    assert host_work(cpu_program(g, 0)) == (1, 4)
+    """Integer Div has no lowering on the CPU targets: at -O2 it runs alone on
+    the host and the rest is one kernel (it used to drag the whole chain onto NumPy)."""
+    g = host_chain()
+    assert host_work(cpu_program(g, 0)) == (1, 5)
     assert host_work(cpu_program(g, 2)) == (1, 1)
     m = minidlc.compile(g, target="llvm")
-    feeds = {"x": np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32), "idx": np.array([3, 0, 7, 3])}
+    feeds = host_chain_feeds()
     np.testing.assert_allclose(m.run(feeds)["softmax"], minidlc.compile(g, opt_level=0).run(feeds)["softmax"],
                                rtol=1e-5)
 
@@ -349,10 +354,10 @@ def test_explain_fusion_lists_groups_and_why_each_stopped():
 
 
 def test_explain_fusion_names_what_the_target_cannot_lower():
-    text = explain(gather_chain(), target="llvm")
-    assert "the target cannot lower Gather, so it runs alone" in text
-    assert "Exp + Add + Relu + Softmax: reduction Softmax with a prologue" in text
-    assert "the target cannot lower" not in explain(gather_chain(), target="reference")
+    text = explain(host_chain(), target="llvm")
+    assert "the target cannot lower Div, so it runs alone" in text
+    assert "Cast + Exp + Add + Relu + Softmax: reduction Softmax with a prologue" in text
+    assert "the target cannot lower" not in explain(host_chain(), target="reference")
 
 
 def test_trace_rewrites_reports_fuse_too():

@@ -12,7 +12,7 @@ from minidlc.demo_models import build_model
 from minidlc.ir.cost import node_flops
 from minidlc.loops.program import StepKind
 from minidlc.profiler import format_profile, profile, to_json
-from test_passes_fusion import gather_chain
+from test_passes_fusion import host_chain, host_chain_feeds
 
 PEAKS = {"cpu": "test", "cores": 2, "gflops": 100.0, "gflops_one_thread": 50.0, "gbps": 20.0}
 
@@ -33,9 +33,8 @@ def test_one_row_per_kernel_with_its_nodes_flops_and_time(target):
 
 
 def test_a_numpy_fallback_is_a_row_too_and_json_holds_a_chrome_trace():
-    g = gather_chain()
-    m = minidlc.compile(g, target="llvm")
-    feeds = {"x": np.ones((8, 16), np.float32), "idx": np.array([3, 0, 7, 3])}
+    m = minidlc.compile(host_chain(), target="llvm")
+    feeds = host_chain_feeds()
     rows = profile(m, feeds, repeat=2)
     assert [r.kind for r in rows] == ["host", "kernel"]
     assert "(NumPy)" in format_profile(rows, PEAKS, threads=2)

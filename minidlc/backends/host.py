@@ -31,6 +31,7 @@ class Arena:
 
     def __init__(self, program: LoopProgram):
         self.plan = program.plan
+        self.flags: list[tuple[object, Step, str]] = []  # each kernel's check flag, its step, what it means
 
     def region(self, offset: int, nbytes: int, dtype: np.dtype):
         raise NotImplementedError
@@ -40,6 +41,24 @@ class Arena:
 
     def flat(self, a):
         return a.reshape(-1)
+
+    def new_flag(self):
+        """A zeroed one-element i32 array for a check flag."""
+        return np.zeros(1, np.int32)
+
+    def take_flag(self, flag) -> bool:
+        """Whether a check flag is set; clears it."""
+        raised = bool(flag[0])
+        flag[0] = 0
+        return raised
+
+    def check_flags(self) -> None:
+        """After a run: raise for the first step (in program order) whose kernel
+        found its input invalid (an index out of range), naming its node."""
+        raised = [(step, message) for flag, step, message in self.flags if self.take_flag(flag)]
+        if raised:
+            step, message = raised[0]
+            raise IndexError(f"{step.node.describe()}: {message}")
 
     def read(self, v: Value) -> np.ndarray:
         """Value `v` as a host array (on the host, the arena's own memory:
@@ -64,6 +83,9 @@ class Arena:
         p = binding.param
         if binding.role == "const":
             a = self.constant(binding.array)
+        elif binding.role == "check":
+            a = self.new_flag()
+            self.flags.append((a, step, binding.message))
         elif binding.role == "scratch":
             dtype = np.dtype(DTYPES[p.dtype])
             a = self.region(self.plan.scratch_offset(step.node, p.name), p.size * dtype.itemsize, dtype)
@@ -135,6 +157,7 @@ class HostExecutable:
             self._feed(arrays)
             for call in self.calls:
                 call()
+            self.arena.check_flags()
             return [self.arena.read(v).copy() for v in self.graph.outputs]
 
     def time_steps(self, arrays: list[np.ndarray], repeat: int) -> list[tuple[list[Step], float]]:

@@ -46,6 +46,10 @@ class Device(str, Enum):
 # (op, device) -> lower(lowerer, node, done) -> the statement computing it; `done`
 # collects the ids of nodes the family consumed as well (e.g. a GEMM's fused epilogue).
 LOWERINGS: dict[tuple[str, Device], Callable[["Lowerer", Node, set], Stmt]] = {}
+# Ops whose inputs may be invalid at run time (an index out of range): CHECKS[op](lw, node)
+# is a statement that sets a check flag (`Lowerer.check`) when they are, or None when
+# they are known valid. A group runs its checks before anything else.
+CHECKS: dict[str, Callable[["Lowerer", Node], "Stmt | None"]] = {}
 
 
 def register_lowering(*ops: str, devices: tuple[Device, ...] = tuple(Device)):
@@ -61,12 +65,14 @@ def register_lowering(*ops: str, devices: tuple[Device, ...] = tuple(Device)):
 @dataclass
 class Binding:
     """What runtime buffer a kernel parameter is: a group input or output
-    (by position), a constant array, or scratch memory."""
+    (by position), a constant array, scratch memory, or a check flag (an i32
+    the kernel sets to 1 when its input is invalid; `message` says how)."""
 
     param: Param
-    role: str  # "input" | "output" | "const" | "scratch"
+    role: str  # "input" | "output" | "const" | "scratch" | "check"
     index: int | None = None
     array: np.ndarray | None = None
+    message: str = ""
 
 
 @dataclass
@@ -152,6 +158,13 @@ class Lowerer:
         self.bindings.append(Binding(p, "scratch"))
         return p.name
 
+    def check(self, message: str) -> str:
+        """A check flag: the kernel stores 1 into element 0 when its input is
+        invalid, and the executable raises `message` after the run."""
+        p = Param(self.fresh("invalid"), "i32", 1)
+        self.bindings.append(Binding(p, "check", message=message))
+        return p.name
+
     def constant_param(self, hint: str, array: np.ndarray, dtype: str) -> str:
         p = Param(self.fresh(hint), dtype, max(array.size, 1))
         self.bindings.append(Binding(p, "const", array=np.ascontiguousarray(array)))
@@ -220,7 +233,7 @@ class Lowerer:
         fails succeed, except that it may remove arithmetic on f16 that
         `computes_in_storage_dtype` then no longer finds: a probe may be
         stricter than the kernel it asks about, never laxer."""
-        stmts: list[Stmt] = []
+        stmts: list[Stmt] = [CHECKS[n.op](self, n) for n in self.group.nodes if n.op in CHECKS]
         done: set[int] = set()
         for node in self.group.nodes:
             if id(node) in done or node.op == "Constant":

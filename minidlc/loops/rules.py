@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..ir.ops.shape import slice_ranges
-from .ir import Binary, Call, Cast, Compare, Const, Expr, Select, add, const, mul, row_major
+from .ir import INDEX, Binary, Call, Cast, Compare, Const, Expr, Select, add, const, mul, row_major
 
 
 class Unsupported(Exception):
@@ -322,6 +322,22 @@ def view_offset(node) -> int | None:
     if kept.size and np.array_equal(kept, kept[0] + np.arange(kept.size)):
         return int(kept[0])
     return None
+
+
+@rule("Gather")
+def _gather(node, idx, read):
+    """data at the index that `indices` holds, clamped into range so that the
+    read stays inside data whatever the index; an index out of range is
+    reported by the kernel's check (gather.py)."""
+    data, indices = node.inputs
+    axis, q = node.attrs["axis"] % data.type.rank, indices.type.rank
+    n = data.type.shape[axis]
+    if n == 0:
+        raise Unsupported("Gather from an empty axis")
+    i = read(1, idx[axis:axis + q])
+    i = i if i.dtype == INDEX else Cast(i, INDEX)
+    at = clamp_index(Select(Compare("<", i, const(0)), add(i, const(n)), i), n)  # negative: from the back
+    return read(0, idx[:axis] + [at] + idx[axis + q:])
 
 
 @rule("Expand")

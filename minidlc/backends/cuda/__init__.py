@@ -81,6 +81,16 @@ class DeviceArena(Arena):
             self.uploaded[id(a)] = (a, self.cuda.to_device(np.ascontiguousarray(a)))
         return self.uploaded[id(a)][1]
 
+    def new_flag(self):
+        return self.cuda.to_device(np.zeros(1, np.int32))
+
+    def take_flag(self, flag) -> bool:
+        """(A copy from the device, and a zero back when set.)"""
+        raised = bool(flag.copy_to_host()[0])
+        if raised:
+            flag.copy_to_device(np.zeros(1, np.int32))
+        return raised
+
     def read(self, v) -> np.ndarray:
         """A copy on the host (device memory is read by copying)."""
         if v.type.numel == 0:
@@ -131,6 +141,7 @@ class CudaExecutable:
         with self.lock:
             self.feed(arrays)
             self.launch()
+            self.arena.check_flags()
             return [self.arena.read(v) for v in self.graph.outputs]
 
     def feed(self, arrays: list[np.ndarray]) -> None:
