@@ -237,6 +237,9 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
       stored as they lie. When a panel of NR pixels lies in one output row and
       the stride along it is 1, the panel's pixels are adjacent in the (padded)
       input too: the micro-kernel reads them in place, with no im2col matrix.
+      So it does for a 1x1 conv with stride 1 and no padding (a pointwise conv,
+      ResNet's and MobileNet's 1x1s) whenever its pixel count is a multiple of
+      NR, across rows: such a conv always takes this form, a GEMM with no copy.
       Otherwise the packing loops build the im2col matrix in B's panels.
     """
     from ..ir.ops.windows import Window
@@ -278,9 +281,14 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     row_panels = out_sp[-1] // CONFIG.nr if out_sp[-1] % CONFIG.nr == 0 else 0
     in_place = bool(row_panels) and win.strides[-1] == 1  # a panel's pixels are adjacent in the (padded) input
+    # a 1x1, stride-1, unpadded conv reads its pixels as they lie, rows or not: a
+    # panel of any NR consecutive pixels is adjacent in the input. Such a conv
+    # always takes the im2col form (nothing to pack, no transposed stores).
+    flat = (not in_place and not integer and math.prod(out_sp) % CONFIG.nr == 0 and not any(win.pads)
+            and all(k == 1 for k in kernel) and all(st == 1 for st in win.strides))
     # an int8 conv (one group) takes the direct form with dot4 words, which need no im2col
     dot4 = integer and w_const.dtype == np.int8 and g == 1 and lw.device == Device.CPU
-    if dot4 or (mg >= DIRECT_MIN_CHANNELS and not (in_place and kc < DIRECT_MIN_K)):
+    if dot4 or (mg >= DIRECT_MIN_CHANNELS and not flat and not (in_place and kc < DIRECT_MIN_K)):
         w_t = np.swapaxes(w_const.reshape(g, mg, kc), 1, 2)  # (G, Kc, Mg)
         # wide output rows: blocks of pixels within one row, so a pixel's position
         # is affine in the block's row (no division in the inner loop); narrow
@@ -315,7 +323,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         b_batch=(nimg, g), b_index=lambda bidx: bidx, b=b_elem, b_packed=None,
         out=lambda bidx, row, col: [bidx[0], channel(bidx, row[0])] + unflatten(col, out_sp),
         adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
-        prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place, acc_dtype=acc_dtype)
+        prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place or flat, acc_dtype=acc_dtype)
 
 
 def _widened(e: Expr, dtype: str) -> Expr:
