@@ -456,6 +456,8 @@ def _split(node, k, idx, read):
 
 
 MULTI_RULES["Split"] = _split
+# inference-mode Dropout (type inference refuses training mode): the identity, and a mask of all true
+MULTI_RULES["Dropout"] = lambda node, k, idx, read: read(0, idx) if k == 0 else Const(True, "bool")
 
 
 @rule("BatchNormalization")
