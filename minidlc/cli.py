@@ -102,10 +102,11 @@ def format_compile_times(m) -> str:
     """After --time-passes' table of passes: the whole compile by stage."""
     from .loops.program import StepKind
 
+    summary = getattr(m.executable, "compile_summary", lambda: "or loading them from the cache")()
     what = {"passes": "the pass pipeline (above)",
             "lowering": f"lowering and scheduling {m.program.count(StepKind.KERNEL) if m.backend.runs_kernels else 0} "
                         "kernels, the memory plan",
-            "backend": f"{m.target}: code generation and compilation (or loading them from the cache)"
+            "backend": f"{m.target}: code generation and compilation ({summary})"
                        if m.backend.runs_kernels else f"{m.target}: nothing to compile (it interprets the graph)"}
     total = sum(m.compile_seconds.values())
     rows = [f"{s * 1000:14.3f} {100 * s / max(total, 1e-12):6.1f}%  {what[k]}" for k, s in m.compile_seconds.items()]

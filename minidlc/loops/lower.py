@@ -257,7 +257,9 @@ class Lowerer:
         body = expand_math(seq(*stmts))
         if not probe:
             body = simplify_shared(body)
-        if computes_in_storage_dtype(body):
+        stored = any(v.type.dtype in STORAGE_DTYPES for v in self.group.inputs) or any(
+            v.type.dtype in STORAGE_DTYPES for n in self.group.nodes for v in n.outputs)
+        if stored and computes_in_storage_dtype(body):  # (no f16 or bf16 value in the group: nothing to look for)
             raise Unsupported("arithmetic on f16 or bf16, storage dtypes that kernels only load, store and convert")
         # an input read only through its packed copy is not a parameter: the
         # kernel must not keep the unpacked weights alive beside the packed ones

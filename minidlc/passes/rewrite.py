@@ -156,7 +156,14 @@ class RewritePass:
 
 
 def apply_rules(graph: Graph, rules: list[Rule], trace=None) -> bool:
-    """Rewrite `graph` in place with `rules` to a fixed point; True if anything fired."""
+    """Rewrite `graph` in place with `rules` to a fixed point; True if anything fired.
+
+    Each sweep tries every node of the graph as it was when the sweep began
+    (one that a firing left without readers is skipped: its rewrite would be
+    dead too); the nodes a rewrite adds are tried in the next sweep. Sweeps
+    repeat until one fires nothing, so their number is the depth of the
+    rewrites, not their count (restarting after each firing was quadratic in
+    the model's size)."""
     by_op: dict[str, list[Rule]] = {}
     for r in rules:
         by_op.setdefault(r.pattern.op, []).append(r)
@@ -165,20 +172,22 @@ def apply_rules(graph: Graph, rules: list[Rule], trace=None) -> bool:
     progress = True
     while progress:
         progress = False
+        replaced: set[int] = set()  # nodes whose readers a firing took away
         for node in list(graph.nodes):
-            for rule in by_op.get(node.op, ()):
+            if id(node) in replaced or node.op not in by_op:
+                continue
+            for rule in by_op[node.op]:
                 said, fired = _try(graph, rule, node)
                 if fired:
                     if trace:
                         trace(rule.name, node, None, said)  # what the rewrite computed, if it said
                     progress = changed = True
+                    replaced.add(id(node))
                     break
                 why = said
                 if why and trace and not rule.quiet and (rule.name, id(node)) not in reported:
                     reported.add((rule.name, id(node)))
                     trace(rule.name, node, why)
-            if progress:
-                break  # the node list changed: start a fresh sweep
         remove_dead_nodes(graph)
     return changed
 

@@ -66,6 +66,10 @@ class LLVMExecutable(HostExecutable):
             calls.append(NativeCall(program, tables, [ptrs, arrays]))
         return calls
 
+    def compile_summary(self) -> str:
+        """What --time-passes says of the llvm stage: modules compiled, and loaded from the cache."""
+        return self.jit.summary()
+
     def sleeps(self) -> int:
         """How often one of its threads has slept (between runs or waiting for a stage, see team.py) so far."""
         return self.team.sleeps if self.team is not None else 0

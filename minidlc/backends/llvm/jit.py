@@ -82,13 +82,14 @@ def _pending_object_code(i: int) -> bytes:
     return _object_code(_PENDING[i])
 
 
-def _compile(units: list[Unit]) -> list[bytes]:
-    """Object code for each unit. Several go to forked worker processes, largest
-    first: LLVM holds one lock per process, so threads would take turns. The
-    workers inherit the units (nothing is pickled but the results)."""
+def _compile(units: list[Unit]) -> tuple[list[bytes], int]:
+    """Object code for each unit, and how many processes made it. Several go to
+    forked worker processes, largest first: LLVM holds one lock per process,
+    so threads would take turns. The workers inherit the units (nothing is
+    pickled but the results)."""
     jobs = min(compile_jobs(), len(units))
     if jobs < 2 or not hasattr(os, "fork") or sum(len(u.source) for u in units) < PARALLEL_MIN_SOURCE:
-        return [_object_code(u) for u in units]
+        return [_object_code(u) for u in units], 1
     global _PENDING
     _PENDING = units
     order = sorted(range(len(units)), key=lambda i: -len(units[i].source))
@@ -97,7 +98,7 @@ def _compile(units: list[Unit]) -> list[bytes]:
             done = dict(zip(order, pool.map(_pending_object_code, order)))
     finally:
         _PENDING = []
-    return [done[i] for i in range(len(units))]
+    return [done[i] for i in range(len(units))], jobs
 
 
 class JitModule:
@@ -118,7 +119,8 @@ class JitModule:
         objects = [cache.load(f, key) if f else None for f, key in zip(self.cache_files, keys)]
         missing = [i for i, data in enumerate(objects) if data is None]
         self.compiled = len(missing)  # units compiled now; the rest came from the cache
-        for i, data in zip(missing, _compile([units[i] for i in missing])):
+        made, self.jobs = _compile([units[i] for i in missing])
+        for i, data in zip(missing, made):
             objects[i] = data
             if self.cache_files[i]:
                 cache.store(self.cache_files[i], keys[i], data)
@@ -132,6 +134,10 @@ class JitModule:
     def cached(self) -> bool:
         """Whether every unit came from the cache."""
         return self.compiled == 0
+
+    def summary(self) -> str:
+        return (f"{len(self.units)} modules: {self.compiled} compiled"
+                + (f" in {self.jobs} processes" if self.jobs > 1 else "") + f", {len(self.units) - self.compiled} from the cache")
 
     def optimized(self) -> list[str]:
         """Each unit's module text after O3: what its object code is compiled from."""
