@@ -509,3 +509,16 @@ def test_gather_with_constant_indices_is_checked_only_when_invalid(indices, chec
                 m.run(m.random_inputs())
         else:
             m.run(m.random_inputs())
+
+
+def test_the_gemm_register_block_comes_from_the_host_features():
+    """8 x 16 with AVX-512 (one register per row), 6 x 16 otherwise (two per
+    row), and --emit loops says which block the kernels use."""
+    from minidlc.loops.gemm import CONFIG, GemmConfig, host_gemm_config
+
+    assert host_gemm_config({"avx512f": True, "avx2": True}) == GemmConfig(mr=8, nr=16)
+    assert host_gemm_config({"avx512f": False, "avx2": True}) == GemmConfig(mr=6, nr=16)
+    assert host_gemm_config({"neon": True}) == GemmConfig(mr=6, nr=16)
+    loops = minidlc.compile(matmul_graph((), 64, 32, 48), target="llvm").emit("loops")
+    assert f"// GEMM register block: {CONFIG.mr} x {CONFIG.nr} f32" in loops
+    assert f"f32 acc[{CONFIG.mr * CONFIG.nr}];" in loops

@@ -61,7 +61,28 @@ class GemmConfig:
     nr: int = 16
 
 
-CONFIG = GemmConfig()
+def host_gemm_config(features: dict[str, bool] | None = None) -> GemmConfig:
+    """The register block for this CPU, from its features (llvmlite's, of the
+    host the JIT targets; compiled code is cached per CPU and feature string).
+    NR stays 16 f32 columns: one AVX-512 register, two AVX2 or NEON ones
+    (wider panels measured slower: the 16- to 64-channel convs of the CNN
+    models would fill half of one). MR takes as many rows as keep the FMA
+    units fed without running out of registers: 8 rows of one register each
+    with AVX-512 (8 accumulators of its 32 registers: two FMA pipes of four
+    cycles' latency), 6 rows of two registers each otherwise (12 of 16)."""
+    if features is None:
+        import llvmlite.binding as llvm
+
+        llvm.initialize_native_target()
+        features = dict(llvm.get_host_cpu_features())
+    return GemmConfig(mr=8 if features.get("avx512f", False) else 6, nr=16)
+
+
+CONFIG = host_gemm_config()
+
+
+def describe_config(config: GemmConfig = CONFIG) -> str:
+    return f"GEMM register block: {config.mr} x {config.nr} f32 (MR x NR, chosen from this CPU's features)"
 
 
 def _shapes(node: Node):

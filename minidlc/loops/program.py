@@ -31,6 +31,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from .ir import Kernel, Param
+from .gemm import GEMM_OPS, describe_config
 from .lower import Device, LoweredGroup, Unsupported, lower_group
 from .plan import MemoryPlan, plan_memory
 from .printer import print_kernel
@@ -226,7 +227,11 @@ class LoopProgram:
         return step.node.outputs[binding.index]
 
     def __str__(self) -> str:
-        return "\n\n".join([str(s) for s in self.steps] + ["// " + self.plan.describe(self.weight_bytes())])
+        notes = ["// " + self.plan.describe(self.weight_bytes())]
+        if self.device == Device.CPU and any(n.op in GEMM_OPS for s in self.steps if s.kind == StepKind.KERNEL
+                                             for n in (s.node.body.nodes if s.node.body else [s.node])):
+            notes.append("// " + describe_config())
+        return "\n\n".join([str(s) for s in self.steps] + notes)
 
 
 def _kernel_name(node: Node, taken: set[str]) -> str:
