@@ -227,6 +227,8 @@ def test_demo_models_match_reference(target, name, threads):
     ((2, 3, 5, 32), (16, 3, 3, 3), {"pads": [1, 1, 1, 1]}, "in place"),  # a stem: k = 27
     ((1, 4, 7, 18), (4, 1, 3, 3), {"group": 4, "strides": [2, 1], "pads": [0, 0, 1, 0]}, "stencil"),  # depthwise
     ((1, 2, 4, 18), (9, 2, 2, 2), {"dilations": [1, 2]}, "in place"),  # no padding: x itself
+    # pointwise (1x1, stride 1, no padding), 48 pixels: panels of 16 read in place across rows
+    ((2, 8, 4, 12), (16, 8, 1, 1), {}, "in place"),
 ])
 def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
     rng = np.random.default_rng(2)

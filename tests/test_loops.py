@@ -73,6 +73,58 @@ def test_simplifier_folds_index_arithmetic():
     assert simplify(mul(Var("x", "f32"), Const(0.0, "f32"))) == mul(Var("x", "f32"), Const(0.0, "f32"))  # not on floats
 
 
+def _value(e, env: dict) -> int:
+    """An integer index expression's value (C division: both sides are non-negative here)."""
+    if isinstance(e, Const):
+        return int(e.value)
+    if isinstance(e, Var):
+        return env[e]
+    a, b = _value(e.a, env), _value(e.b, env)
+    return {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__floordiv__, "%": int.__mod__}[e.op](a, b)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(st.tuples(st.integers(1, 9), st.integers(0, 60)), min_size=1, max_size=3),
+       st.integers(0, 20), st.sampled_from(["/", "%"]), st.integers(2, 200))
+def test_division_by_the_loop_ranges_is_exact(terms, konst, op, d):
+    """Within loops of known extents, simplify drops a division when the ranges
+    allow it ((p * 49 + i * 7 + j) / 196 is p / 4 for i, j < 7); whatever it
+    leaves must agree with the division on every point of the loops."""
+    from itertools import product
+
+    from minidlc.loops.ir import For, Store
+
+    from minidlc.loops.simplify import simplify_stmt
+
+    names = [Var(f"v{t}") for t in range(len(terms))]
+    e = const(konst)
+    for v, (extent, k) in zip(names, terms):
+        e = add(e, mul(v, const(k)))
+    body = Store("y", Binary(op, e, const(d)), Const(0.0, "f32"))
+    for v, (extent, _) in zip(names, terms):
+        body = For(v, const(extent), body)
+    simplified = simplify_stmt(body)
+    while isinstance(simplified, For):
+        simplified = simplified.body
+    for point in product(*(range(extent) for extent, _ in terms)):
+        env = dict(zip(names, point))
+        want = _value(e, env)
+        assert _value(simplified.index, env) == (want // d if op == "/" else want % d), (simplified.index, env)
+    if op == "/" and d == 196 and terms == [(64, 49), (7, 7), (7, 1)] and konst == 0:
+        assert simplified.index == Binary("/", names[0], const(4))
+
+
+def test_division_by_the_loop_ranges_takes_a_channel_shuffle_apart():
+    from minidlc.loops.ir import For, Store
+
+    from minidlc.loops.simplify import simplify_stmt
+
+    p, y, x = Var("p"), Var("y"), Var("x")
+    flat = add(add(mul(p, const(49)), mul(y, const(7))), x)  # a (64, 7, 7) element
+    body = For(p, const(64), For(y, const(7), For(x, const(7), Store("o", Binary("/", flat, const(196)), Const(0.0, "f32")))))
+    assert simplify_stmt(body).body.body.body.index == Binary("/", p, const(4))
+
+
 def _run(kernel: Kernel, m, n, kk, threads=1):
     rng = np.random.default_rng(m * 100 + n * 10 + kk)
     a = rng.standard_normal((m, kk)).astype(np.float32)

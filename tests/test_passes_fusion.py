@@ -369,3 +369,29 @@ def test_trace_rewrites_reports_fuse_too():
     minidlc.compile(build_model("mlp"), instruments=[TraceRewrites(out)])
     assert "[fuse] group fused_gemm_relu = Gemm + Relu: out-fusable Gemm with an elementwise epilogue fired on" \
         in out.getvalue()
+
+
+@pytest.mark.parametrize("perm,fused", [([0, 2, 1, 3, 4], True),    # a channel shuffle: rows stay whole
+                                        ([0, 1, 2, 4, 3], False)])  # swaps the last axes: a copy of its own
+def test_a_channel_shuffle_joins_the_padded_conv_after_it(perm, fused):
+    """Reshape, Transpose, Reshape before a padded (here depthwise) conv are read
+    through in the conv's padded copy, so the shuffle has no kernel of its own;
+    the index map simplifies to whole rows (no division left in the copy)."""
+    from minidlc.ir import Graph, TensorType
+    from minidlc.loops.program import StepKind
+
+    rng = np.random.default_rng(3)
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 8, 5, 5)))
+    s = g.add("Reshape", [x, g.constant(np.array([1, 2, 4, 5, 5]))]).output
+    t = g.add("Transpose", [s], {"perm": perm}).output
+    m = g.add("Reshape", [t, g.constant(np.array([1, 8, 5, 5]))]).output
+    w = g.constant(rng.standard_normal((8, 1, 3, 3)).astype(np.float32))
+    g.outputs = [g.add("Conv", [m, w], {"group": 8, "pads": [1, 1, 1, 1]}).output]
+    compiled = minidlc.compile(g, target="llvm")
+    feeds = compiled.random_inputs()
+    np.testing.assert_allclose(compiled.run(feeds)["conv"], minidlc.compile(g).run(feeds)["conv"], rtol=1e-5, atol=1e-6)
+    assert compiled.program.count(StepKind.KERNEL) == (1 if fused else 2)
+    if fused:
+        # channel c of the shuffle is channel c % 2 * 4 + c / 2 of x: whole rows, no division by a row's size
+        assert "= x[p0 % 2 * 100 + p0 / 2 * 25 + i1 * 5 + i2];" in compiled.emit("loops")

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..ir.ops.shape import slice_ranges
+from ..ir.ops.shape import VIEW_OPS, slice_ranges
 from .ir import INDEX, Binary, Call, Cast, Compare, Const, Expr, Select, add, const, mul, row_major
 
 
@@ -302,7 +302,6 @@ def _same_data(node, idx, read):
     return read(0, unravel(flat, node.inputs[0].type.shape))
 
 
-VIEW_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
 for _name in VIEW_OPS:
     RULES[_name] = _same_data
 

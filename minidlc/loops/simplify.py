@@ -5,13 +5,19 @@ schedules add more (`io * 16 + ii`). Simplifying keeps the printed loop IR
 readable and gives LLVM less to clean up. Only identities that hold exactly
 are applied on integers; on floats only folding of x*1 and x+0 where the
 result is bit-identical (x+0.0 is not: -0.0 + 0.0 = 0.0, so it is left).
+Inside loops of constant extent, integer division and remainder by a
+constant use the loops' ranges: a flat index split again into a shape
+((p * 49 + i * 7 + j) / 49 with i, j < 7) comes apart into its variables,
+so reshapes and channel shuffles index without dividing.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from functools import singledispatch
 
-from .ir import GPU_LOOPS, Allocate, Barrier, Binary, Call, Cast, Compare, Const, Expr, For, If, Load, Select, Seq, Stmt, Store, seq
+from .ir import (GPU_LOOPS, Allocate, Barrier, Binary, Call, Cast, Compare, Const, Expr, For, If, Load, Select, Seq, Stmt,
+                 Store, Var, seq)
 
 _INT_FOLD = {
     "+": lambda a, b: a + b,
@@ -37,6 +43,79 @@ def _is_sum(e: Expr) -> bool:
 def simplify(e: Expr) -> Expr:
     """The simplified form of one expression (bottom-up)."""
     return _simplify(e)
+
+
+# The loop variables in scope while simplify_stmt walks a statement, with their
+# extents: what lets (i * 49 + j * 7 + k) / 49 become i when j, k < 7. (Per
+# thread: two threads may compile at once.)
+_SCOPE = threading.local()
+
+
+def _extents() -> dict[Var, int]:
+    if not hasattr(_SCOPE, "extents"):
+        _SCOPE.extents = {}
+    return _SCOPE.extents
+
+
+def _interval(e: Expr) -> tuple[int, int] | None:
+    """Bounds of an integer expression over the loop variables in scope, or None."""
+    if isinstance(e, Const):
+        return int(e.value), int(e.value)
+    if isinstance(e, Var):
+        extents = _extents()
+        return (0, extents[e] - 1) if e in extents else None
+    if not isinstance(e, Binary):
+        return None
+    a = _interval(e.a)
+    if e.op in ("/", "%") and isinstance(e.b, Const) and e.b.value > 0 and a is not None and a[0] >= 0:
+        d = int(e.b.value)
+        return (a[0] // d, a[1] // d) if e.op == "/" else (0, min(d - 1, a[1]))
+    b = _interval(e.b)
+    if a is None or b is None:
+        return None
+    if e.op == "+":
+        return a[0] + b[0], a[1] + b[1]
+    if e.op == "-":
+        return a[0] - b[1], a[1] - b[0]
+    if e.op == "*":
+        ends = [x * y for x in a for y in b]
+        return min(ends), max(ends)
+    if e.op in ("min", "max"):
+        f = min if e.op == "min" else max
+        return f(a[0], b[0]), f(a[1], b[1])
+    return None
+
+
+def _divide(op: str, a: Expr, d: int) -> Expr | None:
+    """a / d or a % d without the division (a >= 0 over the loops in scope), when
+    a = c * h + r with every term of h's a multiple of c, c dividing d and
+    0 <= r < c: then a / d = h / (d / c) and a % d = (h % (d / c)) * c + r
+    (c = d takes the division away; (p * 49 + i * 7 + j) / 196 is p / 4 when
+    i, j < 7). None when no such c exists."""
+    coeffs: dict = {}
+    konst = _linear(a, 1, coeffs, [])
+    whole = _interval(a)
+    if whole is None or whole[0] < 0:
+        return None
+    for c in sorted({k for k in coeffs.values() if k > 1 and d % k == 0} | {d}, reverse=True):  # c > 1: progress
+        high = [(t, k // c) for t, k in coeffs.items() if k and k % c == 0]
+        low = _combine([(t, k) for t, k in coeffs.items() if k and k % c], konst % c, a.dtype)
+        rest = _interval(low)
+        if rest is None or rest[0] < 0 or rest[1] >= c:
+            continue
+        h = _combine(high, konst // c, a.dtype)
+        if c == d:
+            return h if op == "/" else low
+        div = _simplify(Binary(op, h, Const(d // c, a.dtype)))
+        return div if op == "/" else _simplify(Binary("+", Binary("*", div, Const(c, a.dtype)), low))
+    return None
+
+
+def _combine(terms: list, konst: int, dtype: str) -> Expr:
+    out: Expr = Const(konst, dtype)
+    for t, k in terms:
+        out = Binary("+", out, t if k == 1 else Binary("*", t, Const(k, dtype)))
+    return _sum(out) if terms else out
 
 
 @singledispatch
@@ -128,6 +207,10 @@ def _(e: Binary):
             return a
         if e.op == "%" and _is(b, 1):
             return Const(0, a.dtype)
+        if e.op in ("/", "%") and isinstance(b, Const) and b.value > 1:
+            exact = _divide(e.op, a, int(b.value))
+            if exact is not None:
+                return exact
     elif e.op == "*" and (_is(b, 1.0)):
         return a
     return Binary(e.op, a, b)
@@ -169,7 +252,15 @@ def simplify_stmt(s: Stmt) -> Stmt:
         ext = _simplify(s.extent)
         if _is(ext, 0):
             return Seq(())
-        body = simplify_stmt(s.body)
+        extents = _extents()
+        known = isinstance(ext, Const) and s.var not in extents
+        if known:
+            extents[s.var] = int(ext.value)
+        try:
+            body = simplify_stmt(s.body)
+        finally:
+            if known:
+                del extents[s.var]
         if _is(ext, 1) and s.kind not in GPU_LOOPS:  # a GPU loop of one iteration is still a launch
             from .transform import substitute_stmt
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..ir import Graph, Kind, Node, Value
+from ..ir.ops.shape import VIEW_OPS
 from .dce import remove_dead_nodes
 from .manager import PassContext, register_pass
 
@@ -139,7 +140,8 @@ def find_groups(graph: Graph, can_lower: Callable[[Node], bool] = lambda node: T
         if len(gids) == 1 and None not in gids and not exposed:
             (gid,) = gids
             master = groups.master[gid]
-            if master is None or kind(master) == Kind.REDUCTION or _widens_constant(graph, p):
+            if (master is None or kind(master) == Kind.REDUCTION or _widens_constant(graph, p)
+                    or _index_map_into_padded_conv(p, master, groups.members[gid])):
                 groups.join(p, gid)
                 continue
             stop(p, f"its reader's group holds {master.op}, which is out-fusable: an elementwise "
@@ -196,6 +198,28 @@ def _widens_constant(graph: Graph, node: Node) -> bool:
     element widened as the micro-kernel loads it (loops/gemm.py)."""
     return (node.op == "Cast" and node.inputs[0].type.dtype in ("f16", "bf16") and node.output.type.dtype == "f32"
             and graph.const_value(node.inputs[0]) is not None)
+
+
+def _index_map_into_padded_conv(node: Node, master: Node, members: list[Node]) -> bool:
+    """A Reshape or Transpose that keeps the last axis (a channel shuffle) before
+    a padded float Conv joins its group: the conv copies its input into a
+    padded buffer once anyway (loops/lower.padded_copy), and that copy reads
+    through the index map, a row at a time, so the shuffle costs no kernel and
+    no buffer of its own (a GPU, which reads the padding in place, computes the
+    map on every read instead). Only on the conv's data input, through index maps."""
+    if master.op != "Conv" or not any(master.attrs["pads"]) or node.outputs[0].type.dtype not in ("f32", "f64"):
+        return False
+    if node.op == "Transpose":
+        keeps_rows = node.attrs["perm"][-1] == node.inputs[0].type.rank - 1
+    else:
+        keeps_rows = node.op in VIEW_OPS and node.inputs[0].type.shape[-1:] == node.outputs[0].type.shape[-1:]
+    out = node.outputs[0]
+    for r in (r for r in members if any(v is out for v in r.inputs)):
+        if r is master and (master.inputs[0] is not out or any(v is out for v in master.inputs[1:])):
+            return False  # the weight or the bias: not read through a copy
+        if r is not master and r.op not in (*VIEW_OPS, "Transpose"):
+            return False
+    return keeps_rows
 
 
 def _describe(members: list[Node], master: Node | None) -> str:

@@ -22,12 +22,11 @@ import itertools
 import numpy as np
 
 from ..ir import Graph
+from ..ir.ops.shape import VIEW_OPS
 from ..ir.types import DTYPES, FLOAT_DTYPES
 from .manager import register_pass
 from .rewrite import Const, Match, Pat, RewritePass, Rule, all_of, same_type
 
-# Ops that only change the shape of a row-major tensor (the data order stays).
-VIEW_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
 
 
 def _keep_x(graph: Graph, m: Match):

@@ -22,6 +22,10 @@ from ..registry import Attr, Kind, fail, register
 from ..types import NUMERIC_DTYPES, TensorType, dtype_name
 from .common import like, norm_axis, same_dtype, static
 
+# Ops that only change the shape of a row-major tensor (the data order stays):
+# a view of their input, and an identity to the simplify pass when the shape stays.
+VIEW_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
+
 INDEX_DTYPES = ("i32", "i64")
 INT64_MAX = 2 ** 63 - 1
 
