@@ -229,6 +229,9 @@ def test_demo_models_match_reference(target, name, threads):
     ((1, 2, 4, 18), (9, 2, 2, 2), {"dilations": [1, 2]}, "in place"),  # no padding: x itself
     # pointwise (1x1, stride 1, no padding), 48 pixels: panels of 16 read in place across rows
     ((2, 8, 4, 12), (16, 8, 1, 1), {}, "in place"),
+    # one full panel and an edge one, rows of 30: the parallel loop shares out the rows too
+    ((1, 4, 6, 30), (20, 4, 3, 3), {"pads": [1, 1, 1, 1]}, "direct"),
+    ((1, 16, 20, 40), (20, 16, 3, 3), {"pads": [1, 1, 1, 1]}, "direct"),  # enough work for two threads
 ])
 def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
     rng = np.random.default_rng(2)

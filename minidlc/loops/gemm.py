@@ -48,6 +48,7 @@ from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index
 GEMM_OPS = ("MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger")
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # u8/i8 operands, i32 products
 PARALLEL_MIN_FLOPS = 1 << 20  # below this (~15 us on one core) handing work to idle threads costs more than it saves
+PARALLEL_MIN_SHARES = 8  # a GEMM's parallel loop over fewer column panels than this also shares out rows
 DIRECT_MIN_CHANNELS = 8  # a Conv with fewer output channels per group uses im2col
 DIRECT_MIN_K = 64  # below this k (channels per group x kernel size), a stride-1 Conv reads its pixels in place
 ROW_BLOCKS_MIN_WIDTH = 24  # a direct Conv with output rows this wide blocks pixels within a row
@@ -511,23 +512,33 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     full_cols, edge_cols = n // nr, n % nr
     parallel = nb * m * n * k * 2 >= PARALLEL_MIN_FLOPS
 
-    def column_panel(bidx: list[Expr], panel: Expr, cols: int) -> Stmt:
-        """All rows of C against one panel of B: the panel stays in cache meanwhile."""
-        ib, lead = lw.var("ib"), lw.vars(len(grid) - 1, "r")
-        return loop_nest(lead, list(grid[:-1]), seq(
-            For(ib, const(full_rows), block(bidx, lead + [mul(ib, const(mr))], mr, panel, cols)) if full_rows else None,
-            block(bidx, lead + [const(full_rows * mr)], edge_rows, panel, cols) if edge_rows else None))
+    # Few column panels (a conv with 16 or 32 output channels) would leave threads
+    # idle: then the parallel loop also runs over the first axis of a row grid.
+    per = grid[0] if len(grid) > 1 and nb * -(-n // nr) < PARALLEL_MIN_SHARES else 1
+
+    def column_panel(bidx: list[Expr], panel: Expr, cols: int, first: Expr | None) -> Stmt:
+        """All rows of C (those of grid row `first`, when the rows are shared
+        out) against one panel of B: the panel stays in cache meanwhile."""
+        ib, lead = lw.var("ib"), lw.vars(len(grid) - 1 - (first is not None), "r")
+        lead_extents = list(grid[1 if first is not None else 0:-1])
+        rows = ([first] if first is not None else []) + lead
+        return loop_nest(lead, lead_extents, seq(
+            For(ib, const(full_rows), block(bidx, rows + [mul(ib, const(mr))], mr, panel, cols)) if full_rows else None,
+            block(bidx, rows + [const(full_rows * mr)], edge_rows, panel, cols) if edge_rows else None))
+
+    def panels_loop(count: int, panel: Callable[[Expr], Expr], cols: int, share: bool) -> Stmt:
+        """A loop over `count` (batch, panel) pairs, times `per` grid rows."""
+        t = lw.var("t")
+        pair, first = (Binary("/", t, const(per)), Binary("%", t, const(per))) if per > 1 else (t, None)
+        bidx = unflatten(Binary("/", pair, const(count // nb)), batch)
+        return For(t, const(count * per), column_panel(bidx, panel(Binary("%", pair, const(count // nb))), cols, first),
+                   LoopKind.PARALLEL if share else LoopKind.SERIAL)
 
     # full column panels, fused with the batch into one parallel loop; then the edge panel
     if full_cols:
-        t = lw.var("t")
-        bidx = unflatten(Binary("/", t, const(full_cols)), batch)
-        stages.append(For(t, const(nb * full_cols), column_panel(bidx, Binary("%", t, const(full_cols)), nr),
-                          LoopKind.PARALLEL if parallel else LoopKind.SERIAL))
+        stages.append(panels_loop(nb * full_cols, lambda p: p, nr, parallel))
     if edge_cols:
-        b2 = lw.var("b")
-        stages.append(For(b2, const(nb), column_panel(unflatten(b2, batch), const(full_cols), edge_cols),
-                          LoopKind.PARALLEL if parallel and nb > 1 else LoopKind.SERIAL))
+        stages.append(panels_loop(nb, lambda p: const(full_cols), edge_cols, parallel and nb * per > 1))
     lw.buffers[id(out)] = buf
     done.update(id(nd) for nd in chain)  # they ran in the epilogue
     return seq(*stages)
