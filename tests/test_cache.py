@@ -4,6 +4,7 @@ bounded, least recently used entries going first."""
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -149,6 +150,21 @@ def test_the_least_recently_used_entries_go_first(cache_dir):
     os.utime(cache_dir / "e0.o")  # used just now
     assert cache.evict(2500) == 3
     assert sorted(p.name for p in cache_dir.iterdir()) == ["e0.o", "e4.o"]
+
+
+def test_stores_walk_the_cache_for_its_size_at_most_every_few_minutes(cache_dir, monkeypatch):
+    """Finding the cache's size walks every entry (seconds for a full cache), so
+    stores do it only when the last walk, by any process, is EVICT_EVERY_S old."""
+    walks = []
+    monkeypatch.setattr(cache, "evict", lambda: walks.append(1) or 0)
+    cache_dir.mkdir(mode=0o700)
+    for i in range(3):
+        cache.store(cache_dir / f"e{i}.o", f"k{i}", b"data")
+    assert len(walks) == 1  # the first store (no walk yet), not the next two
+    marker = cache_dir / ".last-eviction"
+    os.utime(marker, (time.time() - cache.EVICT_EVERY_S - 1,) * 2)
+    cache.store(cache_dir / "e3.o", "k3", b"data")
+    assert len(walks) == 2 and len(cache.entries()) == 4  # the marker is not an entry
 
 
 def test_cache_info_and_clear_on_the_command_line(cache_dir, capsys):

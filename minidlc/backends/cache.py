@@ -12,7 +12,11 @@ its contents (`store`, `load`); a truncated, corrupted or foreign entry is a
 miss, rebuilt and overwritten, never a crash. The directory is created
 private (0700); a directory or entry that someone else owns, or that others
 may write, is not used. Entries are evicted least recently used first once
-the cache passes `MINIDLC_CACHE_MB` (default 1024 MiB).
+the cache passes `MINIDLC_CACHE_MB` (default 1024 MiB). Finding the size takes
+a walk over every entry (a full cache holds some 100,000 kernels' object
+code: seconds), so a store looks at most once every `EVICT_EVERY_S` seconds
+across all processes (the time of the last walk is the mtime of a marker
+file); in between the cache may pass its bound by what was stored meanwhile.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import logging
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 CACHE_DIR = Path(os.environ.get("MINIDLC_CACHE", Path.home() / ".cache" / "minidlc"))
@@ -85,15 +90,23 @@ def write_atomic(path: Path, data: bytes) -> bool:
         return False
 
 
-_stores = 0  # entries stored by this process: the bound is enforced on the first and every 64th
+EVICT_EVERY_S = 300
+_MARKER = ".last-eviction"
 
 
 def store(path: Path, key: str, data: bytes) -> None:
     """Save `data` as the entry for `key`, with a header that `load` verifies."""
-    global _stores
     write_atomic(path, MAGIC + key.encode() + b"\n" + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
-    _stores += 1
-    if _stores % 64 == 1:  # a walk over the whole cache: not on every store
+    marker = CACHE_DIR / _MARKER
+    try:
+        due = time.time() - marker.stat().st_mtime > EVICT_EVERY_S
+    except OSError:
+        due = True  # never walked (or the marker is gone)
+    if due:
+        try:
+            marker.touch()  # first, so that other processes do not walk at the same time
+        except OSError:
+            return
         evict()
 
 
@@ -116,7 +129,7 @@ def load(path: Path, key: str) -> bytes | None:
 
 
 def entries() -> list[Path]:
-    return [p for p in CACHE_DIR.rglob("*") if p.is_file()] if CACHE_DIR.is_dir() else []
+    return [p for p in CACHE_DIR.rglob("*") if p.is_file() and p.name != _MARKER] if CACHE_DIR.is_dir() else []
 
 
 def evict(max_bytes: int | None = None) -> int:
