@@ -253,14 +253,15 @@ def simplify_stmt(s: Stmt) -> Stmt:
         if _is(ext, 0):
             return Seq(())
         extents = _extents()
-        known = isinstance(ext, Const) and s.var not in extents
-        if known:
+        outer = extents.pop(s.var, None)  # (a variable bound twice is the verifier's to reject)
+        if isinstance(ext, Const):
             extents[s.var] = int(ext.value)
         try:
             body = simplify_stmt(s.body)
         finally:
-            if known:
-                del extents[s.var]
+            extents.pop(s.var, None)
+            if outer is not None:
+                extents[s.var] = outer
         if _is(ext, 1) and s.kind not in GPU_LOOPS:  # a GPU loop of one iteration is still a launch
             from .transform import substitute_stmt
 
