@@ -104,6 +104,35 @@ def test_parallel_compilation_makes_the_same_object_code(tmp_path, monkeypatch):
     assert objects["1"] == objects["2"]
 
 
+def test_threads_compiling_at_once_each_get_their_own_code(tmp_path, monkeypatch):
+    """Two threads compiling with worker processes at once: each links the
+    object code of its own kernels (the compiles take turns)."""
+    import threading
+
+    from minidlc.backends.llvm import jit
+
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(jit, "PARALLEL_MIN_SOURCE", 0)
+    monkeypatch.setenv("MINIDLC_COMPILE_JOBS", "2")
+    x = np.linspace(-1, 1, 32, dtype=np.float32).reshape(4, 8)
+    results, errors = {}, []
+
+    def compile_and_run(n: int) -> None:
+        try:
+            results[n] = list(minidlc.compile(two_layers(n), target="llvm").run({"x": x}).values())[0]
+        except Exception as e:  # reported below
+            errors.append(e)
+    threads = [threading.Thread(target=compile_and_run, args=(n,)) for n in (6, 7, 9, 10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for n, got in results.items():
+        want = list(minidlc.compile(two_layers(n), target="reference").run({"x": x}).values())[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_damaged_numba_cache_files_are_dropped_and_rebuilt(tmp_path):
     """Numba's own cache files (pickled object code) are loaded only when they
     match the digests recorded after they were made."""

@@ -499,6 +499,32 @@ def test_gather_with_run_time_indices_checks_them(cpu, index_dtype):
     np.testing.assert_array_equal(m.run({"data": d, "idx": good})["relu"], ref.run({"data": d, "idx": good})["relu"])
 
 
+def test_a_failing_run_leaves_no_stale_check_flag():
+    """A run that fails part way (a host step raising) clears the check flags,
+    so that the next run, on valid indices, does not raise for the last one."""
+    g = Graph()
+    data = g.add_input("data", TensorType((5, 4)))
+    idx = g.add_input("idx", TensorType((2,), "i64"))
+    g.outputs = [g.add("Gather", [data, idx], {"axis": 0}).output]
+    m = minidlc.compile(g, target="llvm")
+    arena = m.executable.arena
+    (flag, _, _), = arena.flags
+    flag[0] = 1  # as a kernel would have set it, before a later step failed
+
+    def fail():
+        raise RuntimeError("a host step failed")
+    with pytest.raises(RuntimeError, match="a host step failed"):
+        arena.checked([fail])
+    assert flag[0] == 0
+    m.run({"data": np.ones((5, 4), np.float32), "idx": np.array([0, 4])})
+
+
+def test_a_model_of_views_only_prints_its_llvm():
+    g = Graph()
+    g.outputs = [g.add("Reshape", [g.add_input("x", TensorType((2, 3))), g.constant(np.array([3, 2]))]).output]
+    assert "target triple" in minidlc.compile(g, target="llvm").emit("llvm")  # no programs: an empty module
+
+
 @pytest.mark.parametrize("indices,checked", [([1, -5], False), ([1, 7], True)])
 def test_gather_with_constant_indices_is_checked_only_when_invalid(indices, checked):
     """Valid constant indices need no check; invalid ones fail every run, as the reference does."""

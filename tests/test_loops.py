@@ -114,6 +114,21 @@ def test_division_by_the_loop_ranges_is_exact(terms, konst, op, d):
         assert simplified.index == Binary("/", names[0], const(4))
 
 
+def test_zero_and_negative_zero_are_different_constants():
+    """Kernels equal up to names share code, and simplified bodies are
+    remembered, by equality: max(x, 0.0) and max(x, -0.0) must not meet."""
+    from minidlc.loops.lower import simplify_shared
+    from minidlc.loops.transform import canonical_kernel
+
+    assert Const(0.0, "f32") != Const(-0.0, "f32") and Const(0, "i64") == Const(0, "i64")
+    assert hash(Const(1.5, "f32")) == hash(Const(1.5, "f32"))
+    bodies = [For(i, const(4), Store("y", i, Binary("max", Load("x", i, "f32"), Const(z, "f32")))) for z in (0.0, -0.0)]
+    kernels = [Kernel("k", (Param("x", "f32", 4), Param("y", "f32", 4)), b) for b in bodies]
+    assert canonical_kernel(kernels[0]) != canonical_kernel(kernels[1])
+    for z, body in zip((0.0, -0.0), bodies):
+        assert str(simplify_shared(body).body.value.b.value) == str(z)
+
+
 def test_division_by_the_loop_ranges_takes_a_channel_shuffle_apart():
     from minidlc.loops.ir import For, Store
 

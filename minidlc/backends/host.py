@@ -53,12 +53,25 @@ class Arena:
         return raised
 
     def check_flags(self) -> None:
-        """After a run: raise for the first step (in program order) whose kernel
-        found its input invalid (an index out of range), naming its node."""
+        """After a run: clear every flag, and raise for the first step (in
+        program order) whose kernel found its input invalid (an index out of
+        range), naming its node."""
         raised = [(step, message) for flag, step, message in self.flags if self.take_flag(flag)]
         if raised:
             step, message = raised[0]
             raise IndexError(f"{step.node.describe()}: {message}")
+
+    def checked(self, calls: list[Callable[[], None]]) -> None:
+        """Run `calls`, then check the flags; a call that raises (a failing host
+        step) clears them, so that no stale flag fails the next run."""
+        try:
+            for call in calls:
+                call()
+        except BaseException:
+            for flag, _, _ in self.flags:
+                self.take_flag(flag)
+            raise
+        self.check_flags()
 
     def read(self, v: Value) -> np.ndarray:
         """Value `v` as a host array (on the host, the arena's own memory:
@@ -155,9 +168,7 @@ class HostExecutable:
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         with self.lock:
             self._feed(arrays)
-            for call in self.calls:
-                call()
-            self.arena.check_flags()
+            self.arena.checked(self.calls)
             return [self.arena.read(v).copy() for v in self.graph.outputs]
 
     def time_steps(self, arrays: list[np.ndarray], repeat: int) -> list[tuple[list[Step], float]]:
@@ -172,6 +183,7 @@ class HostExecutable:
                     call()
                     if r:
                         times[k].append(time.perf_counter() - start)
+                self.arena.check_flags()  # the timings of a run on invalid indices mean nothing
             return [(seg, float(np.median(t))) for seg, t in zip(self.segments, times)]
 
     def _feed(self, arrays: list[np.ndarray]) -> None:

@@ -21,6 +21,7 @@ thread of the block.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Union
@@ -35,10 +36,24 @@ class Var:
     dtype: str = INDEX
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Const:
+    """Equal to another Const of the same dtype and value, where 0.0 and -0.0
+    differ (they do in a result: kernels equal up to names share code, and
+    simplified bodies are remembered, by this equality)."""
+
     value: float | int | bool
     dtype: str = INDEX
+
+    def _key(self) -> tuple:
+        v = self.value
+        return self.dtype, type(v) is float and math.copysign(1.0, v) < 0, v
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Const) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 @dataclass(frozen=True)

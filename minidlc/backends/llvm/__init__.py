@@ -80,8 +80,9 @@ class LLVMExecutable(HostExecutable):
         and the first preceded by a comment naming the graph nodes that kernel
         computes; then the programs."""
         texts, comment = (self.jit.optimized(), ";") if stage == "llvm" else (self.jit.asm(), "#")
-        names = self.jit.names
-        text = re.sub("|".join(map(re.escape, names)), lambda m: names[m.group(0)], "\n".join(texts))
+        names, text = self.jit.names, "\n".join(texts)
+        if names:  # (a model of views only has no kernel modules)
+            text = re.sub("|".join(map(re.escape, names)), lambda m: names[m.group(0)], text)
         computes = {st.lowered.kernel.name: st.computes() for seg in self.segments
                     if seg[0].kind == StepKind.KERNEL for st in seg}
         pattern = r"^define [^@\n]*@(\w+)_s0\(" if stage == "llvm" else r"^(\w+)_s0:"

@@ -5,6 +5,7 @@ called and can call each other."""
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -15,6 +16,7 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from .. import cache
+from .team import WORKER_THREAD_PREFIX
 
 _INITIALIZED = False
 
@@ -69,12 +71,28 @@ def _optimize(tm, unit: Unit) -> llvm.ModuleRef:
 # printed) takes LLVM about 0.1 s. Below this much loop IR, one process compiles it all.
 PARALLEL_MIN_SOURCE = 20_000
 
-_PENDING: list[Unit] = []  # the units a pool of forked workers compiles (they inherit this list)
+_PENDING: list[Unit] = []  # in a forked worker: the units its pool compiles (set by _adopt)
+_COMPILING = threading.Lock()  # one compile at a time in this process
+
+
+def _fork_is_safe() -> bool:
+    """Whether no other Python thread could be inside LLVM (or hold another lock
+    a forked child would need): the only others are teams' workers, which wait
+    in native code and never call LLVM. A fork while some thread held LLVM's
+    lock would leave the child waiting for it forever."""
+    return all(t is threading.current_thread() or t.name.startswith(WORKER_THREAD_PREFIX)
+               for t in threading.enumerate())
 
 
 def _object_code(unit: Unit) -> bytes:
     tm = _target_machine()
     return tm.emit_object(_optimize(tm, unit))
+
+
+def _adopt(units: list[Unit]) -> None:
+    """A worker's initializer: the units, inherited through fork (not pickled)."""
+    global _PENDING
+    _PENDING = units
 
 
 def _pending_object_code(i: int) -> bytes:
@@ -86,18 +104,16 @@ def _compile(units: list[Unit]) -> tuple[list[bytes], int]:
     """Object code for each unit, and how many processes made it. Several go to
     forked worker processes, largest first: LLVM holds one lock per process,
     so threads would take turns. The workers inherit the units (nothing is
-    pickled but the results)."""
+    pickled but the results). With other Python threads about, which might be
+    inside LLVM when we fork, this process compiles them all itself."""
     jobs = min(compile_jobs(), len(units))
-    if jobs < 2 or not hasattr(os, "fork") or sum(len(u.source) for u in units) < PARALLEL_MIN_SOURCE:
-        return [_object_code(u) for u in units], 1
-    global _PENDING
-    _PENDING = units
-    order = sorted(range(len(units)), key=lambda i: -len(units[i].source))
-    try:
-        with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
+    with _COMPILING:
+        if (jobs < 2 or not hasattr(os, "fork") or sum(len(u.source) for u in units) < PARALLEL_MIN_SOURCE
+                or not _fork_is_safe()):
+            return [_object_code(u) for u in units], 1
+        order = sorted(range(len(units)), key=lambda i: -len(units[i].source))
+        with ProcessPoolExecutor(jobs, mp_context=get_context("fork"), initializer=_adopt, initargs=(units,)) as pool:
             done = dict(zip(order, pool.map(_pending_object_code, order)))
-    finally:
-        _PENDING = []
     return [done[i] for i in range(len(units))], jobs
 
 

@@ -48,6 +48,7 @@ PROGRAM = ir.FunctionType(_VOID, [TABLES, _I64, _I64, _STATE, _I64])
 # (a sleeper wakes late); many more cost a busy one, where a spinning thread
 # keeps a core from the thread it waits for (benchmarks/bench_contention.py).
 SPINS_BEFORE_SLEEP = int(os.environ.get("MINIDLC_SPINS", "100000"))
+WORKER_THREAD_PREFIX = "minidlc-worker-"  # (jit.py forks only when no other thread is about)
 # The futex system call number, by (architecture, OS) of the host.
 FUTEX_SYSCALL = {("x86_64", "linux"): 202, ("aarch64", "linux"): 98}
 FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
@@ -354,7 +355,7 @@ class Team:
             address("minidlc_run"))
         worker = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(address("minidlc_worker"))
         workers = [threading.Thread(target=worker, args=(self.state.ctypes.data, tid), daemon=True,
-                                    name=f"minidlc-worker-{tid}") for tid in range(1, threads)]
+                                    name=f"{WORKER_THREAD_PREFIX}{tid}") for tid in range(1, threads)]
         for w in workers:
             w.start()
         stop = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(address("minidlc_stop"))
