@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Node
-from .ir import INDEX, Binary, Cast, Compare, Const, If, Stmt, Store, const, loop_nest
+from .ir import INDEX, Binary, Compare, Const, If, Stmt, Store, cast, const, loop_nest
 from .lower import CHECKS, Lowerer
 
 
@@ -28,8 +28,7 @@ def _gather_check(lw: Lowerer, node: Node) -> Stmt | None:
     if known is not None and np.all((known >= -n) & (known < n)):
         return None  # constant and valid: nothing to check
     at = lw.vars(indices.type.rank, "q")
-    i = lw.read(indices, at)
-    i = i if i.dtype == INDEX else Cast(i, INDEX)
+    i = cast(lw.read(indices, at), INDEX)
     outside = Binary("or", Compare("<", i, const(-n)), Compare(">=", i, const(n)))
     return loop_nest(at, list(indices.type.shape), If(outside, Store(lw.check(message), const(0), Const(1, "i32"))))
 

@@ -40,8 +40,8 @@ import numpy as np
 
 from ..ir import Kind, Node, Value
 from ..ir.types import dtype_name
-from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, const,
-                 loop_nest, mul, row_major, seq)
+from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, cast,
+                 const, loop_nest, mul, row_major, seq)
 from .lower import Device, Lowerer, padded_copy, register_lowering, unflatten, window_index
 from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index
 
@@ -340,16 +340,12 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     return GemmSpec(
         (nimg, g), mg, kc, math.prod(out_sp),
-        a=lambda bidx, row, kv: _widened(Load(wbuf, add(mul(channel(bidx, row[0]), const(kc)), row_major(kv, (cg,) + kernel)),
+        a=lambda bidx, row, kv: cast(Load(wbuf, add(mul(channel(bidx, row[0]), const(kc)), row_major(kv, (cg,) + kernel)),
                                               w_dtype), acc_dtype),
         b_batch=(nimg, g), b_index=lambda bidx: bidx, b=b_elem, b_packed=None,
         out=lambda bidx, row, col: [bidx[0], channel(bidx, row[0])] + unflatten(col, out_sp),
         adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
         prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place or flat, acc_dtype=acc_dtype)
-
-
-def _widened(e: Expr, dtype: str) -> Expr:
-    return e if e.dtype == dtype else Cast(e, dtype)
 
 
 def is_depthwise(node: Node) -> bool:
@@ -393,7 +389,7 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         total = None if bias is None else lw.read(bias, [ch])
         for k, r in enumerate(product(*(range(n) for n in kernel))):
             xv = read_src([img, Binary("/", ch, const(per_group))] + window_index(win, o, [const(c) for c in r]))
-            term = mul(xv, _widened(Load(wbuf, add(mul(ch, const(math.prod(kernel))), const(k)), w_dt), dt))
+            term = mul(xv, cast(Load(wbuf, add(mul(ch, const(math.prod(kernel))), const(k)), w_dt), dt))
             total = term if total is None else add(total, term)
         return total
 
@@ -488,7 +484,7 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         if d4 is not None:  # A's word (broadcast) against a word per column
             fma = Store(acc, cell, Call("dot4", (Load(acc, cell, dt), d4.a_word(bidx, row, list(kv)), b_value)))
         else:
-            fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, row, list(kv)), _widened(b_value, dt))))
+            fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, row, list(kv)), cast(b_value, dt))))
         # rows unrolled, columns vectorized: acc is then accessed only at constant
         # offsets, whole vectors at a time, and LLVM keeps it in vector registers
         compute = loop_nest(list(kv), list(k_shape),

@@ -36,10 +36,10 @@ import numpy as np
 
 from ..ir import Node
 from ..ir.types import dtype_name
-from .gemm import CONFIG, GEMM_OPS, GemmSpec, _widened, epilogue_chain, gemm_spec, is_depthwise, lower_depthwise, \
+from .gemm import CONFIG, GEMM_OPS, GemmSpec, epilogue_chain, gemm_spec, is_depthwise, lower_depthwise, \
     store_result
 from .ir import (Allocate, Barrier, Binary, Compare, Const, Expr, For, Load, LoopKind, Scope, Select, Stmt, Store, add,
-                 const, mul, row_major, seq)
+                 cast, const, mul, row_major, seq)
 from .lower import Device, Lowerer, register_lowering, unflatten
 
 
@@ -101,7 +101,7 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         bp = lw.constant_param(node.inputs[1].name + "_kn", unpacked_b(spec), b_dt)
 
     def read_a(bidx: list[Expr], row: Expr, kg: Expr) -> Expr:
-        return _widened(spec.a(bidx, unflatten(row, grid), unflatten(kg, k_shape)), dt)
+        return cast(spec.a(bidx, unflatten(row, grid), unflatten(kg, k_shape)), dt)
 
     def read_b(bidx: list[Expr], kg: Expr, col: Expr) -> Expr:
         bb = spec.b_index(bidx)
@@ -110,7 +110,7 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
                            Binary("%", col, const(CONFIG.nr)))
         else:
             value = Load(bp, row_major(bb + [kg, col], spec.b_batch + (k, n)), b_dt)
-        return _widened(value, dt)
+        return cast(value, dt)
 
     out, chain = epilogue_chain(lw, node)
     buf = lw.buffer_for(out)

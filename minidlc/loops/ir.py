@@ -224,6 +224,11 @@ def mul(a: Expr, b: Expr) -> Expr:
     return Binary("*", a, b)
 
 
+def cast(e: Expr, dtype: str) -> Expr:
+    """`e` as `dtype`: itself when it is one already, else a Cast."""
+    return e if e.dtype == dtype else Cast(e, dtype)
+
+
 def seq(*stmts: "Stmt | None") -> Stmt:
     """A Seq of the given statements, flattening nested Seqs and dropping None."""
     out: list[Stmt] = []

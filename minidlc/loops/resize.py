@@ -21,7 +21,7 @@ import numpy as np
 
 from ..ir import DTYPES, Node
 from ..ir.ops.resize import _geometry, source_coordinates, taps
-from .ir import Allocate, Binary, Call, Cast, Const, Expr, If, Load, Stmt, Store, add, const, loop_nest, mul, row_major, \
+from .ir import Allocate, Binary, Call, Cast, Const, Expr, If, Load, Stmt, Store, add, cast, const, loop_nest, mul, row_major, \
     seq
 from .lower import Lowerer, register_lowering
 from .rules import FLOATS, STORAGE_DTYPES, Unsupported, clamp_index
@@ -74,7 +74,7 @@ def _resize(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         for axis, (_, wt, count, _) in taps_of.items():
             wv = Load(wt, add(mul(out[axis], const(count)), tap[axis]), acc_dt)
             weight = wv if weight is None else mul(weight, wv)
-        value = element if element.dtype == acc_dt else Cast(element, acc_dt)
+        value = cast(element, acc_dt)
         term = value if weight is None else mul(weight, value)
         total: Expr = Load(acc, zero, acc_dt)
         if dt != acc_dt:  # integers round half to even (and saturate); f16 and bf16 convert

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..ir.ops.shape import VIEW_OPS, slice_ranges
-from .ir import INDEX, Binary, Call, Cast, Compare, Const, Expr, Select, add, const, mul, row_major
+from .ir import INDEX, Binary, Call, Cast, Compare, Const, Expr, Select, add, cast, const, mul, row_major
 
 
 class Unsupported(Exception):
@@ -333,8 +333,7 @@ def _gather(node, idx, read):
     n = data.type.shape[axis]
     if n == 0:
         raise Unsupported("Gather from an empty axis")
-    i = read(1, idx[axis:axis + q])
-    i = i if i.dtype == INDEX else Cast(i, INDEX)
+    i = cast(read(1, idx[axis:axis + q]), INDEX)
     at = clamp_index(Select(Compare("<", i, const(0)), add(i, const(n)), i), n)  # negative: from the back
     return read(0, idx[:axis] + [at] + idx[axis + q:])
 
@@ -481,17 +480,13 @@ def _scale_reader(node, idx, read):
     block = node.attrs["block_size"]
     axis = scale_axis(x_shape, s_shape, node.attrs["axis"], block, "scale")
     at = scale_index(list(idx), s_shape, axis, block, lambda i, n: Binary("/", i, const(n)), const(0))
-    return lambda i: _as_f32(read(i, at))
-
-
-def _as_f32(e: Expr) -> Expr:
-    return e if e.dtype == "f32" else Cast(e, "f32")
+    return lambda i: cast(read(i, at), "f32")
 
 
 @rule("QuantizeLinear")
 def _quantize_linear(node, idx, read):
     scaled = _scale_reader(node, idx, read)
-    q = Call("round", (Binary("/", _as_f32(read(0, idx)), scaled(1)),))
+    q = Call("round", (Binary("/", cast(read(0, idx), "f32"), scaled(1)),))
     if len(node.inputs) > 2 and node.inputs[2] is not None:
         q = add(q, scaled(2))
     return Cast(q, node.attrs["dtype"])  # the cast saturates to the integer range (and NaN to 0)
@@ -502,7 +497,7 @@ def _dequantize_linear(node, idx, read):
     if node.outputs[0].type.dtype not in FLOATS:
         raise Unsupported(f"DequantizeLinear to {node.outputs[0].type.dtype}")
     scaled = _scale_reader(node, idx, read)
-    x = _as_f32(read(0, idx))
+    x = cast(read(0, idx), "f32")
     if len(node.inputs) > 2 and node.inputs[2] is not None:
         x = Binary("-", x, scaled(2))
     y = mul(x, scaled(1))

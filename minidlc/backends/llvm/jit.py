@@ -123,11 +123,12 @@ class JitModule:
     code is cached on disk under a hash of its source, so a unit that another
     model compiled before (a kernel of the same shape) is loaded, not compiled;
     a cache hit skips code generation and LLVM entirely. A cache entry is
-    loaded only once its digest checks out (cache.load)."""
+    loaded only once its digest checks out (cache.load). `names` maps symbols
+    of the units to the names printed for them (`--emit llvm`)."""
 
-    def __init__(self, units: list[Unit]):
+    def __init__(self, units: list[Unit], names: dict[str, str] | None = None):
         self.tm = _target_machine()
-        self.units = units
+        self.units, self.names = units, names or {}
         folder = cache.directory()
         version = ".".join(map(str, llvm.llvm_version_info))
         keys = [cache.cache_key(u.source, version, CODEGEN_VERSION) for u in units]

@@ -101,14 +101,14 @@ def jit_programs(programs: list[list[Kernel]]) -> JitModule:
     IR up to buffer names (`canonical_kernel`): kernels that differ only in
     those share one, and a model that has a kernel some other model had
     finds its object code in the cache. The programs, which call the kernels'
-    stage functions, are one more module. `jit.names` maps each kernel module's
-    symbol to the name of the first kernel it serves (for printing)."""
+    stage functions, are one more module; the JIT's `names` map each kernel
+    module's symbol to the name of the first kernel it serves (for printing)."""
     symbols: dict[Kernel, str] = {}  # canonical kernel -> its symbol
     stages: dict[str, list[tuple[str, int | None]]] = {}  # symbol -> (stage function, parallel extent)
     names: dict[str, str] = {}
     units = []
     canonical = [[canonical_kernel(k) for k in kernels] for kernels in programs]
-    for k, key in zip((k for kernels in programs for k in kernels), (c for cs in canonical for c in cs)):
+    for k, key in ((k, key) for kernels, keys in zip(programs, canonical) for k, key in zip(kernels, keys)):
         if key in symbols:
             continue
         source = repr(key)
@@ -127,9 +127,7 @@ def jit_programs(programs: list[list[Kernel]]) -> JitModule:
         for i, p in enumerate(plan):
             emit_program(module, f"program{i}", p)
         return module
-    jit = JitModule([*units, Unit(repr(plan), build)])
-    jit.names = names
-    return jit
+    return JitModule([*units, Unit(repr(plan), build)], names)
 
 
 def _kernel_module(kernel: Kernel) -> ir.Module:
