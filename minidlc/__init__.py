@@ -47,32 +47,54 @@ def compile(model, target: str = "reference", opt_level: int = 2, *, example_inp
     calibrates on `calibration` (see `minidlc.quantization.load_calibration`).
     `instruments` are pass-manager instruments (printing, timing, checks);
     `verify_each=False` skips the IR verifier between passes.
+
+    A compile done before (the same graph, weights and options) loads its
+    optimized graph and loop program from the compile cache instead of
+    running the passes and lowering (see `minidlc.compile_cache`); one with
+    instruments always runs them.
     """
+    from . import compile_cache
     from .backends import get_backend
-    from .passes.manager import PassContext, build_pipeline
-    from .quantization import load_calibration, quantized_pipeline
 
     backend = get_backend(target)
     source = load(model, example_inputs, input_shapes)
     if quantize is not None and quantize is not False:
         if passes is not None:
             raise ValueError("give quantize= or passes=, not both (put 'quantize' in the pass list instead)")
+        from .quantization import quantized_pipeline
+
         passes = quantized_pipeline(opt_level, quantize)
-    batches = tuple(load_calibration(calibration, source)) if calibration is not None else ()
-    pipeline = build_pipeline(opt_level=opt_level, passes=passes, instruments=instruments,
-                              verify_each=verify_each, context=PassContext(backend.can_lower, batches))
-    clock = time.perf_counter()
-    optimized = pipeline.run(source.copy())
-    times = {"passes": time.perf_counter() - clock}
-    program = backend.program(optimized)
-    if backend.runs_kernels:  # lowered on first use: here, so that it is timed apart from the backend
+    batches = ()
+    if calibration is not None:
+        from .quantization import load_calibration
+
+        batches = tuple(load_calibration(calibration, source))
+    clock = time.perf_counter()  # the compile cache: a compile done before is loaded (see compile_cache.py)
+    key = compile_cache.key(source, {"target": target, "opt_level": opt_level, "passes": passes,
+                                     "calibration": batches}) if backend.runs_kernels and not instruments else None
+    program = compile_cache.load(key) if key else None
+    times = {"cache": time.perf_counter() - clock} if key else {}
+    if program is None:
+        from .passes.manager import PassContext, build_pipeline
+
+        pipeline = build_pipeline(opt_level=opt_level, passes=passes, instruments=instruments,
+                                  verify_each=verify_each, context=PassContext(backend.can_lower, batches))
         clock = time.perf_counter()
-        program.plan
-        times["lowering"] = time.perf_counter() - clock
+        optimized = pipeline.run(source.copy())
+        times["passes"] = time.perf_counter() - clock
+        program = backend.program(optimized)
+        if backend.runs_kernels:  # lowered on first use: here, so that it is timed apart from the backend
+            clock = time.perf_counter()
+            program.plan
+            times["lowering"] = time.perf_counter() - clock
+        if key:
+            clock = time.perf_counter()
+            compile_cache.store(key, program)
+            times["cache"] += time.perf_counter() - clock
     clock = time.perf_counter()
     executable = backend.build(program, **backend_options)
     times["backend"] = time.perf_counter() - clock
-    m = CompiledModel(source, optimized, program, executable, backend)
+    m = CompiledModel(source, program.graph, program, executable, backend)
     m.compile_seconds = times
     return m
 

@@ -651,7 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_machine)
 
     sp = sub.add_parser("cache", help="show or clear the cache of compiled code",
-                        description="the on-disk cache of compiled code (llvm object files, numba modules): "
+                        description="the on-disk cache of compiled code (llvm object files, numba modules, "
+                                    "loop programs from the compile cache): "
                                     "its place, size and bound, or clear it\n\nexample:\n  minidlc cache info",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("action", choices=["info", "clear"])

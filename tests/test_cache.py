@@ -199,7 +199,8 @@ def test_stores_walk_the_cache_for_its_size_at_most_every_few_minutes(cache_dir,
 def test_cache_info_and_clear_on_the_command_line(cache_dir, capsys):
     minidlc.compile(small_graph(), target="llvm")
     assert main(["cache", "info"]) == 0
-    assert f"cache: {cache_dir}\n2 files" in capsys.readouterr().out  # the kernel's object code, the program's
+    # the kernel's object code, the programs' (llvm), the loop program (compile_cache)
+    assert f"cache: {cache_dir}\n3 files" in capsys.readouterr().out
     assert main(["cache", "clear"]) == 0
-    assert capsys.readouterr().out == f"removed 2 files from {cache_dir}\n"
-    assert not list(cache_dir.rglob("*.o"))
+    assert capsys.readouterr().out == f"removed 3 files from {cache_dir}\n"
+    assert not list(cache_dir.rglob("*.o")) and not list(cache_dir.rglob("*.pkl"))

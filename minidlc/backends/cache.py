@@ -20,6 +20,7 @@ file); in between the cache may pass its bound by what was stored meanwhile.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -34,9 +35,10 @@ MAGIC = b"minidlc-cache-1\n"
 log = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=None)
 def host_cpu() -> str:
     """The target triple (architecture and OS), CPU name and feature string
-    that code generation targets."""
+    that code generation targets (asked once: LLVM takes a while to say)."""
     import llvmlite.binding as llvm
 
     return f"{llvm.get_process_triple()} {llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
@@ -45,7 +47,11 @@ def host_cpu() -> str:
 def source_version(folder: Path, helpers: Path | None = None, helper_files: tuple[str, ...] = ()) -> str:
     """A hash of the Python files of a code generator (and of the named helper
     files it uses): compiled code is stale when any of them changes."""
-    files = sorted(Path(folder).glob("*.py")) + [Path(helpers) / f for f in helper_files]
+    return files_version(sorted(Path(folder).glob("*.py")) + [Path(helpers) / f for f in helper_files])
+
+
+def files_version(files: list[Path]) -> str:
+    """A hash of the contents of `files`, in order."""
     return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
 
 
@@ -77,13 +83,15 @@ def directory(sub: str = "") -> Path | None:
     return path
 
 
-def write_atomic(path: Path, data: bytes) -> bool:
-    """Write `path` (mode 0600) so that a concurrent reader sees all of it or
-    nothing; False when the cache cannot be written (a read-only home)."""
+def write_atomic(path: Path, *chunks) -> bool:
+    """Write `chunks` (bytes-like) one after another to `path` (mode 0600) so
+    that a concurrent reader sees all of it or nothing; False when the cache
+    cannot be written (a read-only home)."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # unique per writer, mode 0600
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
         os.replace(tmp, path)
         return True
     except OSError:
@@ -96,7 +104,13 @@ _MARKER = ".last-eviction"
 
 def store(path: Path, key: str, data: bytes) -> None:
     """Save `data` as the entry for `key`, with a header that `load` verifies."""
-    write_atomic(path, MAGIC + key.encode() + b"\n" + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+    write_atomic(path, MAGIC + key.encode() + b"\n" + hashlib.sha256(data).hexdigest().encode() + b"\n", data)
+    evict_if_due()
+
+
+def evict_if_due() -> None:
+    """After a store: walk the cache for eviction, unless some process did
+    within the last EVICT_EVERY_S seconds."""
     marker = CACHE_DIR / _MARKER
     try:
         due = time.time() - marker.stat().st_mtime > EVICT_EVERY_S
@@ -134,15 +148,16 @@ def entries() -> list[Path]:
 
 def evict(max_bytes: int | None = None) -> int:
     """Delete least recently used entries until the cache holds at most
-    `max_bytes` (default MAX_BYTES); returns how many were deleted."""
+    `max_bytes` (default MAX_BYTES); returns how many were deleted. Other
+    processes and threads may be writing meanwhile: an entry that is gone
+    by the time it is looked at is skipped."""
     limit = MAX_BYTES if max_bytes is None else max_bytes
-    files = sorted(entries(), key=lambda p: p.stat().st_mtime)
-    total, removed = sum(p.stat().st_size for p in files), 0
-    for p in files:
+    files = sorted((st.st_mtime, st.st_size, p) for p in entries() if (st := _stat(p)) is not None)
+    total, removed = sum(size for _, size, _ in files), 0
+    for _, size, p in files:
         if total <= limit:
             break
         try:
-            size = p.stat().st_size
             p.unlink()
             total, removed = total - size, removed + 1
         except OSError:
@@ -150,9 +165,16 @@ def evict(max_bytes: int | None = None) -> int:
     return removed
 
 
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
 def info() -> str:
     files = entries()
-    size = sum(p.stat().st_size for p in files)
+    size = sum(st.st_size for p in files if (st := _stat(p)) is not None)
     return (f"cache: {CACHE_DIR}\n{len(files)} files, {size / 2**20:.1f} MiB "
             f"(bound {MAX_BYTES / 2**20:.0f} MiB, MINIDLC_CACHE_MB; least recently used go first)")
 

@@ -10,7 +10,6 @@ output types from the op registry, so a graph is well-typed by construction.
 """
 from __future__ import annotations
 
-import itertools
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -81,7 +80,7 @@ class Graph:
         self.nodes: list[Node] = []
         self.outputs: list[Value] = []
         self._names: set[str] = set()
-        self._counter = itertools.count()
+        self._counter = 0  # suffixes for fresh names (an int, so that a graph pickles)
 
     # ---- construction -------------------------------------------------
     def fresh_name(self, hint: str = "v") -> str:
@@ -89,7 +88,8 @@ class Graph:
         hint = hint or "v"  # any characters: the printer quotes unusual names
         name = hint
         while name in self._names:
-            name = f"{hint}_{next(self._counter)}"
+            name = f"{hint}_{self._counter}"
+            self._counter += 1
         self._names.add(name)
         return name
 

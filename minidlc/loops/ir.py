@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Union
 
 INDEX = "i64"  # the dtype of loop variables and buffer indices
@@ -209,6 +210,16 @@ class Kernel:
     name: str
     params: tuple[Param, ...]
     body: Stmt
+
+    @cached_property
+    def canonical(self) -> str:
+        """The text of the kernel up to its names (`transform.canonical_kernel`):
+        kernels with the same text compile to the same code. Worked out once
+        (a kernel never changes) and pickled with the kernel, so a program
+        from the compile cache has it at hand."""
+        from .transform import canonical_kernel
+
+        return repr(canonical_kernel(self))
 
 
 # ---- small constructors that keep lowering code short -------------------------------

@@ -187,6 +187,14 @@ class LoopProgram:
     def plan(self) -> MemoryPlan:
         return plan_memory(self.graph, self.steps)
 
+    def __getstate__(self) -> dict:
+        """What pickles (for the compile cache): everything but the memory
+        plan, which is keyed by object ids; unpickled, the plan is made again
+        on first use (milliseconds)."""
+        state = dict(self.__dict__)
+        state.pop("plan", None)
+        return state
+
     def segments(self, split: bool = False) -> list[list[Step]]:
         """The steps that run, in order: each run of consecutive kernel steps is
         one segment (a backend makes it one native call), each host step is a

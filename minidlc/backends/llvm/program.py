@@ -103,22 +103,20 @@ def jit_programs(programs: list[list[Kernel]]) -> JitModule:
     finds its object code in the cache. The programs, which call the kernels'
     stage functions, are one more module; the JIT's `names` map each kernel
     module's symbol to the name of the first kernel it serves (for printing)."""
-    symbols: dict[Kernel, str] = {}  # canonical kernel -> its symbol
+    symbols: dict[str, str] = {}  # canonical text -> its symbol
     stages: dict[str, list[tuple[str, int | None]]] = {}  # symbol -> (stage function, parallel extent)
     names: dict[str, str] = {}
     units = []
-    canonical = [[canonical_kernel(k) for k in kernels] for kernels in programs]
-    for k, key in ((k, key) for kernels, keys in zip(programs, canonical) for k, key in zip(kernels, keys)):
-        if key in symbols:
+    for k in (k for kernels in programs for k in kernels):
+        if k.canonical in symbols:
             continue
-        source = repr(key)
-        symbol = symbols[key] = "k" + hashlib.sha256(source.encode()).hexdigest()[:16]
+        symbol = symbols[k.canonical] = "k" + hashlib.sha256(k.canonical.encode()).hexdigest()[:16]
         names[symbol] = k.name
         stages[symbol] = [(stage_name(symbol, i), extent) for i, extent in enumerate(stage_extents(k))]
-        units.append(Unit(source, partial(_kernel_module, replace(key, name=symbol))))
+        units.append(Unit(k.canonical, partial(_kernel_module, k, symbol)))
 
-    plan = [[(stage, extent, j) for j, key in enumerate(keys) for stage, extent in stages[symbols[key]]]
-            for keys in canonical]
+    plan = [[(stage, extent, j) for j, k in enumerate(kernels) for stage, extent in stages[symbols[k.canonical]]]
+            for kernels in programs]
 
     def build() -> ir.Module:
         module = ir.Module(name="programs")
@@ -130,9 +128,10 @@ def jit_programs(programs: list[list[Kernel]]) -> JitModule:
     return JitModule([*units, Unit(repr(plan), build)], names)
 
 
-def _kernel_module(kernel: Kernel) -> ir.Module:
-    module = ir.Module(name=kernel.name)
-    KernelCodegen(module, kernel).emit()
+def _kernel_module(kernel: Kernel, symbol: str) -> ir.Module:
+    """The module of `kernel` in canonical form, its functions named after `symbol`."""
+    module = ir.Module(name=symbol)
+    KernelCodegen(module, replace(canonical_kernel(kernel), name=symbol)).emit()
     return module
 
 

@@ -1,0 +1,188 @@
+"""The compile cache: a compile done before is loaded, not done again.
+
+`minidlc.compile` keeps its work up to the backend -- the optimized graph and
+its loop program, lowered and scheduled -- on disk, under a key made of
+everything that work follows from:
+- the imported graph: every op, attribute, name, source location and weight
+  (`fingerprint`);
+- the compile's options: target, -O level, pass list, quantization and its
+  calibration data;
+- minidlc's own source (changing any of its files makes every entry stale)
+  and the host CPU (lowering picks the GEMM's register tile by its features).
+A compile that finds its entry skips the passes and lowering; the backend then
+finds each kernel's code in its own cache (backends/cache.py), so a warm
+compile only loads. This is what torch.compile's FX graph cache does too. A
+compile with instruments (--time-passes, --print-ir-after, ...) runs its
+passes, since watching them is the point, and leaves the cache alone.
+
+An entry is one file in the backends' cache folder (with its trust checks and
+its eviction): a header, the program pickled without its arrays, and the
+arrays (weights as folded and as packed), each 64-byte aligned. A program
+bigger than a quarter of the cache's bound is not stored. The file is
+written whole or not at all, and only its owner can write the folder, so what
+a check on loading guards against is damage. The pickle, which Python
+executes, is loaded only once its SHA-256 checks out, and the integer and
+boolean arrays (indices that kernels may trust: a Gather on constant indices
+has no bounds check) once their CRC-32 does. Float arrays are not checked:
+damage to them changes numbers, as damage to the .onnx file would, and
+checking ResNet-50's 200 MB would take a quarter of the 0.2 s a warm compile
+may take. The file is mapped copy-on-write and the arrays are views of the
+mapping, so loading copies nothing and reads only what runs touch.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import mmap
+import os
+import pickle
+import sys
+import zlib
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from .backends import cache
+from .ir import Graph, TensorType
+
+MAGIC = b"minidlc-program-1\n"
+ALIGN = 64
+FLOAT_FORMATS = "efdg"  # buffer formats of float arrays (their checksums are skipped, see above)
+log = logging.getLogger(__name__)
+
+
+class Uncacheable(TypeError):
+    """Part of a compile's input that has no fingerprint (a Python object in
+    an attribute or the pass list): that compile is not cached."""
+
+
+@functools.lru_cache(maxsize=None)
+def minidlc_version() -> str:
+    """A hash of every Python file of minidlc: an entry made by other code is stale."""
+    return cache.files_version(sorted(Path(__file__).parent.rglob("*.py")))
+
+
+def fingerprint(h, x) -> None:
+    """Feed `x` -- a graph, an array, a scalar, a string, a list, tuple or
+    dict of those -- into the hash `h`, each part tagged with its type, so
+    that two inputs feed the same bytes only if they are the same."""
+    if isinstance(x, Graph):
+        h.update(b"G" + x.name.encode())
+        for v in x.inputs:
+            fingerprint(h, (v.name, v.type, v.loc))
+        for n in x.nodes:
+            fingerprint(h, (n.op, [None if v is None else v.name for v in n.inputs], n.attrs, n.loc,
+                            [(v.name, v.type, v.loc) for v in n.outputs]))
+        fingerprint(h, [v.name for v in x.outputs])
+    elif isinstance(x, np.ndarray):
+        if x.dtype.hasobject:
+            raise Uncacheable("cannot fingerprint an array of Python objects")
+        h.update(f"A{x.dtype.str}{x.dtype.name}{x.shape}".encode())  # (name: bfloat16's str is a void type)
+        h.update(np.ascontiguousarray(x).reshape(-1).view(np.uint8))
+    elif isinstance(x, (list, tuple)):
+        h.update(f"L{len(x)}".encode())
+        for item in x:
+            fingerprint(h, item)
+    elif isinstance(x, dict):
+        h.update(f"D{len(x)}".encode())
+        for k in sorted(x):
+            fingerprint(h, (k, x[k]))
+    elif x is None or isinstance(x, (bool, int, float, str, bytes, np.generic, TensorType, Enum)):
+        h.update(f"{type(x).__name__}:{x!r};".encode())  # repr: floats exactly, strings quoted
+    else:
+        raise Uncacheable(f"cannot fingerprint a {type(x).__name__}")
+
+
+def key(source: Graph, options: dict) -> str | None:
+    """The cache key of compiling `source` with `options`, or None when
+    something in them has no fingerprint."""
+    h = hashlib.sha256(f"{minidlc_version()}\n{cache.host_cpu()}\n{sys.version}\n{np.__version__}\n".encode())
+    try:
+        fingerprint(h, options)
+        fingerprint(h, source)
+    except Uncacheable as e:
+        log.info("minidlc: not caching this compile: %s", e)
+        return None
+    return h.hexdigest()
+
+
+def _crc32(arrays) -> int:
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(a, crc)
+    return crc
+
+
+def _path(key: str) -> Path | None:
+    folder = cache.directory("programs")
+    return None if folder is None else folder / f"{key}.pkl"
+
+
+def store(key: str, program) -> None:
+    """Save the lowered `program` (loops.program.LoopProgram) under `key`."""
+    path = _path(key)
+    if path is None:
+        return
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(program, protocol=5, buffer_callback=buffers.append)
+    arrays = [b.raw() for b in buffers]
+    checked = [i for i, b in enumerate(buffers) if memoryview(b).format not in FLOAT_FORMATS]
+    offsets, end = [], 0
+    for a in arrays:
+        start = -(-end // ALIGN) * ALIGN
+        offsets.append(start)
+        end = start + a.nbytes
+    header = json.dumps({"pickle": len(data), "sha256": hashlib.sha256(data).hexdigest(), "checked": checked,
+                         "crc32": _crc32(arrays[i] for i in checked),
+                         "arrays": [[o, a.nbytes] for o, a in zip(offsets, arrays)]}).encode()
+    top = len(MAGIC) + len(key) + 1 + len(header) + 1 + len(data)
+    base = -(-top // ALIGN) * ALIGN  # where the arrays start: offsets count from here
+    chunks, at = [MAGIC, key.encode(), b"\n", header, b"\n", data, bytes(base - top)], base
+    for o, a in zip(offsets, arrays):
+        chunks += [bytes(base + o - at), a]
+        at = base + o + a.nbytes
+    if at > cache.MAX_BYTES // 4:
+        log.info("minidlc: not caching a %d MB program (the cache holds %d MB)", at >> 20, cache.MAX_BYTES >> 20)
+        return
+    cache.write_atomic(path, *chunks)
+    cache.evict_if_due()
+
+
+def load(key: str):
+    """The program stored under `key`, or None (no entry, or an entry that is
+    not ours, damaged or for another key: then it is compiled and stored again)."""
+    path = _path(key)
+    if path is None or not cache.trusted(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            memory = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    except (OSError, ValueError):  # missing, or empty
+        return None
+    try:
+        if memory.readline() != MAGIC or memory.readline() != key.encode() + b"\n":
+            raise ValueError("another key")
+        header = json.loads(memory.readline())
+        start = memory.tell()
+        data = memory[start:start + header["pickle"]]
+        if hashlib.sha256(data).hexdigest() != header["sha256"]:
+            raise ValueError("the program's digest")
+        base = -(-(start + len(data)) // ALIGN) * ALIGN
+        view = memoryview(memory)
+        if base + max((o + n for o, n in header["arrays"]), default=0) > len(memory):
+            raise ValueError("truncated")
+        arrays = [view[base + o:base + o + n] for o, n in header["arrays"]]
+        if _crc32(arrays[i] for i in header["checked"]) != header["crc32"]:
+            raise ValueError("the arrays' checksum")
+        program = pickle.loads(data, buffers=arrays)
+    except Exception as e:  # noqa: BLE001 -- any damage is a miss, never a crash
+        log.warning("minidlc: ignoring the damaged compile cache entry %s (%s; it will be rebuilt)", path, e)
+        return None
+    try:
+        os.utime(path)  # most recently used
+    except OSError:
+        pass
+    return program
