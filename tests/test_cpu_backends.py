@@ -232,6 +232,12 @@ def test_demo_models_match_reference(target, name, threads):
     # one full panel and an edge one, rows of 30: the parallel loop shares out the rows too
     ((1, 4, 6, 30), (20, 4, 3, 3), {"pads": [1, 1, 1, 1]}, "direct"),
     ((1, 16, 20, 40), (20, 16, 3, 3), {"pads": [1, 1, 1, 1]}, "direct"),  # enough work for two threads
+    # padding without a copy: the border blocks test their reads (peeled at the row's ends)
+    ((1, 8, 7, 7), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}, "direct"),  # a narrow map: one block per row
+    ((1, 8, 9, 41), (16, 8, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}, "direct"),  # wide rows, stride 2
+    ((1, 8, 2, 3), (16, 8, 3, 3), {"pads": [2, 2, 2, 2]}, "direct"),  # smaller than the window: all border
+    ((1, 8, 12, 30), (16, 8, 5, 5), {"pads": [2, 0, 1, 3]}, "direct"),  # uneven pads
+    ((1, 8, 3, 40), (8, 1, 3, 3), {"group": 8, "pads": [2, 2, 2, 2], "dilations": [2, 2]}, "stencil"),
 ])
 def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
     rng = np.random.default_rng(2)
@@ -247,6 +253,8 @@ def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
     assert [packed[name] for name in packed if name in loops] == ([] if kind in ("in place", "stencil") else [kind])
     assert ("acc[" not in loops) == (kind == "stencil")  # a stencil sums in registers, a GEMM in a block
     assert "NumPy" not in loops
+    # the direct form and the stencil read the padding in place; the im2col forms copy x padded once
+    assert ("x_padded" in loops) == (kind in ("im2col", "in place") and any(attrs.get("pads", [0])))
 
 
 @pytest.mark.parametrize("op,attrs", [

@@ -40,10 +40,11 @@ import numpy as np
 
 from ..ir import Kind, Node, Value
 from ..ir.types import dtype_name
-from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Compare, add, cast,
+from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, If, Load, LoopKind, Select, Stmt, Store, Compare, add, cast,
                  const, loop_nest, mul, row_major, seq)
-from .lower import Device, Lowerer, padded_copy, register_lowering, unflatten, window_index
-from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index
+from .lower import (Device, Lowerer, padded_copy, read_padded, register_lowering, unflatten, window_index,
+                    window_interior)
+from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index, clamp_index, in_range
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger")
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # u8/i8 operands, i32 products
@@ -149,6 +150,10 @@ class GemmSpec:
                                                          # along a panel): no packing loops
     acc_dtype: str = "f32"                               # the accumulator's (and a's and b's values') dtype
     dot4: "Dot4 | None" = None                           # integer ops with int8 weights: k by words
+    a_border: Callable[[list[Expr], list[Expr], list[Expr]], Expr] | None = None  # A' read with a test (a
+                                                         # conv's padding) for rows outside `interior`
+    interior: tuple[tuple[int, int], ...] | None = None  # per row-grid axis, [lo, hi): the rows `a` may read
+                                                         # without a test
 
 
 @dataclass
@@ -292,9 +297,8 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     kc = cg * math.prod(kernel)
     # padding is the zero point: it reads as 0 once centred, as ONNX's ConvInteger pads
     pad = Const(0.0, x.type.dtype) if zx is None else Cast(lw.read(zx, [const(0)] * zx.type.rank), x.type.dtype)
-    read_src, src_shape, prologue = padded_copy(lw, x, win, pad)
 
-    def read_x(img: Expr, grp: Expr, c: Expr, o: list[Expr], r: list[Expr]) -> Expr:
+    def read_x(read_src, img: Expr, grp: Expr, c: Expr, o: list[Expr], r: list[Expr]) -> Expr:
         value = read_src([img, add(mul(grp, const(cg)), c)] + window_index(win, o, r))
         return _centred(lw, value, zx, const(0)) if integer else value
 
@@ -310,22 +314,36 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
             and all(k == 1 for k in kernel) and all(st == 1 for st in win.strides))
     # an int8 conv (one group) takes the direct form with dot4 words, which need no im2col
     dot4 = integer and w_const.dtype == np.int8 and g == 1 and lw.device == Device.CPU
-    if dot4 or (mg >= DIRECT_MIN_CHANNELS and not flat and not (in_place and kc < DIRECT_MIN_K)):
+    direct = dot4 or (mg >= DIRECT_MIN_CHANNELS and not flat and not (in_place and kc < DIRECT_MIN_K))
+    # A padded float conv of the direct form on a CPU reads its input where it
+    # lies: blocks whose windows lie inside it read with no test, the blocks at
+    # its borders test each read (GemmSpec.interior), and nothing is copied. An
+    # input computed in the group (a fused channel shuffle) is copied, padded,
+    # once, through its index map, rather than mapped again on every read.
+    borders = direct and not integer and any(win.pads) and lw.device == Device.CPU and id(x) in lw.buffers
+    if borders:
+        read_src, read_border, prologue = read_padded(lw, x, win, pad, False), read_padded(lw, x, win, pad, True), None
+    else:
+        read_src, src_shape, prologue = padded_copy(lw, x, win, pad)
+    if direct:
         w_t = np.swapaxes(w_const.reshape(g, mg, kc), 1, 2)  # (G, Kc, Mg)
-        # wide output rows: blocks of pixels within one row, so a pixel's position
-        # is affine in the block's row (no division in the inner loop); narrow
-        # ones: blocks run across rows, fewer of them partly empty
-        grid = out_sp if out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH else (math.prod(out_sp),)
+        # wide output rows (and rows with borders): blocks of pixels within one row,
+        # so a pixel's position is affine in the block's row (no division in the
+        # inner loop); narrow ones: blocks run across rows, fewer of them partly empty
+        grid = out_sp if out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH or borders else (math.prod(out_sp),)
         pixel = (lambda row: row) if len(grid) == len(out_sp) else (lambda row: unflatten(row[0], out_sp))
         x_zero = 0 if zx is None else int(lw.group_const(zx).reshape(-1)[0])
         return GemmSpec(
             (nimg, g), math.prod(out_sp), kc, mg,
-            a=lambda bidx, row, kv: read_x(bidx[0], bidx[1], kv[0], pixel(row), kv[1:]),
+            a=lambda bidx, row, kv: read_x(read_src, bidx[0], bidx[1], kv[0], pixel(row), kv[1:]),
             b_batch=(g,), b_index=lambda bidx: [bidx[1]], b=None, b_packed=None if dot4 else pack_b(w_t, CONFIG.nr),
             out=lambda bidx, row, col: [bidx[0], channel(bidx, col)] + pixel(row),
             adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
             prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True, row_shape=grid, acc_dtype=acc_dtype,
-            dot4=_dot4_conv(lw, x, read_src, src_shape, w_const, win, pixel, x_zero) if dot4 else None)
+            dot4=_dot4_conv(lw, x, read_src, src_shape, w_const, win, pixel, x_zero) if dot4 else None,
+            a_border=(lambda bidx, row, kv: read_x(read_border, bidx[0], bidx[1], kv[0], row, kv[1:])) if borders
+            else None,
+            interior=tuple(window_interior(win, spatial, out_sp)) if borders else None)
 
     w_dtype = dtype_name(w_const.dtype)
     wbuf = lw.constant_param(w.name, w_const, w_dtype)
@@ -336,7 +354,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
                 [add(mul(Binary("%", panel, const(row_panels)), const(CONFIG.nr)), jj)]
         else:
             o = unflatten(_col(panel, jj, math.prod(out_sp)), out_sp)
-        return read_x(bb[0], bb[1], kv[0], o, kv[1:])
+        return read_x(read_src, bb[0], bb[1], kv[0], o, kv[1:])
 
     return GemmSpec(
         (nimg, g), mg, kc, math.prod(out_sp),
@@ -360,7 +378,13 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     size, too short for one): each output element sums its kernel's k*k
     products in registers (multiply-adds, no accumulator buffer), the loop
     along the output row is vectorized, and the channel's weights are scalars
-    broadcast to every lane. The bias and the fused epilogue apply in place."""
+    broadcast to every lane. The bias and the fused epilogue apply in place.
+
+    Padding costs no copy on a CPU (as for the direct GEMM form): an output row
+    inside the interior (`window_interior`) reads with no test along its
+    middle stretch and tests each read only at its two ends; the rows at the
+    top and bottom test every read. An input computed in the group (a fused
+    channel shuffle) is copied, padded, once instead."""
     from itertools import product
 
     from ..ir.ops.windows import Window
@@ -372,7 +396,10 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         raise Unsupported("Conv with a weight computed at run time")
     a, dt = node.attrs, node.outputs[0].type.dtype
     win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
-    read_src, _, prologue = padded_copy(lw, x, win, Const(0.0, x.type.dtype))
+    pad = Const(0.0, x.type.dtype)
+    borders = any(win.pads) and lw.device == Device.CPU and id(x) in lw.buffers
+    read_src, _, prologue = (read_padded(lw, x, win, pad, False), None, None) if borders else \
+        padded_copy(lw, x, win, pad)
     kernel, channels = tuple(w.type.shape[2:]), w.type.shape[0]
     per_group = channels // a["group"]  # output channels per input channel (the depth multiplier)
     w_dt = dtype_name(w_const.dtype)
@@ -381,26 +408,51 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     buf = lw.buffer_for(out)
     plane, o = lw.var("p"), lw.vars(len(kernel), "o")
     img, ch = Binary("/", plane, const(channels)), Binary("%", plane, const(channels))
-    out_idx = [img, ch] + list(o)
-
-    def stencil(idx: list[Expr]) -> Expr:
-        if idx != out_idx:
-            raise Unsupported("epilogue reads the conv at another index")
-        total = None if bias is None else lw.read(bias, [ch])
-        for k, r in enumerate(product(*(range(n) for n in kernel))):
-            xv = read_src([img, Binary("/", ch, const(per_group))] + window_index(win, o, [const(c) for c in r]))
-            term = mul(xv, cast(Load(wbuf, add(mul(ch, const(math.prod(kernel))), const(k)), w_dt), dt))
-            total = term if total is None else add(total, term)
-        return total
-
-    lw.special[id(node.outputs[0])] = stencil
-    value = lw.read(out, out_idx)
-    del lw.special[id(node.outputs[0])]
     out_sp = node.outputs[0].type.shape[2:]
-    row = For(o[-1], const(out_sp[-1]), Store(buf, row_major(out_idx, out.type.shape), value), LoopKind.VECTORIZED)
+
+    def stretch(lead: list[Expr], start: int, stop: int, read) -> Stmt | None:
+        """Output pixels [start, stop) of the row at `lead`, their windows read with `read`."""
+        if stop <= start:
+            return None
+        out_idx = [img, ch] + lead + [add(o[-1], const(start)) if start else o[-1]]
+
+        def stencil(idx: list[Expr]) -> Expr:
+            if idx != out_idx:
+                raise Unsupported("epilogue reads the conv at another index")
+            total = None if bias is None else lw.read(bias, [ch])
+            for k, r in enumerate(product(*(range(n) for n in kernel))):
+                xv = read([img, Binary("/", ch, const(per_group))] + window_index(win, out_idx[2:], [const(c) for c in r]))
+                term = mul(xv, cast(Load(wbuf, add(mul(ch, const(math.prod(kernel))), const(k)), w_dt), dt))
+                total = term if total is None else add(total, term)
+            return total
+
+        lw.special[id(node.outputs[0])] = stencil
+        value = lw.read(out, out_idx)
+        del lw.special[id(node.outputs[0])]
+        return For(o[-1], const(stop - start), Store(buf, row_major(out_idx, out.type.shape), value), LoopKind.VECTORIZED)
+
+    lead = list(o[:-1])
+    if not borders:
+        row = stretch(lead, 0, out_sp[-1], read_src)
+    else:
+        tested = read_padded(lw, x, win, pad, True)
+        interior = window_interior(win, x.type.shape[2:], out_sp)
+        (lo, hi), inside, within = interior[-1], None, list(lead)
+        for d, (v, (a_lo, a_hi), extent) in enumerate(zip(lead, interior, out_sp)):
+            if (a_lo, a_hi) != (0, extent):
+                here = in_range(v, a_lo, a_hi - a_lo)
+                inside = here if inside is None else Binary("and", inside, here)
+                within[d] = clamp_index(v, a_hi - a_lo, a_lo)  # a no-op there; it proves the reads in bounds
+        middle = seq(stretch(within, 0, lo, tested), stretch(within, lo, hi, read_src),
+                     stretch(within, max(lo, hi), out_sp[-1], tested))
+        everywhere = stretch(lead, 0, out_sp[-1], tested)
+        if any(a_lo >= a_hi for a_lo, a_hi in interior[:-1]):
+            row = everywhere
+        else:
+            row = middle if inside is None else If(inside, middle, everywhere)
     planes = math.prod(node.outputs[0].type.shape[:2])
     work = planes * math.prod(out_sp) * math.prod(kernel) * 2
-    stencils = For(plane, const(planes), loop_nest(list(o[:-1]), list(out_sp[:-1]), row),
+    stencils = For(plane, const(planes), loop_nest(lead, list(out_sp[:-1]), row),
                    LoopKind.PARALLEL if work >= PARALLEL_MIN_FLOPS // 4 else LoopKind.SERIAL)
     lw.buffers[id(out)] = buf
     done.update(id(nd) for nd in chain)  # they ran in the epilogue
@@ -465,9 +517,11 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     out, chain = epilogue_chain(lw, node)
     buf = lw.buffer_for(out)
 
-    def block(bidx: list[Expr], row0: list[Expr], rows: int, panel: Expr, cols: int) -> Stmt:
+    def block(bidx: list[Expr], row0: list[Expr], rows: int, panel: Expr, cols: int, tested: bool = False) -> Stmt:
         """One MR x NR block of C at rows row0.. (a multi-index over the row grid,
-        advancing along its last axis), panel `panel`; stores rows x cols."""
+        advancing along its last axis), panel `panel`; stores rows x cols.
+        `tested`: A' is read with `a_border` (rows outside the interior)."""
+        read_a = spec.a_border if tested else spec.a
         acc = lw.fresh("acc")
         ii, jj = lw.var("ii"), lw.var("jj")
         bb = spec.b_index(bidx)
@@ -484,7 +538,7 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         if d4 is not None:  # A's word (broadcast) against a word per column
             fma = Store(acc, cell, Call("dot4", (Load(acc, cell, dt), d4.a_word(bidx, row, list(kv)), b_value)))
         else:
-            fma = Store(acc, cell, add(Load(acc, cell, dt), mul(spec.a(bidx, row, list(kv)), cast(b_value, dt))))
+            fma = Store(acc, cell, add(Load(acc, cell, dt), mul(read_a(bidx, row, list(kv)), cast(b_value, dt))))
         # rows unrolled, columns vectorized: acc is then accessed only at constant
         # offsets, whole vectors at a time, and LLVM keeps it in vector registers
         compute = loop_nest(list(kv), list(k_shape),
@@ -512,15 +566,47 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     # idle: then the parallel loop also runs over the first axis of a row grid.
     per = grid[0] if len(grid) > 1 and nb * -(-n // nr) < PARALLEL_MIN_SHARES else 1
 
+    def grid_row(bidx: list[Expr], rows: list[Expr], panel: Expr, cols: int, tested: bool) -> Stmt:
+        """The blocks of one row of the grid (`rows`: its index on the axes
+        before the last). Where some rows need tests (`spec.interior`), a
+        grid row inside the interior tests only its first and last blocks,
+        which are peeled: their positions are constants there, so most tests
+        fold away."""
+        ib = lw.var("ib")
+
+        def at(i: Expr, count: int, test: bool) -> Stmt:
+            return block(bidx, rows + [i], count, panel, cols, test)
+        edge = at(const(full_rows * mr), edge_rows, tested or spec.interior is not None and not (
+            spec.interior[-1][0] <= full_rows * mr and grid[-1] <= spec.interior[-1][1])) if edge_rows else None
+        if spec.interior is None or tested:
+            return seq(For(ib, const(full_rows), at(mul(ib, const(mr)), mr, tested)) if full_rows else None, edge)
+        lo, hi = spec.interior[-1]
+        first = min(-(-lo // mr), full_rows)       # the first block inside [lo, hi)
+        last = max(first, min(hi // mr, full_rows))  # past the last one
+        inner = For(ib, const(last - first), at(mul(add(ib, const(first)), const(mr)), mr, False)) if last > first \
+            else None
+        return seq(*[at(const(i * mr), mr, True) for i in range(first)], inner,
+                   *[at(const(i * mr), mr, True) for i in range(last, full_rows)], edge)
+
     def column_panel(bidx: list[Expr], panel: Expr, cols: int, first: Expr | None) -> Stmt:
         """All rows of C (those of grid row `first`, when the rows are shared
         out) against one panel of B: the panel stays in cache meanwhile."""
-        ib, lead = lw.var("ib"), lw.vars(len(grid) - 1 - (first is not None), "r")
+        lead = lw.vars(len(grid) - 1 - (first is not None), "r")
         lead_extents = list(grid[1 if first is not None else 0:-1])
         rows = ([first] if first is not None else []) + lead
-        return loop_nest(lead, lead_extents, seq(
-            For(ib, const(full_rows), block(bidx, rows + [mul(ib, const(mr))], mr, panel, cols)) if full_rows else None,
-            block(bidx, rows + [const(full_rows * mr)], edge_rows, panel, cols) if edge_rows else None))
+        inside, within = None, list(rows)  # whether the grid row is inside the interior; its index there
+        for d, (r, (lo, hi), extent) in enumerate(zip(rows, spec.interior or (), grid)):
+            if (lo, hi) != (0, extent):
+                here = in_range(r, lo, hi - lo)
+                inside = here if inside is None else Binary("and", inside, here)
+                within[d] = clamp_index(r, hi - lo, lo)  # a no-op where it is used; it proves the reads in bounds
+        if any(lo >= hi for lo, hi in spec.interior or ()):  # no row is inside (a map smaller than the window)
+            body = grid_row(bidx, rows, panel, cols, True)
+        elif inside is not None:
+            body = If(inside, grid_row(bidx, within, panel, cols, False), grid_row(bidx, rows, panel, cols, True))
+        else:
+            body = grid_row(bidx, rows, panel, cols, False)
+        return loop_nest(lead, lead_extents, body)
 
     def panels_loop(count: int, panel: Callable[[Expr], Expr], cols: int, share: bool) -> Stmt:
         """A loop over `count` (batch, panel) pairs, times `per` grid rows."""

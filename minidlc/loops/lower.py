@@ -330,15 +330,7 @@ def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[E
     before, after = win.pads[:nd], win.pads[nd:]
     shape = x.type.shape[:2] + tuple(sp + before[d] + after[d] for d, sp in enumerate(x.type.shape[2:]))
     if lw.device == Device.GPU:  # no copy: each read tests whether it falls in the padding (cheaper than a launch)
-        def read_in_place(idx: list[Expr]) -> Expr:
-            src, inside = list(idx[:2]), None
-            for d, o in enumerate(idx[2:]):
-                size = x.type.shape[2 + d]
-                src.append(clamp_index(Binary("-", o, const(before[d])), size))
-                here = in_range(o, before[d], size)
-                inside = here if inside is None else Binary("and", inside, here)
-            return Select(inside, lw.read(x, src), pad)
-        return read_in_place, shape, None
+        return read_padded(lw, x, win, pad, guarded=True), shape, None
     padded = lw.scratch(x.name + "_padded", x.type.dtype, math.prod(shape))
     read = lambda idx: Load(padded, row_major(idx, shape), x.type.dtype)  # noqa: E731
     plane = lw.var("p")
@@ -361,6 +353,43 @@ def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[E
         return seq(zeros(d, 0, before[d], dst), inside, zeros(d, shape[2 + d] - after[d], after[d], dst))
 
     return read, shape, For(plane, const(math.prod(shape[:2])), fill(0, [], []))
+
+
+def read_padded(lw: Lowerer, x: Value, win, pad: Expr, guarded: bool) -> Callable[[list[Expr]], Expr]:
+    """x read at a multi-index of its padded shape, with no padded copy.
+    Guarded, a read anywhere: the value `pad` where the position falls outside
+    x (the read itself is clamped into x, and selected away). Not guarded, a
+    read at a position known to lie inside x: no test at all (see
+    `window_interior` for where a window's reads are all inside)."""
+    nd = len(x.type.shape) - 2
+    before = win.pads[:nd]
+
+    def read(idx: list[Expr]) -> Expr:
+        src, inside = list(idx[:2]), None
+        for d, o in enumerate(idx[2:]):
+            at = Binary("-", o, const(before[d])) if before[d] else o
+            if guarded:
+                size = x.type.shape[2 + d]
+                at = clamp_index(at, size)
+                here = in_range(o, before[d], size)
+                inside = here if inside is None else Binary("and", inside, here)
+            src.append(at)
+        value = lw.read(x, src)
+        return value if inside is None else Select(inside, value, pad)
+    return read
+
+
+def window_interior(win, in_spatial: tuple[int, ...], out_spatial: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Per spatial axis, the output positions [lo, hi) whose whole window lies
+    inside the unpadded input: there a read needs no test (lo >= hi: none)."""
+    nd = len(in_spatial)
+    out = []
+    for d in range(nd):
+        before, stride, reach = win.pads[d], win.strides[d], (win.kernel[d] - 1) * win.dilations[d]
+        lo = -(-before // stride)  # o * stride >= before
+        hi = (in_spatial[d] - 1 + before - reach) // stride + 1  # o * stride + reach - before <= size - 1
+        out.append((min(lo, out_spatial[d]), max(0, min(hi, out_spatial[d]))))
+    return out
 
 
 def window_index(win, out: list[Expr], cell: list[Expr]) -> list[Expr]:

@@ -44,10 +44,10 @@ def rule(*names):
     return deco
 
 
-def clamp_index(i: Expr, size: int) -> Expr:
-    """i clamped into [0, size): a read there is provably in bounds (for an i
-    known to lie there, or where the value read is discarded)."""
-    return Binary("min", Binary("max", i, const(0)), const(size - 1))
+def clamp_index(i: Expr, size: int, start: int = 0) -> Expr:
+    """i clamped into [start, start + size): a read there is provably in bounds
+    (for an i known to lie there, or where the value read is discarded)."""
+    return Binary("min", Binary("max", i, const(start)), const(start + size - 1))
 
 
 def in_range(i: Expr, start: int, size: int) -> Expr:

@@ -16,8 +16,8 @@ import threading
 from dataclasses import replace
 from functools import singledispatch
 
-from .ir import (GPU_LOOPS, Allocate, Barrier, Binary, Call, Cast, Compare, Const, Expr, For, If, Load, Select, Seq, Stmt,
-                 Store, Var, seq)
+from .ir import (GPU_LOOPS, INDEX, Allocate, Barrier, Binary, Call, Cast, Compare, Const, Expr, For, If, Load, Select, Seq,
+                 Stmt, Store, Var, seq)
 
 _INT_FOLD = {
     "+": lambda a, b: a + b,
@@ -177,6 +177,15 @@ def _sum(e: Binary) -> Expr:
 @_simplify.register
 def _(e: Binary):
     a, b = _simplify(e.a), _simplify(e.b)
+    if e.op in ("and", "or") and a.dtype == "bool" and (isinstance(a, Const) or isinstance(b, Const)):
+        known, other = (a, b) if isinstance(a, Const) else (b, a)
+        return (other if known.value else known) if e.op == "and" else (known if known.value else other)
+    if e.op in ("min", "max") and a.dtype == INDEX:  # one side never passes the other over the loops in scope
+        ia, ib = _interval(a), _interval(b)
+        if ia is not None and ib is not None:
+            low, high = (a, b) if ia[1] <= ib[0] else (b, a) if ib[1] <= ia[0] else (None, None)
+            if low is not None:
+                return low if e.op == "min" else high
     if _is_int(a) and e.op in ("+", "-") or (e.op == "*" and _is_int(a) and (isinstance(a, Const) or isinstance(b, Const))
                                              and (_is_sum(a) or _is_sum(b))):
         return _sum(Binary(e.op, a, b))
@@ -218,7 +227,29 @@ def _(e: Binary):
 
 @_simplify.register
 def _(e: Compare):
-    return Compare(e.op, _simplify(e.a), _simplify(e.b))
+    a, b = _simplify(e.a), _simplify(e.b)
+    if a.dtype == INDEX:  # decided by the ranges over the loops in scope (a padded read's test, inside)
+        ia, ib = _interval(a), _interval(b)
+        if ia is not None and ib is not None:
+            decided = _decide(e.op, ia, ib)
+            if decided is not None:
+                return Const(decided, "bool")
+    return Compare(e.op, a, b)
+
+
+def _decide(op: str, a: tuple[int, int], b: tuple[int, int]) -> bool | None:
+    """`x op y` for every x in [a] and y in [b] (inclusive ranges), or None when it depends."""
+    if op in (">", ">="):
+        op, a, b = {">": "<", ">=": "<="}[op], b, a
+    if op == "<":
+        return True if a[1] < b[0] else False if a[0] >= b[1] else None
+    if op == "<=":
+        return True if a[1] <= b[0] else False if a[0] > b[1] else None
+    if a[0] == a[1] == b[0] == b[1]:
+        return op == "=="
+    if a[1] < b[0] or b[1] < a[0]:
+        return op == "!="
+    return None
 
 
 @_simplify.register
