@@ -73,8 +73,9 @@ def compile(model, target: str = "reference", opt_level: int = 2, *, example_inp
     key = compile_cache.key(source, {"target": target, "opt_level": opt_level, "passes": passes,
                                      "calibration": batches}) if backend.runs_kernels and not instruments else None
     program = compile_cache.load(key) if key else None
+    loaded = program is not None
     times = {"cache": time.perf_counter() - clock} if key else {}
-    if program is None:
+    if not loaded:
         from .passes.manager import PassContext, build_pipeline
 
         pipeline = build_pipeline(opt_level=opt_level, passes=passes, instruments=instruments,
@@ -87,13 +88,13 @@ def compile(model, target: str = "reference", opt_level: int = 2, *, example_inp
             clock = time.perf_counter()
             program.plan
             times["lowering"] = time.perf_counter() - clock
-        if key:
-            clock = time.perf_counter()
-            compile_cache.store(key, program)
-            times["cache"] += time.perf_counter() - clock
     clock = time.perf_counter()
     executable = backend.build(program, **backend_options)
     times["backend"] = time.perf_counter() - clock
+    if key and not loaded:  # stored after the build, which works out what kernels remember (Kernel.canonical)
+        clock = time.perf_counter()
+        compile_cache.store(key, program)
+        times["cache"] += time.perf_counter() - clock
     m = CompiledModel(source, program.graph, program, executable, backend)
     m.compile_seconds = times
     return m

@@ -67,33 +67,38 @@ def minidlc_version() -> str:
 
 def fingerprint(h, x) -> None:
     """Feed `x` -- a graph, an array, a scalar, a string, a list, tuple or
-    dict of those -- into the hash `h`, each part tagged with its type, so
-    that two inputs feed the same bytes only if they are the same."""
+    dict of those -- into the hash `h`: a text that says what it is (each
+    part tagged with its type, strings and floats as repr writes them:
+    exactly), then the bytes of its arrays, so that two inputs feed the same
+    bytes only if they are the same."""
+    arrays: list[np.ndarray] = []
+    h.update(_describe(x, arrays).encode())
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+
+
+def _describe(x, arrays: list) -> str:
+    """The text of `x` for `fingerprint`; its arrays are appended to `arrays`
+    (the text has their dtype and shape)."""
     if isinstance(x, Graph):
-        h.update(b"G" + x.name.encode())
-        for v in x.inputs:
-            fingerprint(h, (v.name, v.type, v.loc))
-        for n in x.nodes:
-            fingerprint(h, (n.op, [None if v is None else v.name for v in n.inputs], n.attrs, n.loc,
-                            [(v.name, v.type, v.loc) for v in n.outputs]))
-        fingerprint(h, [v.name for v in x.outputs])
-    elif isinstance(x, np.ndarray):
+        def value(v) -> str:
+            return f"{v.name!r}:{v.type}@{v.loc!r}"
+        nodes = (f"{n.op}({','.join('_' if v is None else repr(v.name) for v in n.inputs)})"
+                 f"{_describe(n.attrs, arrays)}@{n.loc!r}->{','.join(map(value, n.outputs))}" for n in x.nodes)
+        return (f"G{x.name!r}({','.join(map(value, x.inputs))})\n" + "\n".join(nodes)
+                + f"\nreturn {','.join(repr(v.name) for v in x.outputs)}")
+    if isinstance(x, np.ndarray):
         if x.dtype.hasobject:
             raise Uncacheable("cannot fingerprint an array of Python objects")
-        h.update(f"A{x.dtype.str}{x.dtype.name}{x.shape}".encode())  # (name: bfloat16's str is a void type)
-        h.update(np.ascontiguousarray(x).reshape(-1).view(np.uint8))
-    elif isinstance(x, (list, tuple)):
-        h.update(f"L{len(x)}".encode())
-        for item in x:
-            fingerprint(h, item)
-    elif isinstance(x, dict):
-        h.update(f"D{len(x)}".encode())
-        for k in sorted(x):
-            fingerprint(h, (k, x[k]))
-    elif x is None or isinstance(x, (bool, int, float, str, bytes, np.generic, TensorType, Enum)):
-        h.update(f"{type(x).__name__}:{x!r};".encode())  # repr: floats exactly, strings quoted
-    else:
-        raise Uncacheable(f"cannot fingerprint a {type(x).__name__}")
+        arrays.append(x)
+        return f"A{x.dtype.str}{x.dtype.name}{x.shape}"  # (name: bfloat16's str is a void type)
+    if isinstance(x, (list, tuple)):
+        return f"{type(x).__name__}[{','.join(_describe(item, arrays) for item in x)}]"
+    if isinstance(x, dict):
+        return "{" + ",".join(f"{_describe(k, arrays)}:{_describe(x[k], arrays)}" for k in sorted(x)) + "}"
+    if x is None or isinstance(x, (bool, int, float, str, bytes, np.generic, TensorType, Enum)):
+        return f"{type(x).__name__}:{x!r}"
+    raise Uncacheable(f"cannot fingerprint a {type(x).__name__}")
 
 
 def key(source: Graph, options: dict) -> str | None:
