@@ -320,7 +320,8 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     # its borders test each read (GemmSpec.interior), and nothing is copied. An
     # input computed in the group (a fused channel shuffle) is copied, padded,
     # once, through its index map, rather than mapped again on every read.
-    borders = direct and not integer and any(win.pads) and lw.device == Device.CPU and id(x) in lw.buffers
+    borders = (direct and not integer and any(win.pads) and lw.device == Device.CPU and lw.pad_in_place
+               and id(x) in lw.buffers)
     if borders:
         read_src, read_border, prologue = read_padded(lw, x, win, pad, False), read_padded(lw, x, win, pad, True), None
     else:
@@ -397,7 +398,7 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     a, dt = node.attrs, node.outputs[0].type.dtype
     win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
     pad = Const(0.0, x.type.dtype)
-    borders = any(win.pads) and lw.device == Device.CPU and id(x) in lw.buffers
+    borders = any(win.pads) and lw.device == Device.CPU and lw.pad_in_place and id(x) in lw.buffers
     read_src, _, prologue = (read_padded(lw, x, win, pad, False), None, None) if borders else \
         padded_copy(lw, x, win, pad)
     kernel, channels = tuple(w.type.shape[2:]), w.type.shape[0]

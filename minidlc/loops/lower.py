@@ -109,9 +109,13 @@ class Group:
 class Lowerer:
     """Builds one kernel; `read(value, idx)` is the heart of operator inlining."""
 
-    def __init__(self, group: Group, name: str, unused: frozenset[int] = frozenset(), device: Device = Device.CPU):
+    def __init__(self, group: Group, name: str, unused: frozenset[int] = frozenset(), device: Device = Device.CPU,
+                 pad_in_place: bool = True):
         self.group = group
         self.device = device
+        # on a CPU, convs read their padding in place, testing reads at the borders
+        # (gemm.py), rather than copying their input padded: a backend may decline
+        self.pad_in_place = pad_in_place
         self.unused = unused  # positions of outputs nobody reads: they need not be computed
         self.name = name
         self.bindings: list[Binding] = []
@@ -305,11 +309,12 @@ def computes_in_storage_dtype(body: Stmt) -> bool:
 
 
 def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset(),
-                device: Device = Device.CPU, probe: bool = False) -> LoweredGroup:
+                device: Device = Device.CPU, probe: bool = False, pad_in_place: bool = True) -> LoweredGroup:
     """Lower a Fused node or a plain node to one kernel for `device` (raises
     Unsupported). `unused` lists the positions of outputs that nothing reads;
-    `probe`: only to see whether it lowers (see `Lowerer.lower`)."""
-    return Lowerer(Group.of(node), name, unused, device).lower(probe)
+    `probe`: only to see whether it lowers (see `Lowerer.lower`);
+    `pad_in_place`: see `Lowerer`."""
+    return Lowerer(Group.of(node), name, unused, device, pad_in_place).lower(probe)
 
 
 def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[Expr]], Expr], tuple, Stmt | None]:
