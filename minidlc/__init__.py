@@ -70,8 +70,8 @@ def compile(model, target: str = "reference", opt_level: int = 2, *, example_inp
 
         batches = tuple(load_calibration(calibration, source))
     clock = time.perf_counter()  # the compile cache: a compile done before is loaded (see compile_cache.py)
-    key = compile_cache.key(source, {"target": target, "opt_level": opt_level, "passes": passes,
-                                     "calibration": batches}) if backend.runs_kernels and not instruments else None
+    key = compile_cache.key(source, backend, {"opt_level": opt_level, "passes": passes, "calibration": batches,
+                                              "verify_each": verify_each}) if not instruments else None
     program = compile_cache.load(key) if key else None
     loaded = program is not None
     times = {"cache": time.perf_counter() - clock} if key else {}

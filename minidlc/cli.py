@@ -103,7 +103,8 @@ def format_compile_times(m) -> str:
     from .loops.program import StepKind
 
     summary = getattr(m.executable, "compile_summary", lambda: "or loading them from the cache")()
-    what = {"passes": "the pass pipeline (above)",
+    what = {"cache": "the compile cache: the key, then loading the program (or storing it)",
+            "passes": "the pass pipeline (above)",
             "lowering": f"lowering and scheduling {m.program.count(StepKind.KERNEL) if m.backend.runs_kernels else 0} "
                         "kernels, the memory plan",
             "backend": f"{m.target}: code generation and compilation ({summary})"

@@ -21,9 +21,10 @@ arrays (weights as folded and as packed), each 64-byte aligned. A program
 bigger than a quarter of the cache's bound is not stored. The file is
 written whole or not at all, and only its owner can write the folder, so what
 a check on loading guards against is damage. The pickle, which Python
-executes, is loaded only once its SHA-256 checks out, and the integer and
-boolean arrays (indices that kernels may trust: a Gather on constant indices
-has no bounds check) once their CRC-32 does. Float arrays are not checked:
+executes, is loaded only once its SHA-256 (which covers the arrays' offsets too) checks
+out, and the arrays that are not floats (integer indices that kernels may
+trust: a Gather on constant indices has no bounds check) once their CRC-32
+does. Float arrays are not checked:
 damage to them changes numbers, as damage to the .onnx file would, and
 checking ResNet-50's 200 MB would take a quarter of the 0.2 s a warm compile
 may take. The file is mapped copy-on-write and the arrays are views of the
@@ -31,7 +32,6 @@ mapping, so loading copies nothing and reads only what runs touch.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -50,7 +50,7 @@ from .ir import Graph, TensorType
 
 MAGIC = b"minidlc-program-1\n"
 ALIGN = 64
-FLOAT_FORMATS = "efdg"  # buffer formats of float arrays (their checksums are skipped, see above)
+FLOAT_FORMATS = frozenset("efdg")  # buffer formats of float arrays (their checksums are skipped, see above)
 log = logging.getLogger(__name__)
 
 
@@ -59,10 +59,18 @@ class Uncacheable(TypeError):
     an attribute or the pass list): that compile is not cached."""
 
 
-@functools.lru_cache(maxsize=None)
-def minidlc_version() -> str:
-    """A hash of every Python file of minidlc: an entry made by other code is stale."""
-    return cache.files_version(sorted(Path(__file__).parent.rglob("*.py")))
+def _source_version() -> str:
+    """A hash of every Python file of minidlc (its path and contents): an entry
+    made by other code is stale. Taken when this module is imported, with the
+    rest of the compiler, so that it describes the code that runs."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(f"{path.relative_to(root)}\n".encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+SOURCE_VERSION = _source_version()
 
 
 def fingerprint(h, x) -> None:
@@ -101,17 +109,31 @@ def _describe(x, arrays: list) -> str:
     raise Uncacheable(f"cannot fingerprint a {type(x).__name__}")
 
 
-def key(source: Graph, options: dict) -> str | None:
-    """The cache key of compiling `source` with `options`, or None when
-    something in them has no fingerprint."""
-    h = hashlib.sha256(f"{minidlc_version()}\n{cache.host_cpu()}\n{sys.version}\n{np.__version__}\n".encode())
+def key(source: Graph, backend, options: dict) -> str | None:
+    """The cache key of compiling `source` for `backend` (backends.Backend)
+    with the pass pipeline's `options`, or None when the compile is not
+    cached: a backend that lowers nothing (the reference), one whose
+    schedule is not minidlc's (its source is not in the key), or something
+    in the options with no fingerprint."""
+    schedule = backend.schedule
+    if not backend.runs_kernels or schedule is not None and not schedule.__module__.startswith("minidlc."):
+        return None
+    lowering = {"target": backend.name, "device": backend.device, "copy_padding": backend.copy_padding,
+                "schedule": None if schedule is None else f"{schedule.__module__}.{schedule.__qualname__}"}
+    h = hashlib.sha256(f"{SOURCE_VERSION}\n{cache.host_cpu()}\n{sys.version}\n{np.__version__}\n".encode())
     try:
+        fingerprint(h, lowering)
         fingerprint(h, options)
         fingerprint(h, source)
-    except Uncacheable as e:
+    except Exception as e:  # noqa: BLE001 -- Uncacheable, or a dict whose keys do not sort: compile uncached
         log.info("minidlc: not caching this compile: %s", e)
         return None
     return h.hexdigest()
+
+
+def _digest(layout: dict, data: bytes) -> str:
+    """SHA-256 of the pickle and of where the arrays lie (a damaged offset must not go unseen)."""
+    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode() + data).hexdigest()
 
 
 def _crc32(arrays) -> int:
@@ -127,12 +149,18 @@ def _path(key: str) -> Path | None:
 
 
 def store(key: str, program) -> None:
-    """Save the lowered `program` (loops.program.LoopProgram) under `key`."""
+    """Save the lowered `program` (loops.program.LoopProgram) under `key`.
+    The cache is an optimization: a program that cannot be stored (one that
+    does not pickle, a full disk) is not, and the compile goes on."""
     path = _path(key)
     if path is None:
         return
     buffers: list[pickle.PickleBuffer] = []
-    data = pickle.dumps(program, protocol=5, buffer_callback=buffers.append)
+    try:
+        data = pickle.dumps(program, protocol=5, buffer_callback=buffers.append)
+    except Exception as e:  # noqa: BLE001 -- e.g. a backend's schedule that is a lambda
+        log.warning("minidlc: not caching this compile: its program does not pickle (%s)", e)
+        return
     arrays = [b.raw() for b in buffers]
     checked = [i for i, b in enumerate(buffers) if memoryview(b).format not in FLOAT_FORMATS]
     offsets, end = [], 0
@@ -140,9 +168,9 @@ def store(key: str, program) -> None:
         start = -(-end // ALIGN) * ALIGN
         offsets.append(start)
         end = start + a.nbytes
-    header = json.dumps({"pickle": len(data), "sha256": hashlib.sha256(data).hexdigest(), "checked": checked,
-                         "crc32": _crc32(arrays[i] for i in checked),
-                         "arrays": [[o, a.nbytes] for o, a in zip(offsets, arrays)]}).encode()
+    layout = {"pickle": len(data), "checked": checked, "crc32": _crc32(arrays[i] for i in checked),
+              "arrays": [[o, a.nbytes] for o, a in zip(offsets, arrays)]}
+    header = json.dumps({**layout, "sha256": _digest(layout, data)}).encode()
     top = len(MAGIC) + len(key) + 1 + len(header) + 1 + len(data)
     base = -(-top // ALIGN) * ALIGN  # where the arrays start: offsets count from here
     chunks, at = [MAGIC, key.encode(), b"\n", header, b"\n", data, bytes(base - top)], base
@@ -172,8 +200,9 @@ def load(key: str):
             raise ValueError("another key")
         header = json.loads(memory.readline())
         start = memory.tell()
+        expected = header.pop("sha256")
         data = memory[start:start + header["pickle"]]
-        if hashlib.sha256(data).hexdigest() != header["sha256"]:
+        if _digest(header, data) != expected:  # (a truncated pickle fails it too)
             raise ValueError("the program's digest")
         base = -(-(start + len(data)) // ALIGN) * ALIGN
         view = memoryview(memory)

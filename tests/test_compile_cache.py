@@ -10,7 +10,7 @@ import pytest
 
 import minidlc
 from minidlc import compile_cache
-from minidlc.backends import cache
+from minidlc.backends import cache, get_backend
 from minidlc.ir import Graph, TensorType
 from minidlc.passes.instruments import TimePasses
 
@@ -67,15 +67,57 @@ def test_another_weight_index_or_attribute_is_another_entry(cache_dir, change):
     check(other, model(**change), {"x": np.ones((4, 16), np.float32)})
 
 
+def test_the_backends_lowering_choices_and_verify_each_are_part_of_the_key(cache_dir, monkeypatch):
+    """A backend registered again under the same name with other lowering
+    choices (an A/B in one process) does not get the other's program."""
+    from dataclasses import replace
+
+    from minidlc.backends import BACKENDS
+
+    minidlc.compile(model(), target="llvm")
+    monkeypatch.setitem(BACKENDS, "llvm", replace(BACKENDS["llvm"], copy_padding=True))
+    assert "passes" in stages(minidlc.compile(model(), target="llvm"))
+    assert "passes" in stages(minidlc.compile(model(), target="llvm", verify_each=False))
+
+
+def test_a_program_that_does_not_pickle_is_not_stored_and_the_compile_goes_on(cache_dir, monkeypatch, caplog):
+    from dataclasses import replace
+
+    from minidlc.backends import BACKENDS
+    from minidlc.loops.schedule import default_schedule
+
+    local = lambda kernel: default_schedule(kernel)  # noqa: E731 -- a lambda does not pickle
+    local.__module__ = "minidlc.loops.schedule"  # as if it were minidlc's: the key is made, the pickle fails
+    monkeypatch.setitem(BACKENDS, "llvm", replace(BACKENDS["llvm"], schedule=local))
+    with caplog.at_level(logging.WARNING, "minidlc"):
+        m = minidlc.compile(model(), target="llvm")
+    assert "does not pickle" in caplog.text and not list((cache_dir / "programs").glob("*.pkl"))
+    check(m, model(), {"x": np.ones((4, 16), np.float32)})
+
+
+def test_a_schedule_from_outside_minidlc_is_compiled_uncached(cache_dir, monkeypatch):
+    from dataclasses import replace
+
+    from minidlc.backends import BACKENDS
+    from minidlc.loops.schedule import default_schedule
+
+    def mine(kernel):
+        return default_schedule(kernel)
+    monkeypatch.setitem(BACKENDS, "llvm", replace(BACKENDS["llvm"], schedule=mine))
+    minidlc.compile(model(), target="llvm")
+    assert stages(minidlc.compile(model(), target="llvm")) == ["passes", "lowering", "backend"]
+
+
 def test_options_and_names_are_part_of_the_key():
-    g = model()
-    base = dict(target="llvm", opt_level=2, passes=None, calibration=())
-    keys = {compile_cache.key(g, base), compile_cache.key(g, {**base, "opt_level": 1}),
-            compile_cache.key(g, {**base, "target": "numba"}), compile_cache.key(g, {**base, "passes": ["fold"]})}
+    g, llvm = model(), get_backend("llvm")
+    base = dict(opt_level=2, passes=None, calibration=())
+    keys = {compile_cache.key(g, llvm, base), compile_cache.key(g, llvm, {**base, "opt_level": 1}),
+            compile_cache.key(g, get_backend("numba"), base), compile_cache.key(g, llvm, {**base, "passes": ["fold"]})}
     renamed = model()
     renamed.inputs[0].name = "input"
-    keys.add(compile_cache.key(renamed, base))
-    assert len(keys) == 5 and compile_cache.key(model(), base) in keys  # the same graph again: the same key
+    keys.add(compile_cache.key(renamed, llvm, base))
+    assert len(keys) == 5 and compile_cache.key(model(), llvm, base) in keys  # the same graph again: the same key
+    assert compile_cache.key(g, get_backend("reference"), base) is None  # it lowers nothing
 
 
 def test_a_compile_with_instruments_runs_its_passes_and_stores_nothing(cache_dir):
@@ -88,7 +130,7 @@ def test_a_compile_with_instruments_runs_its_passes_and_stores_nothing(cache_dir
 def test_an_attribute_without_a_fingerprint_is_compiled_uncached(cache_dir):
     with pytest.raises(compile_cache.Uncacheable):
         compile_cache.fingerprint(compile_cache.hashlib.sha256(), {"f": object()})
-    assert compile_cache.key(model(), {"passes": [object()]}) is None
+    assert compile_cache.key(model(), get_backend("llvm"), {"passes": [object()]}) is None
 
 
 def entry(cache_dir):
@@ -98,7 +140,9 @@ def entry(cache_dir):
 
 def damage(path, where: str) -> None:
     raw = bytearray(path.read_bytes())
-    if where == "truncate":
+    if where == "offset":  # where a float array lies, in the header
+        raw = raw.replace(b'"arrays": [[0, ', b'"arrays": [[64, ', 1)
+    elif where == "truncate":
         del raw[len(raw) - 8:]
     elif where == "other key":
         raw = raw.replace(path.stem.encode(), b"0" * len(path.stem), 1)
@@ -108,6 +152,7 @@ def damage(path, where: str) -> None:
 
 
 @pytest.mark.parametrize("where, reason", [("program", "the program's digest"), ("int array", "the arrays' checksum"),
+                                           ("offset", "the program's digest"),
                                            ("truncate", "truncated"), ("other key", "another key")])
 def test_a_damaged_entry_is_compiled_again_and_rewritten(cache_dir, caplog, where, reason):
     minidlc.compile(model(), target="llvm")
@@ -127,8 +172,7 @@ def test_an_entry_others_may_write_is_not_loaded(cache_dir):
 
 def test_weights_from_the_cache_are_views_of_the_file_not_copies(cache_dir):
     minidlc.compile(model(), target="llvm")
-    program = compile_cache.load(compile_cache.key(model(), dict(target="llvm", opt_level=2, passes=None,
-                                                                  calibration=())))
+    program = compile_cache.load(entry(cache_dir).stem)  # (an entry is named by its key)
     weights = [n.attrs["value"] for n in program.graph.nodes if n.op == "Constant"]
     assert weights and all(not w.flags.owndata and w.flags.writeable for w in weights)
 

@@ -55,7 +55,7 @@ class Backend:
     runs_kernels: bool = True         # False: it interprets the graph and lowers nothing
     schedule: Schedule = default_schedule
     device: Device = Device.CPU       # what its kernels are lowered for
-    pad_in_place: bool = True         # CPU convs read their padding in place (border tests), not a padded copy
+    copy_padding: bool = False        # CPU convs copy their input padded, instead of testing reads at the borders
 
     def build(self, program: LoopProgram, **options):
         known = {o.name: o for o in self.options}
@@ -73,7 +73,7 @@ class Backend:
 
     def program(self, graph) -> LoopProgram:
         """The loop program of an optimized graph, scheduled for this target."""
-        return LoopProgram(graph, self.schedule, self.device, self.pad_in_place)
+        return LoopProgram(graph, self.schedule, self.device, self.copy_padding)
 
 
 THREADS = Option("threads", int, f"threads to run on (default: all {os.cpu_count()} cores; numba: at most its "
@@ -90,11 +90,11 @@ register_backend(Backend("reference", "NumPy interpreter of the graph: slow, sim
                          f"{__name__}.reference", runs_kernels=False))
 register_backend(Backend("llvm", "loop IR -> LLVM IR (llvmlite), JIT-compiled for this CPU",
                          f"{__name__}.llvm", stages=("llvm", "asm"), options=(THREADS,)))
-# numba copies a conv's input padded: its pipeline compiles the in-place form's larger
+# numba copies a conv's input padded: its pipeline compiles the tested form's larger
 # kernels (a copy of the register block per border block) 4x slower and runs them 2x
 # slower (the demo convnet: 190 s and 8.8 ms, against 43 s and 4.3 ms)
 register_backend(Backend("numba", "loop IR -> Python source compiled by Numba (njit, prange)",
-                         f"{__name__}.numba", stages=("numba",), options=(THREADS,), pad_in_place=False))
+                         f"{__name__}.numba", stages=("numba",), options=(THREADS,), copy_padding=True))
 register_backend(Backend("cuda", "loop IR scheduled for a GPU -> Numba CUDA kernels over one device arena "
                          "(NUMBA_ENABLE_CUDASIM=1: Numba's simulator, no GPU needed)",
                          f"{__name__}.cuda", stages=("cuda", "ptx"), schedule=gpu_schedule, device=Device.GPU))

@@ -42,9 +42,9 @@ from ..ir import Kind, Node, Value
 from ..ir.types import dtype_name
 from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, If, Load, LoopKind, Select, Stmt, Store, Compare, add, cast,
                  const, loop_nest, mul, row_major, seq)
-from .lower import (Device, Lowerer, padded_copy, read_padded, register_lowering, unflatten, window_index,
-                    window_interior)
-from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index, clamp_index, in_range
+from .lower import (Device, Lowerer, interior_test, padded_copy, read_padded, register_lowering, unflatten,
+                    window_index, window_interior)
+from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger")
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # u8/i8 operands, i32 products
@@ -320,10 +320,11 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     # its borders test each read (GemmSpec.interior), and nothing is copied. An
     # input computed in the group (a fused channel shuffle) is copied, padded,
     # once, through its index map, rather than mapped again on every read.
-    borders = (direct and not integer and any(win.pads) and lw.device == Device.CPU and lw.pad_in_place
+    borders = (direct and not integer and any(win.pads) and lw.device == Device.CPU and not lw.copy_padding
                and id(x) in lw.buffers)
     if borders:
         read_src, read_border, prologue = read_padded(lw, x, win, pad, False), read_padded(lw, x, win, pad, True), None
+        src_shape = None  # (the dot4 form, which needs it, is integer: it copies)
     else:
         read_src, src_shape, prologue = padded_copy(lw, x, win, pad)
     if direct:
@@ -342,8 +343,8 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
             adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
             prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True, row_shape=grid, acc_dtype=acc_dtype,
             dot4=_dot4_conv(lw, x, read_src, src_shape, w_const, win, pixel, x_zero) if dot4 else None,
-            a_border=(lambda bidx, row, kv: read_x(read_border, bidx[0], bidx[1], kv[0], row, kv[1:])) if borders
-            else None,
+            a_border=(lambda bidx, row, kv: read_x(read_border, bidx[0], bidx[1], kv[0], pixel(row), kv[1:]))
+            if borders else None,
             interior=tuple(window_interior(win, spatial, out_sp)) if borders else None)
 
     w_dtype = dtype_name(w_const.dtype)
@@ -398,7 +399,7 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     a, dt = node.attrs, node.outputs[0].type.dtype
     win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
     pad = Const(0.0, x.type.dtype)
-    borders = any(win.pads) and lw.device == Device.CPU and lw.pad_in_place and id(x) in lw.buffers
+    borders = any(win.pads) and lw.device == Device.CPU and not lw.copy_padding and id(x) in lw.buffers
     read_src, _, prologue = (read_padded(lw, x, win, pad, False), None, None) if borders else \
         padded_copy(lw, x, win, pad)
     kernel, channels = tuple(w.type.shape[2:]), w.type.shape[0]
@@ -438,19 +439,13 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     else:
         tested = read_padded(lw, x, win, pad, True)
         interior = window_interior(win, x.type.shape[2:], out_sp)
-        (lo, hi), inside, within = interior[-1], None, list(lead)
-        for d, (v, (a_lo, a_hi), extent) in enumerate(zip(lead, interior, out_sp)):
-            if (a_lo, a_hi) != (0, extent):
-                here = in_range(v, a_lo, a_hi - a_lo)
-                inside = here if inside is None else Binary("and", inside, here)
-                within[d] = clamp_index(v, a_hi - a_lo, a_lo)  # a no-op there; it proves the reads in bounds
-        middle = seq(stretch(within, 0, lo, tested), stretch(within, lo, hi, read_src),
-                     stretch(within, max(lo, hi), out_sp[-1], tested))
-        everywhere = stretch(lead, 0, out_sp[-1], tested)
-        if any(a_lo >= a_hi for a_lo, a_hi in interior[:-1]):
-            row = everywhere
+        (lo, hi), (inside, within) = interior[-1], interior_test(lead, interior, out_sp)
+        if any(a_lo >= a_hi for a_lo, a_hi in interior[:-1]):  # no row is inside
+            row = stretch(lead, 0, out_sp[-1], tested)
         else:
-            row = middle if inside is None else If(inside, middle, everywhere)
+            middle = seq(stretch(within, 0, lo, tested), stretch(within, lo, hi, read_src),
+                         stretch(within, max(lo, hi), out_sp[-1], tested))
+            row = middle if inside is None else If(inside, middle, stretch(lead, 0, out_sp[-1], tested))
     planes = math.prod(node.outputs[0].type.shape[:2])
     work = planes * math.prod(out_sp) * math.prod(kernel) * 2
     stencils = For(plane, const(planes), loop_nest(lead, list(out_sp[:-1]), row),
@@ -595,12 +590,7 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         lead = lw.vars(len(grid) - 1 - (first is not None), "r")
         lead_extents = list(grid[1 if first is not None else 0:-1])
         rows = ([first] if first is not None else []) + lead
-        inside, within = None, list(rows)  # whether the grid row is inside the interior; its index there
-        for d, (r, (lo, hi), extent) in enumerate(zip(rows, spec.interior or (), grid)):
-            if (lo, hi) != (0, extent):
-                here = in_range(r, lo, hi - lo)
-                inside = here if inside is None else Binary("and", inside, here)
-                within[d] = clamp_index(r, hi - lo, lo)  # a no-op where it is used; it proves the reads in bounds
+        inside, within = interior_test(rows, spec.interior or (), grid)  # is the grid row inside; its index there
         if any(lo >= hi for lo, hi in spec.interior or ()):  # no row is inside (a map smaller than the window)
             body = grid_row(bidx, rows, panel, cols, True)
         elif inside is not None:

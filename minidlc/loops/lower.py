@@ -110,12 +110,14 @@ class Lowerer:
     """Builds one kernel; `read(value, idx)` is the heart of operator inlining."""
 
     def __init__(self, group: Group, name: str, unused: frozenset[int] = frozenset(), device: Device = Device.CPU,
-                 pad_in_place: bool = True):
+                 copy_padding: bool = False):
         self.group = group
         self.device = device
-        # on a CPU, convs read their padding in place, testing reads at the borders
-        # (gemm.py), rather than copying their input padded: a backend may decline
-        self.pad_in_place = pad_in_place
+        # On a CPU, convs read their input where it lies and test reads at the
+        # borders (gemm.py); `copy_padding`: they copy it padded once instead (a
+        # backend's choice: numba's). Both forms take the same nodes, so fusion's
+        # probe (program.lowering_failure) need not know which.
+        self.copy_padding = copy_padding
         self.unused = unused  # positions of outputs nobody reads: they need not be computed
         self.name = name
         self.bindings: list[Binding] = []
@@ -309,18 +311,21 @@ def computes_in_storage_dtype(body: Stmt) -> bool:
 
 
 def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset(),
-                device: Device = Device.CPU, probe: bool = False, pad_in_place: bool = True) -> LoweredGroup:
+                device: Device = Device.CPU, probe: bool = False, copy_padding: bool = False) -> LoweredGroup:
     """Lower a Fused node or a plain node to one kernel for `device` (raises
     Unsupported). `unused` lists the positions of outputs that nothing reads;
     `probe`: only to see whether it lowers (see `Lowerer.lower`);
-    `pad_in_place`: see `Lowerer`."""
-    return Lowerer(Group.of(node), name, unused, device, pad_in_place).lower(probe)
+    `copy_padding`: see `Lowerer`."""
+    return Lowerer(Group.of(node), name, unused, device, copy_padding).lower(probe)
 
 
 def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[Expr]], Expr], tuple, Stmt | None]:
     """(read, shape, loops that fill it): x with its padding (the value `pad`)
     materialized once, so that the convolution reads without bounds checks
-    (convolutions pad with 0 or a zero point, max pools with -inf). `read(idx)`
+    (convolutions pad with 0 or a zero point, max pools with -inf): what max
+    pools, the im2col forms of conv, integer convs and numba's convs do (the
+    direct form and depthwise stencils on a CPU test reads at the borders
+    instead, with `read_padded`). `read(idx)`
     is the element at a multi-index of the padded shape (x itself, unpadded,
     when there is no padding).
 
@@ -395,6 +400,20 @@ def window_interior(win, in_spatial: tuple[int, ...], out_spatial: tuple[int, ..
         hi = (in_spatial[d] - 1 + before - reach) // stride + 1  # o * stride + reach - before <= size - 1
         out.append((min(lo, out_spatial[d]), max(0, min(hi, out_spatial[d]))))
     return out
+
+
+def interior_test(index: list[Expr], interior: list[tuple[int, int]] | tuple, extents) -> tuple[Expr | None, list[Expr]]:
+    """For a position `index` on the first axes of `interior` (see
+    `window_interior`; `extents`: those axes' sizes): whether it lies inside
+    (None: always), and the position clamped into the interior, which is the
+    same where it is inside and proves reads there in bounds."""
+    inside, clamped = None, list(index)
+    for d, (i, (lo, hi), extent) in enumerate(zip(index, interior, extents)):
+        if (lo, hi) != (0, extent):
+            here = in_range(i, lo, hi - lo)
+            inside = here if inside is None else Binary("and", inside, here)
+            clamped[d] = clamp_index(i, hi - lo, lo)
+    return inside, clamped
 
 
 def window_index(win, out: list[Expr], cell: list[Expr]) -> list[Expr]:

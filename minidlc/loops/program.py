@@ -152,11 +152,11 @@ class LoopProgram:
     by `schedule`, and the memory plan."""
 
     def __init__(self, graph: Graph, schedule: Schedule | None = default_schedule, device: Device = Device.CPU,
-                 pad_in_place: bool = True):
+                 copy_padding: bool = False):
         self.graph = graph
         self.schedule = schedule
         self.device = device
-        self.pad_in_place = pad_in_place  # see lower.Lowerer
+        self.copy_padding = copy_padding  # see lower.Lowerer
 
     @cached_property
     def steps(self) -> list[Step]:
@@ -176,7 +176,7 @@ class LoopProgram:
             name = _kernel_name(node, names)
             try:
                 unused = frozenset(i for i, v in enumerate(node.outputs) if not counts.get(v))
-                lowered = lower_group(node, name, unused, self.device, pad_in_place=self.pad_in_place)
+                lowered = lower_group(node, name, unused, self.device, copy_padding=self.copy_padding)
                 if self.schedule is not None:
                     lowered.kernel = self.schedule(lowered.kernel)
                 verify_kernel(lowered.kernel)
