@@ -8,19 +8,33 @@ from .ir import Allocate, Barrier, Binary, Call, Cast, Compare, Expr, For, If, K
 
 
 def map_expr(e: Expr, fn: Callable[[Expr], Expr | None]) -> Expr:
-    """Rebuild `e` bottom-up; `fn(node)` may return a replacement (or None to keep)."""
+    """Rebuild `e` bottom-up; `fn(node)` may return a replacement (or None to
+    keep). A node whose children come back unchanged is kept, not rebuilt
+    (nodes are immutable), which makes a rename that touches a few loads cheap."""
     if isinstance(e, Binary):
-        e = Binary(e.op, map_expr(e.a, fn), map_expr(e.b, fn))
+        a, b = map_expr(e.a, fn), map_expr(e.b, fn)
+        if a is not e.a or b is not e.b:
+            e = Binary(e.op, a, b)
     elif isinstance(e, Compare):
-        e = Compare(e.op, map_expr(e.a, fn), map_expr(e.b, fn))
+        a, b = map_expr(e.a, fn), map_expr(e.b, fn)
+        if a is not e.a or b is not e.b:
+            e = Compare(e.op, a, b)
     elif isinstance(e, Select):
-        e = Select(map_expr(e.cond, fn), map_expr(e.a, fn), map_expr(e.b, fn))
+        c, a, b = map_expr(e.cond, fn), map_expr(e.a, fn), map_expr(e.b, fn)
+        if c is not e.cond or a is not e.a or b is not e.b:
+            e = Select(c, a, b)
     elif isinstance(e, Cast):
-        e = Cast(map_expr(e.value, fn), e.dtype)
+        v = map_expr(e.value, fn)
+        if v is not e.value:
+            e = Cast(v, e.dtype)
     elif isinstance(e, Call):
-        e = Call(e.fn, tuple(map_expr(a, fn) for a in e.args))
+        args = tuple(map_expr(a, fn) for a in e.args)
+        if any(x is not y for x, y in zip(args, e.args)):
+            e = Call(e.fn, args)
     elif isinstance(e, Load):
-        e = Load(e.buf, map_expr(e.index, fn), e.dtype)
+        i = map_expr(e.index, fn)
+        if i is not e.index:
+            e = Load(e.buf, i, e.dtype)
     out = fn(e)
     return e if out is None else out
 
