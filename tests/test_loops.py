@@ -114,6 +114,57 @@ def test_division_by_the_loop_ranges_is_exact(terms, konst, op, d):
         assert simplified.index == Binary("/", names[0], const(4))
 
 
+def _test_value(e, env: dict):
+    """The value of an integer expression with min/max, compares, and/or and selects."""
+    from minidlc.loops.ir import Compare, Select
+
+    if isinstance(e, Select):
+        return _test_value(e.a if _test_value(e.cond, env) else e.b, env)
+    if isinstance(e, Compare):
+        a, b = _test_value(e.a, env), _test_value(e.b, env)
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "==": a == b, "!=": a != b}[e.op]
+    if isinstance(e, Binary) and e.op in ("min", "max", "and", "or"):
+        a, b = _test_value(e.a, env), _test_value(e.b, env)
+        return {"min": min, "max": max, "and": lambda x, y: x and y, "or": lambda x, y: x or y}[e.op](a, b)
+    if isinstance(e, Const):
+        return e.value
+    return env[e] if isinstance(e, Var) else _value(e, env)
+
+
+@settings(deadline=None, max_examples=80)
+@given(st.lists(st.tuples(st.integers(1, 6), st.integers(-3, 3)), min_size=1, max_size=2), st.integers(-8, 8),
+       st.sampled_from(["<", "<=", ">", ">=", "==", "!="]), st.integers(-8, 12), st.sampled_from(["min", "max"]),
+       st.integers(-6, 10), st.sampled_from(["and", "or"]))
+def test_tests_that_the_loop_ranges_decide_fold_exactly(terms, konst, op, bound, clamp, limit, join):
+    """Within loops of known extents, simplify folds a compare (a padded read's
+    border test), a min or max, and an and/or with a folded side, when the
+    ranges decide them; whatever it leaves agrees on every point of the loops."""
+    from itertools import product
+
+    from minidlc.loops.ir import Compare, Select
+    from minidlc.loops.simplify import simplify_stmt
+    from minidlc.loops.transform import walk_exprs
+
+    names = [Var(f"v{t}") for t in range(len(terms))]
+    e = const(konst)
+    for v, (_, k) in zip(names, terms):
+        e = add(e, mul(v, const(k)))
+    index = Binary(clamp, e, const(limit))
+    test = Binary(join, Compare(op, index, const(bound)), Compare(">=", names[0], const(0)))
+    value = Select(test, Const(1.0, "f32"), Const(0.0, "f32"))
+    body = Store("y", index, value)
+    for v, (extent, _) in zip(names, terms):
+        body = For(v, const(extent), body)
+    simplified = simplify_stmt(body)
+    while isinstance(simplified, For):
+        simplified = simplified.body
+    for point in product(*(range(extent) for extent, _ in terms)):
+        env = dict(zip(names, point))
+        assert _test_value(simplified.value, env) == _test_value(value, env), (simplified.value, env)
+        assert _test_value(simplified.index, env) == _test_value(index, env), (simplified.index, env)
+    assert not any(isinstance(x, Compare) and x.a == names[0] for x in walk_exprs(simplified.value))  # v0 >= 0
+
+
 def test_zero_and_negative_zero_are_different_constants():
     """Kernels equal up to names share code, and simplified bodies are
     remembered, by equality: max(x, 0.0) and max(x, -0.0) must not meet."""
