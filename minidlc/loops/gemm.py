@@ -42,8 +42,8 @@ from ..ir import Kind, Node, Value
 from ..ir.types import dtype_name
 from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, If, Load, LoopKind, Select, Stmt, Store, Compare, add, cast,
                  const, loop_nest, mul, row_major, seq)
-from .lower import (Device, Lowerer, interior_test, padded_copy, read_padded, register_lowering, unflatten,
-                    window_index, window_interior)
+from .lower import (Device, Lowerer, interior_test, padded_copy, read_padded, register_lowering, row_by_borders,
+                    unflatten, window_index, window_interior)
 from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger")
@@ -400,8 +400,7 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
     pad = Const(0.0, x.type.dtype)
     borders = any(win.pads) and lw.device == Device.CPU and not lw.copy_padding and id(x) in lw.buffers
-    read_src, _, prologue = (read_padded(lw, x, win, pad, False), None, None) if borders else \
-        padded_copy(lw, x, win, pad)
+    read_src, _, prologue = (None, None, None) if borders else padded_copy(lw, x, win, pad)
     kernel, channels = tuple(w.type.shape[2:]), w.type.shape[0]
     per_group = channels // a["group"]  # output channels per input channel (the depth multiplier)
     w_dt = dtype_name(w_const.dtype)
@@ -434,18 +433,8 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         return For(o[-1], const(stop - start), Store(buf, row_major(out_idx, out.type.shape), value), LoopKind.VECTORIZED)
 
     lead = list(o[:-1])
-    if not borders:
-        row = stretch(lead, 0, out_sp[-1], read_src)
-    else:
-        tested = read_padded(lw, x, win, pad, True)
-        interior = window_interior(win, x.type.shape[2:], out_sp)
-        (lo, hi), (inside, within) = interior[-1], interior_test(lead, interior, out_sp)
-        if any(a_lo >= a_hi for a_lo, a_hi in interior[:-1]):  # no row is inside
-            row = stretch(lead, 0, out_sp[-1], tested)
-        else:
-            middle = seq(stretch(within, 0, lo, tested), stretch(within, lo, hi, read_src),
-                         stretch(within, max(lo, hi), out_sp[-1], tested))
-            row = middle if inside is None else If(inside, middle, stretch(lead, 0, out_sp[-1], tested))
+    row = row_by_borders(lw, x, win, pad, out_sp, lead, stretch) if borders else \
+        stretch(lead, 0, out_sp[-1], read_src)
     planes = math.prod(node.outputs[0].type.shape[:2])
     work = planes * math.prod(out_sp) * math.prod(kernel) * 2
     stencils = For(plane, const(planes), loop_nest(lead, list(out_sp[:-1]), row),

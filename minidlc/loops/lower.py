@@ -27,8 +27,8 @@ from typing import Callable
 import numpy as np
 
 from ..ir import Graph, Node, Value
-from .ir import (Allocate, Binary, Call, Compare, Const, Expr, For, Kernel, Load, Param, Select, Stmt, Store, Var, add, const,
-                 loop_nest, mul, row_major, seq)
+from .ir import (Allocate, Binary, Call, Compare, Const, Expr, For, If, Kernel, Load, Param, Select, Stmt, Store, Var, add,
+                 const, loop_nest, mul, row_major, seq)
 from .mathfns import expand_math
 from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, STORAGE_DTYPES, Unsupported, clamp_index, in_range
 from .simplify import simplify_stmt
@@ -322,10 +322,11 @@ def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset(),
 def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[Expr]], Expr], tuple, Stmt | None]:
     """(read, shape, loops that fill it): x with its padding (the value `pad`)
     materialized once, so that the convolution reads without bounds checks
-    (convolutions pad with 0 or a zero point, max pools with -inf): what max
-    pools, the im2col forms of conv, integer convs and numba's convs do (the
-    direct form and depthwise stencils on a CPU test reads at the borders
-    instead, with `read_padded`). `read(idx)`
+    (convolutions pad with 0 or a zero point, max pools with -inf): what the
+    im2col forms of conv, integer convs, GPU reads (no copy: tests) and
+    everything on numba do; on a CPU the direct conv, depthwise stencils and
+    max pool stencils test reads at the borders instead (`read_padded`,
+    `row_by_borders`). `read(idx)`
     is the element at a multi-index of the padded shape (x itself, unpadded,
     when there is no padding).
 
@@ -414,6 +415,24 @@ def interior_test(index: list[Expr], interior: list[tuple[int, int]] | tuple, ex
             inside = here if inside is None else Binary("and", inside, here)
             clamped[d] = clamp_index(i, hi - lo, lo)
     return inside, clamped
+
+
+def row_by_borders(lw: Lowerer, x: Value, win, pad: Expr, out_spatial: tuple[int, ...], lead: list[Expr],
+                   stretch: Callable[[list[Expr], int, int, Callable], Stmt | None]) -> Stmt:
+    """One output row of a window op (a stencil: depthwise conv, max pool) that
+    reads x padded with `pad`, without a padded copy. `lead` indexes the
+    row (the output's spatial axes but the last); `stretch(index, start,
+    stop, read)` computes output pixels [start, stop) of the row at `index`,
+    reading x with `read`. A row inside the interior reads its middle with no
+    test and tests only its two ends; the rows outside test every read."""
+    tested = read_padded(lw, x, win, pad, True)
+    interior = window_interior(win, x.type.shape[2:], out_spatial)
+    if any(lo >= hi for lo, hi in interior[:-1]):  # no row is inside (a map smaller than the window)
+        return stretch(lead, 0, out_spatial[-1], tested)
+    (lo, hi), (inside, within) = interior[-1], interior_test(lead, interior, out_spatial)
+    middle = seq(stretch(within, 0, lo, tested), stretch(within, lo, hi, read_padded(lw, x, win, pad, False)),
+                 stretch(within, max(lo, hi), out_spatial[-1], tested))
+    return middle if inside is None else If(inside, middle, stretch(lead, 0, out_spatial[-1], tested))
 
 
 def window_index(win, out: list[Expr], cell: list[Expr]) -> list[Expr]:

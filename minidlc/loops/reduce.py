@@ -17,9 +17,10 @@ import math
 from ..ir import Node
 from ..ir.ops.nn import einsum_terms
 from ..ir.ops.norm import STASH_DTYPES
-from .ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Var, const,
+from .ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Var, add, const,
                  loop_nest, row_major, seq)
-from .lower import Lowerer, accumulate, padded_copy, register_lowering, unflatten, window_index, with_accumulators
+from .lower import (Device, Lowerer, accumulate, padded_copy, register_lowering, row_by_borders, unflatten,
+                    window_index, with_accumulators)
 from .rules import FLOATS, Unsupported
 
 _LOWEST = {"f32": -math.inf, "f64": -math.inf, "i8": -2**7, "u8": 0, "i16": -2**15, "i32": -2**31, "i64": -2**63}
@@ -222,11 +223,13 @@ STENCIL_MAX_CELLS = 64  # larger pooling windows loop over the window instead of
 
 
 def _max_pool(lw: Lowerer, node: Node) -> Stmt:
-    """MaxPool as a stencil: the input padded once with -inf (also past the end,
-    for ceil_mode's extra cells), then each output element is the max of its
-    window's cells as one expression, with no condition and no accumulator,
-    vectorized along the output row. (Windows of more than STENCIL_MAX_CELLS
-    cells take _window_pool's loop.)"""
+    """MaxPool as a stencil: each output element is the max of its window's
+    cells as one expression, with no accumulator, vectorized along the output
+    row. The padding (-inf, also past the end for ceil_mode's extra cells) is
+    read in place on a CPU, as a depthwise conv's: the rows' middles read
+    with no test, the borders test (lower.row_by_borders); otherwise the input
+    is copied padded once. (Windows of more than STENCIL_MAX_CELLS cells take
+    _window_pool's loop.)"""
     from itertools import product
 
     from ..ir.ops.windows import Window
@@ -239,17 +242,28 @@ def _max_pool(lw: Lowerer, node: Node) -> Stmt:
     reach = [(out_sp[d] - 1) * win.strides[d] + (win.kernel[d] - 1) * win.dilations[d] + 1 for d in range(n)]
     after = [max(win.pads[n + d], reach[d] - win.pads[d] - spatial[d]) for d in range(n)]
     padded = Window.of(win.kernel, win.strides, win.dilations, list(win.pads[:n]) + after)
-    read_src, _, prologue = padded_copy(lw, x, padded, Const(-math.inf, dt))
+    pad = Const(-math.inf, dt)
+    # like a depthwise conv: on a CPU, read x where it lies, testing reads at the borders
+    borders = any(padded.pads) and lw.device == Device.CPU and not lw.copy_padding and id(x) in lw.buffers
+    read_src, _, prologue = (None, None, None) if borders else padded_copy(lw, x, padded, pad)
     plane, o = lw.var("p"), lw.vars(n, "o")
     lead = unflatten(plane, x.type.shape[:2])
-    cells = [read_src(lead + window_index(win, o, [const(c) for c in r]))
-             for r in product(*(range(k) for k in win.kernel))]
-    while len(cells) > 1:  # a balanced tree of maxes: independent operations, a short dependency chain
-        cells = [Binary("max", *cells[i:i + 2]) if i + 1 < len(cells) else cells[i] for i in range(0, len(cells), 2)]
-    value = cells[0]
     buf = lw.buffer_for(out)
     lw.buffers[id(out)] = buf
-    row = For(o[-1], const(out_sp[-1]), Store(buf, row_major(lead + list(o), out.type.shape), value), LoopKind.VECTORIZED)
+
+    def stretch(index: list[Expr], start: int, stop: int, read) -> Stmt | None:
+        """Output pixels [start, stop) of the row at `index`, their windows read with `read`."""
+        if stop <= start:
+            return None
+        at = index + [add(o[-1], const(start)) if start else o[-1]]
+        cells = [read(lead + window_index(win, at, [const(c) for c in r])) for r in product(*(range(k) for k in win.kernel))]
+        while len(cells) > 1:  # a balanced tree of maxes: independent operations, a short dependency chain
+            cells = [Binary("max", *cells[i:i + 2]) if i + 1 < len(cells) else cells[i] for i in range(0, len(cells), 2)]
+        return For(o[-1], const(stop - start), Store(buf, row_major(lead + at, out.type.shape), cells[0]),
+                   LoopKind.VECTORIZED)
+
+    row = row_by_borders(lw, x, padded, pad, out_sp, list(o[:-1]), stretch) if borders else \
+        stretch(list(o[:-1]), 0, out_sp[-1], read_src)
     planes = math.prod(out.type.shape[:2])
     return seq(prologue, For(plane, const(planes), loop_nest(list(o[:-1]), list(out_sp[:-1]), row),
                              LoopKind.PARALLEL if out.type.numel * math.prod(win.kernel) >= (1 << 16) else LoopKind.SERIAL))
