@@ -315,13 +315,16 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     # an int8 conv (one group) takes the direct form with dot4 words, which need no im2col
     dot4 = integer and w_const.dtype == np.int8 and g == 1 and lw.device == Device.CPU
     direct = dot4 or (mg >= DIRECT_MIN_CHANNELS and not flat and not (in_place and kc < DIRECT_MIN_K))
-    # A padded float conv of the direct form on a CPU reads its input where it
-    # lies: blocks whose windows lie inside it read with no test, the blocks at
-    # its borders test each read (GemmSpec.interior), and nothing is copied. An
-    # input computed in the group (a fused channel shuffle) is copied, padded,
-    # once, through its index map, rather than mapped again on every read.
+    # A padded float conv of the direct form on a CPU, with wide output rows,
+    # reads its input where it lies: blocks whose windows lie inside it read
+    # with no test, the blocks at its borders test each read (GemmSpec.interior),
+    # and nothing is copied. Narrow maps (14x14, 7x7) copy: there the copy is
+    # small, the tested form gained nothing measurable (ResNet-50), and it is
+    # several times the code for LLVM. An input computed in the group (a fused
+    # channel shuffle) is copied, padded, once, through its index map, rather
+    # than mapped again on every read.
     borders = (direct and not integer and any(win.pads) and lw.device == Device.CPU and not lw.copy_padding
-               and id(x) in lw.buffers)
+               and id(x) in lw.buffers and out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH)
     if borders:
         read_src, read_border, prologue = read_padded(lw, x, win, pad, False), read_padded(lw, x, win, pad, True), None
         src_shape = None  # (the dot4 form, which needs it, is integer: it copies)
@@ -329,10 +332,10 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         read_src, src_shape, prologue = padded_copy(lw, x, win, pad)
     if direct:
         w_t = np.swapaxes(w_const.reshape(g, mg, kc), 1, 2)  # (G, Kc, Mg)
-        # wide output rows (and rows with borders): blocks of pixels within one row,
-        # so a pixel's position is affine in the block's row (no division in the
-        # inner loop); narrow ones: blocks run across rows, fewer of them partly empty
-        grid = out_sp if out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH or borders else (math.prod(out_sp),)
+        # wide output rows: blocks of pixels within one row, so a pixel's position
+        # is affine in the block's row (no division in the inner loop); narrow
+        # ones: blocks run across rows, fewer of them partly empty
+        grid = out_sp if out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH else (math.prod(out_sp),)
         pixel = (lambda row: row) if len(grid) == len(out_sp) else (lambda row: unflatten(row[0], out_sp))
         x_zero = 0 if zx is None else int(lw.group_const(zx).reshape(-1)[0])
         return GemmSpec(
