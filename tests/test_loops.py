@@ -83,6 +83,29 @@ def _value(e, env: dict) -> int:
     return {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": int.__floordiv__, "%": int.__mod__}[e.op](a, b)
 
 
+def _linear_in_loop_vars(terms: list[tuple[int, int]], konst: int):
+    """Loop variables v0, v1, ... (one per (extent, coefficient) term) and konst + sum of coefficient * v."""
+    names = [Var(f"v{t}") for t in range(len(terms))]
+    e = const(konst)
+    for v, (_, k) in zip(names, terms):
+        e = add(e, mul(v, const(k)))
+    return names, e
+
+
+def _simplified_in_loops(body, names: list, terms: list[tuple[int, int]]):
+    """`body` simplified inside loops over `names` of the terms' extents: the innermost statement."""
+    from minidlc.loops.ir import For
+
+    from minidlc.loops.simplify import simplify_stmt
+
+    for v, (extent, _) in zip(names, terms):
+        body = For(v, const(extent), body)
+    simplified = simplify_stmt(body)
+    while isinstance(simplified, For):
+        simplified = simplified.body
+    return simplified
+
+
 @settings(deadline=None, max_examples=60)
 @given(st.lists(st.tuples(st.integers(1, 9), st.integers(0, 60)), min_size=1, max_size=3),
        st.integers(0, 20), st.sampled_from(["/", "%"]), st.integers(2, 200))
@@ -92,20 +115,10 @@ def test_division_by_the_loop_ranges_is_exact(terms, konst, op, d):
     leaves must agree with the division on every point of the loops."""
     from itertools import product
 
-    from minidlc.loops.ir import For, Store
+    from minidlc.loops.ir import Store
 
-    from minidlc.loops.simplify import simplify_stmt
-
-    names = [Var(f"v{t}") for t in range(len(terms))]
-    e = const(konst)
-    for v, (extent, k) in zip(names, terms):
-        e = add(e, mul(v, const(k)))
-    body = Store("y", Binary(op, e, const(d)), Const(0.0, "f32"))
-    for v, (extent, _) in zip(names, terms):
-        body = For(v, const(extent), body)
-    simplified = simplify_stmt(body)
-    while isinstance(simplified, For):
-        simplified = simplified.body
+    names, e = _linear_in_loop_vars(terms, konst)
+    simplified = _simplified_in_loops(Store("y", Binary(op, e, const(d)), Const(0.0, "f32")), names, terms)
     for point in product(*(range(extent) for extent, _ in terms)):
         env = dict(zip(names, point))
         want = _value(e, env)
@@ -142,22 +155,13 @@ def test_tests_that_the_loop_ranges_decide_fold_exactly(terms, konst, op, bound,
     from itertools import product
 
     from minidlc.loops.ir import Compare, Select
-    from minidlc.loops.simplify import simplify_stmt
     from minidlc.loops.transform import walk_exprs
 
-    names = [Var(f"v{t}") for t in range(len(terms))]
-    e = const(konst)
-    for v, (_, k) in zip(names, terms):
-        e = add(e, mul(v, const(k)))
+    names, e = _linear_in_loop_vars(terms, konst)
     index = Binary(clamp, e, const(limit))
     test = Binary(join, Compare(op, index, const(bound)), Compare(">=", names[0], const(0)))
     value = Select(test, Const(1.0, "f32"), Const(0.0, "f32"))
-    body = Store("y", index, value)
-    for v, (extent, _) in zip(names, terms):
-        body = For(v, const(extent), body)
-    simplified = simplify_stmt(body)
-    while isinstance(simplified, For):
-        simplified = simplified.body
+    simplified = _simplified_in_loops(Store("y", index, value), names, terms)
     for point in product(*(range(extent) for extent, _ in terms)):
         env = dict(zip(names, point))
         assert _test_value(simplified.value, env) == _test_value(value, env), (simplified.value, env)
