@@ -2,13 +2,15 @@
 
 `minidlc.compile` keeps its work up to the backend -- the optimized graph and
 its loop program, lowered and scheduled -- on disk, under a key made of
-everything that work follows from:
+everything that work follows from (`key`):
 - the imported graph: every op, attribute, name, source location and weight
   (`fingerprint`);
-- the compile's options: target, -O level, pass list, quantization and its
-  calibration data;
-- minidlc's own source (changing any of its files makes every entry stale)
-  and the host CPU (lowering picks the GEMM's register tile by its features).
+- the pass pipeline's options: -O level, pass list (quantization included),
+  calibration data, verify_each;
+- the backend's lowering choices: target, device, copy_padding, schedule;
+- minidlc's own source (changing any of its files makes every entry stale),
+  the host CPU (lowering picks the GEMM's register tile by its features),
+  and the Python and NumPy versions.
 A compile that finds its entry skips the passes and lowering; the backend then
 finds each kernel's code in its own cache (backends/cache.py), so a warm
 compile only loads. This is what torch.compile's FX graph cache does too. A
@@ -21,14 +23,14 @@ arrays (weights as folded and as packed), each 64-byte aligned. A program
 bigger than a quarter of the cache's bound is not stored. The file is
 written whole or not at all, and only its owner can write the folder, so what
 a check on loading guards against is damage. The pickle, which Python
-executes, is loaded only once its SHA-256 (which covers the arrays' offsets too) checks
-out, and the arrays that are not floats (integer indices that kernels may
-trust: a Gather on constant indices has no bounds check) once their CRC-32
-does. Float arrays are not checked:
-damage to them changes numbers, as damage to the .onnx file would, and
-checking ResNet-50's 200 MB would take a quarter of the 0.2 s a warm compile
-may take. The file is mapped copy-on-write and the arrays are views of the
-mapping, so loading copies nothing and reads only what runs touch.
+executes, is loaded only once its SHA-256 (which covers the arrays' offsets
+too) checks out, and the arrays that are not floats (integer indices that
+kernels may trust: a Gather on constant indices has no bounds check) once
+their CRC-32 does. Float arrays are not checked: damage to them changes
+numbers, as damage to the .onnx file would, and checking ResNet-50's 200 MB
+would take a quarter of the 0.2 s a warm compile may take. The file is
+mapped copy-on-write and the arrays are views of the mapping, so loading
+copies nothing and reads only what runs touch.
 """
 from __future__ import annotations
 
@@ -47,9 +49,9 @@ import numpy as np
 
 from .backends import cache
 from .ir import Graph, TensorType
+from .loops.plan import ALIGN
 
 MAGIC = b"minidlc-program-1\n"
-ALIGN = 64
 FLOAT_FORMATS = frozenset("efdg")  # buffer formats of float arrays (their checksums are skipped, see above)
 log = logging.getLogger(__name__)
 
@@ -59,18 +61,9 @@ class Uncacheable(TypeError):
     an attribute or the pass list): that compile is not cached."""
 
 
-def _source_version() -> str:
-    """A hash of every Python file of minidlc (its path and contents): an entry
-    made by other code is stale. Taken when this module is imported, with the
-    rest of the compiler, so that it describes the code that runs."""
-    root = Path(__file__).parent
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(f"{path.relative_to(root)}\n".encode() + path.read_bytes())
-    return h.hexdigest()
-
-
-SOURCE_VERSION = _source_version()
+# Every Python file of minidlc: an entry made by other code is stale. Taken when this
+# module is imported, with the rest of the compiler, so that it describes the code that runs.
+SOURCE_VERSION = cache.files_version(sorted(Path(__file__).parent.rglob("*.py")))
 
 
 def fingerprint(h, x) -> None:
@@ -136,6 +129,11 @@ def _digest(layout: dict, data: bytes) -> str:
     return hashlib.sha256(json.dumps(layout, sort_keys=True).encode() + data).hexdigest()
 
 
+def _aligned(n: int) -> int:
+    """n rounded up to a multiple of ALIGN (where each array of an entry starts)."""
+    return -(-n // ALIGN) * ALIGN
+
+
 def _crc32(arrays) -> int:
     crc = 0
     for a in arrays:
@@ -165,14 +163,14 @@ def store(key: str, program) -> None:
     checked = [i for i, b in enumerate(buffers) if memoryview(b).format not in FLOAT_FORMATS]
     offsets, end = [], 0
     for a in arrays:
-        start = -(-end // ALIGN) * ALIGN
+        start = _aligned(end)
         offsets.append(start)
         end = start + a.nbytes
     layout = {"pickle": len(data), "checked": checked, "crc32": _crc32(arrays[i] for i in checked),
               "arrays": [[o, a.nbytes] for o, a in zip(offsets, arrays)]}
     header = json.dumps({**layout, "sha256": _digest(layout, data)}).encode()
     top = len(MAGIC) + len(key) + 1 + len(header) + 1 + len(data)
-    base = -(-top // ALIGN) * ALIGN  # where the arrays start: offsets count from here
+    base = _aligned(top)  # where the arrays start: offsets count from here
     chunks, at = [MAGIC, key.encode(), b"\n", header, b"\n", data, bytes(base - top)], base
     for o, a in zip(offsets, arrays):
         chunks += [bytes(base + o - at), a]
@@ -204,7 +202,7 @@ def load(key: str):
         data = memory[start:start + header["pickle"]]
         if _digest(header, data) != expected:  # (a truncated pickle fails it too)
             raise ValueError("the program's digest")
-        base = -(-(start + len(data)) // ALIGN) * ALIGN
+        base = _aligned(start + len(data))
         view = memoryview(memory)
         if base + max((o + n for o, n in header["arrays"]), default=0) > len(memory):
             raise ValueError("truncated")

@@ -51,8 +51,13 @@ def source_version(folder: Path, helpers: Path | None = None, helper_files: tupl
 
 
 def files_version(files: list[Path]) -> str:
-    """A hash of the contents of `files`, in order."""
-    return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+    """A hash of `files`, in order: each one's path below their common folder
+    (a module moved is a change too), then its contents."""
+    root = Path(os.path.commonpath(files))
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.relative_to(root)}\n".encode() + p.read_bytes())
+    return h.hexdigest()
 
 
 def cache_key(*parts: str) -> str:
