@@ -42,8 +42,8 @@ from ..ir import Kind, Node, Value
 from ..ir.types import dtype_name
 from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, If, Load, LoopKind, Select, Stmt, Store, Compare, add, cast,
                  const, loop_nest, mul, row_major, seq)
-from .lower import (Device, Lowerer, interior_test, padded_copy, read_padded, register_lowering, row_by_borders,
-                    unflatten, window_index, window_interior)
+from .lower import (Device, Lowerer, interior_test, padded_copy, pads_in_place, read_padded, register_lowering,
+                    row_by_borders, unflatten, window_index, window_interior)
 from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger")
@@ -323,8 +323,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     # several times the code for LLVM. An input computed in the group (a fused
     # channel shuffle) is copied, padded, once, through its index map, rather
     # than mapped again on every read.
-    borders = (direct and not integer and any(win.pads) and lw.device == Device.CPU and not lw.copy_padding
-               and id(x) in lw.buffers and out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH)
+    borders = direct and not integer and out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH and pads_in_place(lw, x, win)
     if borders:
         read_src, read_border, prologue = read_padded(lw, x, win, pad, False), read_padded(lw, x, win, pad, True), None
         src_shape = None  # (the dot4 form, which needs it, is integer: it copies)
@@ -402,8 +401,7 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     a, dt = node.attrs, node.outputs[0].type.dtype
     win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
     pad = Const(0.0, x.type.dtype)
-    borders = any(win.pads) and lw.device == Device.CPU and not lw.copy_padding and id(x) in lw.buffers
-    read_src, _, prologue = (None, None, None) if borders else padded_copy(lw, x, win, pad)
+    read_src, _, prologue = (None, None, None) if pads_in_place(lw, x, win) else padded_copy(lw, x, win, pad)
     kernel, channels = tuple(w.type.shape[2:]), w.type.shape[0]
     per_group = channels // a["group"]  # output channels per input channel (the depth multiplier)
     w_dt = dtype_name(w_const.dtype)
@@ -436,7 +434,7 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         return For(o[-1], const(stop - start), Store(buf, row_major(out_idx, out.type.shape), value), LoopKind.VECTORIZED)
 
     lead = list(o[:-1])
-    row = row_by_borders(lw, x, win, pad, out_sp, lead, stretch) if borders else \
+    row = row_by_borders(lw, x, win, pad, out_sp, lead, stretch) if read_src is None else \
         stretch(lead, 0, out_sp[-1], read_src)
     planes = math.prod(node.outputs[0].type.shape[:2])
     work = planes * math.prod(out_sp) * math.prod(kernel) * 2
@@ -561,14 +559,14 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         which are peeled: their positions are constants there, so most tests
         fold away."""
         ib = lw.var("ib")
+        lo, hi = spec.interior[-1] if spec.interior is not None else (0, grid[-1])
 
         def at(i: Expr, count: int, test: bool) -> Stmt:
             return block(bidx, rows + [i], count, panel, cols, test)
-        edge = at(const(full_rows * mr), edge_rows, tested or spec.interior is not None and not (
-            spec.interior[-1][0] <= full_rows * mr and grid[-1] <= spec.interior[-1][1])) if edge_rows else None
+        edge = at(const(full_rows * mr), edge_rows, tested or not lo <= full_rows * mr <= grid[-1] <= hi) \
+            if edge_rows else None
         if spec.interior is None or tested:
             return seq(For(ib, const(full_rows), at(mul(ib, const(mr)), mr, tested)) if full_rows else None, edge)
-        lo, hi = spec.interior[-1]
         first = min(-(-lo // mr), full_rows)       # the first block inside [lo, hi)
         last = max(first, min(hi // mr, full_rows))  # past the last one
         inner = For(ib, const(last - first), at(mul(add(ib, const(first)), const(mr)), mr, False)) if last > first \

@@ -325,8 +325,8 @@ def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[E
     (convolutions pad with 0 or a zero point, max pools with -inf): what the
     im2col forms of conv, integer convs, GPU reads (no copy: tests) and
     everything on numba do; on a CPU the direct conv, depthwise stencils and
-    max pool stencils test reads at the borders instead (`read_padded`,
-    `row_by_borders`). `read(idx)`
+    max pool stencils test reads at the borders instead (`pads_in_place`,
+    `read_padded`, `row_by_borders`). `read(idx)`
     is the element at a multi-index of the padded shape (x itself, unpadded,
     when there is no padding).
 
@@ -417,14 +417,23 @@ def interior_test(index: list[Expr], interior: list[tuple[int, int]] | tuple, ex
     return inside, clamped
 
 
+def pads_in_place(lw: Lowerer, x: Value, win) -> bool:
+    """Whether a window op reads x's padding where x lies, testing reads at the
+    borders, rather than copying x padded (`padded_copy`): on a CPU, unless the
+    backend copies (`Lowerer.copy_padding`) or x is computed in the group (a
+    fused channel shuffle, copied once through its index map rather than
+    mapped again on every read)."""
+    return any(win.pads) and lw.device == Device.CPU and not lw.copy_padding and id(x) in lw.buffers
+
+
 def row_by_borders(lw: Lowerer, x: Value, win, pad: Expr, out_spatial: tuple[int, ...], lead: list[Expr],
                    stretch: Callable[[list[Expr], int, int, Callable], Stmt | None]) -> Stmt:
-    """One output row of a window op (a stencil: depthwise conv, max pool) that
-    reads x padded with `pad`, without a padded copy. `lead` indexes the
-    row (the output's spatial axes but the last); `stretch(index, start,
-    stop, read)` computes output pixels [start, stop) of the row at `index`,
-    reading x with `read`. A row inside the interior reads its middle with no
-    test and tests only its two ends; the rows outside test every read."""
+    """One output row of a stencil (depthwise conv, max pool) that reads x
+    padded with `pad` in place (`pads_in_place`). `lead` indexes the row (the
+    output's spatial axes but the last); `stretch(index, start, stop, read)`
+    computes output pixels [start, stop) of the row at `index`, reading x
+    with `read`. A row inside the interior reads its middle with no test and
+    tests only its two ends; the rows outside test every read."""
     tested = read_padded(lw, x, win, pad, True)
     interior = window_interior(win, x.type.shape[2:], out_spatial)
     if any(lo >= hi for lo, hi in interior[:-1]):  # no row is inside (a map smaller than the window)

@@ -19,7 +19,7 @@ from ..ir.ops.nn import einsum_terms
 from ..ir.ops.norm import STASH_DTYPES
 from .ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Var, add, const,
                  loop_nest, row_major, seq)
-from .lower import (Device, Lowerer, accumulate, padded_copy, register_lowering, row_by_borders, unflatten,
+from .lower import (Lowerer, accumulate, padded_copy, pads_in_place, register_lowering, row_by_borders, unflatten,
                     window_index, with_accumulators)
 from .rules import FLOATS, Unsupported
 
@@ -243,9 +243,7 @@ def _max_pool(lw: Lowerer, node: Node) -> Stmt:
     after = [max(win.pads[n + d], reach[d] - win.pads[d] - spatial[d]) for d in range(n)]
     padded = Window.of(win.kernel, win.strides, win.dilations, list(win.pads[:n]) + after)
     pad = Const(-math.inf, dt)
-    # like a depthwise conv: on a CPU, read x where it lies, testing reads at the borders
-    borders = any(padded.pads) and lw.device == Device.CPU and not lw.copy_padding and id(x) in lw.buffers
-    read_src, _, prologue = (None, None, None) if borders else padded_copy(lw, x, padded, pad)
+    read_src, _, prologue = (None, None, None) if pads_in_place(lw, x, padded) else padded_copy(lw, x, padded, pad)
     plane, o = lw.var("p"), lw.vars(n, "o")
     lead = unflatten(plane, x.type.shape[:2])
     buf = lw.buffer_for(out)
@@ -262,7 +260,7 @@ def _max_pool(lw: Lowerer, node: Node) -> Stmt:
         return For(o[-1], const(stop - start), Store(buf, row_major(lead + at, out.type.shape), cells[0]),
                    LoopKind.VECTORIZED)
 
-    row = row_by_borders(lw, x, padded, pad, out_sp, list(o[:-1]), stretch) if borders else \
+    row = row_by_borders(lw, x, padded, pad, out_sp, list(o[:-1]), stretch) if read_src is None else \
         stretch(list(o[:-1]), 0, out_sp[-1], read_src)
     planes = math.prod(out.type.shape[:2])
     return seq(prologue, For(plane, const(planes), loop_nest(list(o[:-1]), list(out_sp[:-1]), row),

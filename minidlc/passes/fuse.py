@@ -202,11 +202,13 @@ def _widens_constant(graph: Graph, node: Node) -> bool:
 
 def _index_map_into_padded_conv(node: Node, master: Node, members: list[Node]) -> bool:
     """A Reshape or Transpose that keeps the last axis (a channel shuffle) before
-    a padded float Conv joins its group: the conv copies its input into a
-    padded buffer once anyway (loops/lower.padded_copy), and that copy reads
-    through the index map, a row at a time, so the shuffle costs no kernel and
-    no buffer of its own (a GPU, which reads the padding in place, computes the
-    map on every read instead). Only on the conv's data input, through index maps."""
+    a padded float Conv joins its group: a padded conv whose input is computed
+    in its group copies that input padded once (loops/lower.padded_copy; one
+    reading its input from memory would test reads at the borders instead,
+    `pads_in_place`), and the copy reads through the index map, a row at a
+    time, so the shuffle costs no kernel and no buffer of its own, only that
+    copy (a GPU, which reads the padding in place, computes the map on every
+    read instead). Only on the conv's data input, through index maps."""
     if master.op != "Conv" or not any(master.attrs["pads"]) or node.outputs[0].type.dtype not in ("f32", "f64"):
         return False
     if node.op == "Transpose":
