@@ -18,6 +18,7 @@ from functools import singledispatch
 
 from .ir import (GPU_LOOPS, INDEX, Allocate, Barrier, Binary, Call, Cast, Compare, Const, Expr, For, If, Load, Select, Seq,
                  Stmt, Store, Var, seq)
+from .verify import interval
 
 _INT_FOLD = {
     "+": lambda a, b: a + b,
@@ -46,44 +47,21 @@ def simplify(e: Expr) -> Expr:
 
 
 # The loop variables in scope while simplify_stmt walks a statement, with their
-# extents: what lets (i * 49 + j * 7 + k) / 49 become i when j, k < 7. (Per
+# ranges: what lets (i * 49 + j * 7 + k) / 49 become i when j, k < 7. (Per
 # thread: two threads may compile at once.)
 _SCOPE = threading.local()
 
 
-def _extents() -> dict[Var, int]:
-    if not hasattr(_SCOPE, "extents"):
-        _SCOPE.extents = {}
-    return _SCOPE.extents
+def _ranges() -> dict[Var, tuple[int, int]]:
+    if not hasattr(_SCOPE, "ranges"):
+        _SCOPE.ranges = {}
+    return _SCOPE.ranges
 
 
 def _interval(e: Expr) -> tuple[int, int] | None:
-    """Bounds of an integer expression over the loop variables in scope, or None."""
-    if isinstance(e, Const):
-        return int(e.value), int(e.value)
-    if isinstance(e, Var):
-        extents = _extents()
-        return (0, extents[e] - 1) if e in extents else None
-    if not isinstance(e, Binary):
-        return None
-    a = _interval(e.a)
-    if e.op in ("/", "%") and isinstance(e.b, Const) and e.b.value > 0 and a is not None and a[0] >= 0:
-        d = int(e.b.value)
-        return (a[0] // d, a[1] // d) if e.op == "/" else (0, min(d - 1, a[1]))
-    b = _interval(e.b)
-    if a is None or b is None:
-        return None
-    if e.op == "+":
-        return a[0] + b[0], a[1] + b[1]
-    if e.op == "-":
-        return a[0] - b[1], a[1] - b[0]
-    if e.op == "*":
-        ends = [x * y for x in a for y in b]
-        return min(ends), max(ends)
-    if e.op in ("min", "max"):
-        f = min if e.op == "min" else max
-        return f(a[0], b[0]), f(a[1], b[1])
-    return None
+    """Bounds of an integer expression over the loop variables in scope, or
+    None (the verifier's interval arithmetic, over those loops' ranges)."""
+    return interval(e, _ranges())
 
 
 def _divide(op: str, a: Expr, d: int) -> Expr | None:
@@ -283,16 +261,16 @@ def simplify_stmt(s: Stmt) -> Stmt:
         ext = _simplify(s.extent)
         if _is(ext, 0):
             return Seq(())
-        extents = _extents()
-        outer = extents.pop(s.var, None)  # (a variable bound twice is the verifier's to reject)
+        ranges = _ranges()
+        outer = ranges.pop(s.var, None)  # (a variable bound twice is the verifier's to reject)
         if isinstance(ext, Const):
-            extents[s.var] = int(ext.value)
+            ranges[s.var] = (0, int(ext.value) - 1)
         try:
             body = simplify_stmt(s.body)
         finally:
-            extents.pop(s.var, None)
+            ranges.pop(s.var, None)
             if outer is not None:
-                extents[s.var] = outer
+                ranges[s.var] = outer
         if _is(ext, 1) and s.kind not in GPU_LOOPS:  # a GPU loop of one iteration is still a launch
             from .transform import substitute_stmt
 

@@ -23,14 +23,14 @@ class LoopIRError(Exception):
 Range = tuple[int, int]  # inclusive [lo, hi]
 
 
-def _interval(e: Expr, env: dict[Var, Range]) -> Range | None:
+def interval(e: Expr, env: dict[Var, Range]) -> Range | None:
     """Bounds of an integer expression, or None when they cannot be derived."""
     if isinstance(e, Const):
         return (int(e.value), int(e.value))
     if isinstance(e, Var):
         return env.get(e)
     if isinstance(e, Binary):
-        a, b = _interval(e.a, env), _interval(e.b, env)
+        a, b = interval(e.a, env), interval(e.b, env)
         if a is None or b is None:
             return None
         if e.op == "+":
@@ -52,12 +52,12 @@ def _interval(e: Expr, env: dict[Var, Range]) -> Range | None:
             return (0, b[0] - 1) if a[0] < 0 or a[1] >= b[0] else a
         return None
     if isinstance(e, Select):
-        a, b = _interval(e.a, env), _interval(e.b, env)
+        a, b = interval(e.a, env), interval(e.b, env)
         if a is None or b is None:
             return None
         return (min(a[0], b[0]), max(a[1], b[1]))
     if isinstance(e, Cast) and e.dtype == INDEX:
-        return _interval(e.value, env)
+        return interval(e.value, env)
     if isinstance(e, Load) and e.dtype in DTYPES and np.dtype(DTYPES[e.dtype]).kind in "iu":
         info = np.iinfo(DTYPES[e.dtype])  # a value read from memory: anything its dtype holds
         return (int(info.min), int(info.max))
@@ -70,7 +70,7 @@ def _narrow(cond: Expr, env: dict[Var, Range]) -> dict[Var, Range]:
         return _narrow(cond.b, _narrow(cond.a, env))
     if isinstance(cond, Compare) and cond.op in ("<", "<="):
         # a + (stuff >= 0) < c: bound every var appearing as a + term with a known-nonneg rest
-        bound = _interval(cond.b, env)
+        bound = interval(cond.b, env)
         if bound is None:
             return env
         limit = bound[1] - (1 if cond.op == "<" else 0)
@@ -78,8 +78,8 @@ def _narrow(cond: Expr, env: dict[Var, Range]) -> dict[Var, Range]:
         out = dict(env)
         for t in terms:
             if isinstance(t, Var) and t in env:
-                rest_lo = sum((_interval(o, env) or (0, 0))[0] for o in terms if o is not t)
-                if all(_interval(o, env) is not None for o in terms if o is not t):
+                rest_lo = sum((interval(o, env) or (0, 0))[0] for o in terms if o is not t)
+                if all(interval(o, env) is not None for o in terms if o is not t):
                     lo, hi = env[t]
                     out[t] = (lo, min(hi, limit - rest_lo))
         return out
@@ -110,7 +110,7 @@ def _check_access(buf: str, index: Expr, bufs, env, what: str) -> str:
     _check_expr(index, bufs, env)
     if index.dtype != INDEX:
         raise LoopIRError(f"{what} {buf}: index has dtype {index.dtype}, expected {INDEX}")
-    r = _interval(index, env)
+    r = interval(index, env)
     if r is None or r[0] < 0 or r[1] >= size:
         from .printer import print_expr
 
@@ -134,7 +134,7 @@ def _check_expr(e: Expr, bufs, env) -> None:
         if e.a.dtype != e.b.dtype:
             raise LoopIRError(f"operands of {e.op} have dtypes {e.a.dtype} and {e.b.dtype}")
         if isinstance(e, Binary) and e.op in ("/", "%", "mod") and e.dtype not in ("f32", "f64"):
-            divisor = _interval(e.b, env)  # x / 0 and MIN / -1 trap: prove neither can happen
+            divisor = interval(e.b, env)  # x / 0 and MIN / -1 trap: prove neither can happen
             if divisor is None or divisor[0] <= 0 <= divisor[1] or divisor[0] <= -1 <= divisor[1]:
                 raise LoopIRError(f"integer {e.op} by {e.b!r}, which may be 0 or -1")
     elif isinstance(e, Select):
@@ -156,7 +156,7 @@ def _check_stmt(s: Stmt, bufs, env, gpu: tuple[str, ...] = ()) -> None:
     that order, shared arrays between the two, local ones inside the threads."""
     if isinstance(s, For):
         _check_expr(s.extent, bufs, env)
-        ext = _interval(s.extent, env)
+        ext = interval(s.extent, env)
         if ext is None:
             raise LoopIRError(f"loop {s.var.name} has an extent with unknown bounds")
         if s.var in env:
