@@ -221,7 +221,7 @@ def test_every_launch_of_the_demo_models_compiles_for_a_real_gpu():
     """The simulator runs Python; NVVM (no GPU needed) says whether Numba CUDA
     accepts the generated code: types, supported functions."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    r = subprocess.run([sys.executable, "tests/cuda_ptx_check.py", "mlp,convnet,tfblock"], cwd=ROOT, env=env,
+    r = subprocess.run([sys.executable, "benchmarks/ptx_census.py", "mlp,convnet,tfblock"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     if r.returncode == 77:
         pytest.skip(r.stdout.strip())

@@ -80,11 +80,6 @@ class LaunchRenderer(KernelRenderer):
         else:
             super().stmt(s, ind)
 
-    def access(self, buf: str, index: Expr) -> str:
-        if buf in self.scalars:
-            return super().access(buf, index)
-        return f"{self.bufs[buf]}[{self.expr(index)}]"
-
     def binary(self, e) -> str:
         if e.op == "%" and _is_float(e.dtype):
             return f"{NP_TYPE[e.dtype]}(math.fmod({self.expr(e.a)}, {self.expr(e.b)}))"

@@ -1,0 +1,137 @@
+"""Compile every launch of some models' cuda programs to PTX for sm_90, with no
+GPU, and count the instructions of each launch's hot loop.
+
+    python benchmarks/ptx_census.py mlp,convnet,tfblock       # exits 77 when NVVM is missing
+    python benchmarks/ptx_census.py resnet50 --batch 32 --only conv
+    python benchmarks/ptx_census.py sgemm                     # bench_gpu.py's 4096^3 MatMul
+
+Two jobs, one compile:
+- a check: the simulator runs kernels as Python, so it cannot tell whether
+  Numba CUDA accepts the generated code (types, supported functions); NVVM
+  can, and it needs no GPU. Any launch it rejects fails the run (CI runs it
+  on the demo models, tests/test_cuda.py).
+- a census, for sessions without a GPU: for each distinct launch, the loop
+  (a backward branch in the PTX) that holds the most `fma` instructions, and
+  what else that loop executes per iteration. In a tiled GEMM that is the
+  k loop, and the share of FMAs among its instructions is what the index
+  arithmetic, the shared-memory loads and the loop control leave for the
+  arithmetic. It is a static count of PTX (before ptxas), not a timing: it
+  says where instructions go, and a GPU must say what that is worth.
+
+Numba asks the current device's compute capability only to compile device
+functions (support.py's): here we answer 9.0 ourselves.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    sys.exit("run without NUMBA_ENABLE_CUDASIM: this compiles for a real GPU")
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from numba import cuda  # noqa: E402
+from numba.cuda import dispatcher  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import minidlc  # noqa: E402
+from minidlc.backends import get_backend  # noqa: E402
+from minidlc.backends.cuda.render import render_module  # noqa: E402
+from minidlc.backends.numba import load_module  # noqa: E402
+from minidlc.demo_models import build_model  # noqa: E402
+from minidlc.ir import DTYPES  # noqa: E402
+from minidlc.loops.program import StepKind  # noqa: E402
+from minidlc.passes.manager import PassContext, build_pipeline  # noqa: E402
+
+CC = (9, 0)
+_LABEL = re.compile(r"^(\$L__BB\d+_\d+):$")
+_BRANCH = re.compile(r"^(?:@!?%p\d+\s+)?bra(?:\.uni)?\s+(\$L__BB\d+_\d+);")
+
+
+class _Hopper:
+    compute_capability = CC
+
+
+def hot_loop(ptx: str) -> Counter | None:
+    """The opcodes (by their first word: `fma`, `ld`, ...) of the PTX loop with
+    the most FMAs (the innermost such loop on a tie), or None if no loop has one."""
+    lines = [line.strip() for line in ptx.splitlines()]
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := _LABEL.match(line))}
+    best, best_key = None, None
+    for i, line in enumerate(lines):
+        m = _BRANCH.match(line)
+        if not (m and m.group(1) in labels and labels[m.group(1)] < i):
+            continue
+        ops = Counter(_opcode(x) for x in lines[labels[m.group(1)] + 1:i + 1] if x and not x.startswith(("$", "//", "{", "}", ".")))
+        key = (ops["fma"], -sum(ops.values()))
+        if ops["fma"] and (best_key is None or key > best_key):
+            best, best_key = ops, key
+    return best
+
+
+def _opcode(instruction: str) -> str:
+    if instruction.startswith("@"):  # a predicated instruction: @%p1 bra ...
+        instruction = instruction.split(None, 1)[1]
+    return instruction.split(None, 1)[0].split(".")[0]
+
+
+def model_of(name: str, batch: int | None):
+    if name == "sgemm":
+        from bench_gpu import matmul_model
+
+        return matmul_model(4096)
+    return build_model(name, batch)
+
+
+def census(name: str, batch: int | None, only: str) -> int:
+    """Compile `name`'s launches to PTX and print each one's hot loop; the number of launches."""
+    backend = get_backend("cuda")
+    graph = build_pipeline(opt_level=2, context=PassContext(backend.can_lower)).run(minidlc.load(model_of(name, batch)))
+    steps = [s for s in backend.program(graph).steps if s.kind == StepKind.KERNEL]
+    source, launches = render_module([s.lowered.kernel for s in steps])
+    module = load_module(source, "ptx-census")
+    times = Counter(launch.name for launch in launches)
+    for launch in dict((launch.name, launch) for launch in launches).values():
+        signature = tuple(numba.from_dtype(np.dtype(DTYPES[p.dtype]))[::1] for p in launch.kernel.params)
+        ptx, _ = cuda.compile_ptx(getattr(module, launch.name).py_func, signature, cc=CC)
+        assert ".visible .entry" in ptx, launch.name
+        if only is None or only not in launch.name:
+            continue
+        ops = hot_loop(ptx)
+        head = f"  {launch.name:<34} x{times[launch.name]:<3} grid {launch.grid:>6} x {launch.block:<4}"
+        if ops is None:
+            print(f"{head} no loop with an fma")
+            continue
+        total = sum(ops.values())
+        rest = ", ".join(f"{op} {n}" for op, n in ops.most_common() if op != "fma")
+        print(f"{head} hot loop {total:>4} instructions, {ops['fma']:>3} fma ({ops['fma'] / total:.0%}): {rest}")
+    return len(launches)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", help="comma-separated: demo models, resnet50, densenet121, sgemm")
+    ap.add_argument("--batch", type=int, help="the batch of resnet50 / densenet121")
+    ap.add_argument("--only", nargs="?", const="", help="print the census of the launches whose name holds this "
+                    "(no value: all); without --only, only check that every launch compiles")
+    args = ap.parse_args()
+    try:
+        from numba.cuda.cudadrv import nvvm
+
+        nvvm.NVVM()
+    except Exception as e:  # no NVVM library: nothing to check here
+        print(f"NVVM unavailable: {e}")
+        sys.exit(77)
+    dispatcher.get_current_device = lambda: _Hopper()
+    for name in args.models.split(","):
+        if args.only is not None:
+            print(f"{name}: hot loops of the launches' PTX (sm_{CC[0]}{CC[1]}, static counts)")
+        print(f"{name}: {census(name, args.batch, args.only)} launches compile to PTX")
+
+
+if __name__ == "__main__":
+    main()
