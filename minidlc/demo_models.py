@@ -288,12 +288,25 @@ _BUILDERS = {"mlp": mlp, "convnet": convnet, "tfblock": tfblock, "mobilenet": mo
              "resnet": resnet, "resnet50": resnet50, "densenet121": densenet121}
 
 
+_BATCH_AGNOSTIC = ("mlp", "convnet")  # no op fixes their batch: it is their input's and output's first dim
+
+
 def build_model(name: str, batch: int | None = None) -> onnx.ModelProto:
     """The model `name` (one of DEMOS or CNN_MODELS, or resnet50 or
-    densenet121) as an ONNX ModelProto; `batch` (those two only) sets its batch size."""
+    densenet121) as an ONNX ModelProto; `batch` sets the batch size of
+    resnet50, densenet121, mlp and convnet (the others' Reshapes fix theirs)."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown demo model {name!r}; choose one of: {', '.join(_BUILDERS)}")
-    return _BUILDERS[name](batch) if batch is not None else _BUILDERS[name]()
+    if batch is None:
+        return _BUILDERS[name]()
+    if name in _BATCH_AGNOSTIC:
+        model = _BUILDERS[name]()
+        for vi in (model.graph.input[0], model.graph.output[0]):
+            vi.type.tensor_type.shape.dim[0].dim_value = batch
+        return model
+    if name not in ("resnet50", "densenet121"):
+        raise ValueError(f"demo model {name!r} has a fixed batch size")
+    return _BUILDERS[name](batch)
 
 
 def example_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:

@@ -88,6 +88,58 @@ def test_small_cnn_matches_the_reference():
 
 
 @on_simulator
+def test_a_batch_sharing_one_weight_is_one_stacked_product():
+    """A conv's images (and a MatMul's batch) share B: their rows stack into one
+    product, whose tiles cross the images: 3 x 144 pixels in 14 tiles of 32
+    rows (the last one overhanging), not 3 x 5."""
+    model = _conv_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 3
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 3
+    m = check(minidlc.load(model), "cuda")
+    assert "for (blk0 = 0; blk0 < 14; blk0++) {  // blockIdx.x" in m.emit("loops")
+    check(matmul_graph((3,), 40, 24, 36), "cuda")
+
+
+def _rows_graph(op: str, shape: tuple[int, ...], attrs: dict):
+    """One `op` node on an input of `shape` (LayerNormalization: with a scale and a bias)."""
+    from minidlc.ir import Graph, TensorType
+
+    rng = np.random.default_rng(1)
+    g = Graph()
+    inputs = [g.add_input("x", TensorType(shape))]
+    if op == "LayerNormalization":
+        inputs += [g.constant(rng.standard_normal(shape[-1:]).astype(np.float32), n) for n in "sb"]
+    g.outputs = [g.add(op, inputs, attrs).outputs[0]]
+    return g
+
+
+@on_simulator
+@pytest.mark.parametrize("op,shape,attrs,threads", [
+    ("Softmax", (3, 128), {"axis": -1}, 128),
+    ("LayerNormalization", (2, 3, 96), {"axis": -1}, 96),           # a tree of 96: 32 folded first, then 64
+    ("ReduceMean", (2, 3, 10, 10), {"axes": [2, 3]}, 100),          # two inner loops, fused
+    ("ReduceMax", (5, 70, 2), {"axes": [1], "keepdims": 0}, 70),    # along a strided axis
+    ("ReduceSum", (2, 4, 80), {"axes": [0, 2]}, 160),
+    ("ArgMax", (2, 100), {"axis": 1}, None),                        # two accumulators: one thread per row
+    ("ReduceMean", (40, 8), {"axes": [1]}, None),                   # short rows: one thread per row
+])
+def test_long_row_reductions_run_block_wide(op, shape, attrs, threads):
+    loops = check(_rows_graph(op, shape, attrs), "cuda").emit("loops")
+    if threads is None:
+        assert "_red[" not in loops
+    else:
+        assert f"for (t = 0; t < {threads}; t++)" in loops and "_red[t + " in loops and "__syncthreads" in loops
+
+
+@on_simulator
+def test_a_gemv_splits_k_over_a_block():
+    """A product too thin for tiles (M = 1): one block per output, k shared by its threads."""
+    loops = check(matmul_graph((), 1, 300, 7), "cuda").emit("loops")
+    assert "for (blk = 0; blk < 7; blk++)" in loops and "for (t = 0; t < 150; t++)" in loops
+    assert "if (t == 0) {" in loops  # the epilogue's store: one thread
+
+
+@on_simulator
 @settings(max_examples=8)
 @given(g=elementwise_graphs(max_nodes=6))
 def test_random_elementwise_graphs(g):

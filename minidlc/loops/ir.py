@@ -222,6 +222,23 @@ class Kernel:
         return repr(canonical_kernel(self))
 
 
+# ---- reduction identities ----------------------------------------------------------
+LOWEST = {"f32": -math.inf, "f64": -math.inf, "i8": -2**7, "u8": 0, "i16": -2**15, "i32": -2**31, "i64": -2**63}
+HIGHEST = {"f32": math.inf, "f64": math.inf, "i8": 2**7 - 1, "u8": 255, "i16": 2**15 - 1, "i32": 2**31 - 1,
+           "i64": 2**63 - 1}
+
+
+def identity(op: str, dtype: str) -> Const | None:
+    """x op identity == x for every x of `dtype` (None: no such value here).
+    The float sum's is -0.0: 0.0 + -0.0 would turn a -0.0 into 0.0."""
+    if dtype not in LOWEST:  # bool, f16, bf16
+        return None
+    floating = dtype in ("f32", "f64")
+    value = {"+": -0.0 if floating else 0, "*": 1.0 if floating else 1, "max": LOWEST[dtype],
+             "min": HIGHEST[dtype]}.get(op)
+    return None if value is None else Const(value, dtype)
+
+
 # ---- small constructors that keep lowering code short -------------------------------
 def const(value, dtype: str = INDEX) -> Const:
     return Const(value, dtype)

@@ -17,16 +17,11 @@ import math
 from ..ir import Node
 from ..ir.ops.nn import einsum_terms
 from ..ir.ops.norm import STASH_DTYPES
-from .ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, Load, LoopKind, Select, Stmt, Store, Var, add, const,
-                 loop_nest, row_major, seq)
+from .ir import (HIGHEST, LOWEST, Allocate, Binary, Call, Cast, Compare, Const, Expr, For, Load, LoopKind, Select, Stmt,
+                 Store, Var, add, const, loop_nest, row_major, seq)
 from .lower import (Lowerer, accumulate, padded_copy, pads_in_place, register_lowering, row_by_borders, unflatten,
                     window_index, with_accumulators)
 from .rules import FLOATS, Unsupported
-
-_LOWEST = {"f32": -math.inf, "f64": -math.inf, "i8": -2**7, "u8": 0, "i16": -2**15, "i32": -2**31, "i64": -2**63}
-_HIGHEST = {"f32": math.inf, "f64": math.inf, "i8": 2**7 - 1, "u8": 255, "i16": 2**15 - 1, "i32": 2**31 - 1,
-            "i64": 2**63 - 1}
-
 
 def _split_axes(lw: Lowerer, shape: tuple[int, ...], axes: set[int]):
     """Fresh variables for the kept and the reduced axes, and the input index."""
@@ -61,15 +56,15 @@ def _reduce_axes(lw: Lowerer, node: Node, op: str, axes: set[int], keepdims: boo
         raise Unsupported(f"{op} on {dt}")
     if op == "ReduceL2":
         acc_dt, elem = "f64", Cast(elem, "f64")
-    if dt not in _LOWEST:  # bool, f16
+    if dt not in LOWEST:  # bool, f16
         raise Unsupported(f"{node.op} on {dt}")
     zero, one = Const(0, acc_dt), Const(1, acc_dt)
     init, combine, finish = {
         "ReduceSum": (zero, lambda a: Binary("+", a, elem), lambda a: a),
         "ReduceMean": (zero, lambda a: Binary("+", a, elem), lambda a: Binary("/", a, Const(float(n), dt))),
         "ReduceProd": (one, lambda a: Binary("*", a, elem), lambda a: a),
-        "ReduceMax": (Const(_LOWEST[dt], dt), lambda a: Binary("max", a, elem), lambda a: a),
-        "ReduceMin": (Const(_HIGHEST[dt], dt), lambda a: Binary("min", a, elem), lambda a: a),
+        "ReduceMax": (Const(LOWEST[dt], dt), lambda a: Binary("max", a, elem), lambda a: a),
+        "ReduceMin": (Const(HIGHEST[dt], dt), lambda a: Binary("min", a, elem), lambda a: a),
         "ReduceSumSquare": (zero, lambda a: Binary("+", a, Binary("*", elem, elem)), lambda a: a),
         "ReduceL2": (zero, lambda a: Binary("+", a, Binary("*", elem, elem)), lambda a: Cast(Call("sqrt", (a,)), dt)),
     }[op]
@@ -94,7 +89,7 @@ def _arg_extreme(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     NaN, or the last."""
     x, out = node.inputs[0], node.outputs[0]
     dt, shape = x.type.dtype, x.type.shape
-    if dt not in _LOWEST:
+    if dt not in LOWEST:
         raise Unsupported(f"{node.op} on {dt}")
     axis, last = node.attrs["axis"] % x.type.rank, node.attrs["select_last_index"]
     kept, red, idx = _split_axes(lw, shape, {axis})
@@ -108,7 +103,7 @@ def _arg_extreme(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         nan_x, nan_b = Compare("!=", elem, elem), Compare("!=", b, b)
         wins = Binary("or", nan_x, Binary("and", wins, Binary("xor", nan_b, Const(True, "bool")))) if last else \
             Binary("or", wins, Binary("and", nan_x, Binary("xor", nan_b, Const(True, "bool"))))
-    start = Const(_LOWEST[dt] if node.op == "ArgMax" else _HIGHEST[dt], dt)
+    start = Const(LOWEST[dt] if node.op == "ArgMax" else HIGHEST[dt], dt)
     scan = For(j, const(shape[axis]), seq(Store(where, const(0), Select(wins, j, Load(where, const(0), "i64"))),
                                           Store(best, const(0), Select(wins, elem, b))))
     buf = lw.buffer_for(out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
+from .block_reduce import block_reduce
 from .ir import Allocate, Binary, Const, For, If, Kernel, LoopKind, Seq, Stmt, Var, add, const, mul, seq
 from .simplify import simplify
 from .transform import map_stmt, substitute_stmt, walk_stmts
@@ -228,6 +229,18 @@ def _cpu_kinds_dropped(s: Stmt) -> Stmt:
     return s
 
 
+def _rows(s: Stmt) -> For | None:
+    """The stage's outer loops of constant extent fused into one (None: it has none)."""
+    chain = []
+    for loop in _nest(s):
+        if not isinstance(loop.extent, Const) or loop.kind != LoopKind.SERIAL:
+            break
+        chain.append(loop)
+    for inner in chain[1:]:
+        s = fuse(s, _nest(s)[0].var.name, inner.var.name)
+    return s if chain else None
+
+
 def bind_to_threads(s: Stmt, names: Callable[[str], Var]) -> Stmt:
     """One stage as a GPU launch: its outer loops of constant extent fused into
     one, whose iterations become the grid's threads (one each: `block_size`).
@@ -238,30 +251,26 @@ def bind_to_threads(s: Stmt, names: Callable[[str], Var]) -> Stmt:
               for (t = 0; t < 256; t++) {  // threadIdx.x
                 S((b * 256 + t) / 100, (b * 256 + t) % 100)
     """
-    chain = []
-    for loop in _nest(s):
-        if not isinstance(loop.extent, Const) or loop.kind != LoopKind.SERIAL:
-            break
-        chain.append(loop)
-    for inner in chain[1:]:
-        s = fuse(s, _nest(s)[0].var.name, inner.var.name)
+    rows = _rows(s)
     blk, t = names("blk"), names("t")
-    if not chain:
+    if rows is None:
         return For(blk, const(1), For(t, const(1), s, LoopKind.THREADS), LoopKind.BLOCKS)
-    n = _extent(s)
+    n = _extent(rows)
     threads = block_size(n)
-    body = substitute_stmt(s.body, {s.var: add(mul(blk, const(threads)), t)})
+    body = substitute_stmt(rows.body, {rows.var: add(mul(blk, const(threads)), t)})
     return For(blk, const(n // threads), For(t, const(threads), map_stmt(body, simplify), LoopKind.THREADS),
                LoopKind.BLOCKS)
 
 
 def gpu_schedule(k: Kernel) -> Kernel:
     """Every top-level stage becomes one launch: stages a GPU lowering already
-    bound (the tiled GEMM) stay; the others are spread over threads by
-    `bind_to_threads` (elementwise groups: one thread per element; reductions
-    and pools: one per output)."""
+    bound (the tiled GEMM) stay; rows that reduce long loops get a block each
+    (`block_reduce`: Softmax, LayerNorm, ReduceMean, a GEMV); the others are
+    spread over threads by `bind_to_threads` (elementwise groups: one thread
+    per element; short reductions and pools: one per output)."""
     stages = k.body.stmts if isinstance(k.body, Seq) else (k.body,)
     taken = {x.var.name for st in stages for x in walk_stmts(st) if isinstance(x, For)}
+    bufs = {p.name for p in k.params} | {x.buf for st in stages for x in walk_stmts(st) if isinstance(x, Allocate)}
 
     def names(base: str) -> Var:
         name, i = base, 0
@@ -271,6 +280,11 @@ def gpu_schedule(k: Kernel) -> Kernel:
         taken.add(name)
         return Var(name)
 
-    out = [s if any(isinstance(x, For) and x.kind == LoopKind.BLOCKS for x in walk_stmts(s))
-           else bind_to_threads(_cpu_kinds_dropped(s), names) for s in stages]
-    return replace(k, body=seq(*out))
+    def launch(s: Stmt) -> Stmt:
+        if any(isinstance(x, For) and x.kind == LoopKind.BLOCKS for x in walk_stmts(s)):
+            return s
+        s = _cpu_kinds_dropped(s)
+        rows = _rows(s)
+        return (rows is not None and block_reduce(rows, names, bufs)) or bind_to_threads(s, names)
+
+    return replace(k, body=seq(*(launch(s) for s in stages)))

@@ -1,0 +1,190 @@
+"""GPU schedule: a row's reductions spread over the threads of a block.
+
+`gpu_schedule` gives an ordinary stage one thread per iteration of its
+outer loops. For a stage whose rows reduce long inner loops (Softmax,
+LayerNorm, ReduceMean, a GEMV: the inner loops run 64 or more times) that
+leaves one thread walking each row alone: few threads, and a warp's reads
+strided by the row length. Here each row gets a block instead; its threads
+share every inner loop (thread t takes j = t, t + T, ...: a warp reads
+adjacent elements), and each reduction meets in a shared-memory tree:
+
+    before (one thread per row)          after (one block per row, T threads)
+    for i < R:  // threads               for i < R:  // blockIdx.x
+                                           shared red[T]
+                                           for t < T:  // threadIdx.x
+      acc = 0                                acc = 0
+      for j < J:                             part = -0.0         // the sum's identity
+        acc = acc + x[i, j]                  for jj < J/T: part = part + x[i, jj*T + t]
+                                             red[t] = part; barrier
+                                             for s = T/2, T/4, .. 1:   // the tree
+                                               if t < s: red[t] = red[t] + red[t + s]
+                                               barrier
+                                             acc = acc + red[0]; barrier
+      mean = acc / J                         mean = acc / J      // every thread: a register
+      for j < J:                             for jj < J/T:
+        y[i, j] = x[i, j] - mean               y[i, jj*T + t] = x[i, jj*T + t] - mean
+                                             barrier             // y may be read next
+      out[i] = mean                          if t == 0: out[i] = mean
+                                             barrier
+
+A row body qualifies when every statement in it is one of: a local
+allocation; a store to a local (every thread computes the same value); a
+store to memory outside any loop (thread 0 does it); an accumulation loop
+(`acc[c] = acc[c] op value`, op + * min max, `value` not reading acc); or a
+map loop (stores to memory at indices that move with the loop, reading none
+of the buffers it writes). Perfectly nested inner loops count as one loop.
+Anything else keeps one thread per row. The tree reassociates the
+reductions, as the CPU's vectorized loops do.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from .ir import (Allocate, Barrier, Binary, Compare, Const, Expr, For, If, Load, LoopKind, Scope, Seq, Stmt, Store, Var,
+                 add, const, identity, mul, seq)
+from .simplify import simplify
+from .transform import map_stmt, stmt_exprs, substitute_stmt, walk_exprs, walk_stmts
+
+BLOCK_REDUCE_MIN = 64  # inner loops shorter than this stay on one thread per row
+MAX_THREADS = 256      # threads per block (the GPU schedule's MAX_BLOCK_THREADS)
+
+
+def block_reduce(row_loop: For, names: Callable[[str], Var], taken_bufs: set[str]) -> Stmt | None:
+    """`row_loop` (for i < R: one row per iteration) as one block per row, or
+    None when its body does not qualify (see the module's docstring)."""
+    loops = [x for x in walk_stmts(row_loop.body) if isinstance(x, For)]
+    if not loops or not all(isinstance(x.extent, Const) and x.kind == LoopKind.SERIAL for x in loops):
+        return None
+    body = _fused_inner_nests(row_loop.body)
+    if body is None:
+        return None
+    extents = [int(x.extent.value) for x in walk_stmts(body) if isinstance(x, For)]
+    if max(extents) < BLOCK_REDUCE_MIN:
+        return None
+    common = math.gcd(*extents)
+    threads = next(t for t in range(min(common, MAX_THREADS), 0, -1) if common % t == 0)
+    if threads < 32:  # the loops share no divisor worth a block (a warp at least)
+        return None
+    blk, t = names("blk"), names("t")
+    rewrite = _RowRewrite(t, threads, names, taken_bufs)
+    inner = rewrite.stmt(substitute_stmt(body, {row_loop.var: blk}), set())
+    if inner is None:
+        return None
+    out: Stmt = For(t, const(threads), map_stmt(_without_last_barrier(inner), simplify), LoopKind.THREADS)
+    for buf, dtype in rewrite.shared:
+        out = Allocate(buf, dtype, threads, out, Scope.SHARED)
+    return For(blk, row_loop.extent, out, LoopKind.BLOCKS)
+
+
+def _fused_inner_nests(s: Stmt) -> Stmt | None:
+    """`s` with each perfect nest of serial loops fused into one loop (i, j -> i*J + j)."""
+    if isinstance(s, For):
+        if isinstance(s.body, For):
+            inner = s.body
+            no, ni = int(s.extent.value), int(inner.extent.value)
+            f = Var(f"{s.var.name}_{inner.var.name}")
+            body = substitute_stmt(inner.body, {s.var: Binary("/", f, const(ni)), inner.var: Binary("%", f, const(ni))})
+            return _fused_inner_nests(For(f, const(no * ni), body, s.kind))
+        body = _fused_inner_nests(s.body)
+        return None if body is None else For(s.var, s.extent, body, s.kind)
+    if isinstance(s, Seq):
+        parts = [_fused_inner_nests(x) for x in s.stmts]
+        return None if any(p is None for p in parts) else Seq(tuple(parts))
+    if isinstance(s, Allocate):
+        body = _fused_inner_nests(s.body)
+        return None if body is None else Allocate(s.buf, s.dtype, s.size, body, s.scope)
+    return s
+
+
+def _without_last_barrier(s: Stmt) -> Stmt:
+    """The row body without a barrier at its very end (nothing follows it)."""
+    if isinstance(s, Seq):
+        return seq(*s.stmts[:-1], _without_last_barrier(s.stmts[-1])) if not isinstance(s.stmts[-1], Barrier) \
+            else seq(*s.stmts[:-1])
+    if isinstance(s, Allocate):
+        return Allocate(s.buf, s.dtype, s.size, _without_last_barrier(s.body), s.scope)
+    return s
+
+
+def _loads(s: Stmt) -> set[str]:
+    return {e.buf for x in walk_stmts(s) for top in stmt_exprs(x) for e in walk_exprs(top) if isinstance(e, Load)}
+
+
+def _uses(e: Expr, var: Var) -> bool:
+    return any(x == var for x in walk_exprs(e))
+
+
+class _RowRewrite:
+    """The row body, rewritten for the block's threads; `shared` collects the
+    trees' shared arrays (name, dtype)."""
+
+    def __init__(self, t: Var, threads: int, names: Callable[[str], Var], taken_bufs: set[str]):
+        self.t, self.threads, self.names, self.taken = t, threads, names, taken_bufs
+        self.shared: list[tuple[str, str]] = []
+
+    def stmt(self, s: Stmt, local: set[str]) -> Stmt | None:
+        if isinstance(s, Allocate) and s.scope == Scope.LOCAL:
+            body = self.stmt(s.body, local | {s.buf})
+            return None if body is None else Allocate(s.buf, s.dtype, s.size, body, s.scope)
+        if isinstance(s, Seq):
+            parts = [self.stmt(x, local) for x in s.stmts]
+            return None if any(p is None for p in parts) else seq(*parts)
+        if isinstance(s, Store):
+            # a local: every thread keeps its own copy of the same value; memory: one thread writes
+            return s if s.buf in local else seq(If(Compare("==", self.t, const(0)), s), Barrier())
+        if isinstance(s, For):
+            return self.accumulation(s, local) or self.map_loop(s, local)
+        return None
+
+    def share(self, loop: For, body: Stmt) -> Stmt:
+        """`loop` as this thread's share of it: j = jj * T + t (just j = t when J = T)."""
+        count = int(loop.extent.value) // self.threads
+        if count == 1:
+            return substitute_stmt(body, {loop.var: self.t})
+        jj = self.names(loop.var.name)
+        return For(jj, const(count), substitute_stmt(body, {loop.var: add(mul(jj, const(self.threads)), self.t)}))
+
+    def accumulation(self, loop: For, local: set[str]) -> Stmt | None:
+        """`for j: acc[c] = acc[c] op value(j)` as partial sums, a tree, and acc[c] op the tree's root."""
+        st = loop.body
+        if not (isinstance(st, Store) and st.buf in local and isinstance(st.index, Const) and isinstance(st.value, Binary)):
+            return None
+        acc = Load(st.buf, st.index, st.value.dtype)
+        op, dt = st.value.op, st.value.dtype
+        value = st.value.b if st.value.a == acc else st.value.a if st.value.b == acc else None
+        start = identity(op, dt)
+        if value is None or start is None or st.buf in _loads(Store(st.buf, st.index, value)):
+            return None
+        part, red = self.fresh(f"{st.buf}_part"), self.fresh(f"{st.buf}_red")
+        self.shared.append((red, dt))
+        t, zero = self.t, const(0)
+        tree: list[Stmt] = []
+        step = self.threads
+        while step > 1:  # fold the upper part onto the lower, step by step: T, then a power of two
+            half = 1 << (step - 1).bit_length() - 1 if step & (step - 1) else step // 2
+            tree += [If(Compare("<", t, const(step - half)),
+                        Store(red, t, Binary(op, Load(red, t, dt), Load(red, add(t, const(half)), dt)))), Barrier()]
+            step = half
+        return Allocate(part, dt, 1, seq(
+            Store(part, zero, start),
+            self.share(loop, Store(part, zero, Binary(op, Load(part, zero, dt), value))),
+            Store(red, t, Load(part, zero, dt)), Barrier(), *tree,
+            Store(st.buf, st.index, Binary(op, acc, Load(red, zero, dt))), Barrier()))
+
+    def map_loop(self, loop: For, local: set[str]) -> Stmt | None:
+        """`for j: out[f(j)] = g(j)` (stores to memory that move with j) as this thread's share, then a barrier."""
+        stores = loop.body.stmts if isinstance(loop.body, Seq) else (loop.body,)
+        if not all(isinstance(x, Store) and x.buf not in local and _uses(x.index, loop.var) for x in stores):
+            return None
+        if {x.buf for x in stores} & _loads(loop.body):
+            return None
+        return seq(self.share(loop, loop.body), Barrier())
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 0
+        while name in self.taken:
+            i += 1
+            name = f"{base}{i}"
+        self.taken.add(name)
+        return name
