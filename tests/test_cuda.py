@@ -6,6 +6,7 @@ only. The tests marked gpu run on a real GPU (`pytest -m gpu`) and skip
 without one. The ONNX node tests run on cuda in test_onnx_conformance.py.
 """
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,21 +84,18 @@ def _conv_model(depthwise: bool = False) -> "object":
 def test_small_cnn_matches_the_reference():
     m = check(minidlc.load(_conv_model()), "cuda")
     loops = m.emit("loops")
-    assert "a_tile" in loops  # the 32-channel conv took the tiled GEMM (rows: 144 pixels)
+    assert "a_tile" in loops  # the 32-channel conv took the tiled GEMM
+    # its two images share the weight: one product of 2 x 144 rows, in 9 tiles
+    # of 32 x 32 (per image, 144 rows would be 5 tiles, one overhanging)
+    assert "for (blk0 = 0; blk0 < 9; blk0++) {  // blockIdx.x" in loops and "_tiles" not in loops
     assert "runs on NumPy" not in loops
 
 
 @on_simulator
-def test_a_batch_sharing_one_weight_is_one_stacked_product():
-    """A conv's images (and a MatMul's batch) share B: their rows stack into one
-    product, whose tiles cross the images: 3 x 144 pixels in 14 tiles of 32
-    rows (the last one overhanging), not 3 x 5."""
-    model = _conv_model()
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 3
-    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 3
-    m = check(minidlc.load(model), "cuda")
-    assert "for (blk0 = 0; blk0 < 14; blk0++) {  // blockIdx.x" in m.emit("loops")
-    check(matmul_graph((3,), 40, 24, 36), "cuda")
+def test_a_batched_matmul_sharing_its_weight_is_one_stacked_product():
+    loops = check(matmul_graph((2,), 24, 16, 20), "cuda").emit("loops")
+    # 48 x 20 in two 32 x 32 tiles (the second overhanging), not one per matrix
+    assert "for (blk0 = 0; blk0 < 2; blk0++) {  // blockIdx.x" in loops and "_tiles" in loops
 
 
 def _rows_graph(op: str, shape: tuple[int, ...], attrs: dict):
@@ -279,6 +277,20 @@ def test_every_launch_of_the_demo_models_compiles_for_a_real_gpu():
         pytest.skip(r.stdout.strip())
     assert r.returncode == 0, r.stderr[-3000:]
     assert "tfblock: 16 launches compile to PTX" in r.stdout
+
+
+def test_the_tiled_gemm_k_loop_is_mostly_fmas():
+    """Static code quality, with no GPU: in sgemm's PTX the k loop's FMAs
+    outnumber its index arithmetic and loads 2:1 (unsigned indices, 32-bit
+    divisions, a counted loop; Numba's defaults gave 34%)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    r = subprocess.run([sys.executable, "benchmarks/ptx_census.py", "sgemm", "--only"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode == 77:
+        pytest.skip(r.stdout.strip())
+    assert r.returncode == 0, r.stderr[-3000:]
+    share = int(re.search(r"k_matmul_0 .* fma \((\d+)%\)", r.stdout).group(1))
+    assert share >= 60, r.stdout
 
 
 @on_simulator

@@ -314,7 +314,9 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
             and all(k == 1 for k in kernel) and all(st == 1 for st in win.strides))
     # an int8 conv (one group) takes the direct form with dot4 words, which need no im2col
     dot4 = integer and w_const.dtype == np.int8 and g == 1 and lw.device == Device.CPU
-    direct = dot4 or (mg >= DIRECT_MIN_CHANNELS and not flat and not (in_place and kc < DIRECT_MIN_K))
+    # (on a GPU the panels do not matter: the direct form's rows stack across images, gpu_gemm.py)
+    direct = dot4 or (mg >= DIRECT_MIN_CHANNELS and (lw.device == Device.GPU or not flat and not (
+        in_place and kc < DIRECT_MIN_K)))
     # A padded float conv of the direct form on a CPU, with wide output rows,
     # reads its input where it lies: blocks whose windows lie inside it read
     # with no test, the blocks at its borders test each read (GemmSpec.interior),
