@@ -113,13 +113,14 @@ def _rows_graph(op: str, shape: tuple[int, ...], attrs: dict):
 
 @on_simulator
 @pytest.mark.parametrize("op,shape,attrs,threads", [
-    ("Softmax", (3, 128), {"axis": -1}, 128),
-    ("LayerNormalization", (2, 3, 96), {"axis": -1}, 96),           # a tree of 96: 32 folded first, then 64
-    ("ReduceMean", (2, 3, 10, 10), {"axes": [2, 3]}, 100),          # two inner loops, fused
-    ("ReduceMax", (5, 70, 2), {"axes": [1], "keepdims": 0}, 70),    # along a strided axis
-    ("ReduceSum", (2, 4, 80), {"axes": [0, 2]}, 160),
-    ("ArgMax", (2, 100), {"axis": 1}, None),                        # two accumulators: one thread per row
-    ("ReduceMean", (40, 8), {"axes": [1]}, None),                   # short rows: one thread per row
+    ("Softmax", (3, 128), {"axis": -1}, 32),                          # 4 elements a thread
+    ("LayerNormalization", (2, 3, 784), {"axis": -1}, 98),            # a tree of 98: 34 folded first, then 64
+    ("ReduceMean", (2, 3, 10, 10), {"axes": [2, 3]}, 25),             # two inner loops, fused
+    ("ReduceMax", (5, 96, 2), {"axes": [1], "keepdims": 0}, 32),      # along a strided axis
+    ("ReduceSum", (2, 4, 80), {"axes": [0, 2]}, 32),
+    ("ArgMax", (2, 100), {"axis": 1}, None),                          # two accumulators: one thread per row
+    ("ReduceMean", (40, 8), {"axes": [1]}, None),                     # short rows: one thread per row
+    ("ReduceSum", (3, 70), {"axes": [1]}, None),                      # 70 = 2 x 5 x 7: no 16 threads divide it
 ])
 def test_long_row_reductions_run_block_wide(op, shape, attrs, threads):
     loops = check(_rows_graph(op, shape, attrs), "cuda").emit("loops")
@@ -133,7 +134,7 @@ def test_long_row_reductions_run_block_wide(op, shape, attrs, threads):
 def test_a_gemv_splits_k_over_a_block():
     """A product too thin for tiles (M = 1): one block per output, k shared by its threads."""
     loops = check(matmul_graph((), 1, 300, 7), "cuda").emit("loops")
-    assert "for (blk = 0; blk < 7; blk++)" in loops and "for (t = 0; t < 150; t++)" in loops
+    assert "for (blk = 0; blk < 7; blk++)" in loops and "for (t = 0; t < 30; t++)" in loops
     assert "if (t == 0) {" in loops  # the epilogue's store: one thread
 
 
@@ -277,6 +278,22 @@ def test_every_launch_of_the_demo_models_compiles_for_a_real_gpu():
         pytest.skip(r.stdout.strip())
     assert r.returncode == 0, r.stderr[-3000:]
     assert "tfblock: 16 launches compile to PTX" in r.stdout
+
+
+@on_simulator
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_weights_stored_in_16_bits_run_on_the_gpu(dtype):
+    """The mixed-precision pass's model (weights in f16 or bf16, compute in
+    f32) runs in kernels on the GPU, converting on the bits, as on the CPU."""
+    from minidlc.loops.program import StepKind
+    from minidlc.passes.manager import build_pipeline
+    from minidlc.quantization import BEFORE_QUANTIZE
+
+    half = build_pipeline(passes=BEFORE_QUANTIZE + [f"mixed-precision{{dtype={dtype}}}"]).run(
+        matmul_graph((), 20, 16, 24))
+    m = check(half, "cuda")
+    assert m.program.count(StepKind.HOST) == 0
+    assert f"rt.from_{dtype}(" in m.emit("cuda")
 
 
 def test_the_tiled_gemm_k_loop_is_mostly_fmas():

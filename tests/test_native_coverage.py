@@ -17,7 +17,6 @@ from onnx_node_cases import expected_failures, loop_program, scoped_cases
 LIMITS = {
     r"^(Div|Mod|MatMul) on f16$|^arithmetic on f16 or bf16|^Cast from f(16|64) to f(16|64) ":
         "f16 and bf16 are storage dtypes: kernels convert them (to and from f32), they do not compute in them",
-    r"^f16 or bf16 buffers on the GPU": "the cuda target converts neither yet",
     r"^(Div|Mod) on (i8|u8|i16|i32|i64)$": "integer division: a zero divisor would trap in a kernel",
     r"^Pow on i(32|64)$": "integer powers",
     r"^MatMul with a 1-D operand$": "vector products (1-D MatMul operands)",
@@ -42,6 +41,5 @@ def test_every_op_runs_natively_but_for_the_listed_limits(target):
                 unexplained.append(f"{case.name}: {step.node.op}: {step.reason}")
             used.add(why)
     assert not unexplained, "\n".join(unexplained)
-    if target == "llvm":  # (the GPU's own limit is met on cuda only)
-        stale = {p for p in LIMITS if p not in used and "GPU" not in LIMITS[p] + p}
-        assert not stale, f"listed, but no case runs into it any more: {stale}"
+    stale = {p for p in LIMITS if p not in used}
+    assert not stale, f"listed, but no case runs into it any more: {stale}"

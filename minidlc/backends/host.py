@@ -36,6 +36,10 @@ class Arena:
     def region(self, offset: int, nbytes: int, dtype: np.dtype):
         raise NotImplementedError
 
+    def kernel_dtype(self, dtype: np.dtype) -> np.dtype:
+        """The dtype kernels see a buffer of `dtype` as (`region` and `constant` give that)."""
+        return dtype
+
     def constant(self, a: np.ndarray):
         raise NotImplementedError
 
@@ -105,7 +109,8 @@ class Arena:
         else:
             a = self.array(LoopProgram.bound_value(step, binding))
         a = self.flat(a)
-        assert a.dtype == DTYPES[p.dtype] and (a.size >= p.size or a.size == 0), (step.node.describe(), p)
+        assert a.dtype == self.kernel_dtype(DTYPES[p.dtype]) and (a.size >= p.size or a.size == 0), \
+            (step.node.describe(), p)
         return a
 
 

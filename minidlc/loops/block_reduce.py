@@ -6,7 +6,9 @@ LayerNorm, ReduceMean, a GEMV: the inner loops run 64 or more times) that
 leaves one thread walking each row alone: few threads, and a warp's reads
 strided by the row length. Here each row gets a block instead; its threads
 share every inner loop (thread t takes j = t, t + T, ...: a warp reads
-adjacent elements), and each reduction meets in a shared-memory tree:
+adjacent elements), and each reduction meets in a shared-memory tree. T
+divides every inner loop's extent (no bounds tests), is 16 to 256, and
+leaves each thread 8 elements or more once it is a warp:
 
     before (one thread per row)          after (one block per row, T threads)
     for i < R:  // threads               for i < R:  // blockIdx.x
@@ -48,6 +50,7 @@ from .transform import map_stmt, stmt_exprs, substitute_stmt, walk_exprs, walk_s
 
 BLOCK_REDUCE_MIN = 64  # inner loops shorter than this stay on one thread per row
 MAX_THREADS = 256      # threads per block (the GPU schedule's MAX_BLOCK_THREADS)
+PER_THREAD = 8         # elements each thread takes at least, so that the tree's barriers are few next to them
 
 
 def block_reduce(row_loop: For, names: Callable[[str], Var], taken_bufs: set[str]) -> Stmt | None:
@@ -63,8 +66,9 @@ def block_reduce(row_loop: For, names: Callable[[str], Var], taken_bufs: set[str
     if max(extents) < BLOCK_REDUCE_MIN:
         return None
     common = math.gcd(*extents)
-    threads = next(t for t in range(min(common, MAX_THREADS), 0, -1) if common % t == 0)
-    if threads < 32:  # the loops share no divisor worth a block (a warp at least)
+    most = min(MAX_THREADS, max(32, min(extents) // PER_THREAD))
+    threads = next(t for t in range(min(common, most), 0, -1) if common % t == 0)
+    if threads < 16:  # the loops share no divisor worth a block (half a warp at least)
         return None
     blk, t = names("blk"), names("t")
     rewrite = _RowRewrite(t, threads, names, taken_bufs)

@@ -33,6 +33,7 @@ from ...ir import DTYPES
 from ...loops.program import LoopProgram, StepKind
 from .. import cache
 from ..host import Arena, host_step
+from ..numba.render import as_numba, bits_dtype
 from .render import Launch, render_module
 
 RENDER_VERSION = cache.source_version(Path(__file__).parent)
@@ -73,12 +74,16 @@ class DeviceArena(Arena):
                                   f"(arena {arena}, weights {weights}), the GPU has {free} of {total} bytes free")
         self.memory = cuda.device_array(arena, np.uint8)
 
+    def kernel_dtype(self, dtype: np.dtype) -> np.dtype:
+        """f16 and bf16 buffers live on the device as their bits, viewed back on the host."""
+        return bits_dtype(dtype)
+
     def region(self, offset: int, nbytes: int, dtype: np.dtype):
-        return self.memory[offset:offset + nbytes].view(dtype)
+        return self.memory[offset:offset + nbytes].view(bits_dtype(dtype))
 
     def constant(self, a: np.ndarray):
         if id(a) not in self.uploaded:
-            self.uploaded[id(a)] = (a, self.cuda.to_device(np.ascontiguousarray(a)))
+            self.uploaded[id(a)] = (a, self.cuda.to_device(as_numba(np.ascontiguousarray(a))))
         return self.uploaded[id(a)][1]
 
     def new_flag(self):
@@ -95,12 +100,12 @@ class DeviceArena(Arena):
         """A copy on the host (device memory is read by copying)."""
         if v.type.numel == 0:
             return np.empty(v.type.shape, v.type.np_dtype)
-        return self.array(v).copy_to_host().reshape(v.type.shape)
+        return self.array(v).copy_to_host().view(v.type.np_dtype).reshape(v.type.shape)
 
     def write(self, v, a) -> None:
         if v.type.numel:
-            self.array(v).copy_to_device(np.ascontiguousarray(np.asarray(a).reshape(v.type.shape),
-                                                              dtype=v.type.np_dtype))
+            self.array(v).copy_to_device(as_numba(np.ascontiguousarray(np.asarray(a).reshape(v.type.shape),
+                                                                       dtype=v.type.np_dtype)))
 
 
 class CudaExecutable:

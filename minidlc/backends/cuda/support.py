@@ -22,6 +22,30 @@ else:
     exp, log, sqrt, tanh, sin, cos, pow = math.exp, math.log, math.sqrt, math.tanh, math.sin, math.cos, math.pow
 
 
+# f16 and bf16 buffers reach kernels as their uint16 bits (numba.render.bits_dtype).
+# On a GPU, the numba backend's conversions (LLVM intrinsics, which NVVM takes as
+# they are); the simulator runs Python, where NumPy and ml_dtypes convert.
+if config.ENABLE_CUDASIM:
+    def from_f16(bits):
+        return np.float32(np.uint16(bits).view(np.float16))
+
+    def to_f16(x):
+        return np.float16(x).view(np.uint16)
+
+    def from_bf16(bits):
+        return np.uint32(np.uint32(bits) << np.uint32(16)).view(np.float32)
+
+    def to_bf16(x):
+        """Round to nearest even on the bits; a NaN stays a quiet NaN (as the intrinsic)."""
+        bits = int(np.float32(x).view(np.uint32))
+        top = bits >> 16
+        if x != x:
+            return np.uint16(top | 0x40)
+        return np.uint16(((bits + (top & 1) + 0x7FFF) >> 16) & 0xFFFF)
+else:
+    from ..numba.support import from_bf16, from_f16, to_bf16, to_f16  # noqa: F401
+
+
 @cuda.jit(device=True, inline=True)
 def fmax(a, b):
     """max that propagates NaN (llvm.maximum)."""

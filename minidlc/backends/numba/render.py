@@ -299,10 +299,16 @@ class KernelRenderer:
         return f"{_NP_CALL[e.fn]}({', '.join(args)})"
 
 
+def bits_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a kernel sees a buffer of `dtype` as: f16 and bf16 as their
+    uint16 bits (Numba has no bf16, and its float16 arithmetic is not ours:
+    kernels convert with rt.from_f16 and friends)."""
+    return np.dtype(np.uint16) if dtype in (np.float16, DTYPES["bf16"]) else dtype
+
+
 def as_numba(a: np.ndarray) -> np.ndarray:
-    """The array a kernel gets for a buffer: an f16 or bf16 one as its uint16 bits
-    (Numba has neither)."""
-    return a.view(np.uint16) if a.dtype in (np.float16, DTYPES["bf16"]) else a
+    """The array a kernel gets for a buffer (see bits_dtype)."""
+    return a.view(bits_dtype(a.dtype))
 
 
 def render_kernel(kernel: Kernel, name: str, constants: Constants) -> list[str]:
