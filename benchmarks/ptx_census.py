@@ -4,6 +4,7 @@ GPU, and count the instructions of each launch's hot loop.
     python benchmarks/ptx_census.py mlp,convnet,tfblock       # exits 77 when NVVM is missing
     python benchmarks/ptx_census.py resnet50 --batch 32 --only conv
     python benchmarks/ptx_census.py sgemm                     # bench_gpu.py's 4096^3 MatMul
+    python benchmarks/ptx_census.py mlp:bf16                  # weights in bf16 (the mixed-precision pass)
 
 Two jobs, one compile:
 - a check: the simulator runs kernels as Python, so it cannot tell whether
@@ -42,6 +43,7 @@ import minidlc  # noqa: E402
 from minidlc.backends import get_backend  # noqa: E402
 from minidlc.backends.cuda.render import render_module  # noqa: E402
 from minidlc.backends.numba import load_module  # noqa: E402
+from minidlc.backends.numba.render import bits_dtype  # noqa: E402
 from minidlc.demo_models import build_model  # noqa: E402
 from minidlc.ir import DTYPES  # noqa: E402
 from minidlc.loops.program import StepKind  # noqa: E402
@@ -79,24 +81,33 @@ def _opcode(instruction: str) -> str:
     return instruction.split(None, 1)[0].split(".")[0]
 
 
-def model_of(name: str, batch: int | None):
+def graph_of(name: str, batch: int | None):
+    """The model `name` as a graph: a demo model, `sgemm`, or MODEL:f16 /
+    MODEL:bf16 (its weights stored in 16 bits by the mixed-precision pass)."""
+    name, _, dtype = name.partition(":")
     if name == "sgemm":
         from bench_gpu import matmul_model
 
-        return matmul_model(4096)
-    return build_model(name, batch)
+        graph = minidlc.load(matmul_model(4096))
+    else:
+        graph = minidlc.load(build_model(name, batch))
+    if dtype:
+        from minidlc.quantization import BEFORE_QUANTIZE
+
+        graph = build_pipeline(passes=BEFORE_QUANTIZE + [f"mixed-precision{{dtype={dtype}}}"]).run(graph)
+    return graph
 
 
 def census(name: str, batch: int | None, only: str) -> int:
     """Compile `name`'s launches to PTX and print each one's hot loop; the number of launches."""
     backend = get_backend("cuda")
-    graph = build_pipeline(opt_level=2, context=PassContext(backend.can_lower)).run(minidlc.load(model_of(name, batch)))
+    graph = build_pipeline(opt_level=2, context=PassContext(backend.can_lower)).run(graph_of(name, batch))
     steps = [s for s in backend.program(graph).steps if s.kind == StepKind.KERNEL]
     source, launches = render_module([s.lowered.kernel for s in steps])
     module = load_module(source, "ptx-census")
     times = Counter(launch.name for launch in launches)
     for launch in dict((launch.name, launch) for launch in launches).values():
-        signature = tuple(numba.from_dtype(np.dtype(DTYPES[p.dtype]))[::1] for p in launch.kernel.params)
+        signature = tuple(numba.from_dtype(bits_dtype(np.dtype(DTYPES[p.dtype])))[::1] for p in launch.kernel.params)
         ptx, _ = cuda.compile_ptx(getattr(module, launch.name).py_func, signature, cc=CC)
         assert ".visible .entry" in ptx, launch.name
         if only is None or only not in launch.name:
@@ -114,7 +125,8 @@ def census(name: str, batch: int | None, only: str) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", help="comma-separated: demo models, resnet50, densenet121, sgemm")
+    ap.add_argument("models", help="comma-separated: demo models, resnet50, densenet121, sgemm; MODEL:f16 or "
+                    "MODEL:bf16 with its weights stored in 16 bits")
     ap.add_argument("--batch", type=int, help="the batch of resnet50 / densenet121")
     ap.add_argument("--only", nargs="?", const="", help="print the census of the launches whose name holds this "
                     "(no value: all); without --only, only check that every launch compiles")

@@ -122,8 +122,8 @@ class CudaExecutable:
 
         module = load_module(self.source, RENDER_VERSION) if kernel_steps else None
         if module is not None and not simulated():
-            _compile_in_parallel(module, {launch.name: [np.dtype(DTYPES[p.dtype]).str for p in launch.kernel.params]
-                                          for launch in launches})
+            _compile_in_parallel(module, {launch.name: [bits_dtype(np.dtype(DTYPES[p.dtype])).str
+                                                        for p in launch.kernel.params] for launch in launches})
         by_kernel: dict[str, list[Launch]] = {}
         for launch in launches:
             by_kernel.setdefault(launch.kernel.name, []).append(launch)
