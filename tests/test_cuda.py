@@ -18,7 +18,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import minidlc
 from graph_strategies import elementwise_graphs
-from minidlc.loops.ir import Allocate, Barrier, For, Kernel, LoopKind, Param, Scope, Var, const
+from minidlc.loops.ir import Allocate, Barrier, Binary, For, Kernel, Load, LoopKind, Param, Scope, Store, Var, add, const, \
+    mul, seq
+from minidlc.loops.transform import walk_stmts
 from minidlc.loops.verify import LoopIRError, verify_kernel
 from test_cpu_backends import check, matmul_graph
 
@@ -128,6 +130,42 @@ def test_long_row_reductions_run_block_wide(op, shape, attrs, threads):
         assert "_red[" not in loops
     else:
         assert f"for (t = 0; t < {threads}; t++)" in loops and "_red[t + " in loops and "__syncthreads" in loops
+
+
+def _row_kernel(store_index) -> Kernel:
+    """for i < 4: acc = sum of x's row i; for j < 128: y[store_index(i, j)] = x[i, j] / acc"""
+    i, j, k = Var("i"), Var("j"), Var("k")
+    x = lambda col: Load("x", add(mul(i, const(128)), col), "f32")  # noqa: E731
+    acc = Load("acc", const(0), "f32")
+    body = Allocate("acc", "f32", 1, seq(Store("acc", const(0), const(0.0, "f32")),
+                                         For(k, const(128), Store("acc", const(0), Binary("+", acc, x(k)))),
+                                         For(j, const(128), Store("y", store_index(i, j), Binary("/", x(j), acc)))))
+    return Kernel("rows", (Param("x", "f32", 512), Param("y", "f32", 512)), For(i, const(4), body))
+
+
+@pytest.mark.parametrize("store_index,block_wide", [
+    (lambda i, j: i * 128 + j, True),
+    (lambda i, j: i * 128 + (j % 64) * 2 + j / 64, True),    # a permutation of the row
+    (lambda i, j: i * 128 + j / 2 * 2, False),                # two j's write one element: the last one wins
+])
+def test_a_row_goes_block_wide_only_when_its_stores_are_one_to_one(store_index, block_wide):
+    from minidlc.loops.schedule import gpu_schedule
+
+    class E:  # index arithmetic with Python operators, building loop IR
+        def __init__(self, e):
+            self.e = e
+
+        def __add__(self, o): return E(Binary("+", self.e, _ir(o)))
+        def __mul__(self, o): return E(Binary("*", self.e, _ir(o)))
+        def __truediv__(self, o): return E(Binary("/", self.e, _ir(o)))
+        def __mod__(self, o): return E(Binary("%", self.e, _ir(o)))
+
+    def _ir(o):
+        return o.e if isinstance(o, E) else const(o)
+
+    kernel = gpu_schedule(_row_kernel(lambda i, j: store_index(E(i), E(j)).e))
+    verify_kernel(kernel)
+    assert any(isinstance(s, Allocate) and s.scope == Scope.SHARED for s in walk_stmts(kernel.body)) == block_wide
 
 
 @on_simulator

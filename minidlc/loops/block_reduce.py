@@ -51,6 +51,7 @@ from .transform import map_stmt, stmt_exprs, substitute_stmt, walk_exprs, walk_s
 BLOCK_REDUCE_MIN = 64  # inner loops shorter than this stay on one thread per row
 MAX_THREADS = 256      # threads per block (the GPU schedule's MAX_BLOCK_THREADS)
 PER_THREAD = 8         # elements each thread takes at least, so that the tree's barriers are few next to them
+MAP_CHECK_MAX = 1 << 16  # longer map loops stay serial: their stores' indices are not checked one by one
 
 
 def block_reduce(row_loop: For, names: Callable[[str], Var], taken_bufs: set[str]) -> Stmt | None:
@@ -115,8 +116,29 @@ def _loads(s: Stmt) -> set[str]:
     return {e.buf for x in walk_stmts(s) for top in stmt_exprs(x) for e in walk_exprs(top) if isinstance(e, Load)}
 
 
-def _uses(e: Expr, var: Var) -> bool:
-    return any(x == var for x in walk_exprs(e))
+_INDEX_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "min": min, "max": max,
+              "/": lambda a, b: abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1),
+              "%": lambda a, b: a - _INDEX_OPS["/"](a, b) * b}
+
+
+def _one_to_one(index: Expr, loop: For) -> bool:
+    """Whether each j of `loop` stores to its own element: the index, an
+    expression of loop variables and constants, takes J different values as j
+    runs (the other variables held at 0: a row's elements are its j's)."""
+    def value(e: Expr, j: int) -> int | None:
+        if isinstance(e, Const):
+            return int(e.value)
+        if isinstance(e, Var):
+            return j if e == loop.var else 0
+        if isinstance(e, Binary) and e.op in _INDEX_OPS:
+            a, b = value(e.a, j), value(e.b, j)
+            return None if a is None or b is None or (e.op in "/%" and b == 0) else _INDEX_OPS[e.op](a, b)
+        return None  # a load (an index read from memory), a select: not known
+    extent = int(loop.extent.value)
+    if extent > MAP_CHECK_MAX:
+        return False
+    seen = {value(index, j) for j in range(extent)}
+    return None not in seen and len(seen) == extent
 
 
 class _RowRewrite:
@@ -177,9 +199,10 @@ class _RowRewrite:
             Store(st.buf, st.index, Binary(op, acc, Load(red, zero, dt))), Barrier()))
 
     def map_loop(self, loop: For, local: set[str]) -> Stmt | None:
-        """`for j: out[f(j)] = g(j)` (stores to memory that move with j) as this thread's share, then a barrier."""
+        """`for j: out[f(j)] = g(j)` (each j its own element of memory) as this
+        thread's share, then a barrier."""
         stores = loop.body.stmts if isinstance(loop.body, Seq) else (loop.body,)
-        if not all(isinstance(x, Store) and x.buf not in local and _uses(x.index, loop.var) for x in stores):
+        if not all(isinstance(x, Store) and x.buf not in local and _one_to_one(x.index, loop) for x in stores):
             return None
         if {x.buf for x in stores} & _loads(loop.body):
             return None
