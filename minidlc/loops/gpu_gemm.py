@@ -6,26 +6,33 @@ grid (`LoopKind.BLOCKS`), each computed by the block's threads
 (`LoopKind.THREADS`):
 
     for tile in blockIdx.x:                  // one block per BM x BN tile of C
-      shared As[BK * BM], Bs[BK * BN]        // one k-slab of A's rows and B's columns
+      shared As[2][BK * BM], Bs[2][BK * BN]  // two k-slabs of A's rows and B's columns
       for t in threadIdx.x:                  // each thread owns TM x TN of the tile
         acc[TM * TN] = 0                     // in registers (constant indices)
+        As[0], Bs[0] <- slab 0 of A, B; __syncthreads()
         for kt < K / BK:
-          As, Bs <- A, B                     // every thread loads a few elements
-          __syncthreads()
-          for kk < BK: acc[i, j] += As[kk, row i] * Bs[kk, col j]   (i, j unrolled)
+          if kt + 1 < K / BK: next <- slab kt + 1 of A, B     // into registers: in flight...
+          for kk < BK: acc[i, j] += As[kt % 2][kk, row i] * Bs[kt % 2][kk, col j]   // ...while these run
+          if kt + 1 < K / BK: As, Bs[(kt + 1) % 2] <- next    // (read last in slab kt - 1)
           __syncthreads()
         C[rows, cols] = epilogue(acc)        // bias, activation, residual: fused
 
-A thread's rows and columns are strided by BM/TM and BN/TN, so a warp reads
+The shared tiles are double-buffered: a thread's loads of the next slab are
+issued before the k loop over this one and stored after it, so their latency
+hides behind the FMAs, and one barrier per slab suffices. A thread's rows and
+columns are strided by BM/TM and BN/TN, so a warp reads
 consecutive shared-memory words (no bank conflicts; A's slab rows are padded
 by one word for the same reason) and stores consecutive elements of C. When
 the tiles overhang C (M or N not a multiple of the tile), the overhang reads
 clamped (real) elements, the tiles store the raw product into a padded
 scratch C, and a second launch applies the epilogue to the real elements:
 every store is in bounds by construction, which the verifier proves. A k
-that BK does not divide reads zeros past k. Products too thin for any tile
-(M or N under 16, say a batch-1 Gemm) take a plain kernel: one thread per
-element of C, k serial.
+that BK does not divide reads zeros past k. A batch of products that share
+B (a conv's images, a MatMul against one weight) is tiled as one product of
+the batch's rows stacked. Products too thin for any tile (M or N under 16,
+say a batch-1 Gemm) take a plain loop nest, one iteration per element of C
+and k serial inside, which the GPU schedule gives a block per element whose
+threads share k (block_reduce.py).
 """
 from __future__ import annotations
 
@@ -38,8 +45,8 @@ from ..ir import Node
 from ..ir.types import dtype_name
 from .gemm import CONFIG, GEMM_OPS, GemmSpec, epilogue_chain, gemm_spec, is_depthwise, lower_depthwise, \
     store_result
-from .ir import (Allocate, Barrier, Binary, Compare, Const, Expr, For, Load, LoopKind, Scope, Select, Stmt, Store, add,
-                 cast, const, mul, row_major, seq)
+from .ir import (Allocate, Barrier, Binary, Compare, Const, Expr, For, If, Load, LoopKind, Scope, Select, Stmt, Store,
+                 add, cast, const, mul, row_major, seq)
 from .lower import Device, Lowerer, register_lowering, unflatten
 
 
@@ -184,11 +191,13 @@ def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) ->
     else:
         tr, tc = Binary("/", t, const(across_cols)), Binary("%", t, const(across_cols))
     a_s, b_s, acc = lw.fresh("a_tile"), lw.fresh("b_tile"), lw.fresh("acc")
+    a_next, b_next = lw.fresh("a_next"), lw.fresh("b_next")
     kt, kk, ld, i, j = lw.var("kt"), lw.var("kk"), lw.var("l"), lw.var("i"), lw.var("j")
+    slabs = -(-k // bk)
 
-    def k_at(kk_: Expr) -> tuple[Expr, Expr]:
-        """The k of slab row kk_, clamped into [0, k), and whether it is real."""
-        kg = add(mul(kt, const(bk)), kk_)
+    def k_at(slab: Expr, kk_: Expr) -> tuple[Expr, Expr]:
+        """The k of row kk_ of a slab, clamped into [0, k), and whether it is real."""
+        kg = add(mul(slab, const(bk)), kk_)
         return (kg, None) if k % bk == 0 else (Binary("min", kg, const(k - 1)), Compare("<", kg, const(k)))
 
     def guarded(value: Expr, real: Expr | None) -> Expr:
@@ -200,27 +209,42 @@ def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) ->
     e = add(mul(ld, const(threads)), t)
     r, kr = (Binary("%", e, const(bm)), Binary("/", e, const(bm))) if spec.rows_contiguous else \
         (Binary("/", e, const(bk)), Binary("%", e, const(bk)))
-    kg_a, real_a = k_at(kr)
-    a_row = bm + 1  # one word of padding: a warp storing along k hits 32 banks, not one
-    load_a = For(ld, const(bm * bk // threads), Store(a_s, add(mul(kr, const(a_row)), r),
-                                                       guarded(read_a(bidx, _clamped(add(row0, r), m), kg_a), real_a)),
-                 LoopKind.UNROLLED)
     kb, c = Binary("/", e, const(bn)), Binary("%", e, const(bn))
-    kg_b, real_b = k_at(kb)
-    load_b = For(ld, const(bn * bk // threads), Store(b_s, add(mul(kb, const(bn)), c),
-                                                       guarded(read_b(bidx, kg_b, _clamped(add(col0, c), n)), real_b)),
-                 LoopKind.UNROLLED)
+    a_row = bm + 1  # one word of padding: a warp storing along k hits 32 banks, not one
+    a_size, b_size, a_loads, b_loads = bk * a_row, bk * bn, bm * bk // threads, bn * bk // threads
+
+    def fetch(slab: Expr) -> Stmt:
+        """This thread's elements of a slab of A and of B, from global memory into registers."""
+        (kg_a, real_a), (kg_b, real_b) = k_at(slab, kr), k_at(slab, kb)
+        return seq(For(ld, const(a_loads), Store(a_next, ld, guarded(read_a(bidx, _clamped(add(row0, r), m), kg_a),
+                                                                          real_a)), LoopKind.UNROLLED),
+                   For(ld, const(b_loads), Store(b_next, ld, guarded(read_b(bidx, kg_b, _clamped(add(col0, c), n)),
+                                                                          real_b)), LoopKind.UNROLLED))
+
+    def stash(half: Expr) -> Stmt:
+        """The registers into one half of the shared tiles."""
+        return seq(For(ld, const(a_loads), Store(a_s, add(mul(half, const(a_size)), add(mul(kr, const(a_row)), r)),
+                                                 Load(a_next, ld, dt)), LoopKind.UNROLLED),
+                   For(ld, const(b_loads), Store(b_s, add(mul(half, const(b_size)), add(mul(kb, const(bn)), c)),
+                                                 Load(b_next, ld, dt)), LoopKind.UNROLLED))
+
+    half = Binary("%", kt, const(2))
     cell = add(mul(i, const(tn)), j)
     row_i, col_j = add(tr, mul(i, const(across_rows))), add(tc, mul(j, const(across_cols)))
-    fma = Store(acc, cell, add(Load(acc, cell, dt), mul(Load(a_s, add(mul(kk, const(a_row)), row_i), dt),
-                                                         Load(b_s, add(mul(kk, const(bn)), col_j), dt))))
+    fma = Store(acc, cell, add(Load(acc, cell, dt),
+                               mul(Load(a_s, add(mul(half, const(a_size)), add(mul(kk, const(a_row)), row_i)), dt),
+                                   Load(b_s, add(mul(half, const(b_size)), add(mul(kk, const(bn)), col_j)), dt))))
     over_cells = lambda body: For(i, const(tm), For(j, const(tn), body, LoopKind.UNROLLED), LoopKind.UNROLLED)  # noqa: E731
+    more = Compare("<", add(kt, const(1)), const(slabs))  # a next slab to fetch
     body = seq(over_cells(Store(acc, cell, Const(0, dt))),
-               For(kt, const(-(-k // bk)), seq(load_a, load_b, Barrier(),
-                                               For(kk, const(bk), over_cells(fma)), Barrier())),
+               fetch(const(0)), stash(const(0)), Barrier(),
+               For(kt, const(slabs), seq(If(more, fetch(add(kt, const(1)))),
+                                         For(kk, const(bk), over_cells(fma)),
+                                         If(more, stash(Binary("%", add(kt, const(1)), const(2)))), Barrier())),
                over_cells(store(bidx, add(row0, row_i), add(col0, col_j), Load(acc, cell, dt))))
-    per_thread = For(t, const(threads), Allocate(acc, dt, tm * tn, body), LoopKind.THREADS)
-    shared = Allocate(a_s, dt, bk * a_row, Allocate(b_s, dt, bk * bn, per_thread, Scope.SHARED), Scope.SHARED)
+    registers = Allocate(acc, dt, tm * tn, Allocate(a_next, dt, a_loads, Allocate(b_next, dt, b_loads, body)))
+    per_thread = For(t, const(threads), registers, LoopKind.THREADS)
+    shared = Allocate(a_s, dt, 2 * a_size, Allocate(b_s, dt, 2 * b_size, per_thread, Scope.SHARED), Scope.SHARED)
     return For(blk, const(math.prod(spec.batch) * tiles_m * tiles_n), shared, LoopKind.BLOCKS)
 
 
