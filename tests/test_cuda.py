@@ -308,58 +308,20 @@ def test_cli_run_check_and_emit_ptx_on_the_gpu(tmp_path, capsys):
 
 def test_every_launch_of_the_demo_models_compiles_for_a_real_gpu():
     """The simulator runs Python; NVVM (no GPU needed) says whether Numba CUDA
-    accepts the generated code: types, supported functions."""
+    accepts the generated code: types, supported functions (bf16 weights: the
+    conversion intrinsics). And static code quality: in sgemm's PTX the k
+    loop's FMAs outnumber its index arithmetic and loads 2:1 (unsigned
+    indices, 32-bit divisions, a counted loop; Numba's defaults gave 34%)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    r = subprocess.run([sys.executable, "benchmarks/ptx_census.py", "mlp,convnet,tfblock,mlp:f16,mlp:bf16"], cwd=ROOT,
-                       env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "benchmarks/ptx_census.py", "mlp,convnet,tfblock,mlp:bf16,sgemm", "--only",
+                        "k_matmul_0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if r.returncode == 77:
         pytest.skip(r.stdout.strip())
     assert r.returncode == 0, r.stderr[-3000:]
     assert "tfblock: 16 launches compile to PTX" in r.stdout and "mlp:bf16: 3 launches compile to PTX" in r.stdout
-
-
-def _weights_in(dtype: str, graph):
-    """`graph` after the mixed-precision pass: weights stored in f16 or bf16, computed in f32."""
-    from minidlc.passes.manager import build_pipeline
-    from minidlc.quantization import BEFORE_QUANTIZE
-
-    return build_pipeline(passes=BEFORE_QUANTIZE + [f"mixed-precision{{dtype={dtype}}}"]).run(graph)
-
-
-@on_simulator
-@pytest.mark.parametrize("dtype", ["f16", "bf16"])
-def test_weights_stored_in_16_bits_run_on_the_gpu(dtype):
-    """They run in kernels on the GPU, converted on the bits, as on the CPU."""
-    from minidlc.loops.program import StepKind
-
-    m = check(_weights_in(dtype, matmul_graph((), 20, 16, 24)), "cuda")
-    assert m.program.count(StepKind.HOST) == 0
-    assert f"rt.from_{dtype}(" in m.emit("cuda")
-
-
-@gpu
-@needs_gpu
-@pytest.mark.parametrize("dtype", ["f16", "bf16"])
-def test_demo_models_with_16_bit_weights_on_the_gpu(dtype):
-    from minidlc.demo_models import build_model
-
-    for name in ("mlp", "convnet"):
-        check(_weights_in(dtype, minidlc.load(build_model(name))), "cuda")
-
-
-def test_the_tiled_gemm_k_loop_is_mostly_fmas():
-    """Static code quality, with no GPU: in sgemm's PTX the k loop's FMAs
-    outnumber its index arithmetic and loads 2:1 (unsigned indices, 32-bit
-    divisions, a counted loop; Numba's defaults gave 34%)."""
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    r = subprocess.run([sys.executable, "benchmarks/ptx_census.py", "sgemm", "--only"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    if r.returncode == 77:
-        pytest.skip(r.stdout.strip())
-    assert r.returncode == 0, r.stderr[-3000:]
-    share = int(re.search(r"k_matmul_0 .* fma \((\d+)%\)", r.stdout).group(1))
-    assert share >= 60, r.stdout
+    sgemm = r.stdout[r.stdout.index("sgemm: hot loops"):]
+    share = int(re.search(r"k_matmul_0 .* fma \((\d+)%\)", sgemm).group(1))
+    assert share >= 60, sgemm
 
 
 @on_simulator

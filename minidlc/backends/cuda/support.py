@@ -75,17 +75,23 @@ def rem(a, b):
     return a - div(a, b) * b
 
 
-@cuda.jit(device=True, inline=True)
-def udiv(a, b):
-    """a // b of two indices known to lie in [0, 2^32): in 32 bits, where a
-    division by a constant is one multiply-high (64 bits: several)."""
-    return np.int64(np.uint32(a) // np.uint32(b))
+if config.ENABLE_CUDASIM:  # Python's operators: the same numbers, and the simulator's hot path
+    def udiv(a, b):
+        return a // b
 
+    def urem(a, b):
+        return a % b
+else:
+    @cuda.jit(device=True, inline=True)
+    def udiv(a, b):
+        """a // b of two indices known to lie in [0, 2^32): in 32 bits, where a
+        division by a constant is one multiply-high (64 bits: several)."""
+        return np.int64(np.uint32(a) // np.uint32(b))
 
-@cuda.jit(device=True, inline=True)
-def urem(a, b):
-    """a % b of two indices known to lie in [0, 2^32), in 32 bits (see udiv)."""
-    return np.int64(np.uint32(a) % np.uint32(b))
+    @cuda.jit(device=True, inline=True)
+    def urem(a, b):
+        """a % b of two indices known to lie in [0, 2^32), in 32 bits (see udiv)."""
+        return np.int64(np.uint32(a) % np.uint32(b))
 
 
 def _saturating_cast(lo: int, hi: int):
