@@ -8,7 +8,7 @@ strided by the row length. Here each row gets a block instead; its threads
 share every inner loop (thread t takes j = t, t + T, ...: a warp reads
 adjacent elements), and each reduction meets in a shared-memory tree. T
 divides every inner loop's extent (no bounds tests), is 16 to 256, and
-leaves each thread 8 elements or more once it is a warp:
+is about a warp up to 1024 elements a row, more beyond (32 elements a thread):
 
     before (one thread per row)          after (one block per row, T threads)
     for i < R:  // threads               for i < R:  // blockIdx.x
@@ -50,7 +50,8 @@ from .transform import map_stmt, stmt_exprs, substitute_stmt, walk_exprs, walk_s
 
 BLOCK_REDUCE_MIN = 64  # inner loops shorter than this stay on one thread per row
 MAX_THREADS = 256      # threads per block (the GPU schedule's MAX_BLOCK_THREADS)
-PER_THREAD = 8         # elements each thread takes at least, so that the tree's barriers are few next to them
+PER_THREAD = 32        # elements a thread takes before a row gets more than a warp: a warp per row up to
+                       # 1024 (as PyTorch's persistent softmax), so the tree's barriers are few next to the loads
 MAP_CHECK_MAX = 1 << 16  # longer map loops stay serial: their stores' indices are not checked one by one
 
 
