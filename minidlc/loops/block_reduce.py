@@ -45,8 +45,8 @@ from typing import Callable
 
 from .ir import (Allocate, Barrier, Binary, Compare, Const, Expr, For, If, Load, LoopKind, Scope, Seq, Stmt, Store, Var,
                  add, const, identity, mul, seq)
-from .simplify import simplify
-from .transform import map_stmt, stmt_exprs, substitute_stmt, walk_exprs, walk_stmts
+from .simplify import INT_FOLD, simplify
+from .transform import fuse_with_inner, map_stmt, stmt_exprs, substitute_stmt, walk_exprs, walk_stmts
 
 BLOCK_REDUCE_MIN = 64  # inner loops shorter than this stay on one thread per row
 MAX_THREADS = 256      # threads per block (the GPU schedule's MAX_BLOCK_THREADS)
@@ -87,11 +87,7 @@ def _fused_inner_nests(s: Stmt) -> Stmt | None:
     """`s` with each perfect nest of serial loops fused into one loop (i, j -> i*J + j)."""
     if isinstance(s, For):
         if isinstance(s.body, For):
-            inner = s.body
-            no, ni = int(s.extent.value), int(inner.extent.value)
-            f = Var(f"{s.var.name}_{inner.var.name}")
-            body = substitute_stmt(inner.body, {s.var: Binary("/", f, const(ni)), inner.var: Binary("%", f, const(ni))})
-            return _fused_inner_nests(For(f, const(no * ni), body, s.kind))
+            return _fused_inner_nests(fuse_with_inner(s))
         body = _fused_inner_nests(s.body)
         return None if body is None else For(s.var, s.extent, body, s.kind)
     if isinstance(s, Seq):
@@ -117,11 +113,6 @@ def _loads(s: Stmt) -> set[str]:
     return {e.buf for x in walk_stmts(s) for top in stmt_exprs(x) for e in walk_exprs(top) if isinstance(e, Load)}
 
 
-_INDEX_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "min": min, "max": max,
-              "/": lambda a, b: abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1),
-              "%": lambda a, b: a - _INDEX_OPS["/"](a, b) * b}
-
-
 def _one_to_one(index: Expr, loop: For) -> bool:
     """Whether each j of `loop` stores to its own element: the index, an
     expression of loop variables and constants, takes J different values as j
@@ -131,9 +122,14 @@ def _one_to_one(index: Expr, loop: For) -> bool:
             return int(e.value)
         if isinstance(e, Var):
             return j if e == loop.var else 0
-        if isinstance(e, Binary) and e.op in _INDEX_OPS:
+        if isinstance(e, Binary):
             a, b = value(e.a, j), value(e.b, j)
-            return None if a is None or b is None or (e.op in "/%" and b == 0) else _INDEX_OPS[e.op](a, b)
+            if a is None or b is None:
+                return None
+            if e.op in INT_FOLD:
+                return INT_FOLD[e.op](a, b)
+            if e.op in ("/", "%") and a >= 0 and b > 0:  # (as the simplifier folds them; else: not known)
+                return a // b if e.op == "/" else a % b
         return None  # a load (an index read from memory), a select: not known
     extent = int(loop.extent.value)
     if extent > MAP_CHECK_MAX:

@@ -23,6 +23,7 @@ from .lower import (Lowerer, accumulate, padded_copy, pads_in_place, register_lo
                     window_index, with_accumulators)
 from .rules import FLOATS, Unsupported
 
+
 def _split_axes(lw: Lowerer, shape: tuple[int, ...], axes: set[int]):
     """Fresh variables for the kept and the reduced axes, and the input index."""
     kept = [lw.var("i") if a not in axes else None for a in range(len(shape))]

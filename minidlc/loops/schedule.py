@@ -12,9 +12,9 @@ from dataclasses import replace
 from typing import Callable
 
 from .block_reduce import block_reduce
-from .ir import Allocate, Binary, Const, For, If, Kernel, LoopKind, Seq, Stmt, Var, add, const, mul, seq
+from .ir import Allocate, Const, For, If, Kernel, LoopKind, Seq, Stmt, Var, add, const, mul, seq
 from .simplify import simplify
-from .transform import map_stmt, substitute_stmt, walk_stmts
+from .transform import fuse_with_inner, map_stmt, substitute_stmt, walk_stmts
 
 
 class ScheduleError(Exception):
@@ -109,10 +109,9 @@ def fuse(s: Stmt, outer: str, inner: str) -> Stmt:
     def do(loop: For) -> Stmt:
         if not isinstance(loop.body, For) or loop.body.var.name != inner:
             raise ScheduleError(f"loop {inner} is not directly inside {outer}")
-        no, ni = _extent(loop), _extent(loop.body)
-        f = Var(f"{outer}_{inner}")
-        body = substitute_stmt(loop.body.body, {loop.var: Binary("/", f, const(ni)), loop.body.var: Binary("%", f, const(ni))})
-        return For(f, const(no * ni), body, loop.kind)
+        for nested in (loop, loop.body):
+            _extent(nested)  # a ScheduleError unless both extents are constants
+        return fuse_with_inner(loop)
     return _replace_loop(s, outer, do)
 
 

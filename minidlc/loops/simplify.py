@@ -20,7 +20,7 @@ from .ir import (GPU_LOOPS, INDEX, Allocate, Barrier, Binary, Call, Cast, Compar
                  Stmt, Store, Var, seq)
 from .verify import interval
 
-_INT_FOLD = {
+INT_FOLD = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
     "*": lambda a, b: a * b,
@@ -169,8 +169,8 @@ def _(e: Binary):
         return _sum(Binary(e.op, a, b))
     if _is_int(a):
         if isinstance(a, Const) and isinstance(b, Const):
-            if e.op in _INT_FOLD:
-                return Const(_INT_FOLD[e.op](a.value, b.value), a.dtype)
+            if e.op in INT_FOLD:
+                return Const(INT_FOLD[e.op](a.value, b.value), a.dtype)
             if e.op in ("/", "%") and b.value > 0 and a.value >= 0:
                 return Const(a.value // b.value if e.op == "/" else a.value % b.value, a.dtype)
         if e.op == "+":

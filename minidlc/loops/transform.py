@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Iterator
 
-from .ir import Allocate, Barrier, Binary, Call, Cast, Compare, Expr, For, If, Kernel, Load, Select, Seq, Stmt, Store, Var
+from .ir import (INDEX, Allocate, Barrier, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, Select, Seq,
+                 Stmt, Store, Var)
 
 
 def map_expr(e: Expr, fn: Callable[[Expr], Expr | None]) -> Expr:
@@ -63,6 +64,20 @@ def substitute(e: Expr, env: dict[Var, Expr]) -> Expr:
 
 def substitute_stmt(s: Stmt, env: dict[Var, Expr]) -> Stmt:
     return map_stmt(s, lambda x: env.get(x) if isinstance(x, Var) else None)
+
+
+def fuse_with_inner(loop: For) -> For:
+    """A loop and the loop directly inside it (constant extents) as one loop.
+
+    before: for i < 4: for j < 8: S(i, j)
+    after:  for i_j < 32: S(i_j / 8, i_j % 8)
+    """
+    inner = loop.body
+    no, ni = int(loop.extent.value), int(inner.extent.value)
+    f = Var(f"{loop.var.name}_{inner.var.name}")
+    n = Const(ni, INDEX)
+    body = substitute_stmt(inner.body, {loop.var: Binary("/", f, n), inner.var: Binary("%", f, n)})
+    return For(f, Const(no * ni, INDEX), body, loop.kind)
 
 
 def walk_stmts(s: Stmt) -> Iterator[Stmt]:
