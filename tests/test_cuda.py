@@ -149,7 +149,7 @@ def _row_kernel(store_index) -> Kernel:
     (lambda i, j: i * 128 + j / 2 * 2, False),                # two j's write one element: the last one wins
 ])
 def test_a_row_goes_block_wide_only_when_its_stores_are_one_to_one(store_index, block_wide):
-    from minidlc.loops.schedule import gpu_schedule
+    from minidlc.loops.gpu_schedule import gpu_schedule
 
     class E:  # index arithmetic with Python operators, building loop IR
         def __init__(self, e):

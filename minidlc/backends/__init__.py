@@ -20,9 +20,10 @@ import os
 from dataclasses import dataclass
 
 from ..ir import Node
+from ..loops.gpu_schedule import gpu_schedule
 from ..loops.lower import Device
 from ..loops.program import LoopProgram, Schedule, lowering_failure
-from ..loops.schedule import default_schedule, gpu_schedule
+from ..loops.schedule import default_schedule
 
 COMMON_STAGES = ("graph", "fused", "loops", "dot", "svg", "onnx")  # every target prints these (CompiledModel.emit)
 

@@ -10,6 +10,7 @@ lower.py      a fused group -> one kernel, and the table of lowering families:
               resize.py and gather.py register the loops that reduce or read
               through tables or run-time indices
 schedule.py   split, reorder, fuse, vectorize, parallel, unroll; the default schedule
+gpu_schedule.py  every stage as a GPU launch: a thread per iteration, or a block per row
 plan.py       the memory plan (offsets in one arena, reuse by liveness)
 program.py    the loop program every backend builds from: steps, kernels, plan
 """

@@ -32,7 +32,7 @@ B (a conv's images, a MatMul against one weight) is tiled as one product of
 the batch's rows stacked. Products too thin for any tile (M or N under 16,
 say a batch-1 Gemm) take a plain loop nest, one iteration per element of C
 and k serial inside, which the GPU schedule gives a block per element whose
-threads share k (block_reduce.py).
+threads share k (gpu_schedule.py).
 """
 from __future__ import annotations
 

@@ -9,9 +9,7 @@ each one against the unscheduled kernel on random shapes.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable
 
-from .block_reduce import block_reduce
 from .ir import Allocate, Const, For, If, Kernel, LoopKind, Seq, Stmt, Var, add, const, mul, seq
 from .simplify import simplify
 from .transform import fuse_with_inner, map_stmt, substitute_stmt, walk_stmts
@@ -171,7 +169,8 @@ def work(s: Stmt) -> int:
     return 1
 
 
-def _nest(s: Stmt) -> list[For]:
+def perfect_nest(s: Stmt) -> list[For]:
+    """The loops of `s` nested perfectly from the top (for i: for j: ... -> [i, j, ...])."""
     chain = []
     while isinstance(s, For):
         chain.append(s)
@@ -189,101 +188,14 @@ def default_schedule(k: Kernel) -> Kernel:
         if any(isinstance(x, For) and x.kind != LoopKind.SERIAL for x in walk_stmts(s)):
             out.append(s)  # scheduled by its lowering (GEMM)
             continue
-        chain = _nest(s)
+        chain = perfect_nest(s)
         const_extents = [int(l.extent.value) for l in chain if isinstance(l.extent, Const)]
         if chain and len(const_extents) == len(chain) and work(s) >= PARALLEL_MIN_WORK:
             if len(chain) > 1 and const_extents[0] < 64 and isinstance(chain[0].body, For):
                 s = fuse(s, chain[0].var.name, chain[1].var.name)
-            s = parallel(s, _nest(s)[0].var.name)
+            s = parallel(s, perfect_nest(s)[0].var.name)
         for x in list(walk_stmts(s)):
             if isinstance(x, For) and x.kind == LoopKind.SERIAL and not any(isinstance(y, For) for y in walk_stmts(x.body)):
                 s = vectorize(s, x.var.name)
         out.append(s)
     return replace(k, body=seq(*out))
-
-
-# ---- the GPU schedule ------------------------------------------------------------------
-MAX_BLOCK_THREADS = 256
-
-
-def block_size(n: int) -> int:
-    """Threads per block for n iterations: the largest divisor of n up to
-    MAX_BLOCK_THREADS, so that every thread has exactly one iteration and no
-    bounds guard is needed (tensor sizes are mostly multiples of 32)."""
-    return next(t for t in range(min(n, MAX_BLOCK_THREADS), 0, -1) if n % t == 0)
-
-
-def _cpu_kinds_dropped(s: Stmt) -> Stmt:
-    """Parallel and vectorized loops (a CPU lowering's choices) made serial again."""
-    if isinstance(s, For):
-        kind = LoopKind.SERIAL if s.kind in (LoopKind.PARALLEL, LoopKind.VECTORIZED) else s.kind
-        return replace(s, kind=kind, body=_cpu_kinds_dropped(s.body))
-    if isinstance(s, Seq):
-        return Seq(tuple(_cpu_kinds_dropped(x) for x in s.stmts))
-    if isinstance(s, Allocate):
-        return replace(s, body=_cpu_kinds_dropped(s.body))
-    if isinstance(s, If):
-        return replace(s, then=_cpu_kinds_dropped(s.then),
-                       orelse=None if s.orelse is None else _cpu_kinds_dropped(s.orelse))
-    return s
-
-
-def _rows(s: Stmt) -> For | None:
-    """The stage's outer loops of constant extent fused into one (None: it has none)."""
-    chain = []
-    for loop in _nest(s):
-        if not isinstance(loop.extent, Const) or loop.kind != LoopKind.SERIAL:
-            break
-        chain.append(loop)
-    for inner in chain[1:]:
-        s = fuse(s, _nest(s)[0].var.name, inner.var.name)
-    return s if chain else None
-
-
-def bind_to_threads(s: Stmt, names: Callable[[str], Var]) -> Stmt:
-    """One stage as a GPU launch: its outer loops of constant extent fused into
-    one, whose iterations become the grid's threads (one each: `block_size`).
-    A stage with no such loop runs on one thread.
-
-    before: for (i = 0; i < 64; i++) for (j = 0; j < 100; j++) S(i, j)
-    after:  for (b = 0; b < 25; b++) {  // blockIdx.x
-              for (t = 0; t < 256; t++) {  // threadIdx.x
-                S((b * 256 + t) / 100, (b * 256 + t) % 100)
-    """
-    rows = _rows(s)
-    blk, t = names("blk"), names("t")
-    if rows is None:
-        return For(blk, const(1), For(t, const(1), s, LoopKind.THREADS), LoopKind.BLOCKS)
-    n = _extent(rows)
-    threads = block_size(n)
-    body = substitute_stmt(rows.body, {rows.var: add(mul(blk, const(threads)), t)})
-    return For(blk, const(n // threads), For(t, const(threads), map_stmt(body, simplify), LoopKind.THREADS),
-               LoopKind.BLOCKS)
-
-
-def gpu_schedule(k: Kernel) -> Kernel:
-    """Every top-level stage becomes one launch: stages a GPU lowering already
-    bound (the tiled GEMM) stay; rows that reduce long loops get a block each
-    (`block_reduce`: Softmax, LayerNorm, ReduceMean, a GEMV); the others are
-    spread over threads by `bind_to_threads` (elementwise groups: one thread
-    per element; short reductions and pools: one per output)."""
-    stages = k.body.stmts if isinstance(k.body, Seq) else (k.body,)
-    taken = {x.var.name for st in stages for x in walk_stmts(st) if isinstance(x, For)}
-    bufs = {p.name for p in k.params} | {x.buf for st in stages for x in walk_stmts(st) if isinstance(x, Allocate)}
-
-    def names(base: str) -> Var:
-        name, i = base, 0
-        while name in taken:
-            i += 1
-            name = f"{base}{i}"
-        taken.add(name)
-        return Var(name)
-
-    def launch(s: Stmt) -> Stmt:
-        if any(isinstance(x, For) and x.kind == LoopKind.BLOCKS for x in walk_stmts(s)):
-            return s
-        s = _cpu_kinds_dropped(s)
-        rows = _rows(s)
-        return (rows is not None and block_reduce(rows, names, bufs)) or bind_to_threads(s, names)
-
-    return replace(k, body=seq(*(launch(s) for s in stages)))

@@ -1,7 +1,7 @@
 """Loop IR (scheduled for a GPU) -> Python source for Numba CUDA: one function per launch.
 
 A GPU-scheduled kernel is a sequence of launches, each a top-level loop over
-blocks (gpu_schedule in loops/schedule.py). Each launch becomes one
+blocks (loops/gpu_schedule.py). Each launch becomes one
 `@cuda.jit` function of all the kernel's parameters:
 
     @cuda.jit(cache=True)

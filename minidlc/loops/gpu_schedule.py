@@ -1,10 +1,14 @@
-"""GPU schedule: a row's reductions spread over the threads of a block.
+"""The GPU schedule: every stage of a kernel as one launch of blocks of threads.
 
-`gpu_schedule` gives an ordinary stage one thread per iteration of its
-outer loops. For a stage whose rows reduce long inner loops (Softmax,
-LayerNorm, ReduceMean, a GEMV: the inner loops run 64 or more times) that
-leaves one thread walking each row alone: few threads, and a warp's reads
-strided by the row length. Here each row gets a block instead; its threads
+`gpu_schedule` leaves stages a GPU lowering already bound (the tiled GEMM);
+spreads an ordinary stage over threads, one per iteration of its outer
+loops (`bind_to_threads`); and gives a stage whose rows reduce long inner
+loops a block per row (`block_reduce`).
+
+A block per row: walked by one thread, a row that reduces long loops
+(Softmax, LayerNorm, ReduceMean, a GEMV: the inner loops run 64 or more
+times) leaves few threads, and a warp's reads strided by the row length.
+Here each row gets a block instead; its threads
 share every inner loop (thread t takes j = t, t + T, ...: a warp reads
 adjacent elements), and each reduction meets in a shared-memory tree. T
 divides every inner loop's extent (no bounds tests), is 16 to 256, and
@@ -41,18 +45,103 @@ reductions, as the CPU's vectorized loops do.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Callable
 
-from .ir import (Allocate, Barrier, Binary, Compare, Const, Expr, For, If, Load, LoopKind, Scope, Seq, Stmt, Store, Var,
-                 add, const, identity, mul, seq)
+from .ir import (Allocate, Barrier, Binary, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Scope, Seq, Stmt,
+                 Store, Var, add, const, identity, mul, seq)
+from .schedule import fuse, perfect_nest
 from .simplify import INT_FOLD, simplify
 from .transform import fuse_with_inner, map_stmt, stmt_exprs, substitute_stmt, walk_exprs, walk_stmts
 
+MAX_BLOCK_THREADS = 256  # threads per block
 BLOCK_REDUCE_MIN = 64  # inner loops shorter than this stay on one thread per row
-MAX_THREADS = 256      # threads per block (the GPU schedule's MAX_BLOCK_THREADS)
 PER_THREAD = 32        # elements a thread takes before a row gets more than a warp: a warp per row up to
                        # 1024 (as PyTorch's persistent softmax), so the tree's barriers are few next to the loads
 MAP_CHECK_MAX = 1 << 16  # longer map loops stay serial: their stores' indices are not checked one by one
+
+
+def block_size(n: int, most: int = MAX_BLOCK_THREADS) -> int:
+    """Threads per block for n iterations: the largest divisor of n up to
+    `most`, so that every thread has exactly one iteration and no bounds
+    guard is needed (tensor sizes are mostly multiples of 32)."""
+    return next(t for t in range(min(n, most), 0, -1) if n % t == 0)
+
+
+def _cpu_kinds_dropped(s: Stmt) -> Stmt:
+    """Parallel and vectorized loops (a CPU lowering's choices) made serial again."""
+    if isinstance(s, For):
+        kind = LoopKind.SERIAL if s.kind in (LoopKind.PARALLEL, LoopKind.VECTORIZED) else s.kind
+        return replace(s, kind=kind, body=_cpu_kinds_dropped(s.body))
+    if isinstance(s, Seq):
+        return Seq(tuple(_cpu_kinds_dropped(x) for x in s.stmts))
+    if isinstance(s, Allocate):
+        return replace(s, body=_cpu_kinds_dropped(s.body))
+    if isinstance(s, If):
+        return replace(s, then=_cpu_kinds_dropped(s.then),
+                       orelse=None if s.orelse is None else _cpu_kinds_dropped(s.orelse))
+    return s
+
+
+def _rows(s: Stmt) -> For | None:
+    """The stage's outer loops of constant extent fused into one (None: it has none)."""
+    chain = []
+    for loop in perfect_nest(s):
+        if not isinstance(loop.extent, Const) or loop.kind != LoopKind.SERIAL:
+            break
+        chain.append(loop)
+    for inner in chain[1:]:
+        s = fuse(s, perfect_nest(s)[0].var.name, inner.var.name)
+    return s if chain else None
+
+
+def bind_to_threads(s: Stmt, names: Callable[[str], Var]) -> Stmt:
+    """One stage as a GPU launch: its outer loops of constant extent fused into
+    one, whose iterations become the grid's threads (one each: `block_size`).
+    A stage with no such loop runs on one thread.
+
+    before: for (i = 0; i < 64; i++) for (j = 0; j < 100; j++) S(i, j)
+    after:  for (b = 0; b < 25; b++) {  // blockIdx.x
+              for (t = 0; t < 256; t++) {  // threadIdx.x
+                S((b * 256 + t) / 100, (b * 256 + t) % 100)
+    """
+    rows = _rows(s)
+    blk, t = names("blk"), names("t")
+    if rows is None:
+        return For(blk, const(1), For(t, const(1), s, LoopKind.THREADS), LoopKind.BLOCKS)
+    n = int(rows.extent.value)
+    threads = block_size(n)
+    body = substitute_stmt(rows.body, {rows.var: add(mul(blk, const(threads)), t)})
+    return For(blk, const(n // threads), For(t, const(threads), map_stmt(body, simplify), LoopKind.THREADS),
+               LoopKind.BLOCKS)
+
+
+def gpu_schedule(k: Kernel) -> Kernel:
+    """Every top-level stage becomes one launch: stages a GPU lowering already
+    bound (the tiled GEMM) stay; rows that reduce long loops get a block each
+    (`block_reduce`: Softmax, LayerNorm, ReduceMean, a GEMV); the others are
+    spread over threads by `bind_to_threads` (elementwise groups: one thread
+    per element; short reductions and pools: one per output)."""
+    stages = k.body.stmts if isinstance(k.body, Seq) else (k.body,)
+    taken = {x.var.name for st in stages for x in walk_stmts(st) if isinstance(x, For)}
+    bufs = {p.name for p in k.params} | {x.buf for st in stages for x in walk_stmts(st) if isinstance(x, Allocate)}
+
+    def names(base: str) -> Var:
+        name, i = base, 0
+        while name in taken:
+            i += 1
+            name = f"{base}{i}"
+        taken.add(name)
+        return Var(name)
+
+    def launch(s: Stmt) -> Stmt:
+        if any(isinstance(x, For) and x.kind == LoopKind.BLOCKS for x in walk_stmts(s)):
+            return s
+        s = _cpu_kinds_dropped(s)
+        rows = _rows(s)
+        return (rows is not None and block_reduce(rows, names, bufs)) or bind_to_threads(s, names)
+
+    return replace(k, body=seq(*(launch(s) for s in stages)))
 
 
 def block_reduce(row_loop: For, names: Callable[[str], Var], taken_bufs: set[str]) -> Stmt | None:
@@ -68,8 +157,7 @@ def block_reduce(row_loop: For, names: Callable[[str], Var], taken_bufs: set[str
     if max(extents) < BLOCK_REDUCE_MIN:
         return None
     common = math.gcd(*extents)
-    most = min(MAX_THREADS, max(32, min(extents) // PER_THREAD))
-    threads = next(t for t in range(min(common, most), 0, -1) if common % t == 0)
+    threads = block_size(common, min(MAX_BLOCK_THREADS, max(32, min(extents) // PER_THREAD)))
     if threads < 16:  # the loops share no divisor worth a block (half a warp at least)
         return None
     blk, t = names("blk"), names("t")
