@@ -118,7 +118,8 @@ def _rows_graph(op: str, shape: tuple[int, ...], attrs: dict):
     ("Softmax", (3, 128), {"axis": -1}, 32),                          # 4 elements a thread
     ("LayerNormalization", (2, 3, 784), {"axis": -1}, 28),            # a tree of 28: 12 folded first, then 16
     ("ReduceMean", (2, 3, 10, 10), {"axes": [2, 3]}, 25),             # two inner loops, fused
-    ("ReduceMax", (5, 96, 2), {"axes": [1], "keepdims": 0}, 32),      # along a strided axis
+    ("ReduceMax", (5, 96, 2), {"axes": [1], "keepdims": 0}, 64),      # along a strided axis: 2 rows side by side
+    ("ReduceSum", (128, 24), {"axes": [0]}, 256),                     # over the outer axis: 8 rows side by side
     ("ReduceSum", (2, 4, 80), {"axes": [0, 2]}, 32),
     ("ArgMax", (2, 100), {"axis": 1}, None),                          # two accumulators: one thread per row
     ("ReduceMean", (40, 8), {"axes": [1]}, None),                     # short rows: one thread per row
@@ -169,11 +170,24 @@ def test_a_row_goes_block_wide_only_when_its_stores_are_one_to_one(store_index, 
 
 
 @on_simulator
-def test_a_gemv_splits_k_over_a_block():
-    """A product too thin for tiles (M = 1): one block per output, k shared by its threads."""
-    loops = check(matmul_graph((), 1, 300, 7), "cuda").emit("loops")
-    assert "for (blk = 0; blk < 7; blk++)" in loops and "for (t = 0; t < 30; t++)" in loops
-    assert "if (t == 0) {" in loops  # the epilogue's store: one thread
+@pytest.mark.parametrize("weight_at_run_time,blocks,threads", [
+    (False, 1, 210),  # a weight (stored K x N): the 7 outputs side by side (lanes), 30 threads each along k
+    (True, 7, 30),    # B an input, N x K (transB): a block per output, its threads along k read B's row
+])
+def test_a_gemv_splits_k_over_a_block(weight_at_run_time, blocks, threads):
+    """A product too thin for tiles (M = 1): k shared by a block's threads,
+    which read B's elements of adjacent outputs together."""
+    from minidlc.ir import Graph, TensorType
+
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 300)))
+    w = g.add_input("w", TensorType((7, 300))) if weight_at_run_time else \
+        g.constant(np.random.default_rng(2).standard_normal((7, 300)).astype(np.float32), "w")
+    g.outputs = [g.add("Gemm", [x, w], {"transB": 1}).outputs[0]]
+    loops = check(g, "cuda").emit("loops")
+    assert f"for (blk = 0; blk < {blocks}; blk++)" in loops and f"for (t = 0; t < {threads}; t++)" in loops
+    # the epilogue's store: one thread an output
+    assert ("if (t == 0) {" if weight_at_run_time else "if (t / 7 == 0) {") in loops
 
 
 @on_simulator

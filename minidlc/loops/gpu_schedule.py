@@ -8,11 +8,11 @@ loops a block per row (`block_reduce`).
 A block per row: walked by one thread, a row that reduces long loops
 (Softmax, LayerNorm, ReduceMean, a GEMV: the inner loops run 64 or more
 times) leaves few threads, and a warp's reads strided by the row length.
-Here each row gets a block instead; its threads
-share every inner loop (thread t takes j = t, t + T, ...: a warp reads
-adjacent elements), and each reduction meets in a shared-memory tree. T
-divides every inner loop's extent (no bounds tests), is 16 to 256, and
-is about a warp up to 1024 elements a row, more beyond (32 elements a thread):
+Here each row gets a block instead; its threads share every inner loop
+(thread t takes j = t, t + T, ...: a warp reads adjacent elements), and
+each reduction meets in a shared-memory tree. T divides every inner loop's
+extent (no bounds tests), is 16 to 256, and is about a warp up to 1024
+elements a row, more beyond (32 elements a thread):
 
     before (one thread per row)          after (one block per row, T threads)
     for i < R:  // threads               for i < R:  // blockIdx.x
@@ -41,6 +41,14 @@ map loop (stores to memory at indices that move with the loop, reading none
 of the buffers it writes). Perfectly nested inner loops count as one loop.
 Anything else keeps one thread per row. The tree reassociates the
 reductions, as the CPU's vectorized loops do.
+
+When the row's loads are contiguous across rows rather than along them (a
+GEMV against a K x N weight reads B[j, i]; a reduction over an outer axis),
+one row per block would read a 32-byte sector per element. Then a block
+takes L rows side by side (L = 8, a sector of f32): thread t = p * L + l
+works on row blk * L + l, takes j = p, p + P, ... of it, and the tree folds
+parts (red[t] += red[t + s * L] for p < s), so a warp's lanes read whole
+sectors.
 """
 from __future__ import annotations
 
@@ -58,6 +66,7 @@ MAX_BLOCK_THREADS = 256  # threads per block
 BLOCK_REDUCE_MIN = 64  # inner loops shorter than this stay on one thread per row
 PER_THREAD = 32        # elements a thread takes before a row gets more than a warp: a warp per row up to
                        # 1024 (as PyTorch's persistent softmax), so the tree's barriers are few next to the loads
+LANES = 8              # rows a block may take side by side: 32 bytes of f32, a memory sector
 MAP_CHECK_MAX = 1 << 16  # longer map loops stay serial: their stores' indices are not checked one by one
 
 
@@ -156,19 +165,45 @@ def block_reduce(row_loop: For, names: Callable[[str], Var], taken_bufs: set[str
     extents = [int(x.extent.value) for x in walk_stmts(body) if isinstance(x, For)]
     if max(extents) < BLOCK_REDUCE_MIN:
         return None
-    common = math.gcd(*extents)
-    threads = block_size(common, min(MAX_BLOCK_THREADS, max(32, min(extents) // PER_THREAD)))
-    if threads < 16:  # the loops share no divisor worth a block (half a warp at least)
+    lanes = _lanes(body, row_loop)
+    parts = block_size(math.gcd(*extents), min(MAX_BLOCK_THREADS // lanes, max(32, min(extents) // PER_THREAD)))
+    if parts < 16:  # the loops share no divisor worth a block (half a warp at least)
         return None
     blk, t = names("blk"), names("t")
-    rewrite = _RowRewrite(t, threads, names, taken_bufs)
-    inner = rewrite.stmt(substitute_stmt(body, {row_loop.var: blk}), set())
+    rewrite = _RowRewrite(t, lanes, parts, names, taken_bufs)
+    row = blk if lanes == 1 else add(mul(blk, const(lanes)), rewrite.lane)
+    inner = rewrite.stmt(substitute_stmt(body, {row_loop.var: row}), set())
     if inner is None:
         return None
+    threads = lanes * parts
     out: Stmt = For(t, const(threads), map_stmt(_without_last_barrier(inner), simplify), LoopKind.THREADS)
     for buf, dtype in rewrite.shared:
         out = Allocate(buf, dtype, threads, out, Scope.SHARED)
-    return For(blk, row_loop.extent, out, LoopKind.BLOCKS)
+    return For(blk, const(int(row_loop.extent.value) // lanes), out, LoopKind.BLOCKS)
+
+
+def _lanes(body: Stmt, row_loop: For) -> int:
+    """How many rows a block takes side by side: the most (up to LANES, a
+    divisor of the row count) that some load of an inner loop reads at
+    consecutive addresses, row after row, when no load reads along the row
+    at consecutive addresses that move with the row (a GEMV's weight
+    column, a reduction over an outer axis). A warp's lanes then read whole
+    32-byte sectors, where one row per block reads a sector per element."""
+    allocated = {x.buf for x in walk_stmts(body) if isinstance(x, Allocate)}
+    rows, row = int(row_loop.extent.value), row_loop.var
+    lanes = 1
+    for loop in (x for x in walk_stmts(body) if isinstance(x, For)):
+        for top in (e for x in walk_stmts(loop.body) for e in stmt_exprs(x)):
+            for load in (e for e in walk_exprs(top) if isinstance(e, Load) and e.buf not in allocated):
+                at, by_row, by_j = (_evaluate(load.index, env) for env in ({}, {row: 1}, {loop.var: 1}))
+                if None in (at, by_row, by_j):
+                    continue
+                if by_j - at == 1 and by_row != at:
+                    return 1  # reads along the row: one row per block reads it coalesced
+                if by_row - at == 1 and by_j - at != 1:
+                    lanes = max(lanes, next(n for n in range(min(rows, LANES), 0, -1) if rows % n == 0 and all(
+                        _evaluate(load.index, {row: r}) == at + r for r in range(n))))
+    return lanes
 
 
 def _fused_inner_nests(s: Stmt) -> Stmt | None:
@@ -201,28 +236,32 @@ def _loads(s: Stmt) -> set[str]:
     return {e.buf for x in walk_stmts(s) for top in stmt_exprs(x) for e in walk_exprs(top) if isinstance(e, Load)}
 
 
+def _evaluate(e: Expr, env: dict[Var, int]) -> int | None:
+    """An index expression's value, its variables given by `env` (others 0);
+    None when it is not an expression of variables and constants."""
+    if isinstance(e, Const):
+        return int(e.value)
+    if isinstance(e, Var):
+        return env.get(e, 0)
+    if isinstance(e, Binary):
+        a, b = _evaluate(e.a, env), _evaluate(e.b, env)
+        if a is None or b is None:
+            return None
+        if e.op in INT_FOLD:
+            return INT_FOLD[e.op](a, b)
+        if e.op in ("/", "%") and a >= 0 and b > 0:  # (as the simplifier folds them; else: not known)
+            return a // b if e.op == "/" else a % b
+    return None  # a load (an index read from memory), a select: not known
+
+
 def _one_to_one(index: Expr, loop: For) -> bool:
-    """Whether each j of `loop` stores to its own element: the index, an
-    expression of loop variables and constants, takes J different values as j
-    runs (the other variables held at 0: a row's elements are its j's)."""
-    def value(e: Expr, j: int) -> int | None:
-        if isinstance(e, Const):
-            return int(e.value)
-        if isinstance(e, Var):
-            return j if e == loop.var else 0
-        if isinstance(e, Binary):
-            a, b = value(e.a, j), value(e.b, j)
-            if a is None or b is None:
-                return None
-            if e.op in INT_FOLD:
-                return INT_FOLD[e.op](a, b)
-            if e.op in ("/", "%") and a >= 0 and b > 0:  # (as the simplifier folds them; else: not known)
-                return a // b if e.op == "/" else a % b
-        return None  # a load (an index read from memory), a select: not known
+    """Whether each j of `loop` stores to its own element: the index takes J
+    different values as j runs (the other variables held at 0: a row's
+    elements are its j's)."""
     extent = int(loop.extent.value)
     if extent > MAP_CHECK_MAX:
         return False
-    seen = {value(index, j) for j in range(extent)}
+    seen = {_evaluate(index, {loop.var: j}) for j in range(extent)}
     return None not in seen and len(seen) == extent
 
 
@@ -230,8 +269,11 @@ class _RowRewrite:
     """The row body, rewritten for the block's threads; `shared` collects the
     trees' shared arrays (name, dtype)."""
 
-    def __init__(self, t: Var, threads: int, names: Callable[[str], Var], taken_bufs: set[str]):
-        self.t, self.threads, self.names, self.taken = t, threads, names, taken_bufs
+    def __init__(self, t: Var, lanes: int, parts: int, names: Callable[[str], Var], taken_bufs: set[str]):
+        self.t, self.lanes, self.parts, self.names, self.taken = t, lanes, parts, names, taken_bufs
+        # thread t = part * lanes + lane: its row is the block's `lane`th, its share of the row the `part`th
+        self.lane: Expr = const(0) if lanes == 1 else Binary("%", t, const(lanes))
+        self.part: Expr = t if lanes == 1 else Binary("/", t, const(lanes))
         self.shared: list[tuple[str, str]] = []
 
     def stmt(self, s: Stmt, local: set[str]) -> Stmt | None:
@@ -242,19 +284,19 @@ class _RowRewrite:
             parts = [self.stmt(x, local) for x in s.stmts]
             return None if any(p is None for p in parts) else seq(*parts)
         if isinstance(s, Store):
-            # a local: every thread keeps its own copy of the same value; memory: one thread writes
-            return s if s.buf in local else seq(If(Compare("==", self.t, const(0)), s), Barrier())
+            # a local: every thread keeps its own copy of its row's value; memory: one thread a row writes
+            return s if s.buf in local else seq(If(Compare("==", self.part, const(0)), s), Barrier())
         if isinstance(s, For):
             return self.accumulation(s, local) or self.map_loop(s, local)
         return None
 
     def share(self, loop: For, body: Stmt) -> Stmt:
-        """`loop` as this thread's share of it: j = jj * T + t (just j = t when J = T)."""
-        count = int(loop.extent.value) // self.threads
+        """`loop` as this thread's share of it: j = jj * P + part (just j = part when J = P)."""
+        count = int(loop.extent.value) // self.parts
         if count == 1:
-            return substitute_stmt(body, {loop.var: self.t})
+            return substitute_stmt(body, {loop.var: self.part})
         jj = self.names(loop.var.name)
-        return For(jj, const(count), substitute_stmt(body, {loop.var: add(mul(jj, const(self.threads)), self.t)}))
+        return For(jj, const(count), substitute_stmt(body, {loop.var: add(mul(jj, const(self.parts)), self.part)}))
 
     def accumulation(self, loop: For, local: set[str]) -> Stmt | None:
         """`for j: acc[c] = acc[c] op value(j)` as partial sums, a tree, and acc[c] op the tree's root."""
@@ -267,21 +309,22 @@ class _RowRewrite:
         start = identity(op, dt)
         if value is None or start is None or st.buf in _loads(Store(st.buf, st.index, value)):
             return None
-        part, red = self.fresh(f"{st.buf}_part"), self.fresh(f"{st.buf}_red")
+        partial, red = self.fresh(f"{st.buf}_part"), self.fresh(f"{st.buf}_red")
         self.shared.append((red, dt))
         t, zero = self.t, const(0)
         tree: list[Stmt] = []
-        step = self.threads
-        while step > 1:  # fold the upper part onto the lower, step by step: T, then a power of two
+        step = self.parts
+        while step > 1:  # fold the upper parts onto the lower, step by step: P, then a power of two
             half = 1 << (step - 1).bit_length() - 1 if step & (step - 1) else step // 2
-            tree += [If(Compare("<", t, const(step - half)),
-                        Store(red, t, Binary(op, Load(red, t, dt), Load(red, add(t, const(half)), dt)))), Barrier()]
+            tree += [If(Compare("<", t, const((step - half) * self.lanes)),  # part < step - half
+                        Store(red, t, Binary(op, Load(red, t, dt), Load(red, add(t, const(half * self.lanes)), dt)))),
+                     Barrier()]
             step = half
-        return Allocate(part, dt, 1, seq(
-            Store(part, zero, start),
-            self.share(loop, Store(part, zero, Binary(op, Load(part, zero, dt), value))),
-            Store(red, t, Load(part, zero, dt)), Barrier(), *tree,
-            Store(st.buf, st.index, Binary(op, acc, Load(red, zero, dt))), Barrier()))
+        return Allocate(partial, dt, 1, seq(
+            Store(partial, zero, start),
+            self.share(loop, Store(partial, zero, Binary(op, Load(partial, zero, dt), value))),
+            Store(red, t, Load(partial, zero, dt)), Barrier(), *tree,
+            Store(st.buf, st.index, Binary(op, acc, Load(red, self.lane, dt))), Barrier()))
 
     def map_loop(self, loop: For, local: set[str]) -> Stmt | None:
         """`for j: out[f(j)] = g(j)` (each j its own element of memory) as this
