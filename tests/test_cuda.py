@@ -18,6 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import minidlc
 from graph_strategies import elementwise_graphs
+from minidlc import compile_cache
+from minidlc.loops import gpu_gemm
 from minidlc.loops.ir import Allocate, Barrier, Binary, For, Kernel, Load, LoopKind, Param, Scope, Store, Var, add, const, \
     mul, seq
 from minidlc.loops.transform import walk_stmts
@@ -53,6 +55,25 @@ def test_gemm_tiles_edges_and_k_tail(m, k, n, tiled):
     assert ("shared f32 a_tile" in loops and "__syncthreads();" in loops) == tiled
     assert "// blockIdx.x" in loops and "// threadIdx.x" in loops
     assert "max(" in loops  # bias and relu ran in the epilogue
+
+
+@on_simulator
+@pytest.mark.parametrize("tile", gpu_gemm.TILES, ids=str)
+def test_every_tile_shape_on_a_matmul_and_a_conv(tile, monkeypatch):
+    """Each tile shape the GPU lowering may choose (most only for products
+    larger than the simulator can run), on small ones that overhang it and
+    leave a k tail: a MatMul (a row's k contiguous) and a padded Conv (its
+    pixels contiguous, stored transposed)."""
+    monkeypatch.setattr(gpu_gemm, "choose_tile", lambda batch, m, n: tile)
+    for step in ("load", "store"):  # the compile cache's key does not know of the patch
+        monkeypatch.setattr(compile_cache, step, lambda *args: None)
+    rng = np.random.default_rng(3)
+    conv = minidlc.ir.Graph()
+    x = conv.add_input("x", minidlc.ir.TensorType((2, 3, 5, 6)))
+    w = conv.constant(rng.standard_normal((20, 3, 3, 3)).astype(np.float32), "w")
+    conv.outputs = [conv.add("Conv", [x, w], {"pads": [1, 1, 1, 1]}).outputs[0]]
+    for g in (matmul_graph((), 20, 9, 21), conv):
+        assert f"shared f32 a_tile[{2 * tile.bk * (tile.bm + 1)}]" in check(g, "cuda").emit("loops")
 
 
 @on_simulator

@@ -68,8 +68,13 @@ class GpuTile:
 # Largest first. A product takes the largest tile that overhangs it by at most
 # MAX_WASTE and still gives the GPU enough blocks to fill it (FILL_BLOCKS);
 # failing that, the one with the most blocks that overhangs it by at most
-# twice that; failing that (M or N tiny), the plain kernel.
-TILES = (GpuTile(128, 128, 8, 8, 8), GpuTile(64, 64, 16, 4, 4), GpuTile(128, 16, 16, 8, 1), GpuTile(32, 32, 16, 2, 2))
+# twice that; failing that (M or N tiny), the plain kernel. The 8 x 8 register
+# blocks read 16 shared words for 64 FMAs, the 4 x 4 ones 8 for 16 (shared
+# loads, not FMAs, then bound the k loop), so the half-size 8 x 8 tiles come
+# before 64 x 64; 64 x 128 first, as a conv's A slab (index arithmetic, padding
+# selects) costs more per element than B's.
+TILES = (GpuTile(128, 128, 8, 8, 8), GpuTile(64, 128, 8, 8, 8), GpuTile(128, 64, 8, 8, 8), GpuTile(64, 64, 16, 4, 4),
+         GpuTile(128, 16, 16, 8, 1), GpuTile(32, 32, 16, 2, 2))
 FILL_BLOCKS = 132  # an H100/H200 has 132 multiprocessors
 MAX_WASTE = 1.25
 
