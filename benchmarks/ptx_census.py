@@ -16,8 +16,11 @@ Two jobs, one compile:
   what else that loop executes per iteration. In a tiled GEMM that is the
   k loop, and the share of FMAs among its instructions is what the index
   arithmetic, the shared-memory loads and the loop control leave for the
-  arithmetic. It is a static count of PTX (before ptxas), not a timing: it
-  says where instructions go, and a GPU must say what that is worth.
+  arithmetic. The loop around it (a tiled GEMM's k slabs) adds what each
+  slab costs besides (its loads into the shared tiles: for a conv, the
+  padding tests and index arithmetic of A's elements). It is a static count
+  of PTX (before ptxas), not a timing: it says where instructions go, and a
+  GPU must say what that is worth.
 
 Numba asks the current device's compute capability only to compile device
 functions (support.py's): here we answer 9.0 ourselves.
@@ -58,21 +61,28 @@ class _Hopper:
     compute_capability = CC
 
 
-def hot_loop(ptx: str) -> Counter | None:
+def hot_loop(ptx: str) -> tuple[Counter, int | None] | None:
     """The opcodes (by their first word: `fma`, `ld`, ...) of the PTX loop with
-    the most FMAs (the innermost such loop on a tie), or None if no loop has one."""
+    the most FMAs (the innermost such loop on a tie), and how many instructions
+    the loop around it adds per iteration of its own (in a tiled GEMM: a k
+    slab's loads into the shared tiles; None: no loop around it); None if no
+    loop has an FMA."""
     lines = [line.strip() for line in ptx.splitlines()]
     labels = {m.group(1): i for i, line in enumerate(lines) if (m := _LABEL.match(line))}
-    best, best_key = None, None
+    loops = []  # (first line, last line, opcodes)
     for i, line in enumerate(lines):
         m = _BRANCH.match(line)
-        if not (m and m.group(1) in labels and labels[m.group(1)] < i):
-            continue
-        ops = Counter(_opcode(x) for x in lines[labels[m.group(1)] + 1:i + 1] if x and not x.startswith(("$", "//", "{", "}", ".")))
-        key = (ops["fma"], -sum(ops.values()))
-        if ops["fma"] and (best_key is None or key > best_key):
-            best, best_key = ops, key
-    return best
+        if m and m.group(1) in labels and labels[m.group(1)] < i:
+            start = labels[m.group(1)]
+            loops.append((start, i, Counter(_opcode(x) for x in lines[start + 1:i + 1]
+                                            if x and not x.startswith(("$", "//", "{", "}", ".")))))
+    with_fma = [x for x in loops if x[2]["fma"]]
+    if not with_fma:
+        return None
+    start, end, ops = max(with_fma, key=lambda x: (x[2]["fma"], -sum(x[2].values())))
+    around = [x for x in loops if x[0] < start and x[1] > end]
+    outer = min(around, key=lambda x: x[1] - x[0], default=None)
+    return ops, None if outer is None else sum(outer[2].values()) - sum(ops.values())
 
 
 def _opcode(instruction: str) -> str:
@@ -112,14 +122,16 @@ def census(name: str, batch: int | None, only: str) -> int:
         assert ".visible .entry" in ptx, launch.name
         if only is None or only not in launch.name:
             continue
-        ops = hot_loop(ptx)
+        hot = hot_loop(ptx)
         head = f"  {launch.name:<34} x{times[launch.name]:<3} grid {launch.grid:>6} x {launch.block:<4}"
-        if ops is None:
+        if hot is None:
             print(f"{head} no loop with an fma")
             continue
+        ops, around = hot
         total = sum(ops.values())
         rest = ", ".join(f"{op} {n}" for op, n in ops.most_common() if op != "fma")
-        print(f"{head} hot loop {total:>4} instructions, {ops['fma']:>3} fma ({ops['fma'] / total:.0%}): {rest}")
+        outer = "" if around is None else f"; the loop around it: {around} more"
+        print(f"{head} hot loop {total:>4} instructions, {ops['fma']:>3} fma ({ops['fma'] / total:.0%}): {rest}{outer}")
     return len(launches)
 
 
