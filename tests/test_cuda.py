@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import minidlc
@@ -152,6 +153,21 @@ def test_long_row_reductions_run_block_wide(op, shape, attrs, threads):
         assert "_red[" not in loops
     else:
         assert f"for (t = 0; t < {threads}; t++)" in loops and "_red[t + " in loops and "__syncthreads" in loops
+
+
+@on_simulator
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_random_reductions_block_wide_or_side_by_side(data):
+    """Reductions over random axes of random shapes (some rows long enough for
+    a block, some contiguous across rows: lanes side by side), against the
+    reference; the softmax-like map loop after a reduction too."""
+    shape = tuple(data.draw(st.lists(st.sampled_from([1, 2, 3, 8, 16, 64, 96]), min_size=2, max_size=3)
+                            .filter(lambda s: np.prod(s) <= 2048)))  # the simulator runs each thread as Python
+    axes = sorted(data.draw(st.sets(st.integers(0, len(shape) - 1), min_size=1, max_size=len(shape) - 1)))
+    op = data.draw(st.sampled_from(["ReduceSum", "ReduceMax", "ReduceMean", "Softmax"]))
+    attrs = {"axis": axes[-1]} if op == "Softmax" else {"axes": axes, "keepdims": data.draw(st.sampled_from([0, 1]))}
+    check(_rows_graph(op, shape, attrs), "cuda")
 
 
 def _row_kernel(store_index) -> Kernel:
