@@ -63,8 +63,8 @@ def test_gemm_tiles_edges_and_k_tail(m, k, n, tiled):
 def test_every_tile_shape_on_a_matmul_and_a_conv(tile, monkeypatch):
     """Each tile shape the GPU lowering may choose (most only for products
     larger than the simulator can run), on small ones that overhang it and
-    leave a k tail: a MatMul (a row's k contiguous) and a padded Conv (its
-    pixels contiguous, stored transposed)."""
+    leave a k tail: a MatMul (a row's k contiguous) and a padded 3x3 Conv
+    (its pixels contiguous, stored transposed; slabs of whole windows)."""
     monkeypatch.setattr(gpu_gemm, "choose_tile", lambda batch, m, n: tile)
     for step in ("load", "store"):  # the compile cache's key does not know of the patch
         monkeypatch.setattr(compile_cache, step, lambda *args: None)
@@ -73,8 +73,8 @@ def test_every_tile_shape_on_a_matmul_and_a_conv(tile, monkeypatch):
     x = conv.add_input("x", minidlc.ir.TensorType((2, 3, 5, 6)))
     w = conv.constant(rng.standard_normal((20, 3, 3, 3)).astype(np.float32), "w")
     conv.outputs = [conv.add("Conv", [x, w], {"pads": [1, 1, 1, 1]}).outputs[0]]
-    for g in (matmul_graph((), 20, 9, 21), conv):
-        assert f"shared f32 a_tile[{2 * tile.bk * (tile.bm + 1)}]" in check(g, "cuda").emit("loops")
+    for g, bk in ((matmul_graph((), 20, 9, 21), tile.bk), (conv, gpu_gemm.window_slabs(tile, 9).bk)):
+        assert f"shared f32 a_tile[{2 * bk * (tile.bm + 1)}]" in check(g, "cuda").emit("loops")
 
 
 @on_simulator
