@@ -195,6 +195,20 @@ def test_division_by_the_loop_ranges_takes_a_channel_shuffle_apart():
     assert simplify_stmt(body).body.body.body.index == Binary("/", p, const(4))
 
 
+def test_what_moves_with_a_loop_leaves_the_division():
+    """(kt * 18 + r) / 9 with r < 18 (a GPU conv's slab of two 3x3 windows):
+    kt * 2 + r / 9, and the remainder r % 9, so the division does not change
+    with kt."""
+    from minidlc.loops.ir import For, Store
+    from minidlc.loops.simplify import simplify_stmt
+
+    kt, r = Var("kt"), Var("r")
+    k = add(mul(kt, const(18)), r)
+    for op, want in (("/", add(mul(kt, const(2)), Binary("/", r, const(9)))), ("%", Binary("%", r, const(9)))):
+        body = For(kt, const(32), For(r, const(18), Store("o", Binary(op, k, const(9)), Const(0.0, "f32"))))
+        assert str(simplify_stmt(body).body.body.index) == str(want)
+
+
 def _run(kernel: Kernel, m, n, kk, threads=1):
     rng = np.random.default_rng(m * 100 + n * 10 + kk)
     a = rng.standard_normal((m, kk)).astype(np.float32)
