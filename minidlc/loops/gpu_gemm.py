@@ -27,7 +27,10 @@ the tiles overhang C (M or N not a multiple of the tile), the overhang reads
 clamped (real) elements, the tiles store the raw product into a padded
 scratch C, and a second launch applies the epilogue to the real elements:
 every store is in bounds by construction, which the verifier proves. A k
-that BK does not divide reads zeros past k. A batch of products that share
+that BK does not divide reads zeros past k. A conv's slabs hold whole kernel
+windows where they can (BK = 18 or 36 for 3x3: `window_slabs`), so each
+thread reads the same kernel cells in every slab and works out their
+offsets and padding tests once, before the k loop. A batch of products that share
 B (a conv's images, a MatMul against one weight) is tiled as one product of
 the batch's rows stacked. Products too thin for any tile (M or N under 16,
 say a batch-1 Gemm) take a plain loop nest, one iteration per element of C
