@@ -23,7 +23,7 @@ from minidlc import compile_cache
 from minidlc.loops import gpu_gemm
 from minidlc.loops.ir import Allocate, Barrier, Binary, For, Kernel, Load, LoopKind, Param, Scope, Store, Var, add, const, \
     mul, seq
-from minidlc.loops.transform import walk_stmts
+from minidlc.loops.transform import stmt_exprs, walk_exprs, walk_stmts
 from minidlc.loops.verify import LoopIRError, verify_kernel
 from test_cpu_backends import check, matmul_graph
 
@@ -73,8 +73,41 @@ def test_every_tile_shape_on_a_matmul_and_a_conv(tile, monkeypatch):
     x = conv.add_input("x", minidlc.ir.TensorType((2, 3, 5, 6)))
     w = conv.constant(rng.standard_normal((20, 3, 3, 3)).astype(np.float32), "w")
     conv.outputs = [conv.add("Conv", [x, w], {"pads": [1, 1, 1, 1]}).outputs[0]]
-    for g, bk in ((matmul_graph((), 20, 9, 21), tile.bk), (conv, gpu_gemm.window_slabs(tile, 9).bk)):
-        assert f"shared f32 a_tile[{2 * bk * (tile.bm + 1)}]" in check(g, "cuda").emit("loops")
+    for g, chosen in ((matmul_graph((), 20, 9, 21), tile), (conv, gpu_gemm.window_slabs(tile, 9))):
+        assert f"shared f32 a_tile[{2 * chosen.bk * chosen.a_row}]" in check(g, "cuda").emit("loops")
+
+
+@pytest.mark.parametrize("tile", gpu_gemm.TILES, ids=str)
+def test_stores_into_the_shared_tiles_hit_every_bank_once(tile, monkeypatch):
+    """A warp's stores of A and B into the shared tiles and its loads in the
+    k loop, evaluated from the loop IR the lowering builds (a MatMul: A
+    stored along k, transposed; a conv: along its pixels): no two of a
+    warp's addresses share a bank (the same address twice is a broadcast)."""
+    from minidlc.backends import get_backend
+    from minidlc.loops.gpu_schedule import _evaluate
+    from minidlc.passes.manager import build_pipeline
+
+    monkeypatch.setattr(gpu_gemm, "choose_tile", lambda batch, m, n: tile)
+    rng = np.random.default_rng(4)
+    conv = minidlc.ir.Graph()
+    x = conv.add_input("x", minidlc.ir.TensorType((2, 8, 9, 9)))
+    conv.outputs = [conv.add("Conv", [x, conv.constant(rng.standard_normal((16, 8, 3, 3)).astype(np.float32), "w")],
+                             {"pads": [1, 1, 1, 1]}).outputs[0]]
+    for g in (matmul_graph((), 256, 64, 256), conv):
+        program = get_backend("cuda").program(build_pipeline(opt_level=2).run(g))
+        kernel = next(s.lowered.kernel for s in program.steps if s.lowered is not None and "a_tile" in str(s.lowered.kernel))
+        threads = next(x.var for x in walk_stmts(kernel.body) if isinstance(x, For) and x.kind == LoopKind.THREADS)
+        accesses = [e for x in walk_stmts(kernel.body) for e in [x, *(y for top in stmt_exprs(x) for y in walk_exprs(top))]
+                    if isinstance(e, (Store, Load)) and e.buf in ("a_tile", "b_tile")]
+        unrolled = {x.var: int(x.extent.value) for x in walk_stmts(kernel.body) if isinstance(x, For) and x.kind == LoopKind.UNROLLED}
+        assert any(isinstance(e, Store) for e in accesses) and any(isinstance(e, Load) for e in accesses)
+        for access in accesses:
+            others = [v for v in unrolled if v.name in str(access.index)]
+            for values in np.ndindex(*(unrolled[v] for v in others)):
+                for warp in range(tile.threads // 32):
+                    addresses = {_evaluate(access.index, {threads: t, **dict(zip(others, values))})
+                                 for t in range(32 * warp, 32 * warp + 32)}
+                    assert len({a % 32 for a in addresses}) == len(addresses), (access, values, sorted(addresses))
 
 
 @on_simulator

@@ -22,7 +22,7 @@ issued before the k loop over this one and stored after it, so their latency
 hides behind the FMAs, and one barrier per slab suffices. A thread's rows and
 columns are strided by BM/TM and BN/TN, so a warp reads
 consecutive shared-memory words (no bank conflicts; A's slab rows are padded
-by one word for the same reason) and stores consecutive elements of C. When
+so that its stores have none either) and stores consecutive elements of C. When
 the tiles overhang C (M or N not a multiple of the tile), the overhang reads
 clamped (real) elements, the tiles store the raw product into a padded
 scratch C, and a second launch applies the epilogue to the real elements:
@@ -69,8 +69,11 @@ class GpuTile:
 
     @property
     def a_row(self) -> int:
-        """A shared row of A's slab: BM and a word of padding (a warp storing along k hits 32 banks, not one)."""
-        return self.bm + 1
+        """A shared row of A's slab: BM and 32 / BK words of padding (at least
+        one). A MatMul's warp stores its A elements along k (BK of them, for
+        32 / BK rows): rows that far apart start in different banks, so the
+        store hits 32 banks, not 32 / BK of them four or two times."""
+        return self.bm + max(1, 32 // self.bk)
 
     @property
     def shared_bytes(self) -> int:
