@@ -20,7 +20,9 @@ Two jobs, one compile:
   slab costs besides (its loads into the shared tiles: for a conv, the
   padding tests and index arithmetic of A's elements). It is a static count
   of PTX (before ptxas), not a timing: it says where instructions go, and a
-  GPU must say what that is worth.
+  GPU must say what that is worth. Where the CUDA toolkit's ptxas is
+  installed, each launch also shows the registers a thread takes, how many
+  blocks a multiprocessor then holds, and any spills to local memory.
 
 Numba asks the current device's compute capability only to compile device
 functions (support.py's): here we answer 9.0 ourselves.
@@ -30,7 +32,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -53,6 +58,8 @@ from minidlc.loops.program import StepKind  # noqa: E402
 from minidlc.passes.manager import PassContext, build_pipeline  # noqa: E402
 
 CC = (9, 0)
+SM_REGISTERS, SM_THREADS, SM_SHARED, SM_BLOCKS = 65536, 2048, 228 * 1024, 32  # an sm_90 multiprocessor's
+BLOCK_SHARED_RESERVED = 1024  # shared memory the driver keeps per block
 _LABEL = re.compile(r"^(\$L__BB\d+_\d+):$")
 _BRANCH = re.compile(r"^(?:@!?%p\d+\s+)?bra(?:\.uni)?\s+(\$L__BB\d+_\d+);")
 
@@ -83,6 +90,34 @@ def hot_loop(ptx: str) -> tuple[Counter, int | None] | None:
     around = [x for x in loops if x[0] < start and x[1] > end]
     outer = min(around, key=lambda x: x[1] - x[0], default=None)
     return ops, None if outer is None else sum(outer[2].values()) - sum(ops.values())
+
+
+def ptxas_resources(ptx: str) -> tuple[int, int, int] | None:
+    """(registers a thread, bytes spilled to local memory, shared bytes) as
+    ptxas assigns them for sm_90, when ptxas (the CUDA toolkit's) is on PATH;
+    else None. Registers decide how many blocks a multiprocessor holds."""
+    exe = shutil.which("ptxas")
+    if exe is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernel.ptx"
+        src.write_text(ptx)
+        r = subprocess.run([exe, f"-arch=sm_{CC[0]}{CC[1]}", "-v", str(src), "-o", str(Path(tmp) / "kernel.cubin")],
+                           capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"ptxas rejected the PTX: {r.stderr[-2000:]}")
+    regs = int(re.search(r"Used (\d+) registers", r.stderr).group(1))
+    spilled = sum(int(x) for x in re.findall(r"(\d+) bytes spill (?:stores|loads)", r.stderr))
+    smem = re.search(r"(\d+) bytes smem", r.stderr)
+    return regs, spilled, int(smem.group(1)) if smem else 0
+
+
+def blocks_per_sm(threads: int, regs: int, smem: int) -> int:
+    """How many blocks of a launch one multiprocessor holds at once: registers
+    go to warps 8 a thread at a time, shared memory to blocks."""
+    warps = -(-threads // 32)
+    by_regs = SM_REGISTERS // (warps * 32 * -(-max(regs, 1) // 8) * 8)
+    return min(by_regs, SM_THREADS // (warps * 32), SM_SHARED // (smem + BLOCK_SHARED_RESERVED), SM_BLOCKS)
 
 
 def _opcode(instruction: str) -> str:
@@ -122,8 +157,12 @@ def census(name: str, batch: int | None, only: str) -> int:
         assert ".visible .entry" in ptx, launch.name
         if only is None or only not in launch.name:
             continue
-        hot = hot_loop(ptx)
+        hot, resources = hot_loop(ptx), ptxas_resources(ptx)
         head = f"  {launch.name:<34} x{times[launch.name]:<3} grid {launch.grid:>6} x {launch.block:<4}"
+        if resources is not None:
+            regs, spilled, smem = resources
+            head += f" regs {regs:>3}, {blocks_per_sm(launch.block, regs, smem):>2} blocks/SM" + \
+                (f", SPILLS {spilled} bytes" if spilled else "") + ":"
         if hot is None:
             print(f"{head} no loop with an fma")
             continue

@@ -93,6 +93,8 @@ TILES = (GpuTile(128, 128, 8, 8, 8), GpuTile(64, 128, 8, 8, 8), GpuTile(128, 64,
          GpuTile(128, 16, 16, 8, 1), GpuTile(32, 32, 16, 2, 2))
 FILL_BLOCKS = 132  # an H100/H200 has 132 multiprocessors
 MAX_SLAB_LOADS = 24  # a thread's loads of A's or B's slab (registers that hold the next slab while this one runs)
+WIDE_SLABS_MAX_TILE = 128 * 64  # larger tiles keep their BK: with 3x3 windows (BK 18), a 128x128 tile's
+                                # threads took 144 registers (ptxas, sm_90), one block a multiprocessor, not two
 MAX_SHARED_BYTES = 48 * 1024  # what a block may declare statically
 MAX_WASTE = 1.25
 
@@ -119,9 +121,10 @@ def window_slabs(tile: GpuTile, window: int) -> GpuTile:
     every slab, so their cells, padding tests and offsets are computed once,
     before the k loop (the simplifier splits (kt * BK + r) / window into
     kt * BK / window + r / window), and each slab only moves on by channels.
+    Those offsets and tests take registers: the largest tiles keep their BK.
     With a BK of 8 or 16 against a 3x3 window, every element of every slab
     divided its k again: a quarter of a 3x3 conv's instructions."""
-    if window == 1 or tile.bk % window == 0:
+    if window == 1 or tile.bk % window == 0 or tile.bm * tile.bn > WIDE_SLABS_MAX_TILE:
         return tile
     for bk in range(window, MAX_SLAB_LOADS * tile.threads // max(tile.bm, tile.bn) + 1, window):
         wide = replace(tile, bk=bk)
