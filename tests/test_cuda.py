@@ -73,8 +73,25 @@ def test_every_tile_shape_on_a_matmul_and_a_conv(tile, monkeypatch):
     x = conv.add_input("x", minidlc.ir.TensorType((2, 3, 5, 6)))
     w = conv.constant(rng.standard_normal((20, 3, 3, 3)).astype(np.float32), "w")
     conv.outputs = [conv.add("Conv", [x, w], {"pads": [1, 1, 1, 1]}).outputs[0]]
-    for g, chosen in ((matmul_graph((), 20, 9, 21), tile), (conv, gpu_gemm.window_slabs(tile, 9))):
+    for g, chosen in ((matmul_graph((), 20, 9, 21), tile), (conv, gpu_gemm.with_window_slabs(tile, 9, 4))):
         assert f"shared f32 a_tile[{2 * chosen.bk * chosen.a_row}]" in check(g, "cuda").emit("loops")
+
+
+def _tiled_kernels(tile, monkeypatch, dtype=np.float32):
+    """The GEMM kernels (loop IR, for the GPU) of a MatMul and of a padded
+    3x3 Conv, both in `tile`."""
+    from minidlc.backends import get_backend
+    from minidlc.passes.manager import build_pipeline
+
+    monkeypatch.setattr(gpu_gemm, "choose_tile", lambda batch, m, n: tile)
+    rng = np.random.default_rng(4)
+    conv = minidlc.ir.Graph()
+    x = conv.add_input("x", minidlc.ir.TensorType((2, 8, 9, 9), minidlc.ir.types.dtype_name(dtype)))
+    conv.outputs = [conv.add("Conv", [x, conv.constant(rng.standard_normal((16, 8, 3, 3)).astype(dtype), "w")],
+                             {"pads": [1, 1, 1, 1]}).outputs[0]]
+    for g in (matmul_graph((), 256, 64, 256), conv):
+        program = get_backend("cuda").program(build_pipeline(opt_level=2).run(g))
+        yield next(s.lowered.kernel for s in program.steps if s.lowered is not None and "a_tile" in str(s.lowered.kernel))
 
 
 @pytest.mark.parametrize("tile", gpu_gemm.TILES, ids=str)
@@ -83,19 +100,9 @@ def test_stores_into_the_shared_tiles_hit_every_bank_once(tile, monkeypatch):
     k loop, evaluated from the loop IR the lowering builds (a MatMul: A
     stored along k, transposed; a conv: along its pixels): no two of a
     warp's addresses share a bank (the same address twice is a broadcast)."""
-    from minidlc.backends import get_backend
-    from minidlc.loops.gpu_schedule import _evaluate
-    from minidlc.passes.manager import build_pipeline
+    from minidlc.loops.gpu_schedule import index_value
 
-    monkeypatch.setattr(gpu_gemm, "choose_tile", lambda batch, m, n: tile)
-    rng = np.random.default_rng(4)
-    conv = minidlc.ir.Graph()
-    x = conv.add_input("x", minidlc.ir.TensorType((2, 8, 9, 9)))
-    conv.outputs = [conv.add("Conv", [x, conv.constant(rng.standard_normal((16, 8, 3, 3)).astype(np.float32), "w")],
-                             {"pads": [1, 1, 1, 1]}).outputs[0]]
-    for g in (matmul_graph((), 256, 64, 256), conv):
-        program = get_backend("cuda").program(build_pipeline(opt_level=2).run(g))
-        kernel = next(s.lowered.kernel for s in program.steps if s.lowered is not None and "a_tile" in str(s.lowered.kernel))
+    for kernel in _tiled_kernels(tile, monkeypatch):
         threads = next(x.var for x in walk_stmts(kernel.body) if isinstance(x, For) and x.kind == LoopKind.THREADS)
         accesses = [e for x in walk_stmts(kernel.body) for e in [x, *(y for top in stmt_exprs(x) for y in walk_exprs(top))]
                     if isinstance(e, (Store, Load)) and e.buf in ("a_tile", "b_tile")]
@@ -105,9 +112,18 @@ def test_stores_into_the_shared_tiles_hit_every_bank_once(tile, monkeypatch):
             others = [v for v in unrolled if v.name in str(access.index)]
             for values in np.ndindex(*(unrolled[v] for v in others)):
                 for warp in range(tile.threads // 32):
-                    addresses = {_evaluate(access.index, {threads: t, **dict(zip(others, values))})
+                    addresses = {index_value(access.index, {threads: t, **dict(zip(others, values))})
                                  for t in range(32 * warp, 32 * warp + 32)}
                     assert len({a % 32 for a in addresses}) == len(addresses), (access, values, sorted(addresses))
+
+
+@pytest.mark.parametrize("tile", gpu_gemm.TILES, ids=str)
+def test_f64_tiles_fit_in_a_blocks_shared_memory(tile, monkeypatch):
+    """Whole-window slabs widen BK; in f64 they must still fit the 48 KB a
+    block may declare (ptxas rejects more), as f32 ones do."""
+    for kernel in _tiled_kernels(tile, monkeypatch, np.float64):
+        shared = [x for x in walk_stmts(kernel.body) if isinstance(x, Allocate) and x.scope == Scope.SHARED]
+        assert shared and sum(8 * x.size for x in shared) <= 48 * 1024, [(x.buf, x.size) for x in shared]
 
 
 @on_simulator
@@ -175,6 +191,7 @@ def _rows_graph(op: str, shape: tuple[int, ...], attrs: dict):
     ("ReduceMean", (2, 3, 10, 10), {"axes": [2, 3]}, 25),             # two inner loops, fused
     ("ReduceMax", (5, 96, 2), {"axes": [1], "keepdims": 0}, 64),      # along a strided axis: 2 rows side by side
     ("ReduceSum", (128, 24), {"axes": [0]}, 256),                     # over the outer axis: 8 rows side by side
+    ("ReduceSum", (2183, 7), {"axes": [0]}, 59),                      # 7 side by side leave 1 thread a row: 1 a block
     ("ReduceSum", (2, 4, 80), {"axes": [0, 2]}, 32),
     ("ArgMax", (2, 100), {"axis": 1}, None),                          # two accumulators: one thread per row
     ("ReduceMean", (40, 8), {"axes": [1]}, None),                     # short rows: one thread per row
@@ -257,7 +274,7 @@ def test_a_gemv_splits_k_over_a_block(weight_at_run_time, blocks, threads):
     loops = check(g, "cuda").emit("loops")
     assert f"for (blk = 0; blk < {blocks}; blk++)" in loops and f"for (t = 0; t < {threads}; t++)" in loops
     # the epilogue's store: one thread an output
-    assert ("if (t == 0) {" if weight_at_run_time else "if (t / 7 == 0) {") in loops
+    assert ("if (t == 0) {" if weight_at_run_time else "if (t < 7) {") in loops
 
 
 @on_simulator

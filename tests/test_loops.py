@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 from minidlc.backends.llvm import compile_kernel
 from minidlc.loops import LoopIRError, verify_kernel
 from minidlc.loops.ir import Binary, Const, For, Kernel, Load, Param, Store, Var, add, const, mul, seq
-from minidlc.loops.printer import print_kernel
+from minidlc.loops.printer import print_expr, print_kernel
 from minidlc.loops.schedule import ScheduleError, fuse, parallel, reorder, split, unroll, vectorize
 from minidlc.loops.simplify import simplify
 
@@ -195,18 +195,38 @@ def test_division_by_the_loop_ranges_takes_a_channel_shuffle_apart():
     assert simplify_stmt(body).body.body.body.index == Binary("/", p, const(4))
 
 
-def test_what_moves_with_a_loop_leaves_the_division():
-    """(kt * 18 + r) / 9 with r < 18 (a GPU conv's slab of two 3x3 windows):
-    kt * 2 + r / 9, and the remainder r % 9, so the division does not change
-    with kt."""
+@pytest.mark.parametrize("index,extents,divided", [
+    ("kt * 18 + r", (32, 18), "kt * 2 + r / 9"),    # a GPU conv's slab of two 3x3 windows
+    ("kt * 18 + r + 100", (32, 18), "kt * 2 + (r + 1) / 9 + 11"),
+    ("kt + 256", (128, 1), "(kt + 4) / 9 + 28"),    # what a constant adds leaves it too
+])
+def test_what_moves_with_a_loop_leaves_the_division(index, extents, divided):
+    """(kt * 18 + r) / 9 with r < 18 is kt * 2 + r / 9 (and the remainder
+    r % 9): the division no longer changes with kt. Exact at every point."""
     from minidlc.loops.ir import For, Store
     from minidlc.loops.simplify import simplify_stmt
+    from minidlc.loops.transform import walk_stmts
 
     kt, r = Var("kt"), Var("r")
-    k = add(mul(kt, const(18)), r)
-    for op, want in (("/", add(mul(kt, const(2)), Binary("/", r, const(9)))), ("%", Binary("%", r, const(9)))):
-        body = For(kt, const(32), For(r, const(18), Store("o", Binary(op, k, const(9)), Const(0.0, "f32"))))
-        assert str(simplify_stmt(body).body.body.index) == str(want)
+    e = eval(index, {"kt": _E(kt), "r": _E(r)}).e
+    for op in ("/", "%"):
+        body = For(kt, const(extents[0]), For(r, const(extents[1]), Store("o", Binary(op, e, const(9)), Const(0.0, "f32"))))
+        got = next(x for x in walk_stmts(simplify_stmt(body)) if isinstance(x, Store)).index
+        if op == "/":
+            assert print_expr(got) == divided
+        for point in np.ndindex(*extents):
+            value = _value(e, dict(zip((kt, r), point)))
+            assert _value(got, dict(zip((kt, r), point))) == (value // 9 if op == "/" else value % 9), (got, point)
+
+
+class _E:
+    """Index arithmetic with Python operators, building loop IR."""
+
+    def __init__(self, e):
+        self.e = e
+
+    def __add__(self, o): return _E(Binary("+", self.e, o.e if isinstance(o, _E) else const(o)))
+    def __mul__(self, o): return _E(Binary("*", self.e, o.e if isinstance(o, _E) else const(o)))
 
 
 def _run(kernel: Kernel, m, n, kk, threads=1):

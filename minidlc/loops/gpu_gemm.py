@@ -28,7 +28,7 @@ clamped (real) elements, the tiles store the raw product into a padded
 scratch C, and a second launch applies the epilogue to the real elements:
 every store is in bounds by construction, which the verifier proves. A k
 that BK does not divide reads zeros past k. A conv's slabs hold whole kernel
-windows where they can (BK = 18 or 36 for 3x3: `window_slabs`), so each
+windows where they can (`with_window_slabs`: BK 18 or 36 for 3x3), so each
 thread reads the same kernel cells in every slab and works out their
 offsets and padding tests once, before the k loop. A batch of products that share
 B (a conv's images, a MatMul against one weight) is tiled as one product of
@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..ir import Node
+from ..ir import DTYPES, Node
 from ..ir.types import dtype_name
 from .gemm import CONFIG, GEMM_OPS, GemmSpec, epilogue_chain, gemm_spec, is_depthwise, lower_depthwise, \
     store_result
@@ -75,10 +75,9 @@ class GpuTile:
         store hits 32 banks, not 32 / BK of them four or two times."""
         return self.bm + max(1, 32 // self.bk)
 
-    @property
-    def shared_bytes(self) -> int:
-        """Both halves of both shared tiles (f32)."""
-        return 4 * 2 * self.bk * (self.a_row + self.bn)
+    def shared_bytes(self, itemsize: int) -> int:
+        """Both halves of both shared tiles, of elements of `itemsize` bytes."""
+        return itemsize * 2 * self.bk * (self.a_row + self.bn)
 
 
 # Largest first. A product takes the largest tile that overhangs it by at most
@@ -114,7 +113,7 @@ def choose_tile(batch: int, m: int, n: int) -> GpuTile | None:
     return max(fitting, key=lambda t: (blocks(t), -waste(t))) if fitting else None
 
 
-def window_slabs(tile: GpuTile, window: int) -> GpuTile:
+def with_window_slabs(tile: GpuTile, window: int, itemsize: int) -> GpuTile:
     """`tile` with BK a multiple of a conv's kernel window (its k runs over
     (channel, kernel cell)), when the slabs' loads stay at most MAX_SLAB_LOADS
     a thread: then a thread's elements of A sit at the same kernel cells in
@@ -129,7 +128,7 @@ def window_slabs(tile: GpuTile, window: int) -> GpuTile:
     for bk in range(window, MAX_SLAB_LOADS * tile.threads // max(tile.bm, tile.bn) + 1, window):
         wide = replace(tile, bk=bk)
         if tile.bm * bk % tile.threads == 0 and tile.bn * bk % tile.threads == 0 and bk >= tile.bk and \
-                wide.shared_bytes <= MAX_SHARED_BYTES:
+                wide.shared_bytes(itemsize) <= MAX_SHARED_BYTES:
             return wide
     return tile
 
@@ -184,7 +183,7 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         product, nb, m = replace(spec, batch=(), m=nb * m), 1, nb * m
     tile = choose_tile(nb, m, n)
     if tile is not None:
-        tile = window_slabs(tile, math.prod(k_shape[1:]))
+        tile = with_window_slabs(tile, math.prod(k_shape[1:]), np.dtype(DTYPES[dt]).itemsize)
     stages: list[Stmt] = [spec.prologue] if spec.prologue is not None else []
     if tile is None:
         stages.append(_plain(lw, product, nb, read_a, read_b, result))
@@ -259,6 +258,7 @@ def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) ->
     kb, c = Binary("/", e, const(bn)), Binary("%", e, const(bn))
     a_row = tile.a_row
     a_size, b_size, a_loads, b_loads = bk * a_row, bk * bn, bm * bk // threads, bn * bk // threads
+    assert tile.shared_bytes(np.dtype(DTYPES[dt]).itemsize) <= MAX_SHARED_BYTES, tile
 
     def fetch(slab: Expr) -> Stmt:
         """This thread's elements of a slab of A and of B, from global memory into registers."""

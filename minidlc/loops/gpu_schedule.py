@@ -35,7 +35,8 @@ elements a row, more beyond (32 elements a thread):
 
 A row body qualifies when every statement in it is one of: a local
 allocation; a store to a local (every thread computes the same value); a
-store to memory outside any loop (thread 0 does it); an accumulation loop
+store to memory outside any loop (thread 0 does it: the row's one thread
+with p = 0, below); an accumulation loop
 (`acc[c] = acc[c] op value`, op + * min max, `value` not reading acc); or a
 map loop (stores to memory at indices that move with the loop, reading none
 of the buffers it writes). Perfectly nested inner loops count as one loop.
@@ -45,10 +46,11 @@ reductions, as the CPU's vectorized loops do.
 When the row's loads are contiguous across rows rather than along them (a
 GEMV against a K x N weight reads B[j, i]; a reduction over an outer axis),
 one row per block would read a 32-byte sector per element. Then a block
-takes L rows side by side (L = 8, a sector of f32): thread t = p * L + l
-works on row blk * L + l, takes j = p, p + P, ... of it, and the tree folds
-parts (red[t] += red[t + s * L] for p < s), so a warp's lanes read whole
-sectors.
+takes L rows side by side (L up to 8, a sector of f32, and a divisor of the
+row count): thread t = p * L + l works on row blk * L + l and takes
+j = p, p + P, ... of it (P threads a row, 16 to 256 / L), the tree folds
+parts (red[t] += red[t + s * L] for p < s), and the row's stores to memory
+are its thread p = 0's (t < L). A warp's lanes then read whole sectors.
 """
 from __future__ import annotations
 
@@ -125,6 +127,16 @@ def bind_to_threads(s: Stmt, names: Callable[[str], Var]) -> Stmt:
                LoopKind.BLOCKS)
 
 
+def fresh_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base` and a number, whichever `taken` lacks (and now has)."""
+    name, i = base, 0
+    while name in taken:
+        i += 1
+        name = f"{base}{i}"
+    taken.add(name)
+    return name
+
+
 def gpu_schedule(k: Kernel) -> Kernel:
     """Every top-level stage becomes one launch: stages a GPU lowering already
     bound (the tiled GEMM) stay; rows that reduce long loops get a block each
@@ -136,12 +148,7 @@ def gpu_schedule(k: Kernel) -> Kernel:
     bufs = {p.name for p in k.params} | {x.buf for st in stages for x in walk_stmts(st) if isinstance(x, Allocate)}
 
     def names(base: str) -> Var:
-        name, i = base, 0
-        while name in taken:
-            i += 1
-            name = f"{base}{i}"
-        taken.add(name)
-        return Var(name)
+        return Var(fresh_name(base, taken))
 
     def launch(s: Stmt) -> Stmt:
         if any(isinstance(x, For) and x.kind == LoopKind.BLOCKS for x in walk_stmts(s)):
@@ -166,7 +173,9 @@ def block_reduce(row_loop: For, names: Callable[[str], Var], taken_bufs: set[str
     if max(extents) < BLOCK_REDUCE_MIN:
         return None
     lanes = _lanes(body, row_loop)
-    parts = block_size(math.gcd(*extents), min(MAX_BLOCK_THREADS // lanes, max(32, min(extents) // PER_THREAD)))
+    parts = _parts(extents, lanes)
+    if parts < 16 and lanes > 1:  # too few threads a row beside the lanes: one row a block after all
+        lanes, parts = 1, _parts(extents, 1)
     if parts < 16:  # the loops share no divisor worth a block (half a warp at least)
         return None
     blk, t = names("blk"), names("t")
@@ -182,6 +191,12 @@ def block_reduce(row_loop: For, names: Callable[[str], Var], taken_bufs: set[str
     return For(blk, const(int(row_loop.extent.value) // lanes), out, LoopKind.BLOCKS)
 
 
+def _parts(extents: list[int], lanes: int) -> int:
+    """Threads a row: a divisor of every inner loop's extent, about a warp up to
+    1024 elements (PER_THREAD each), more beyond, within the block beside the lanes."""
+    return block_size(math.gcd(*extents), min(MAX_BLOCK_THREADS // lanes, max(32, min(extents) // PER_THREAD)))
+
+
 def _lanes(body: Stmt, row_loop: For) -> int:
     """How many rows a block takes side by side: the most (up to LANES, a
     divisor of the row count) that some load of an inner loop reads at
@@ -195,14 +210,14 @@ def _lanes(body: Stmt, row_loop: For) -> int:
     for loop in (x for x in walk_stmts(body) if isinstance(x, For)):
         for top in (e for x in walk_stmts(loop.body) for e in stmt_exprs(x)):
             for load in (e for e in walk_exprs(top) if isinstance(e, Load) and e.buf not in allocated):
-                at, by_row, by_j = (_evaluate(load.index, env) for env in ({}, {row: 1}, {loop.var: 1}))
+                at, by_row, by_j = (index_value(load.index, env) for env in ({}, {row: 1}, {loop.var: 1}))
                 if None in (at, by_row, by_j):
                     continue
                 if by_j - at == 1 and by_row != at:
                     return 1  # reads along the row: one row per block reads it coalesced
                 if by_row - at == 1 and by_j - at != 1:
                     lanes = max(lanes, next(n for n in range(min(rows, LANES), 0, -1) if rows % n == 0 and all(
-                        _evaluate(load.index, {row: r}) == at + r for r in range(n))))
+                        index_value(load.index, {row: r}) == at + r for r in range(n))))
     return lanes
 
 
@@ -236,7 +251,7 @@ def _loads(s: Stmt) -> set[str]:
     return {e.buf for x in walk_stmts(s) for top in stmt_exprs(x) for e in walk_exprs(top) if isinstance(e, Load)}
 
 
-def _evaluate(e: Expr, env: dict[Var, int]) -> int | None:
+def index_value(e: Expr, env: dict[Var, int]) -> int | None:
     """An index expression's value, its variables given by `env` (others 0);
     None when it is not an expression of variables and constants."""
     if isinstance(e, Const):
@@ -244,7 +259,7 @@ def _evaluate(e: Expr, env: dict[Var, int]) -> int | None:
     if isinstance(e, Var):
         return env.get(e, 0)
     if isinstance(e, Binary):
-        a, b = _evaluate(e.a, env), _evaluate(e.b, env)
+        a, b = index_value(e.a, env), index_value(e.b, env)
         if a is None or b is None:
             return None
         if e.op in INT_FOLD:
@@ -261,7 +276,7 @@ def _one_to_one(index: Expr, loop: For) -> bool:
     extent = int(loop.extent.value)
     if extent > MAP_CHECK_MAX:
         return False
-    seen = {_evaluate(index, {loop.var: j}) for j in range(extent)}
+    seen = {index_value(index, {loop.var: j}) for j in range(extent)}
     return None not in seen and len(seen) == extent
 
 
@@ -284,8 +299,9 @@ class _RowRewrite:
             parts = [self.stmt(x, local) for x in s.stmts]
             return None if any(p is None for p in parts) else seq(*parts)
         if isinstance(s, Store):
-            # a local: every thread keeps its own copy of its row's value; memory: one thread a row writes
-            return s if s.buf in local else seq(If(Compare("==", self.part, const(0)), s), Barrier())
+            # a local: every thread keeps its own copy of its row's value; memory: one thread a row (part 0) writes
+            first = Compare("==", self.t, const(0)) if self.lanes == 1 else Compare("<", self.t, const(self.lanes))
+            return s if s.buf in local else seq(If(first, s), Barrier())
         if isinstance(s, For):
             return self.accumulation(s, local) or self.map_loop(s, local)
         return None
@@ -309,7 +325,7 @@ class _RowRewrite:
         start = identity(op, dt)
         if value is None or start is None or st.buf in _loads(Store(st.buf, st.index, value)):
             return None
-        partial, red = self.fresh(f"{st.buf}_part"), self.fresh(f"{st.buf}_red")
+        partial, red = fresh_name(f"{st.buf}_part", self.taken), fresh_name(f"{st.buf}_red", self.taken)
         self.shared.append((red, dt))
         t, zero = self.t, const(0)
         tree: list[Stmt] = []
@@ -335,11 +351,3 @@ class _RowRewrite:
         if {x.buf for x in stores} & _loads(loop.body):
             return None
         return seq(self.share(loop, loop.body), Barrier())
-
-    def fresh(self, base: str) -> str:
-        name, i = base, 0
-        while name in self.taken:
-            i += 1
-            name = f"{base}{i}"
-        self.taken.add(name)
-        return name

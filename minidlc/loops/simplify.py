@@ -69,8 +69,8 @@ def _divide(op: str, a: Expr, d: int) -> Expr | None:
     a = c * h + r with every term of h's a multiple of c, c dividing d and
     0 <= r < c: then a / d = h / (d / c) and a % d = (h % (d / c)) * c + r
     (c = d takes the division away; (p * 49 + i * 7 + j) / 196 is p / 4 when
-    i, j < 7). Failing that, when a = d * h + r with r >= 0 (r not below d):
-    a / d = h + r / d and a % d = r % d. None when neither applies."""
+    i, j < 7). Failing that, when a = d * h + r with r >= 0 (r may be d or
+    more): a / d = h + r / d and a % d = r % d. None when neither applies."""
     coeffs: dict = {}
     konst = _linear(a, 1, coeffs, [])
     whole = _interval(a)
@@ -91,7 +91,7 @@ def _divide(op: str, a: Expr, d: int) -> Expr | None:
     high = [(t, k // d) for t, k in coeffs.items() if k and k % d == 0]
     low = _combine([(t, k) for t, k in coeffs.items() if k and k % d], konst % d, a.dtype)
     rest = _interval(low)
-    if not high or rest is None or rest[0] < 0:
+    if not high and konst // d == 0 or rest is None or rest[0] < 0:
         return None
     part = _simplify(Binary(op, low, Const(d, a.dtype)))
     return _simplify(Binary("+", _combine(high, konst // d, a.dtype), part)) if op == "/" else part
