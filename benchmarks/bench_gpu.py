@@ -9,7 +9,9 @@ Prints the GPU's name, then:
 - each model at each batch: ms per run of minidlc, PyTorch eager and
   torch.compile (the same ONNX graph run by torch ops, benchmarks/onnx_torch.py),
   and the ratios eager/minidlc and compile/minidlc (above 1: minidlc is faster),
-  with minidlc's compile time and its error against PyTorch.
+  with minidlc's compile time and its error against PyTorch;
+- with --profile MODEL:BATCH, that run's steps each timed alone (the
+  per-kernel profile: ms, share, GFLOP/s), to show where its time goes.
 
 Every time is the median over rounds of CUDA-event time around `reps`
 back-to-back runs on inputs already on the device (no host copies on either
@@ -105,7 +107,7 @@ def bench_sgemm(n: int) -> dict:
     return row
 
 
-def bench_model(name: str, batch: int, with_compile: bool) -> dict:
+def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = False) -> dict:
     import torch
     from onnx_torch import OnnxModule
 
@@ -139,6 +141,14 @@ def bench_model(name: str, batch: int, with_compile: bool) -> dict:
     cr = f"{compiled / ours:6.2f}" if compiled else "     -"
     print(f"{name:<9}{batch:>6}{ours:>10.3f}{eager:>10.3f}{comp:>10}{eager / ours:>9.2f}{cr:>10}"
           f"{compile_s:>10.1f}{len(ex.launches):>9}{host:>6}{err:>10.1e}", flush=True)
+    if with_profile:  # where minidlc's time goes: each step's launches timed alone
+        from dataclasses import asdict
+
+        from minidlc.profiler import format_profile, profile
+
+        rows = profile(m, feeds, repeat=10)
+        print(format_profile(rows, None, 1), flush=True)
+        row["profile"] = [asdict(r) for r in rows]
     return row
 
 
@@ -149,6 +159,8 @@ def main() -> None:
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (it compiles for minutes)")
     ap.add_argument("--compile-for", default="", help="run torch.compile for these models only (default: all)")
+    ap.add_argument("--profile", default="", help="MODEL:BATCH,...: also time each step of these alone "
+                    "(minidlc's per-kernel profile)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     import numba
@@ -170,7 +182,7 @@ def main() -> None:
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             with_compile = not args.no_compile and (not args.compile_for or name in args.compile_for.split(","))
-            row = bench_model(name, batch, with_compile)
+            row = bench_model(name, batch, with_compile, f"{name}:{batch}" in args.profile.split(","))
             if row:
                 rows["models"].append(row)
             if args.json:

@@ -133,7 +133,8 @@ def backend_options_from_args(args) -> dict:
 
 def add_profile_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--profile", action="store_true",
-                    help="time each kernel (llvm, numba): ms, share, GFLOP/s, GB/s, roofline bound")
+                    help="time each kernel (llvm, numba; cuda: by CUDA events, no roofline): ms, share, GFLOP/s, "
+                    "GB/s, roofline bound")
     sp.add_argument("--profile-json", metavar="FILE", help="write the profile as JSON, with a Chrome trace")
 
 
@@ -266,11 +267,10 @@ def cmd_run(args) -> int:
 
 def print_profile(args, m, feeds) -> None:
     """`--profile`: the per-kernel table; `--profile-json FILE`: the same as JSON with a Chrome trace."""
-    from . import machine
-    from .profiler import format_profile, profile, to_json
+    from .profiler import format_profile, peaks_of, profile, to_json
 
     rows = profile(m, feeds)
-    peaks = machine.peaks()
+    peaks = peaks_of(m)
     threads = getattr(m.executable, "threads", 1)
     if args.profile:
         print(format_profile(rows, peaks, threads))
@@ -629,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = model_command("report", "write one self-contained HTML page about the compiled model",
                        "minidlc report examples/models/convnet.onnx -o report.html --profile")
     sp.add_argument("-o", "--output", default="report.html", metavar="FILE.html", help="where (default: report.html)")
-    sp.add_argument("--profile", action="store_true", help="include the per-kernel profile (llvm, numba)")
+    sp.add_argument("--profile", action="store_true", help="include the per-kernel profile (llvm, numba, cuda)")
     sp.set_defaults(fn=cmd_report, target="llvm")
 
     sp = model_command("explain", "follow one node through the compiler: passes, group, kernel, LLVM",

@@ -147,8 +147,7 @@ def _memory(m) -> str:
 
 
 def _profile(m) -> str:
-    from . import machine
-    from .profiler import format_profile, profile
+    from .profiler import format_profile, peaks_of, profile
 
     rows = profile(m, m.random_inputs())
-    return _pre(format_profile(rows, machine.peaks(), getattr(m.executable, "threads", 1)))
+    return _pre(format_profile(rows, peaks_of(m), getattr(m.executable, "threads", 1)))

@@ -428,9 +428,25 @@ def test_every_launch_of_the_demo_models_compiles_for_a_real_gpu():
 
 
 @on_simulator
-def test_profile_says_the_cuda_target_has_none_yet():
-    from minidlc.profiler import profile
+def test_profile_times_each_step_of_the_cuda_executable(tmp_path, capsys):
+    """A row per step the executable runs (the tiled GEMM's and, its tiles
+    overhanging C, its epilogue's launches in one row), with the step's
+    FLOPs; on the simulator the times are Python's, so only their presence
+    is checked. The CLI prints the table with no roofline columns."""
+    from minidlc.cli import main
+    from minidlc.profiler import format_profile, profile
 
-    m = minidlc.compile(matmul_graph((), 4, 4, 4), target="cuda")
-    with pytest.raises(ValueError, match="target cuda has no per-kernel profile yet"):
-        profile(m, m.random_inputs(0))
+    m = minidlc.compile(matmul_graph((), 40, 24, 36), target="cuda")
+    rows = profile(m, m.random_inputs(0), repeat=2)
+    assert [r.name for r in rows] == [step.lowered.kernel.name for step, _ in m.executable.step_calls]
+    assert rows[0].flops >= 2 * 40 * 24 * 36 and all(r.seconds > 0 for r in rows)
+    assert "no roofline: no GPU peaks measured" in format_profile(rows, None, 1)
+    w = numpy_helper.from_array(np.ones((8, 4), np.float32), "w")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])], [w])
+    path = tmp_path / "mm.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    assert main(["run", str(path), "--target", "cuda", "--random-inputs", "--profile"]) == 0
+    out = capsys.readouterr().out
+    assert "k_matmul" in out and "launches timed alone; no roofline" in out

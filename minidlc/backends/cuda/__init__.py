@@ -24,6 +24,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -128,16 +129,20 @@ class CudaExecutable:
         for launch in launches:
             by_kernel.setdefault(launch.kernel.name, []).append(launch)
         self.launches: list[tuple[Launch, object, list]] = []  # (launch, its function, its arrays)
-        self.calls: list[Callable[[], None]] = []
+        self.step_calls: list[tuple[object, list[Callable[[], None]]]] = []  # (step, the calls that run it)
         for step in program.steps:
             if step.kind == StepKind.HOST:  # its inputs to the host, NumPy, its outputs back
-                self.calls.append(host_step(self.arena, step))
+                self.step_calls.append((step, [host_step(self.arena, step)]))
             elif step.kind == StepKind.KERNEL:
                 arrays = [self.arena.buffer(step, b) for b in step.lowered.bindings]
+                calls = []
                 for launch in by_kernel.get(step.lowered.kernel.name, []):  # none: nothing to compute
                     fn = getattr(module, launch.name)
                     self.launches.append((launch, fn, arrays))
-                    self.calls.append(self._launcher(fn, launch, arrays))
+                    calls.append(self._launcher(fn, launch, arrays))
+                if calls:
+                    self.step_calls.append((step, calls))
+        self.calls = [call for _, calls in self.step_calls for call in calls]
         if module is not None and not simulated():
             record_cache_files(module)  # what Numba cached may be loaded by later processes
         self.lock = threading.Lock()
@@ -158,6 +163,22 @@ class CudaExecutable:
         what the GPU benchmark times, as it times PyTorch on device tensors)."""
         for call in self.calls:
             call()
+
+    def time_calls(self, calls: list[Callable[[], None]]) -> float:
+        """Seconds the GPU takes for `calls` queued alone, by CUDA events (on the
+        simulator, whose events read 0, by the host's clock: Python's time)."""
+        if simulated():
+            start = time.perf_counter()
+            for call in calls:
+                call()
+            return time.perf_counter() - start
+        start, end = self.arena.cuda.event(), self.arena.cuda.event()
+        start.record()
+        for call in calls:
+            call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
 
     def emit(self, stage: str) -> str:
         if stage == "cuda":
