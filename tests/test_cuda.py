@@ -405,6 +405,10 @@ def test_cli_run_check_and_emit_ptx_on_the_gpu(tmp_path, capsys):
     assert "OK" in capsys.readouterr().out
     assert main(["compile", str(path), "--target", "cuda", "--emit", "ptx"]) == 0
     assert ".visible .entry" in capsys.readouterr().out
+    assert main(["run", str(path), "--target", "cuda", "--random-inputs", "--profile"]) == 0
+    table = capsys.readouterr().out
+    assert "k_fused_conv_relu" in table and "launches timed alone" in table
+    assert all(float(line.split()[1]) > 0 for line in table.splitlines() if line.startswith("k_"))  # CUDA events
 
 
 def test_every_launch_of_the_demo_models_compiles_for_a_real_gpu():
