@@ -68,13 +68,19 @@ def test_every_tile_shape_on_a_matmul_and_a_conv(tile, monkeypatch):
     monkeypatch.setattr(gpu_gemm, "choose_tile", lambda batch, m, n: tile)
     for step in ("load", "store"):  # the compile cache's key does not know of the patch
         monkeypatch.setattr(compile_cache, step, lambda *args: None)
-    rng = np.random.default_rng(3)
-    conv = minidlc.ir.Graph()
-    x = conv.add_input("x", minidlc.ir.TensorType((2, 3, 5, 6)))
-    w = conv.constant(rng.standard_normal((20, 3, 3, 3)).astype(np.float32), "w")
-    conv.outputs = [conv.add("Conv", [x, w], {"pads": [1, 1, 1, 1]}).outputs[0]]
-    for g, chosen in ((matmul_graph((), 20, 9, 21), tile), (conv, gpu_gemm.with_window_slabs(tile, 9, 4))):
+    conv = _padded_3x3_conv((2, 3, 5, 6), 20, seed=3)
+    for g, chosen in ((matmul_graph((), 20, 9, 21), tile), (conv, gpu_gemm.with_window_slabs(tile, 9, "f32"))):
         assert f"shared f32 a_tile[{2 * chosen.bk * chosen.a_row}]" in check(g, "cuda").emit("loops")
+
+
+def _padded_3x3_conv(x_shape: tuple[int, ...], channels: int, seed: int, dtype=np.float32):
+    """A Conv of x_shape's input with random 3x3 weights, padded by one."""
+    rng = np.random.default_rng(seed)
+    g = minidlc.ir.Graph()
+    x = g.add_input("x", minidlc.ir.TensorType(x_shape, minidlc.ir.types.dtype_name(dtype)))
+    w = g.constant(rng.standard_normal((channels, x_shape[1], 3, 3)).astype(dtype), "w")
+    g.outputs = [g.add("Conv", [x, w], {"pads": [1, 1, 1, 1]}).outputs[0]]
+    return g
 
 
 def _tiled_kernels(tile, monkeypatch, dtype=np.float32):
@@ -84,12 +90,7 @@ def _tiled_kernels(tile, monkeypatch, dtype=np.float32):
     from minidlc.passes.manager import build_pipeline
 
     monkeypatch.setattr(gpu_gemm, "choose_tile", lambda batch, m, n: tile)
-    rng = np.random.default_rng(4)
-    conv = minidlc.ir.Graph()
-    x = conv.add_input("x", minidlc.ir.TensorType((2, 8, 9, 9), minidlc.ir.types.dtype_name(dtype)))
-    conv.outputs = [conv.add("Conv", [x, conv.constant(rng.standard_normal((16, 8, 3, 3)).astype(dtype), "w")],
-                             {"pads": [1, 1, 1, 1]}).outputs[0]]
-    for g in (matmul_graph((), 256, 64, 256), conv):
+    for g in (matmul_graph((), 256, 64, 256), _padded_3x3_conv((2, 8, 9, 9), 16, seed=4, dtype=dtype)):
         program = get_backend("cuda").program(build_pipeline(opt_level=2).run(g))
         yield next(s.lowered.kernel for s in program.steps if s.lowered is not None and "a_tile" in str(s.lowered.kernel))
 

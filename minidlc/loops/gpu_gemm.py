@@ -75,9 +75,9 @@ class GpuTile:
         store hits 32 banks, not 32 / BK of them four or two times."""
         return self.bm + max(1, 32 // self.bk)
 
-    def shared_bytes(self, itemsize: int) -> int:
-        """Both halves of both shared tiles, of elements of `itemsize` bytes."""
-        return itemsize * 2 * self.bk * (self.a_row + self.bn)
+    def shared_bytes(self, dtype: str) -> int:
+        """Both halves of both shared tiles, of `dtype` elements."""
+        return np.dtype(DTYPES[dtype]).itemsize * 2 * self.bk * (self.a_row + self.bn)
 
 
 # Largest first. A product takes the largest tile that overhangs it by at most
@@ -113,7 +113,7 @@ def choose_tile(batch: int, m: int, n: int) -> GpuTile | None:
     return max(fitting, key=lambda t: (blocks(t), -waste(t))) if fitting else None
 
 
-def with_window_slabs(tile: GpuTile, window: int, itemsize: int) -> GpuTile:
+def with_window_slabs(tile: GpuTile, window: int, dtype: str) -> GpuTile:
     """`tile` with BK a multiple of a conv's kernel window (its k runs over
     (channel, kernel cell)), when the slabs' loads stay at most MAX_SLAB_LOADS
     a thread: then a thread's elements of A sit at the same kernel cells in
@@ -125,10 +125,11 @@ def with_window_slabs(tile: GpuTile, window: int, itemsize: int) -> GpuTile:
     divided its k again: a quarter of a 3x3 conv's instructions."""
     if window == 1 or tile.bk % window == 0 or tile.bm * tile.bn > WIDE_SLABS_MAX_TILE:
         return tile
-    for bk in range(window, MAX_SLAB_LOADS * tile.threads // max(tile.bm, tile.bn) + 1, window):
+    for bk in range(-(-tile.bk // window) * window, MAX_SLAB_LOADS * tile.threads // max(tile.bm, tile.bn) + 1,
+                    window):  # the multiples of the window from BK up
         wide = replace(tile, bk=bk)
-        if tile.bm * bk % tile.threads == 0 and tile.bn * bk % tile.threads == 0 and bk >= tile.bk and \
-                wide.shared_bytes(itemsize) <= MAX_SHARED_BYTES:
+        if tile.bm * bk % tile.threads == 0 and tile.bn * bk % tile.threads == 0 and \
+                wide.shared_bytes(dtype) <= MAX_SHARED_BYTES:
             return wide
     return tile
 
@@ -183,7 +184,7 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         product, nb, m = replace(spec, batch=(), m=nb * m), 1, nb * m
     tile = choose_tile(nb, m, n)
     if tile is not None:
-        tile = with_window_slabs(tile, math.prod(k_shape[1:]), np.dtype(DTYPES[dt]).itemsize)
+        tile = with_window_slabs(tile, math.prod(k_shape[1:]), dt)
     stages: list[Stmt] = [spec.prologue] if spec.prologue is not None else []
     if tile is None:
         stages.append(_plain(lw, product, nb, read_a, read_b, result))
@@ -258,7 +259,7 @@ def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) ->
     kb, c = Binary("/", e, const(bn)), Binary("%", e, const(bn))
     a_row = tile.a_row
     a_size, b_size, a_loads, b_loads = bk * a_row, bk * bn, bm * bk // threads, bn * bk // threads
-    assert tile.shared_bytes(np.dtype(DTYPES[dt]).itemsize) <= MAX_SHARED_BYTES, tile
+    assert tile.shared_bytes(dt) <= MAX_SHARED_BYTES, tile
 
     def fetch(slab: Expr) -> Stmt:
         """This thread's elements of a slab of A and of B, from global memory into registers."""

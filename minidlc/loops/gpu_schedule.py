@@ -154,8 +154,8 @@ def gpu_schedule(k: Kernel) -> Kernel:
         if any(isinstance(x, For) and x.kind == LoopKind.BLOCKS for x in walk_stmts(s)):
             return s
         s = _cpu_kinds_dropped(s)
-        rows = _rows(s)
-        return (rows is not None and block_reduce(rows, names, bufs)) or bind_to_threads(s, names)
+        rows = _rows(s)  # (fused once: bind_to_threads finds them fused)
+        return (rows is not None and block_reduce(rows, names, bufs)) or bind_to_threads(rows or s, names)
 
     return replace(k, body=seq(*(launch(s) for s in stages)))
 
