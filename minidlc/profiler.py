@@ -42,7 +42,7 @@ class Row:
 def profile(m, feeds: dict[str, np.ndarray], repeat: int = 20) -> list[Row]:
     """Time each step of compiled model `m` (llvm, numba or cuda) on `feeds`."""
     if not m.backend.runs_kernels:
-        raise ValueError(f"--profile times kernels; target {m.target} interprets the graph (use llvm or numba)")
+        raise ValueError(f"--profile times kernels; target {m.target} interprets the graph (use llvm, numba or cuda)")
     arrays = [np.asarray(feeds[v.name]) for v in m.program.graph.inputs]
     if m.backend.device == Device.GPU:  # the executable's own launches, each step's timed alone by CUDA events
         ex = m.executable

@@ -45,7 +45,7 @@ def test_a_numpy_fallback_is_a_row_too_and_json_holds_a_chrome_trace():
 
 def test_the_reference_target_has_no_kernels_to_profile():
     m = minidlc.compile(build_model("mlp"))
-    with pytest.raises(ValueError, match="use llvm or numba"):
+    with pytest.raises(ValueError, match="use llvm, numba or cuda"):
         profile(m, m.random_inputs())
 
 
