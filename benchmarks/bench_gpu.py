@@ -1,7 +1,7 @@
 """minidlc's cuda target against PyTorch on the same GPU, in one process.
 
     python benchmarks/bench_gpu.py [--sgemm 4096] [--models mlp,convnet,tfblock,resnet50]
-                                   [--batches 1,32] [--no-compile] [--json out.json]
+                                   [--batches 1,32] [--no-compile] [--tune sgemm,resnet50:32] [--json out.json]
 
 Prints the GPU's name, then:
 - sgemm N^3 (f32, both operands computed at run time): minidlc's tiled kernel
@@ -11,7 +11,10 @@ Prints the GPU's name, then:
   and the ratios eager/minidlc and compile/minidlc (above 1: minidlc is faster),
   with minidlc's compile time and its error against PyTorch;
 - with --profile MODEL:BATCH, that run's steps each timed alone (the
-  per-kernel profile: ms, share, GFLOP/s), to show where its time goes.
+  per-kernel profile: ms, share, GFLOP/s), to show where its time goes;
+- with --tune sgemm,MODEL:BATCH, before building those, each of their GEMMs'
+  candidate tiles timed (`minidlc tune`: a line a product, with how much
+  faster the tuned tile is than the heuristic's), then built with the fastest.
 
 Every time is the median over rounds of CUDA-event time around `reps`
 back-to-back runs on inputs already on the device (no host copies on either
@@ -80,13 +83,29 @@ def matmul_model(n: int):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def bench_sgemm(n: int) -> dict:
+def compiled(model, tune: bool):
+    """minidlc's build of `model` for cuda and its compile time; with `tune`,
+    after tuning its GEMM tiles on this GPU (which prints each product's
+    candidates; untuned tiles if tuning fails)."""
+    if tune:
+        from minidlc.backends.cuda.tuning import tune as tune_tiles
+
+        start = time.perf_counter()
+        try:
+            tune_tiles(minidlc.lower(model, target="cuda"), out=sys.stdout)
+        except Exception as e:  # noqa: BLE001 -- the untuned figures are still worth having
+            print(f"tuning failed ({type(e).__name__}: {e}); the heuristic's tiles", flush=True)
+        print(f"tuning took {time.perf_counter() - start:.0f} s", flush=True)
+    start = time.perf_counter()
+    m = minidlc.compile(model, target="cuda")
+    return m, time.perf_counter() - start
+
+
+def bench_sgemm(n: int, tune: bool = False) -> dict:
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False
-    start = time.perf_counter()
-    m = minidlc.compile(matmul_model(n), target="cuda")
-    compile_s = time.perf_counter() - start
+    m, compile_s = compiled(matmul_model(n), tune)
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
     ex = m.executable
@@ -107,16 +126,14 @@ def bench_sgemm(n: int) -> dict:
     return row
 
 
-def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = False) -> dict:
+def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = False, tune: bool = False) -> dict:
     import torch
     from onnx_torch import OnnxModule
 
     if name == "tfblock" and batch != 1:  # its Reshapes fix its batch at 1
         return {}
     model = build_model(name, None if name == "tfblock" else batch)
-    start = time.perf_counter()
-    m = minidlc.compile(model, target="cuda")
-    compile_s = time.perf_counter() - start
+    m, compile_s = compiled(model, tune)
     feeds = m.random_inputs(0)
     ex = m.executable
     ex.feed([feeds[v.name] for v in ex.graph.inputs])
@@ -161,28 +178,32 @@ def main() -> None:
     ap.add_argument("--compile-for", default="", help="run torch.compile for these models only (default: all)")
     ap.add_argument("--profile", default="", help="MODEL:BATCH,...: also time each step of these alone "
                     "(minidlc's per-kernel profile)")
+    ap.add_argument("--tune", default="", help="sgemm,MODEL:BATCH,...: tune their GEMM tiles on this GPU first "
+                    "(minidlc tune; the records stay in the cache and serve later compiles too)")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     import numba
     import torch
     from numba import cuda
 
-    from minidlc.backends.cuda import cuda_module
+    from minidlc.backends.cuda import cuda_module, gpu_name
 
     cuda_module()  # a clear error when there is no GPU
     dev = cuda.get_current_device()
-    print(f"GPU: {dev.name.decode() if isinstance(dev.name, bytes) else dev.name} (compute capability "
+    print(f"GPU: {gpu_name(cuda)} (compute capability "
           f"{dev.compute_capability[0]}.{dev.compute_capability[1]}); numba {numba.__version__}, torch "
           f"{torch.__version__}; launches "
           + ("through Numba's dispatcher" if os.environ.get("MINIDLC_CUDA_LAUNCH") == "dispatcher" else "direct"),
           flush=True)
-    rows = {"sgemm": bench_sgemm(args.sgemm) if args.sgemm else None, "models": []}
+    tuned = args.tune.split(",")
+    rows = {"sgemm": bench_sgemm(args.sgemm, "sgemm" in tuned) if args.sgemm else None, "models": []}
     print(f"{'model':<9}{'batch':>6}{'ours ms':>10}{'eager ms':>10}{'compile':>10}{'eager/us':>9}"
           f"{'compile/us':>10}{'build s':>10}{'launches':>9}{'host':>6}{'rel err':>10}", flush=True)
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             with_compile = not args.no_compile and (not args.compile_for or name in args.compile_for.split(","))
-            row = bench_model(name, batch, with_compile, f"{name}:{batch}" in args.profile.split(","))
+            row = bench_model(name, batch, with_compile, f"{name}:{batch}" in args.profile.split(","),
+                              f"{name}:{batch}" in tuned)
             if row:
                 rows["models"].append(row)
             if args.json:

@@ -5,6 +5,7 @@ GPU, and count the instructions of each launch's hot loop.
     python benchmarks/ptx_census.py resnet50 --batch 32 --only conv
     python benchmarks/ptx_census.py sgemm                     # bench_gpu.py's 4096^3 MatMul
     python benchmarks/ptx_census.py mlp:bf16                  # weights in bf16 (the mixed-precision pass)
+    python benchmarks/ptx_census.py sgemm --tuning --only     # every tile `minidlc tune` would try
 
 Two jobs, one compile:
 - a check: the simulator runs kernels as Python, so it cannot tell whether
@@ -50,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import minidlc  # noqa: E402
 from minidlc.backends import get_backend  # noqa: E402
 from minidlc.backends.cuda.render import render_module  # noqa: E402
+from minidlc.backends.cuda.tuning import candidates  # noqa: E402
 from minidlc.backends.numba import load_module  # noqa: E402
 from minidlc.backends.numba.render import bits_dtype  # noqa: E402
 from minidlc.demo_models import build_model  # noqa: E402
@@ -143,12 +145,17 @@ def graph_of(name: str, batch: int | None):
     return graph
 
 
-def census(name: str, batch: int | None, only: str) -> int:
-    """Compile `name`'s launches to PTX and print each one's hot loop; the number of launches."""
+def census(name: str, batch: int | None, only: str, tuning: bool = False) -> int:
+    """Compile `name`'s launches to PTX and print each one's hot loop; the
+    number of launches. `tuning`: not the program's launches but those of
+    every candidate tile `minidlc tune` would time (a check that all of them
+    compile, and their static counts side by side)."""
     backend = get_backend("cuda")
     graph = build_pipeline(opt_level=2, context=PassContext(backend.can_lower)).run(graph_of(name, batch))
-    steps = [s for s in backend.program(graph).steps if s.kind == StepKind.KERNEL]
-    source, launches = render_module([s.lowered.kernel for s in steps])
+    program = backend.program(graph)
+    kernels = [c.lowered.kernel for c in candidates(program)] if tuning else \
+        [s.lowered.kernel for s in program.steps if s.kind == StepKind.KERNEL]
+    source, launches = render_module(kernels)
     module = load_module(source, "ptx-census")
     times = Counter(launch.name for launch in launches)
     for launch in dict((launch.name, launch) for launch in launches).values():
@@ -181,6 +188,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, help="the batch of resnet50 / densenet121")
     ap.add_argument("--only", nargs="?", const="", help="print the census of the launches whose name holds this "
                     "(no value: all); without --only, only check that every launch compiles")
+    ap.add_argument("--tuning", action="store_true", help="the launches of every candidate tile that `minidlc "
+                    "tune` would time, instead of the program's")
     args = ap.parse_args()
     try:
         from numba.cuda.cudadrv import nvvm
@@ -193,7 +202,7 @@ def main() -> None:
     for name in args.models.split(","):
         if args.only is not None:
             print(f"{name}: hot loops of the launches' PTX (sm_{CC[0]}{CC[1]}, static counts)")
-        print(f"{name}: {census(name, args.batch, args.only)} launches compile to PTX")
+        print(f"{name}: {census(name, args.batch, args.only, args.tuning)} launches compile to PTX")
 
 
 if __name__ == "__main__":

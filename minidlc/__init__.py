@@ -54,6 +54,37 @@ def compile(model, target: str = "reference", opt_level: int = 2, *, example_inp
     instruments always runs them.
     """
     from . import compile_cache
+
+    source, backend, program, key, times = _lowered(model, target, opt_level, example_inputs, input_shapes, passes,
+                                                    instruments, verify_each, quantize, calibration)
+    clock = time.perf_counter()
+    executable = backend.build(program, **backend_options)
+    times["backend"] = time.perf_counter() - clock
+    if key and "passes" in times:  # stored after the build, which works out what kernels remember (Kernel.canonical)
+        clock = time.perf_counter()
+        compile_cache.store(key, program)
+        times["cache"] += time.perf_counter() - clock
+    m = CompiledModel(source, program.graph, program, executable, backend)
+    m.compile_seconds = times
+    return m
+
+
+def lower(model, target: str = "llvm", opt_level: int = 2, *, example_inputs=None, input_shapes: dict | None = None,
+          passes=None, instruments=(), verify_each: bool = True, quantize=None, calibration=None):
+    """Import, optimize and lower a model for `target`, as `compile` does, but
+    build nothing: the loop program (loops.program.LoopProgram, which
+    `--emit loops` prints), from the compile cache if it is there. What
+    tuning works on (`minidlc tune`)."""
+    return _lowered(model, target, opt_level, example_inputs, input_shapes, passes, instruments, verify_each,
+                    quantize, calibration)[2]
+
+
+def _lowered(model, target, opt_level, example_inputs, input_shapes, passes, instruments, verify_each, quantize,
+             calibration):
+    """(the imported graph, the backend, the loop program, its compile cache
+    key or None, seconds per stage: "passes" among them unless the program
+    came from the cache)."""
+    from . import compile_cache
     from .backends import get_backend
 
     backend = get_backend(target)
@@ -73,9 +104,8 @@ def compile(model, target: str = "reference", opt_level: int = 2, *, example_inp
     key = compile_cache.key(source, backend, {"opt_level": opt_level, "passes": passes, "calibration": batches,
                                               "verify_each": verify_each}) if not instruments else None
     program = compile_cache.load(key) if key else None
-    loaded = program is not None
     times = {"cache": time.perf_counter() - clock} if key else {}
-    if not loaded:
+    if program is None:
         from .passes.manager import PassContext, build_pipeline
 
         pipeline = build_pipeline(opt_level=opt_level, passes=passes, instruments=instruments,
@@ -88,16 +118,7 @@ def compile(model, target: str = "reference", opt_level: int = 2, *, example_inp
             clock = time.perf_counter()
             program.plan
             times["lowering"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    executable = backend.build(program, **backend_options)
-    times["backend"] = time.perf_counter() - clock
-    if key and not loaded:  # stored after the build, which works out what kernels remember (Kernel.canonical)
-        clock = time.perf_counter()
-        compile_cache.store(key, program)
-        times["cache"] += time.perf_counter() - clock
-    m = CompiledModel(source, program.graph, program, executable, backend)
-    m.compile_seconds = times
-    return m
+    return source, backend, program, key, times
 
 
 def quantize(model, calibration, **options):
@@ -111,4 +132,4 @@ def _is_torch_module(obj) -> bool:
     return any(c.__module__.startswith("torch") and c.__name__ == "Module" for c in type(obj).__mro__)
 
 
-__all__ = ["load", "compile", "quantize", "CompiledModel", "Graph", "InputError", "__version__"]
+__all__ = ["load", "compile", "lower", "quantize", "CompiledModel", "Graph", "InputError", "__version__"]

@@ -295,6 +295,23 @@ def accuracy_note(accuracy: float | None, ev) -> str:
     return f", top-1 {accuracy:.2f}% (was {top1(ev.reference, ev.labels):.2f}%)" if ev.labels is not None else ""
 
 
+def cmd_tune(args) -> int:
+    """Time each GEMM's candidate GPU tiles, record the fastest for this GPU."""
+    if args.target != "cuda":
+        raise UsageError(f"tune: target {args.target} has no tiles to tune; only cuda has (--target cuda)")
+    import minidlc
+
+    from .backends.cuda import cuda_module
+    from .backends.cuda.tuning import records_path, tune
+    from .passes.options import pipeline_kwargs_from_args
+
+    graph = load_graph(args.model, parse_input_shapes(args.input_shape))
+    program = minidlc.lower(graph, target="cuda", **pipeline_kwargs_from_args(args, out=sys.stderr))
+    if tune(program, out=sys.stdout):
+        print(f"recorded in {records_path(cuda_module())}: compiles for this GPU now use them")
+    return 0
+
+
 def cmd_quantize(args) -> int:
     """Calibrate, optionally report each layer's sensitivity, write a QDQ ONNX file."""
     import onnx
@@ -561,6 +578,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", metavar="OUT.npz", help="save the outputs")
     add_profile_arguments(sp)
     sp.set_defaults(fn=cmd_run)
+
+    sp = model_command("tune", "time each GEMM's candidate tiles on this GPU, and keep the fastest",
+                       "minidlc tune model.onnx --input-shape x=32,3,224,224")
+    sp.set_defaults(fn=cmd_tune, target="cuda")
 
     sp = model_command("bench", "time a model against its peers in one process",
                        "minidlc bench model.onnx --target llvm --compare onnxruntime")

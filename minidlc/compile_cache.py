@@ -7,7 +7,8 @@ everything that work follows from (`key`):
   (`fingerprint`);
 - the pass pipeline's options: -O level, pass list (quantization included),
   calibration data, verify_each;
-- the backend's lowering choices: target, device, copy_padding, schedule;
+- the backend's lowering choices: target, device, copy_padding, schedule,
+  and the GPU tiles tuned on this machine's GPU (backends/cuda/tuning.py);
 - minidlc's own source (changing any of its files makes every entry stale),
   the host CPU (lowering picks the GEMM's register tile by its features),
   and the Python and NumPy versions.
@@ -42,6 +43,7 @@ import os
 import pickle
 import sys
 import zlib
+from dataclasses import astuple
 from enum import Enum
 from pathlib import Path
 
@@ -112,7 +114,8 @@ def key(source: Graph, backend, options: dict) -> str | None:
     if not backend.runs_kernels or schedule is not None and not schedule.__module__.startswith("minidlc."):
         return None
     lowering = {"target": backend.name, "device": backend.device, "copy_padding": backend.copy_padding,
-                "schedule": None if schedule is None else f"{schedule.__module__}.{schedule.__qualname__}"}
+                "schedule": None if schedule is None else f"{schedule.__module__}.{schedule.__qualname__}",
+                "tiles": {shape: astuple(tile) for shape, tile in backend.tiles().items()}}
     h = hashlib.sha256(f"{SOURCE_VERSION}\n{cache.host_cpu()}\n{sys.version}\n{np.__version__}\n".encode())
     try:
         fingerprint(h, lowering)

@@ -170,15 +170,17 @@ def test_the_cache_is_private_and_one_others_may_write_is_not_used(cache_dir, ca
     check_runs(m)
 
 
-def test_the_least_recently_used_entries_go_first(cache_dir):
+def test_the_least_recently_used_entries_go_first_and_tuning_records_stay(cache_dir):
     cache_dir.mkdir(mode=0o700)
-    for i in range(5):
-        p = cache_dir / f"e{i}.o"
+    (cache_dir / cache.TUNING).mkdir(mode=0o700)
+    records = cache_dir / cache.TUNING / "cuda-NVIDIA-H200.json"  # measured on a GPU: not rebuilt from anything
+    for i, p in enumerate([records] + [cache_dir / f"e{i}.o" for i in range(5)]):
         p.write_bytes(b"x" * 1000)
         os.utime(p, (1000 + i, 1000 + i))
     os.utime(cache_dir / "e0.o")  # used just now
     assert cache.evict(2500) == 3
-    assert sorted(p.name for p in cache_dir.iterdir()) == ["e0.o", "e4.o"]
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["e0.o", "e4.o", cache.TUNING]
+    assert cache.evict(0) == 2 and records.exists()
 
 
 def test_stores_walk_the_cache_for_its_size_at_most_every_few_minutes(cache_dir, monkeypatch):

@@ -65,12 +65,27 @@ def test_every_tile_shape_on_a_matmul_and_a_conv(tile, monkeypatch):
     larger than the simulator can run), on small ones that overhang it and
     leave a k tail: a MatMul (a row's k contiguous) and a padded 3x3 Conv
     (its pixels contiguous, stored transposed; slabs of whole windows)."""
-    monkeypatch.setattr(gpu_gemm, "choose_tile", lambda batch, m, n: tile)
+    chosen = _force_tile(tile, monkeypatch)
     for step in ("load", "store"):  # the compile cache's key does not know of the patch
         monkeypatch.setattr(compile_cache, step, lambda *args: None)
-    conv = _padded_3x3_conv((2, 3, 5, 6), 20, seed=3)
-    for g, chosen in ((matmul_graph((), 20, 9, 21), tile), (conv, gpu_gemm.with_window_slabs(tile, 9, "f32"))):
-        assert f"shared f32 a_tile[{2 * chosen.bk * chosen.a_row}]" in check(g, "cuda").emit("loops")
+    used = []
+    for g in (matmul_graph((), 20, 9, 21), _padded_3x3_conv((2, 3, 5, 6), 20, seed=3)):
+        loops = check(g, "cuda").emit("loops")
+        used.append(chosen[-1])
+        assert f"shared f32 a_tile[{2 * used[-1].bk * used[-1].a_row}]" in loops
+    assert used == [tile, gpu_gemm.with_window_slabs(tile, gpu_gemm.GemmShape(1, 60, 20, 27, 9, "f32"))]
+
+
+def _force_tile(tile, monkeypatch) -> list:
+    """Every product tiled by `tile` (with whole-window slabs where it takes
+    them), whatever it overhangs; the list the tiles chosen are added to."""
+    chosen = []
+
+    def forced(shape, tuned):
+        chosen.append(gpu_gemm.with_window_slabs(tile, shape))
+        return chosen[-1]
+    monkeypatch.setattr(gpu_gemm, "choose_tile", forced)
+    return chosen
 
 
 def _padded_3x3_conv(x_shape: tuple[int, ...], channels: int, seed: int, dtype=np.float32):
@@ -89,7 +104,7 @@ def _tiled_kernels(tile, monkeypatch, dtype=np.float32):
     from minidlc.backends import get_backend
     from minidlc.passes.manager import build_pipeline
 
-    monkeypatch.setattr(gpu_gemm, "choose_tile", lambda batch, m, n: tile)
+    _force_tile(tile, monkeypatch)
     for g in (matmul_graph((), 256, 64, 256), _padded_3x3_conv((2, 8, 9, 9), 16, seed=4, dtype=dtype)):
         program = get_backend("cuda").program(build_pipeline(opt_level=2).run(g))
         yield next(s.lowered.kernel for s in program.steps if s.lowered is not None and "a_tile" in str(s.lowered.kernel))
@@ -358,6 +373,61 @@ def test_verifier_checks_how_gpu_loops_nest(body, error):
         verify_kernel(_kernel(body))
 
 
+# ---- tuning: each product's candidate tiles timed, the fastest recorded per GPU --------------
+@on_simulator
+def test_tuning_records_the_fastest_tile_and_later_compiles_use_it(tmp_path, monkeypatch, capsys):
+    """`tune` runs every candidate tile of a product and keeps the one that
+    timed fastest: here a fake clock says 128x16, where the heuristic takes
+    32x32. A later compile for this GPU lowers with it and computes the same;
+    the CLI command does the same work."""
+    from minidlc.backends import cache
+    from minidlc.backends.cuda import tuning
+    from minidlc.cli import main
+
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
+    g = matmul_graph((), 64, 16, 32)
+    program = minidlc.compile(g, target="cuda").program
+    shape, = [shape for step in program.steps if step.lowered for shape in step.lowered.gemms]
+    fast, candidates = gpu_gemm.GpuTile(128, 16, 16, 8, 1), gpu_gemm.candidate_tiles(shape)
+    assert gpu_gemm.choose_tile(shape) == gpu_gemm.GpuTile(32, 32, 16, 2, 2) and fast in candidates
+    clock = iter([0.5 if tile == fast else 1.0 for tile in candidates])
+
+    def fake_seconds(cuda, calls):
+        for call in calls:  # each candidate runs
+            call()
+        return next(clock)
+    monkeypatch.setattr(tuning, "_seconds", fake_seconds)
+    trials = tuning.tune(program, out=sys.stdout)
+    assert [t.tile for t in trials] == candidates
+    assert "-> 128x16x16 (2.00x faster than 32x32x16)" in capsys.readouterr().out
+    assert tuning.tuned_tiles() == {shape.key: fast}
+    loops = check(g, "cuda").emit("loops")
+    assert f"shared f32 a_tile[{2 * fast.bk * fast.a_row}]" in loops
+    monkeypatch.undo()  # the real clock, through the CLI
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
+    path = tmp_path / "mm.onnx"
+    path.write_bytes(minidlc.compile(g, opt_level=0).to_onnx().SerializeToString())
+    assert main(["tune", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "tune 1/1: 1x64x32x16/1 f32: 64x64x16 " in out and "compiles for this GPU now use them" in out
+    assert main(["tune", str(path), "--target", "llvm"]) == 2
+    assert "only cuda has" in capsys.readouterr().err
+
+
+@on_simulator
+def test_tuning_records_that_no_longer_fit_or_are_damaged_are_ignored(tmp_path, monkeypatch, caplog):
+    from minidlc.backends import cache
+    from minidlc.backends.cuda import tuning
+
+    shape = gpu_gemm.GemmShape(1, 64, 32, 16, 1, "f32")
+    assert gpu_gemm.choose_tile(shape, {shape.key: gpu_gemm.GpuTile(128, 128, 8, 8, 8)}) == gpu_gemm.choose_tile(shape)
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
+    (tmp_path / "tuning").mkdir(mode=0o700)
+    (tmp_path / "tuning" / "cuda-simulator.json").write_text('{"tiles": {"a": [1, 2]}}')
+    assert tuning.tuned_tiles() == {}
+    assert "ignoring the damaged tuning records" in caplog.text
+
+
 # ---- errors ------------------------------------------------------------------------------
 @pytest.mark.skipif(_gpu_present(), reason="this machine has a GPU")
 def test_without_a_gpu_the_error_says_how_to_use_the_simulator():
@@ -391,6 +461,23 @@ def test_gemm_shapes_on_the_gpu():
     for m, k, n in [(1, 1, 1), (7, 13, 17), (130, 70, 260), (1024, 300, 1100)]:
         check(matmul_graph((), m, k, n), "cuda")
     check(matmul_graph((3,), 100, 40, 70, const_b=False), "cuda")
+
+
+@gpu
+@needs_gpu
+def test_tuning_on_the_gpu(tmp_path, monkeypatch):
+    """Real timings: the tile tune keeps is the fastest it measured, and a
+    compile with it computes the same."""
+    from minidlc.backends import cache
+    from minidlc.backends.cuda import tuning
+
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
+    g = matmul_graph((), 1024, 300, 1100)
+    trials = tuning.tune(minidlc.compile(g, target="cuda").program)
+    assert len(trials) >= 2 and all(t.seconds > 0 for t in trials)
+    best = min(trials, key=lambda t: t.seconds)
+    assert tuning.tuned_tiles() == {best.shape.key: best.tile}
+    check(g, "cuda")
 
 
 @gpu

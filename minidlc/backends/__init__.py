@@ -57,6 +57,7 @@ class Backend:
     schedule: Schedule = default_schedule
     device: Device = Device.CPU       # what its kernels are lowered for
     copy_padding: bool = False        # CPU convs copy their input padded, instead of testing reads at the borders
+    tuning: str | None = None         # the module whose tuned_tiles() are GPU tiles tuned on this machine's device
 
     def build(self, program: LoopProgram, **options):
         known = {o.name: o for o in self.options}
@@ -72,9 +73,14 @@ class Backend:
         """Whether a kernel of this target can compute `node` (fusion asks)."""
         return not self.runs_kernels or lowering_failure(node, self.device) is None
 
+    def tiles(self) -> dict:
+        """The tiles tuned on this machine's device, which lowering takes over its
+        heuristic's (see backends/cuda/tuning.py; GemmShape.key -> GpuTile)."""
+        return importlib.import_module(self.tuning).tuned_tiles() if self.tuning else {}
+
     def program(self, graph) -> LoopProgram:
         """The loop program of an optimized graph, scheduled for this target."""
-        return LoopProgram(graph, self.schedule, self.device, self.copy_padding)
+        return LoopProgram(graph, self.schedule, self.device, self.copy_padding, self.tiles())
 
 
 THREADS = Option("threads", int, f"threads to run on (default: all {os.cpu_count()} cores; numba: at most its "
@@ -98,7 +104,8 @@ register_backend(Backend("numba", "loop IR -> Python source compiled by Numba (n
                          f"{__name__}.numba", stages=("numba",), options=(THREADS,), copy_padding=True))
 register_backend(Backend("cuda", "loop IR scheduled for a GPU -> Numba CUDA kernels over one device arena "
                          "(NUMBA_ENABLE_CUDASIM=1: Numba's simulator, no GPU needed)",
-                         f"{__name__}.cuda", stages=("cuda", "ptx"), schedule=gpu_schedule, device=Device.GPU))
+                         f"{__name__}.cuda", stages=("cuda", "ptx"), schedule=gpu_schedule, device=Device.GPU,
+                         tuning=f"{__name__}.cuda.tuning"))
 
 
 def get_backend(target: str) -> Backend:

@@ -32,6 +32,7 @@ from pathlib import Path
 CACHE_DIR = Path(os.environ.get("MINIDLC_CACHE", Path.home() / ".cache" / "minidlc"))
 MAX_BYTES = int(os.environ.get("MINIDLC_CACHE_MB", "1024")) * 2**20
 MAGIC = b"minidlc-cache-1\n"
+TUNING = "tuning"  # the sub-folder of tuning records (backends/cuda/tuning.py): measured, not rebuilt, so never evicted
 log = logging.getLogger(__name__)
 
 
@@ -148,7 +149,9 @@ def load(path: Path, key: str) -> bytes | None:
 
 
 def entries() -> list[Path]:
-    return [p for p in CACHE_DIR.rglob("*") if p.is_file() and p.name != _MARKER] if CACHE_DIR.is_dir() else []
+    """The cache's files that eviction may delete (all but the marker and the tuning records)."""
+    return [p for p in CACHE_DIR.rglob("*") if p.is_file() and p.name != _MARKER and p.parent.name != TUNING] \
+        if CACHE_DIR.is_dir() else []
 
 
 def evict(max_bytes: int | None = None) -> int:

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Mapping
 
 import numpy as np
 
@@ -98,22 +100,56 @@ MAX_SHARED_BYTES = 48 * 1024  # what a block may declare statically
 MAX_WASTE = 1.25
 
 
-def choose_tile(batch: int, m: int, n: int) -> GpuTile | None:
-    """The tile for a batch of M x N products, or None for the plain kernel."""
-    def blocks(t: GpuTile) -> int:
-        return batch * -(-m // t.bm) * -(-n // t.bn)
+@dataclass(frozen=True)
+class GemmShape:
+    """What a product's tile is chosen by: `batch` products of M x N over K
+    (a batch sharing B already stacked into one), whose k runs over
+    (channel, `window` kernel cells), of `dtype`."""
 
-    def waste(t: GpuTile) -> float:
-        return -(-m // t.bm) * t.bm * -(-n // t.bn) * t.bn / (m * n)
+    batch: int
+    m: int
+    n: int
+    k: int
+    window: int
+    dtype: str
 
+    @property
+    def key(self) -> str:
+        """How tuning records name it (backends/cuda/tuning.py)."""
+        return f"{self.batch}x{self.m}x{self.n}x{self.k}/{self.window} {self.dtype}"
+
+    def blocks(self, t: GpuTile) -> int:
+        return self.batch * -(-self.m // t.bm) * -(-self.n // t.bn)
+
+    def waste(self, t: GpuTile) -> float:
+        """C's elements the tiles compute, over those it has (1: no overhang)."""
+        return -(-self.m // t.bm) * t.bm * -(-self.n // t.bn) * t.bn / (self.m * self.n)
+
+
+def choose_tile(shape: GemmShape, tuned: Mapping[str, GpuTile] = MappingProxyType({})) -> GpuTile | None:
+    """The tile for a product, or None for the plain kernel: the one tuned
+    for its shape on this GPU (`tuned`: GemmShape.key -> tile, see
+    backends/cuda/tuning.py) if that is still a candidate, else the heuristic's."""
+    t = tuned.get(shape.key)
+    if t is not None and t in candidate_tiles(shape):
+        return t
     for t in TILES:
-        if waste(t) <= MAX_WASTE and blocks(t) >= FILL_BLOCKS:
-            return t
-    fitting = [t for t in TILES if waste(t) <= 2 * MAX_WASTE]
-    return max(fitting, key=lambda t: (blocks(t), -waste(t))) if fitting else None
+        if shape.waste(t) <= MAX_WASTE and shape.blocks(t) >= FILL_BLOCKS:
+            return with_window_slabs(t, shape)
+    fitting = [t for t in TILES if shape.waste(t) <= 2 * MAX_WASTE]
+    return with_window_slabs(max(fitting, key=lambda t: (shape.blocks(t), -shape.waste(t))), shape) \
+        if fitting else None
 
 
-def with_window_slabs(tile: GpuTile, window: int, dtype: str) -> GpuTile:
+def candidate_tiles(shape: GemmShape) -> list[GpuTile]:
+    """What tuning tries: each tile that overhangs the product by at most
+    2 x MAX_WASTE, with its own BK and with slabs of whole kernel windows
+    (whatever its size). The heuristic's choice is always among them."""
+    fitting = [t for t in TILES if shape.waste(t) <= 2 * MAX_WASTE]
+    return list(dict.fromkeys(c for t in fitting for c in (t, _window_slabs(t, shape))))
+
+
+def with_window_slabs(tile: GpuTile, shape: GemmShape) -> GpuTile:
     """`tile` with BK a multiple of a conv's kernel window (its k runs over
     (channel, kernel cell)), when the slabs' loads stay at most MAX_SLAB_LOADS
     a thread: then a thread's elements of A sit at the same kernel cells in
@@ -123,13 +159,20 @@ def with_window_slabs(tile: GpuTile, window: int, dtype: str) -> GpuTile:
     Those offsets and tests take registers: the largest tiles keep their BK.
     With a BK of 8 or 16 against a 3x3 window, every element of every slab
     divided its k again: a quarter of a 3x3 conv's instructions."""
-    if window == 1 or tile.bk % window == 0 or tile.bm * tile.bn > WIDE_SLABS_MAX_TILE:
+    return tile if tile.bm * tile.bn > WIDE_SLABS_MAX_TILE else _window_slabs(tile, shape)
+
+
+def _window_slabs(tile: GpuTile, shape: GemmShape) -> GpuTile:
+    """`tile` with the least BK from its own up that is a multiple of the
+    window and fits the limits (loads a thread, shared memory), if any."""
+    window = shape.window
+    if window == 1 or tile.bk % window == 0:
         return tile
     for bk in range(-(-tile.bk // window) * window, MAX_SLAB_LOADS * tile.threads // max(tile.bm, tile.bn) + 1,
                     window):  # the multiples of the window from BK up
         wide = replace(tile, bk=bk)
         if tile.bm * bk % tile.threads == 0 and tile.bn * bk % tile.threads == 0 and \
-                wide.shared_bytes(dtype) <= MAX_SHARED_BYTES:
+                wide.shared_bytes(shape.dtype) <= MAX_SHARED_BYTES:
             return wide
     return tile
 
@@ -182,9 +225,10 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         read_a, result = _stacked(read_a, split), _stacked(result, split)
         read_b = _shared(read_b, len(spec.batch))
         product, nb, m = replace(spec, batch=(), m=nb * m), 1, nb * m
-    tile = choose_tile(nb, m, n)
+    shape = GemmShape(nb, m, n, k, math.prod(k_shape[1:]), dt)
+    tile = choose_tile(shape, lw.tiles)
     if tile is not None:
-        tile = with_window_slabs(tile, math.prod(k_shape[1:]), dt)
+        lw.gemms.append(shape)
     stages: list[Stmt] = [spec.prologue] if spec.prologue is not None else []
     if tile is None:
         stages.append(_plain(lw, product, nb, read_a, read_b, result))

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
 from itertools import count
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -79,6 +80,7 @@ class Binding:
 class LoweredGroup:
     kernel: Kernel
     bindings: list[Binding]
+    gemms: tuple = ()  # on a GPU: the tiled products in it (gpu_gemm.GemmShape), which tiles could be tuned for
 
 
 @dataclass
@@ -110,9 +112,13 @@ class Lowerer:
     """Builds one kernel; `read(value, idx)` is the heart of operator inlining."""
 
     def __init__(self, group: Group, name: str, unused: frozenset[int] = frozenset(), device: Device = Device.CPU,
-                 copy_padding: bool = False):
+                 copy_padding: bool = False, tiles: Mapping[str, object] = MappingProxyType({})):
         self.group = group
         self.device = device
+        # on a GPU: tiles tuned for products of given shapes (GemmShape.key -> gpu_gemm.GpuTile),
+        # which take the place of the heuristic's choice; the products tiled, as lowered
+        self.tiles = tiles
+        self.gemms: list = []
         # On a CPU, convs read their input where it lies and test reads at the
         # borders (gemm.py); `copy_padding`: they copy it padded once instead (a
         # backend's choice: numba's). Both forms take the same nodes, so fusion's
@@ -269,7 +275,7 @@ class Lowerer:
         # kernel must not keep the unpacked weights alive beside the packed ones
         used = set(buffers_used(body))
         bindings = [b for b in self.bindings if b.role != "input" or b.param.name in used]
-        return LoweredGroup(Kernel(self.name, tuple(b.param for b in bindings), body), bindings)
+        return LoweredGroup(Kernel(self.name, tuple(b.param for b in bindings), body), bindings, tuple(self.gemms))
 
 
 def buffers_used(body: Stmt) -> list[str]:
@@ -308,13 +314,14 @@ def computes_in_storage_dtype(body: Stmt) -> bool:
     return False
 
 
-def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset(),
-                device: Device = Device.CPU, probe: bool = False, copy_padding: bool = False) -> LoweredGroup:
+def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset(), device: Device = Device.CPU,
+                probe: bool = False, copy_padding: bool = False,
+                tiles: Mapping[str, object] = MappingProxyType({})) -> LoweredGroup:
     """Lower a Fused node or a plain node to one kernel for `device` (raises
     Unsupported). `unused` lists the positions of outputs that nothing reads;
     `probe`: only to see whether it lowers (see `Lowerer.lower`);
-    `copy_padding`: see `Lowerer`."""
-    return Lowerer(Group.of(node), name, unused, device, copy_padding).lower(probe)
+    `copy_padding` and `tiles`: see `Lowerer`."""
+    return Lowerer(Group.of(node), name, unused, device, copy_padding, tiles).lower(probe)
 
 
 def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[Expr]], Expr], tuple, Stmt | None]:

@@ -25,7 +25,8 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -152,11 +153,12 @@ class LoopProgram:
     by `schedule`, and the memory plan."""
 
     def __init__(self, graph: Graph, schedule: Schedule | None = default_schedule, device: Device = Device.CPU,
-                 copy_padding: bool = False):
+                 copy_padding: bool = False, tiles: Mapping[str, object] = MappingProxyType({})):
         self.graph = graph
         self.schedule = schedule
         self.device = device
         self.copy_padding = copy_padding  # see lower.Lowerer
+        self.tiles = dict(tiles)  # likewise
 
     @cached_property
     def steps(self) -> list[Step]:
@@ -173,17 +175,23 @@ class LoopProgram:
             if offset is not None:
                 steps.append(Step(node, StepKind.VIEW, view_offset=offset))
                 continue
-            name = _kernel_name(node, names)
             try:
-                unused = frozenset(i for i, v in enumerate(node.outputs) if not counts.get(v))
-                lowered = lower_group(node, name, unused, self.device, copy_padding=self.copy_padding)
-                if self.schedule is not None:
-                    lowered.kernel = self.schedule(lowered.kernel)
-                verify_kernel(lowered.kernel)
-                steps.append(Step(node, StepKind.KERNEL, lowered))
+                steps.append(Step(node, StepKind.KERNEL, self.lower(node, _kernel_name(node, names), counts)))
             except Unsupported as e:
                 steps.append(Step(node, StepKind.HOST, reason=str(e)))
         return steps
+
+    def lower(self, node: Node, name: str, counts: dict, tiles: Mapping[str, object] | None = None) -> LoweredGroup:
+        """`node`'s kernel, lowered, scheduled and verified (raises Unsupported);
+        `counts`: the graph's use counts (outputs nobody reads are not
+        computed); `tiles`: other GPU tiles than the program's (tuning tries them)."""
+        unused = frozenset(i for i, v in enumerate(node.outputs) if not counts.get(v))
+        lowered = lower_group(node, name, unused, self.device, copy_padding=self.copy_padding,
+                              tiles=self.tiles if tiles is None else tiles)
+        if self.schedule is not None:
+            lowered.kernel = self.schedule(lowered.kernel)
+        verify_kernel(lowered.kernel)
+        return lowered
 
     @cached_property
     def plan(self) -> MemoryPlan:

@@ -54,6 +54,12 @@ def cuda_module():
     return cuda
 
 
+def gpu_name(cuda) -> str:
+    """The current GPU's name ("simulator" under Numba's simulator)."""
+    name = getattr(cuda.current_context().device, "name", None) or "simulator"
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def simulated() -> bool:
     from numba.core import config
 
@@ -123,8 +129,7 @@ class CudaExecutable:
 
         module = load_module(self.source, RENDER_VERSION) if kernel_steps else None
         if module is not None and not simulated():
-            _compile_in_parallel(module, {launch.name: [bits_dtype(np.dtype(DTYPES[p.dtype])).str
-                                                        for p in launch.kernel.params] for launch in launches})
+            _compile_in_parallel(module, signatures(launches))
         by_kernel: dict[str, list[Launch]] = {}
         for launch in launches:
             by_kernel.setdefault(launch.kernel.name, []).append(launch)
@@ -139,7 +144,7 @@ class CudaExecutable:
                 for launch in by_kernel.get(step.lowered.kernel.name, []):  # none: nothing to compute
                     fn = getattr(module, launch.name)
                     self.launches.append((launch, fn, arrays))
-                    calls.append(self._launcher(fn, launch, arrays))
+                    calls.append(launcher(fn, launch, arrays))
                 if calls:
                     self.step_calls.append((step, calls))
         self.calls = [call for _, calls in self.step_calls for call in calls]
@@ -165,20 +170,8 @@ class CudaExecutable:
             call()
 
     def time_calls(self, calls: list[Callable[[], None]]) -> float:
-        """Seconds the GPU takes for `calls` queued alone, by CUDA events (on the
-        simulator, whose events read 0, by the host's clock: Python's time)."""
-        if simulated():
-            start = time.perf_counter()
-            for call in calls:
-                call()
-            return time.perf_counter() - start
-        start, end = self.arena.cuda.event(), self.arena.cuda.event()
-        start.record()
-        for call in calls:
-            call()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
+        """Seconds the GPU takes for `calls` queued alone (see `time_calls`)."""
+        return time_calls(self.arena.cuda, calls)
 
     def emit(self, stage: str) -> str:
         if stage == "cuda":
@@ -191,51 +184,76 @@ class CudaExecutable:
                          + fn.inspect_asm(tuple(numba.typeof(a) for a in arrays))
                          for launch, fn, arrays in self.launches)
 
-    def _launcher(self, fn, launch: Launch, arrays: list) -> Callable[[], None]:
-        """A call that queues one launch. On a GPU the kernel is compiled now
-        (not at the first run), and its arguments are prepared once: each run
-        then goes straight to the driver's launch (a few microseconds), not
-        through Numba's dispatcher, which types and converts every argument
-        again (tens of microseconds: most of a small model's time).
-        MINIDLC_CUDA_LAUNCH=dispatcher keeps the dispatcher."""
-        configured = fn[launch.grid, launch.block]
-        if simulated():
-            return lambda: configured(*arrays)
-        import numba
 
-        signature = tuple(numba.typeof(a) for a in arrays)
-        fn.compile(signature)
-        if os.environ.get("MINIDLC_CUDA_LAUNCH") == "dispatcher":
-            return lambda: configured(*arrays)
-        try:
-            from numba.cuda.cudadrv import driver
+def launcher(fn, launch: Launch, arrays: list) -> Callable[[], None]:
+    """A call that queues one launch. On a GPU the kernel is compiled now
+    (not at the first run), and its arguments are prepared once: each run
+    then goes straight to the driver's launch (a few microseconds), not
+    through Numba's dispatcher, which types and converts every argument
+    again (tens of microseconds: most of a small model's time).
+    MINIDLC_CUDA_LAUNCH=dispatcher keeps the dispatcher."""
+    configured = fn[launch.grid, launch.block]
+    if simulated():
+        return lambda: configured(*arrays)
+    import numba
 
-            kernel = fn.overloads[signature]
-            handle = kernel._codelibrary.get_cufunc().handle
-            prepared, writeback = [], []
-            for ty, value in zip(kernel.argument_types, arrays):
-                kernel._prepare_args(ty, value, 0, writeback, prepared)
-            stream = driver.binding.CUstream(0) if driver.USE_NV_BINDING else None
-            shape = (launch.grid, 1, 1, launch.block, 1, 1)
-            return lambda: driver.launch_kernel(handle, *shape, 0, stream, prepared)
-        except Exception as e:  # another Numba CUDA version: its dispatcher still works
-            log.info("cuda: launching %s through Numba's dispatcher (%s)", launch.name, e)
-            return lambda: configured(*arrays)
+    signature = tuple(numba.typeof(a) for a in arrays)
+    fn.compile(signature)
+    if os.environ.get("MINIDLC_CUDA_LAUNCH") == "dispatcher":
+        return lambda: configured(*arrays)
+    try:
+        from numba.cuda.cudadrv import driver
+
+        kernel = fn.overloads[signature]
+        handle = kernel._codelibrary.get_cufunc().handle
+        prepared, writeback = [], []
+        for ty, value in zip(kernel.argument_types, arrays):
+            kernel._prepare_args(ty, value, 0, writeback, prepared)
+        stream = driver.binding.CUstream(0) if driver.USE_NV_BINDING else None
+        shape = (launch.grid, 1, 1, launch.block, 1, 1)
+        return lambda: driver.launch_kernel(handle, *shape, 0, stream, prepared)
+    except Exception as e:  # another Numba CUDA version: its dispatcher still works
+        log.info("cuda: launching %s through Numba's dispatcher (%s)", launch.name, e)
+        return lambda: configured(*arrays)
+
+
+def time_calls(cuda, calls: list[Callable[[], None]]) -> float:
+    """Seconds the GPU takes for `calls` queued alone, by CUDA events (on the
+    simulator, whose events read 0, by the host's clock: Python's time)."""
+    if simulated():
+        start = time.perf_counter()
+        for call in calls:
+            call()
+        return time.perf_counter() - start
+    start, end = cuda.event(), cuda.event()
+    start.record()
+    for call in calls:
+        call()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
+def signatures(launches: list[Launch]) -> dict[str, list[str]]:
+    """Each launch's function -> its parameters' dtypes, as they lie on the device."""
+    return {launch.name: [bits_dtype(np.dtype(DTYPES[p.dtype])).str for p in launch.kernel.params]
+            for launch in launches}
 
 
 PARALLEL_COMPILE_MIN = 8  # fewer kernels than this compile in the calling process
 
 
-def _compile_in_parallel(module, signatures: dict[str, list[str]]) -> None:
+def _compile_in_parallel(module, signatures: dict[str, list[str]], minimum: int = PARALLEL_COMPILE_MIN) -> None:
     """Numba CUDA compiles about a kernel a second, one at a time (ResNet-50:
     over a minute). With many kernels, worker processes compile them (each
     its share) into Numba's disk cache; the caller then only loads them.
-    Workers are spawned, not forked: a forked child cannot use CUDA."""
+    Workers are spawned, not forked: a forked child cannot use CUDA. With
+    fewer than `minimum` kernels, starting workers costs more than it saves."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     workers = min(os.cpu_count() or 1, len(signatures) // 2)
-    if len(signatures) < PARALLEL_COMPILE_MIN or workers < 2 or cache.directory("numba") is None:
+    if len(signatures) < minimum or workers < 2 or cache.directory("numba") is None:
         return
     log.info("cuda: compiling %d kernels in %d processes", len(signatures), workers)
     jobs = list(signatures.items())

@@ -1,0 +1,190 @@
+"""Tuning GEMM tiles on the GPU: time every candidate, keep the fastest.
+
+Which tile computes a product fastest depends on the GPU (its multiprocessors,
+registers, shared memory) as much as on the product, and a shape heuristic
+(`gpu_gemm.choose_tile`) can only guess. `tune(program)` measures instead:
+for each tiled product of the program (each `GemmShape`, once) it lowers the
+step that holds it once per candidate tile (`gpu_gemm.candidate_tiles`),
+compiles all the candidates together (in parallel, as a model's kernels
+are), times each on random inputs by CUDA events, and records the fastest
+for this GPU:
+
+    $MINIDLC_CACHE/tuning/cuda-<GPU name>.json
+    {"gpu": "NVIDIA H200",
+     "tiles": {"1x1568x512x4608/9 f32": [128, 64, 18, 8, 8], ...},   # GemmShape.key -> GpuTile
+     "ms":    {"1x1568x512x4608/9 f32": {"128x64x18": 0.061, ...}}}  # what each candidate took
+
+Later compiles for cuda on a GPU of that name lower with those tiles
+(`Backend.tiles` -> `LoopProgram(tiles=...)`), and the compile cache's key
+includes them. This is AutoTVM's or tinygrad's BEAM search over a small space:
+a handful of tiles per product, each kernel otherwise the same. The step is
+timed whole (its epilogue too), as the model runs it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import statistics
+import sys
+from dataclasses import astuple, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...ir import DTYPES
+from ...loops import gpu_gemm
+from ...loops.gpu_gemm import GemmShape, GpuTile, candidate_tiles
+from ...loops.lower import LoweredGroup
+from ...loops.program import LoopProgram, StepKind
+from .. import cache
+from ..numba import load_module
+from ..numba.render import as_numba, bits_dtype
+from . import RENDER_VERSION, _compile_in_parallel, cuda_module, gpu_name, launcher, signatures, simulated, time_calls
+from .render import render_module
+
+log = logging.getLogger(__name__)
+TIMED_S = 2e-3  # a round of a candidate's timing queues its launches for at least this long
+
+
+@dataclass
+class Trial:
+    """One candidate tile of one product, and what its step took."""
+
+    shape: GemmShape
+    tile: GpuTile
+    seconds: float
+
+
+def records_path(cuda) -> Path | None:
+    """This GPU's tuning records (None: no usable cache directory)."""
+    folder = cache.directory(cache.TUNING)
+    name = re.sub(r"[^\w.-]+", "-", gpu_name(cuda))
+    return None if folder is None else folder / f"cuda-{name}.json"
+
+
+def _read(path: Path | None) -> dict:
+    if path is None or not path.is_file() or not cache.trusted(path):
+        return {}
+    try:
+        records = json.loads(path.read_text())
+        {key: GpuTile(*tile) for key, tile in records["tiles"].items()}  # (checks their form)
+        return records
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        log.warning("minidlc: ignoring the damaged tuning records %s (%s)", path, e)
+        return {}
+
+
+def tuned_tiles() -> dict[str, GpuTile]:
+    """The tiles tuned on this machine's GPU (none without a GPU: the build says why)."""
+    try:
+        cuda = cuda_module()
+    except RuntimeError:
+        return {}
+    return {key: GpuTile(*tile) for key, tile in _read(records_path(cuda)).get("tiles", {}).items()}
+
+
+def label(tile: GpuTile) -> str:
+    return f"{tile.bm}x{tile.bn}x{tile.bk}"
+
+
+@dataclass
+class Candidate:
+    """A product of a program in one candidate tile: its step, so lowered."""
+
+    shape: GemmShape
+    tile: GpuTile
+    lowered: LoweredGroup
+
+
+def candidates(program: LoopProgram) -> list[Candidate]:
+    """Each tiled product of `program` (the first step that holds it) lowered
+    in each of its candidate tiles, products with one candidate left out.
+    Needs no GPU (ptx_census.py compiles them all to PTX, as a check)."""
+    counts = program.graph.use_counts()
+    out: list[Candidate] = []
+    seen: set[str] = set()
+    for step in program.steps:
+        for shape in step.lowered.gemms if step.kind == StepKind.KERNEL else ():
+            tiles = candidate_tiles(shape)
+            if shape.key in seen or len(tiles) < 2:
+                continue
+            seen.add(shape.key)
+            out += [Candidate(shape, tile, program.lower(step.node, f"{step.lowered.kernel.name}_{label(tile)}",
+                                                         counts, {**program.tiles, shape.key: tile}))
+                    for tile in tiles]
+    return out
+
+
+def tune(program: LoopProgram, out=sys.stderr) -> list[Trial]:
+    """Time every candidate tile of every tiled product in `program` (lowered
+    for cuda), record the fastest of each for this GPU, and return the trials.
+    Prints a line a product to `out`."""
+    cuda = cuda_module()
+    jobs = candidates(program)
+    if not jobs:
+        print("tune: no product here has more than one tile to choose from", file=out)
+        return []
+    products = list(dict.fromkeys(job.shape for job in jobs))
+    source, launches = render_module([job.lowered.kernel for job in jobs])
+    module = load_module(source, RENDER_VERSION)
+    print(f"tune: compiling {len(jobs)} candidates of {len(products)} products", file=out, flush=True)
+    if not simulated():
+        _compile_in_parallel(module, signatures(launches), minimum=2)  # a tiled GEMM: seconds each
+    rng = np.random.default_rng(0)
+    trials: list[Trial] = []
+    for i, shape in enumerate(products, 1):
+        mine = []
+        for job in (job for job in jobs if job.shape == shape):
+            arrays = [_array(cuda, b, rng) for b in job.lowered.bindings]
+            calls = [launcher(getattr(module, launch.name), launch, arrays)
+                     for launch in launches if launch.kernel is job.lowered.kernel]
+            mine.append(Trial(shape, job.tile, _seconds(cuda, calls)))
+        best = min(mine, key=lambda t: t.seconds)
+        was = next(t for t in mine if t.tile == gpu_gemm.choose_tile(shape, program.tiles))
+        print(f"tune {i}/{len(products)}: {shape.key}: " + ", ".join(f"{label(t.tile)} {t.seconds * 1e3:.3f}"
+                                                                    for t in mine)
+              + f" ms -> {label(best.tile)}" + ("" if best is was else f" ({was.seconds / best.seconds:.2f}x faster "
+                                                                     f"than {label(was.tile)})"),
+              file=out, flush=True)
+        trials += mine
+    _record(cuda, trials)
+    return trials
+
+
+def _array(cuda, binding, rng):
+    """A device array for a kernel parameter, on its own: inputs random
+    (integers zero: always a valid index), constants the weights."""
+    p = binding.param
+    if binding.role == "const":
+        return cuda.to_device(as_numba(np.ascontiguousarray(binding.array).reshape(-1)))
+    dtype = np.dtype(DTYPES[p.dtype])
+    host = np.zeros(p.size, dtype)
+    if binding.role == "input" and dtype.kind == "f":
+        host = rng.uniform(-1, 1, p.size).astype(dtype)
+    return cuda.to_device(host.view(bits_dtype(dtype)))
+
+
+def _seconds(cuda, calls, rounds: int = 5) -> float:
+    """The median over rounds of a step's time, each round enough back-to-back
+    runs to last TIMED_S (the simulator: one run, once)."""
+    once = time_calls(cuda, calls)  # (also the warm-up)
+    if simulated():
+        return once
+    reps = max(1, min(100, int(TIMED_S / max(once, 1e-6))))
+    return statistics.median(time_calls(cuda, calls * reps) / reps for _ in range(rounds))
+
+
+def _record(cuda, trials: list[Trial]) -> None:
+    """Merge the fastest tile of each product into this GPU's records."""
+    path = records_path(cuda)
+    if path is None:
+        log.warning("minidlc: no cache directory: the tuned tiles are not kept")
+        return
+    records = _read(path) or {"gpu": gpu_name(cuda), "tiles": {}, "ms": {}}
+    for key in dict.fromkeys(t.shape.key for t in trials):
+        mine = [t for t in trials if t.shape.key == key]
+        records["tiles"][key] = list(astuple(min(mine, key=lambda t: t.seconds).tile))
+        records["ms"][key] = {label(t.tile): round(t.seconds * 1e3, 4) for t in mine}
+    text = json.dumps(records, indent=1, sort_keys=True)
+    cache.write_atomic(path, re.sub(r"\[\s+([^][]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text).encode())
