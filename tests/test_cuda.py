@@ -76,6 +76,31 @@ def test_every_tile_shape_on_a_matmul_and_a_conv(tile, monkeypatch):
     assert used == [tile, gpu_gemm.with_window_slabs(tile, gpu_gemm.GemmShape(1, 60, 20, 27, 9, "f32"))]
 
 
+@on_simulator
+@pytest.mark.parametrize("splits", [2, 4])
+def test_split_k_tiles_add_up_their_partial_products(splits, monkeypatch):
+    """Split over k, each tile is computed by `splits` blocks over their runs
+    of k slabs, and a second launch adds the partial tiles and applies the
+    epilogue: a MatMul (4 slabs of 16) and a padded 3x3 conv (k = 144: 4
+    slabs of four windows)."""
+    chosen = _force_tile(gpu_gemm.GpuTile(64, 64, 16, 4, 4, splits), monkeypatch)
+    for step in ("load", "store"):
+        monkeypatch.setattr(compile_cache, step, lambda *args: None)
+    for g in (matmul_graph((), 40, 64, 21), _padded_3x3_conv((2, 16, 5, 6), 20, seed=5)):
+        loops = check(g, "cuda").emit("loops")
+        assert chosen[-1].splits == splits and f"_tiles /*[{splits * 64 * 64}]*/" in loops
+        assert loops.count("// blockIdx.x") == 2  # the splits' launch, then the sum and the epilogue
+
+
+def test_split_k_is_a_candidate_where_the_tiles_are_too_few():
+    """ResNet-50's last 3x3 convs at batch 32 (M = 1568 rows, N = 512): 128x128
+    tiles give 52 blocks for 132 multiprocessors, so tuning also tries them
+    split in 2, 4 and 8; a product with blocks enough gets no splits."""
+    labels = [t.label for t in gpu_gemm.candidate_tiles(gpu_gemm.GemmShape(1, 1568, 512, 4608, 9, "f32"))]
+    assert {"128x128x8", "128x128x8s2", "128x128x8s4", "128x128x8s8", "128x64x18s2", "64x64x36"} <= set(labels)
+    assert not any(t.splits > 1 for t in gpu_gemm.candidate_tiles(gpu_gemm.GemmShape(1, 4096, 4096, 4096, 1, "f32")))
+
+
 def _force_tile(tile, monkeypatch) -> list:
     """Every product tiled by `tile` (with whole-window slabs where it takes
     them), whatever it overhangs; the list the tiles chosen are added to."""

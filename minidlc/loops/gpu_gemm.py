@@ -36,6 +36,14 @@ the batch's rows stacked. Products too thin for any tile (M or N under 16,
 say a batch-1 Gemm) take a plain loop nest, one iteration per element of C
 and k serial inside, which the GPU schedule gives a block per element whose
 threads share k (gpu_schedule.py).
+
+Which tile: `choose_tile`'s heuristic (by how well the tiles fill the GPU
+and how much they overhang C), unless `minidlc tune` has timed the
+product's candidates on this GPU (`candidate_tiles`; backends/cuda/tuning.py).
+Among the candidates only: tiles split over k (split-K, `split_k`), for
+products whose tiles are too few to fill the GPU. Their blocks each
+compute a tile over a run of k slabs into the padded scratch C (one per
+split), and the second launch adds the partial tiles up before the epilogue.
 """
 from __future__ import annotations
 
@@ -57,13 +65,22 @@ from .lower import Device, Lowerer, register_lowering, unflatten
 
 @dataclass(frozen=True)
 class GpuTile:
-    """A block computes BM x BN of C, BK of k at a time; a thread TM x TN of it."""
+    """A block computes BM x BN of C, BK of k at a time; a thread TM x TN of
+    it. With `splits` > 1 (split-K), that many blocks share each tile, each
+    over its own run of k slabs, and a second launch adds up their partial
+    tiles: more blocks for a product whose tiles are too few to fill the GPU."""
 
     bm: int
     bn: int
     bk: int
     tm: int
     tn: int
+    splits: int = 1
+
+    @property
+    def label(self) -> str:
+        """128x64x8, and s4 for four splits of k (tuning names candidates so)."""
+        return f"{self.bm}x{self.bn}x{self.bk}" + (f"s{self.splits}" if self.splits > 1 else "")
 
     @property
     def threads(self) -> int:
@@ -98,6 +115,7 @@ WIDE_SLABS_MAX_TILE = 128 * 64  # larger tiles keep their BK: with 3x3 windows (
                                 # threads took 144 registers (ptxas, sm_90), one block a multiprocessor, not two
 MAX_SHARED_BYTES = 48 * 1024  # what a block may declare statically
 MAX_WASTE = 1.25
+MIN_SPLIT_SLABS = 8  # a split's run of k slabs (fewer, and the loads of its first slab are not hidden)
 
 
 @dataclass(frozen=True)
@@ -119,7 +137,7 @@ class GemmShape:
         return f"{self.batch}x{self.m}x{self.n}x{self.k}/{self.window} {self.dtype}"
 
     def blocks(self, t: GpuTile) -> int:
-        return self.batch * -(-self.m // t.bm) * -(-self.n // t.bn)
+        return self.batch * -(-self.m // t.bm) * -(-self.n // t.bn) * t.splits
 
     def waste(self, t: GpuTile) -> float:
         """C's elements the tiles compute, over those it has (1: no overhang)."""
@@ -144,9 +162,23 @@ def choose_tile(shape: GemmShape, tuned: Mapping[str, GpuTile] = MappingProxyTyp
 def candidate_tiles(shape: GemmShape) -> list[GpuTile]:
     """What tuning tries: each tile that overhangs the product by at most
     2 x MAX_WASTE, with its own BK and with slabs of whole kernel windows
-    (whatever its size). The heuristic's choice is always among them."""
+    (whatever its size), and, where its tiles are too few to fill the GPU,
+    split over k in 2, 4 or 8 (`split_k`). The heuristic's choice is always
+    among them."""
     fitting = [t for t in TILES if shape.waste(t) <= 2 * MAX_WASTE]
-    return list(dict.fromkeys(c for t in fitting for c in (t, _window_slabs(t, shape))))
+    tiles = dict.fromkeys(c for t in fitting for c in (t, _window_slabs(t, shape)))
+    return list(dict.fromkeys(c for t in tiles for c in (t, *split_k(t, shape))))
+
+
+def split_k(tile: GpuTile, shape: GemmShape) -> list[GpuTile]:
+    """`tile` split over k in 2, 4 or 8 runs of slabs, where it gives fewer
+    than FILL_BLOCKS blocks: splits that divide the slabs evenly, leave each
+    run MIN_SPLIT_SLABS or more, and give at most 4 x FILL_BLOCKS blocks."""
+    slabs = -(-shape.k // tile.bk)
+    if shape.blocks(tile) >= FILL_BLOCKS:
+        return []
+    return [replace(tile, splits=s) for s in (2, 4, 8) if slabs % s == 0 and slabs // s >= MIN_SPLIT_SLABS
+            and shape.blocks(tile) * s <= 4 * FILL_BLOCKS]
 
 
 def with_window_slabs(tile: GpuTile, shape: GemmShape) -> GpuTile:
@@ -232,18 +264,21 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     stages: list[Stmt] = [spec.prologue] if spec.prologue is not None else []
     if tile is None:
         stages.append(_plain(lw, product, nb, read_a, read_b, result))
-    elif m % tile.bm == 0 and n % tile.bn == 0:
-        stages.append(_tiled(lw, product, tile, read_a, read_b, result))
-    else:  # overhanging tiles: the raw product into a padded C, then the epilogue on the real elements
+    elif m % tile.bm == 0 and n % tile.bn == 0 and tile.splits == 1:
+        stages.append(_tiled(lw, product, tile, read_a, read_b, lambda split, *element: result(*element)))
+    else:  # overhanging or split tiles: raw products into a padded C (one a split), then the epilogue on C's elements
         mp, np_ = -(-m // tile.bm) * tile.bm, -(-n // tile.bn) * tile.bn
-        c_pad = lw.scratch(node.outputs[0].name + "_tiles", dt, nb * mp * np_)
+        c_pad = lw.scratch(node.outputs[0].name + "_tiles", dt, tile.splits * nb * mp * np_)
 
-        def padded_at(bidx: list[Expr], row: Expr, col: Expr) -> Expr:
-            return row_major(bidx + [row, col], product.batch + (mp, np_))
+        def padded_at(split: Expr, bidx: list[Expr], row: Expr, col: Expr) -> Expr:
+            return row_major([split, *bidx, row, col], (tile.splits, *product.batch, mp, np_))
         stages.append(_tiled(lw, product, tile, read_a, read_b,
-                             lambda bidx, row, col, value: Store(c_pad, padded_at(bidx, row, col), value)))
+                             lambda split, bidx, row, col, value: Store(c_pad, padded_at(split, bidx, row, col), value)))
         f, count, bidx, row, col = _elements(lw, product, nb)
-        stages.append(For(f, const(count), result(bidx, row, col, Load(c_pad, padded_at(bidx, row, col), dt))))
+        total = Load(c_pad, padded_at(const(0), bidx, row, col), dt)
+        for split in range(1, tile.splits):
+            total = add(total, Load(c_pad, padded_at(const(split), bidx, row, col), dt))
+        stages.append(For(f, const(count), result(bidx, row, col, total)))
     lw.buffers[id(out)] = buf
     done.update(id(nd) for nd in chain)  # they ran in the epilogue
     return seq(*stages)
@@ -265,14 +300,19 @@ def _shared(read_b, axes: int):
 
 
 def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) -> Stmt:
-    """C in tiles, one block each (see the module's docstring); `store(bidx, row,
-    col, value)` writes an element (rows and columns past C's are the overhang)."""
+    """C in tiles, one block each (see the module's docstring), or `tile.splits`
+    blocks each, over runs of k slabs; `store(split, bidx, row, col, value)`
+    writes an element of a split's product (rows and columns past C's are the
+    overhang)."""
     dt, m, k, n = spec.acc_dtype, spec.m, spec.k, spec.n
     tiles_m, tiles_n = -(-m // tile.bm), -(-n // tile.bn)
     bm, bn, bk, tm, tn, threads = tile.bm, tile.bn, tile.bk, tile.tm, tile.tn, tile.threads
     blk, t = lw.var("blk"), lw.var("t")
-    bidx = unflatten(Binary("/", blk, const(tiles_m * tiles_n)), spec.batch)
-    rest = Binary("%", blk, const(tiles_m * tiles_n))
+    tiles = math.prod(spec.batch) * tiles_m * tiles_n
+    split, blk_c = (Binary("/", blk, const(tiles)), Binary("%", blk, const(tiles))) if tile.splits > 1 else \
+        (const(0), blk)  # which run of k, and which tile of C
+    bidx = unflatten(Binary("/", blk_c, const(tiles_m * tiles_n)), spec.batch)
+    rest = Binary("%", blk_c, const(tiles_m * tiles_n))
     row0, col0 = mul(Binary("/", rest, const(tiles_n)), const(bm)), mul(Binary("%", rest, const(tiles_n)), const(bn))
     # which of the tile's rows (columns) a thread owns: consecutive threads take
     # consecutive elements along C's contiguous axis, so their stores coalesce
@@ -284,7 +324,9 @@ def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) ->
     a_s, b_s, acc = lw.fresh("a_tile"), lw.fresh("b_tile"), lw.fresh("acc")
     a_next, b_next = lw.fresh("a_next"), lw.fresh("b_next")
     kt, kk, ld, i, j = lw.var("kt"), lw.var("kk"), lw.var("l"), lw.var("i"), lw.var("j")
-    slabs = -(-k // bk)
+    assert -(-k // bk) % tile.splits == 0, (tile, k)  # (split_k: the runs are even)
+    slabs = -(-k // bk) // tile.splits  # a split's run
+    first = mul(split, const(slabs))  # its first slab
 
     def k_at(slab: Expr, kk_: Expr) -> tuple[Expr, Expr]:
         """The k of row kk_ of a slab, clamped into [0, k), and whether it is real."""
@@ -329,15 +371,15 @@ def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) ->
     over_cells = lambda body: For(i, const(tm), For(j, const(tn), body, LoopKind.UNROLLED), LoopKind.UNROLLED)  # noqa: E731
     more = Compare("<", add(kt, const(1)), const(slabs))  # a next slab to fetch
     body = seq(over_cells(Store(acc, cell, Const(0, dt))),
-               fetch(const(0)), stash(const(0)), Barrier(),
-               For(kt, const(slabs), seq(If(more, fetch(add(kt, const(1)))),
+               fetch(first), stash(const(0)), Barrier(),
+               For(kt, const(slabs), seq(If(more, fetch(add(first, add(kt, const(1))))),
                                          For(kk, const(bk), over_cells(fma)),
                                          If(more, stash(Binary("%", add(kt, const(1)), const(2)))), Barrier())),
-               over_cells(store(bidx, add(row0, row_i), add(col0, col_j), Load(acc, cell, dt))))
+               over_cells(store(split, bidx, add(row0, row_i), add(col0, col_j), Load(acc, cell, dt))))
     registers = Allocate(acc, dt, tm * tn, Allocate(a_next, dt, a_loads, Allocate(b_next, dt, b_loads, body)))
     per_thread = For(t, const(threads), registers, LoopKind.THREADS)
     shared = Allocate(a_s, dt, 2 * a_size, Allocate(b_s, dt, 2 * b_size, per_thread, Scope.SHARED), Scope.SHARED)
-    return For(blk, const(math.prod(spec.batch) * tiles_m * tiles_n), shared, LoopKind.BLOCKS)
+    return For(blk, const(tile.splits * tiles), shared, LoopKind.BLOCKS)
 
 
 def _clamped(index: Expr, size: int) -> Expr:

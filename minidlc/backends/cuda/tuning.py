@@ -11,8 +11,8 @@ for this GPU:
 
     $MINIDLC_CACHE/tuning/cuda-<GPU name>.json
     {"gpu": "NVIDIA H200",
-     "tiles": {"1x1568x512x4608/9 f32": [128, 64, 18, 8, 8], ...},   # GemmShape.key -> GpuTile
-     "ms":    {"1x1568x512x4608/9 f32": {"128x64x18": 0.061, ...}}}  # what each candidate took
+     "tiles": {"1x1568x512x4608/9 f32": [128, 64, 18, 8, 8, 2], ...},  # GemmShape.key -> GpuTile
+     "ms":    {"1x1568x512x4608/9 f32": {"128x64x18s2": 0.061, ...}}}  # what each candidate took
 
 Later compiles for cuda on a GPU of that name lower with those tiles
 (`Backend.tiles` -> `LoopProgram(tiles=...)`), and the compile cache's key
@@ -84,10 +84,6 @@ def tuned_tiles() -> dict[str, GpuTile]:
     return {key: GpuTile(*tile) for key, tile in _read(records_path(cuda)).get("tiles", {}).items()}
 
 
-def label(tile: GpuTile) -> str:
-    return f"{tile.bm}x{tile.bn}x{tile.bk}"
-
-
 @dataclass
 class Candidate:
     """A product of a program in one candidate tile: its step, so lowered."""
@@ -110,7 +106,7 @@ def candidates(program: LoopProgram) -> list[Candidate]:
             if shape.key in seen or len(tiles) < 2:
                 continue
             seen.add(shape.key)
-            out += [Candidate(shape, tile, program.lower(step.node, f"{step.lowered.kernel.name}_{label(tile)}",
+            out += [Candidate(shape, tile, program.lower(step.node, f"{step.lowered.kernel.name}_{tile.label}",
                                                          counts, {**program.tiles, shape.key: tile}))
                     for tile in tiles]
     return out
@@ -142,10 +138,10 @@ def tune(program: LoopProgram, out=sys.stderr) -> list[Trial]:
             mine.append(Trial(shape, job.tile, _seconds(cuda, calls)))
         best = min(mine, key=lambda t: t.seconds)
         was = next(t for t in mine if t.tile == gpu_gemm.choose_tile(shape, program.tiles))
-        print(f"tune {i}/{len(products)}: {shape.key}: " + ", ".join(f"{label(t.tile)} {t.seconds * 1e3:.3f}"
+        print(f"tune {i}/{len(products)}: {shape.key}: " + ", ".join(f"{t.tile.label} {t.seconds * 1e3:.3f}"
                                                                     for t in mine)
-              + f" ms -> {label(best.tile)}" + ("" if best is was else f" ({was.seconds / best.seconds:.2f}x faster "
-                                                                     f"than {label(was.tile)})"),
+              + f" ms -> {best.tile.label}" + ("" if best is was else f" ({was.seconds / best.seconds:.2f}x faster "
+                                                                     f"than {was.tile.label})"),
               file=out, flush=True)
         trials += mine
     _record(cuda, trials)
@@ -185,6 +181,6 @@ def _record(cuda, trials: list[Trial]) -> None:
     for key in dict.fromkeys(t.shape.key for t in trials):
         mine = [t for t in trials if t.shape.key == key]
         records["tiles"][key] = list(astuple(min(mine, key=lambda t: t.seconds).tile))
-        records["ms"][key] = {label(t.tile): round(t.seconds * 1e3, 4) for t in mine}
+        records["ms"][key] = {t.tile.label: round(t.seconds * 1e3, 4) for t in mine}
     text = json.dumps(records, indent=1, sort_keys=True)
     cache.write_atomic(path, re.sub(r"\[\s+([^][]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text).encode())
