@@ -64,11 +64,13 @@ def records_path(cuda) -> Path | None:
 
 
 def _read(path: Path | None) -> dict:
+    """The records at `path` (their tiles as GpuTiles); {} if there are none,
+    or if they are damaged (with a warning: tuning again rewrites them)."""
     if path is None or not path.is_file() or not cache.trusted(path):
         return {}
     try:
         records = json.loads(path.read_text())
-        {key: GpuTile(*tile) for key, tile in records["tiles"].items()}  # (checks their form)
+        records["tiles"] = {key: GpuTile(*tile) for key, tile in records["tiles"].items()}
         return records
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
         log.warning("minidlc: ignoring the damaged tuning records %s (%s)", path, e)
@@ -81,7 +83,7 @@ def tuned_tiles() -> dict[str, GpuTile]:
         cuda = cuda_module()
     except RuntimeError:
         return {}
-    return {key: GpuTile(*tile) for key, tile in _read(records_path(cuda)).get("tiles", {}).items()}
+    return _read(records_path(cuda)).get("tiles", {})
 
 
 @dataclass
@@ -137,12 +139,10 @@ def tune(program: LoopProgram, out=sys.stderr) -> list[Trial]:
                      for launch in launches if launch.kernel is job.lowered.kernel]
             mine.append(Trial(shape, job.tile, _seconds(cuda, calls)))
         best = min(mine, key=lambda t: t.seconds)
-        was = next(t for t in mine if t.tile == gpu_gemm.choose_tile(shape, program.tiles))
-        print(f"tune {i}/{len(products)}: {shape.key}: " + ", ".join(f"{t.tile.label} {t.seconds * 1e3:.3f}"
-                                                                    for t in mine)
-              + f" ms -> {best.tile.label}" + ("" if best is was else f" ({was.seconds / best.seconds:.2f}x faster "
-                                                                     f"than {was.tile.label})"),
-              file=out, flush=True)
+        was = next((t for t in mine if t.tile == gpu_gemm.choose_tile(shape, program.tiles)), best)  # (before)
+        gain = "" if best is was else f" ({was.seconds / best.seconds:.2f}x faster than {was.tile.label})"
+        times = ", ".join(f"{t.tile.label} {t.seconds * 1e3:.3f}" for t in mine)
+        print(f"tune {i}/{len(products)}: {shape.key}: {times} ms -> {best.tile.label}{gain}", file=out, flush=True)
         trials += mine
     _record(cuda, trials)
     return trials
@@ -177,10 +177,12 @@ def _record(cuda, trials: list[Trial]) -> None:
     if path is None:
         log.warning("minidlc: no cache directory: the tuned tiles are not kept")
         return
-    records = _read(path) or {"gpu": gpu_name(cuda), "tiles": {}, "ms": {}}
+    records = {"gpu": gpu_name(cuda), "tiles": {}, "ms": {}, **_read(path)}
     for key in dict.fromkeys(t.shape.key for t in trials):
         mine = [t for t in trials if t.shape.key == key]
-        records["tiles"][key] = list(astuple(min(mine, key=lambda t: t.seconds).tile))
+        records["tiles"][key] = min(mine, key=lambda t: t.seconds).tile
         records["ms"][key] = {t.tile.label: round(t.seconds * 1e3, 4) for t in mine}
+    records["tiles"] = {key: astuple(tile) for key, tile in records["tiles"].items()}
     text = json.dumps(records, indent=1, sort_keys=True)
-    cache.write_atomic(path, re.sub(r"\[\s+([^][]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text).encode())
+    text = re.sub(r"\[\s+([^][]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text)  # a tile's numbers on one line
+    cache.write_atomic(path, text.encode())
