@@ -97,7 +97,8 @@ def test_split_k_is_a_candidate_where_the_tiles_are_too_few():
     tiles give 52 blocks for 132 multiprocessors, so tuning also tries them
     split in 2, 4 and 8; a product with blocks enough gets no splits."""
     labels = [t.label for t in gpu_gemm.candidate_tiles(gpu_gemm.GemmShape(1, 1568, 512, 4608, 9, "f32"))]
-    assert {"128x128x8", "128x128x8s2", "128x128x8s4", "128x128x8s8", "128x64x18s2", "64x64x36"} <= set(labels)
+    assert {"128x128x8_8x8", "128x128x8_8x8s2", "128x128x8_8x8s4", "128x128x8_8x8s8", "128x64x18_8x8s2",
+            "64x64x36_4x4"} <= set(labels)
     assert not any(t.splits > 1 for t in gpu_gemm.candidate_tiles(gpu_gemm.GemmShape(1, 4096, 4096, 4096, 1, "f32")))
 
 
@@ -424,7 +425,7 @@ def test_tuning_records_the_fastest_tile_and_later_compiles_use_it(tmp_path, mon
     monkeypatch.setattr(tuning, "_seconds", fake_seconds)
     trials = tuning.tune(program, out=sys.stdout)
     assert [t.tile for t in trials] == candidates
-    assert "-> 128x16x16 (2.00x faster than 32x32x16)" in capsys.readouterr().out
+    assert "-> 128x16x16_8x1 (2.00x faster than 32x32x16_2x2)" in capsys.readouterr().out
     assert tuning.tuned_tiles() == {shape.key: fast}
     loops = check(g, "cuda").emit("loops")
     assert f"shared f32 a_tile[{2 * fast.bk * fast.a_row}]" in loops
@@ -434,7 +435,7 @@ def test_tuning_records_the_fastest_tile_and_later_compiles_use_it(tmp_path, mon
     path.write_bytes(minidlc.compile(g, opt_level=0).to_onnx().SerializeToString())
     assert main(["tune", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "tune 1/1: 1x64x32x16/1 f32: 64x64x16 " in out and "compiles for this GPU now use them" in out
+    assert "tune 1/1: 1x64x32x16/1 f32: 64x64x16_4x4 " in out and "compiles for this GPU now use them" in out
     assert main(["tune", str(path), "--target", "llvm"]) == 2
     assert "only cuda has" in capsys.readouterr().err
 

@@ -79,8 +79,8 @@ class GpuTile:
 
     @property
     def label(self) -> str:
-        """128x64x8, and s4 for four splits of k (tuning names candidates so)."""
-        return f"{self.bm}x{self.bn}x{self.bk}" + (f"s{self.splits}" if self.splits > 1 else "")
+        """BMxBNxBK_TMxTN, and s4 for four splits of k (tuning names candidates so)."""
+        return f"{self.bm}x{self.bn}x{self.bk}_{self.tm}x{self.tn}" + (f"s{self.splits}" if self.splits > 1 else "")
 
     @property
     def threads(self) -> int:
@@ -106,9 +106,11 @@ class GpuTile:
 # blocks read 16 shared words for 64 FMAs, the 4 x 4 ones 8 for 16 (shared
 # loads, not FMAs, then bound the k loop), so the half-size 8 x 8 tiles come
 # before 64 x 64; 64 x 128 first, as a conv's A slab (index arithmetic, padding
-# selects) costs more per element than B's.
+# selects) costs more per element than B's. The last, 32 x 32 in 4 x 4 blocks
+# (64 threads; a 2 x 2 block's k loop is 37% FMAs, a 4 x 4 one's 60%), the
+# heuristic never takes (it ties with the one before); tuning tries it.
 TILES = (GpuTile(128, 128, 8, 8, 8), GpuTile(64, 128, 8, 8, 8), GpuTile(128, 64, 8, 8, 8), GpuTile(64, 64, 16, 4, 4),
-         GpuTile(128, 16, 16, 8, 1), GpuTile(32, 32, 16, 2, 2))
+         GpuTile(128, 16, 16, 8, 1), GpuTile(32, 32, 16, 2, 2), GpuTile(32, 32, 16, 4, 4))
 FILL_BLOCKS = 132  # an H100/H200 has 132 multiprocessors
 MAX_SLAB_LOADS = 24  # a thread's loads of A's or B's slab (registers that hold the next slab while this one runs)
 WIDE_SLABS_MAX_TILE = 128 * 64  # larger tiles keep their BK: with 3x3 windows (BK 18), a 128x128 tile's
