@@ -6,7 +6,9 @@
 Prints the GPU's name, then:
 - sgemm N^3 (f32, both operands computed at run time): minidlc's tiled kernel
   and torch.matmul with TF32 off, GFLOP/s each and the ratio;
-- each model at each batch: ms per run of minidlc, PyTorch eager and
+- each model at each batch: ms per run of minidlc, PyTorch eager (also with
+  cuDNN's TF32 off: by default its convolutions may use TF32 tensor cores,
+  where minidlc computes in f32) and
   torch.compile (the same ONNX graph run by torch ops, benchmarks/onnx_torch.py),
   and the ratios eager/minidlc and compile/minidlc (above 1: minidlc is faster),
   with minidlc's compile time and its error against PyTorch;
@@ -142,6 +144,9 @@ def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = 
     with torch.no_grad():
         want = module(*xs)[0].double().cpu().numpy()
         eager = time_torch(lambda: module(*xs), 20)
+        torch.backends.cudnn.allow_tf32 = False  # convolutions in f32, as minidlc's are
+        eager_f32 = time_torch(lambda: module(*xs), 20)
+        torch.backends.cudnn.allow_tf32 = True  # (PyTorch's default)
         compiled = None
         if with_compile:
             cmod = torch.compile(module)
@@ -151,12 +156,13 @@ def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = 
     got = ex.run([feeds[v.name] for v in ex.graph.inputs])[0]  # the arena reuses the inputs' memory: feed again
     err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     host = sum(s.kind.value == "host" for s in m.program.steps)
-    row = {"model": name, "batch": batch, "minidlc_ms": ours, "eager_ms": eager, "compile_ms": compiled,
+    row = {"model": name, "batch": batch, "minidlc_ms": ours, "eager_ms": eager, "eager_f32_ms": eager_f32,
+           "compile_ms": compiled,
            "eager_ratio": eager / ours, "compile_ratio": compiled / ours if compiled else None,
            "compile_s": compile_s, "launches": len(ex.launches), "host_steps": host, "rel_err": err}
     comp = f"{compiled:8.3f}" if compiled else "       -"
     cr = f"{compiled / ours:6.2f}" if compiled else "     -"
-    print(f"{name:<9}{batch:>6}{ours:>10.3f}{eager:>10.3f}{comp:>10}{eager / ours:>9.2f}{cr:>10}"
+    print(f"{name:<9}{batch:>6}{ours:>10.3f}{eager:>10.3f}{eager_f32:>10.3f}{comp:>10}{eager / ours:>9.2f}{cr:>10}"
           f"{compile_s:>10.1f}{len(ex.launches):>9}{host:>6}{err:>10.1e}", flush=True)
     if with_profile:  # where minidlc's time goes: each step's launches timed alone
         from dataclasses import asdict
@@ -197,7 +203,7 @@ def main() -> None:
           flush=True)
     tuned = args.tune.split(",")
     rows = {"sgemm": bench_sgemm(args.sgemm, "sgemm" in tuned) if args.sgemm else None, "models": []}
-    print(f"{'model':<9}{'batch':>6}{'ours ms':>10}{'eager ms':>10}{'compile':>10}{'eager/us':>9}"
+    print(f"{'model':<9}{'batch':>6}{'ours ms':>10}{'eager ms':>10}{'f32 eager':>10}{'compile':>10}{'eager/us':>9}"
           f"{'compile/us':>10}{'build s':>10}{'launches':>9}{'host':>6}{'rel err':>10}", flush=True)
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
