@@ -85,7 +85,7 @@ def matmul_model(n: int):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def compiled(model, tune: bool):
+def build_cuda(model, tune: bool):
     """minidlc's build of `model` for cuda and its compile time; with `tune`,
     after tuning its GEMM tiles on this GPU (which prints each product's
     candidates; untuned tiles if tuning fails)."""
@@ -94,7 +94,7 @@ def compiled(model, tune: bool):
 
         start = time.perf_counter()
         try:
-            tune_tiles(minidlc.lower(model, target="cuda"), out=sys.stdout)
+            tune_tiles(minidlc.lower(model, "cuda"), out=sys.stdout)
         except Exception as e:  # noqa: BLE001 -- the untuned figures are still worth having
             print(f"tuning failed ({type(e).__name__}: {e}); the heuristic's tiles", flush=True)
         print(f"tuning took {time.perf_counter() - start:.0f} s", flush=True)
@@ -107,7 +107,7 @@ def bench_sgemm(n: int, tune: bool = False) -> dict:
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False
-    m, compile_s = compiled(matmul_model(n), tune)
+    m, compile_s = build_cuda(matmul_model(n), tune)
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
     ex = m.executable
@@ -135,7 +135,7 @@ def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = 
     if name == "tfblock" and batch != 1:  # its Reshapes fix its batch at 1
         return {}
     model = build_model(name, None if name == "tfblock" else batch)
-    m, compile_s = compiled(model, tune)
+    m, compile_s = build_cuda(model, tune)
     feeds = m.random_inputs(0)
     ex = m.executable
     ex.feed([feeds[v.name] for v in ex.graph.inputs])

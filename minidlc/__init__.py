@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 from .ir import Graph
 from .runtime import CompiledModel, InputError
@@ -55,35 +56,43 @@ def compile(model, target: str = "reference", opt_level: int = 2, *, example_inp
     """
     from . import compile_cache
 
-    source, backend, program, key, times = _lowered(model, target, opt_level, example_inputs, input_shapes, passes,
-                                                    instruments, verify_each, quantize, calibration)
+    done = _lowered(model, target, opt_level, example_inputs, input_shapes, passes, instruments, verify_each, quantize,
+                    calibration)
+    times = done.times
     clock = time.perf_counter()
-    executable = backend.build(program, **backend_options)
+    executable = done.backend.build(done.program, **backend_options)
     times["backend"] = time.perf_counter() - clock
-    if key and "passes" in times:  # stored after the build, which works out what kernels remember (Kernel.canonical)
-        clock = time.perf_counter()
-        compile_cache.store(key, program)
+    if done.key and not done.loaded:  # stored after the build, which works out what kernels remember
+        clock = time.perf_counter()   # (Kernel.canonical)
+        compile_cache.store(done.key, done.program)
         times["cache"] += time.perf_counter() - clock
-    m = CompiledModel(source, program.graph, program, executable, backend)
+    m = CompiledModel(done.source, done.program.graph, done.program, executable, done.backend)
     m.compile_seconds = times
     return m
 
 
-def lower(model, target: str = "llvm", opt_level: int = 2, *, example_inputs=None, input_shapes: dict | None = None,
+def lower(model, target: str, opt_level: int = 2, *, example_inputs=None, input_shapes: dict | None = None,
           passes=None, instruments=(), verify_each: bool = True, quantize=None, calibration=None):
     """Import, optimize and lower a model for `target`, as `compile` does, but
     build nothing: the loop program (loops.program.LoopProgram, which
     `--emit loops` prints), from the compile cache if it is there. What
     tuning works on (`minidlc tune`)."""
     return _lowered(model, target, opt_level, example_inputs, input_shapes, passes, instruments, verify_each,
-                    quantize, calibration)[2]
+                    quantize, calibration).program
+
+
+class _Lowered(NamedTuple):
+    source: Graph          # the imported graph
+    backend: object        # backends.Backend
+    program: object        # loops.program.LoopProgram
+    key: str | None        # its compile cache key (None: not cached)
+    loaded: bool           # from the compile cache (no passes ran)
+    times: dict            # seconds per stage
 
 
 def _lowered(model, target, opt_level, example_inputs, input_shapes, passes, instruments, verify_each, quantize,
-             calibration):
-    """(the imported graph, the backend, the loop program, its compile cache
-    key or None, seconds per stage: "passes" among them unless the program
-    came from the cache)."""
+             calibration) -> _Lowered:
+    """What `compile` and `lower` share: import, passes, lowering, or the compile cache."""
     from . import compile_cache
     from .backends import get_backend
 
@@ -100,12 +109,14 @@ def _lowered(model, target, opt_level, example_inputs, input_shapes, passes, ins
         from .quantization import load_calibration
 
         batches = tuple(load_calibration(calibration, source))
+    tiles = backend.tiles()  # read once: the key and the lowering must agree
     clock = time.perf_counter()  # the compile cache: a compile done before is loaded (see compile_cache.py)
     key = compile_cache.key(source, backend, {"opt_level": opt_level, "passes": passes, "calibration": batches,
-                                              "verify_each": verify_each}) if not instruments else None
+                                              "verify_each": verify_each}, tiles) if not instruments else None
     program = compile_cache.load(key) if key else None
+    loaded = program is not None
     times = {"cache": time.perf_counter() - clock} if key else {}
-    if program is None:
+    if not loaded:
         from .passes.manager import PassContext, build_pipeline
 
         pipeline = build_pipeline(opt_level=opt_level, passes=passes, instruments=instruments,
@@ -113,12 +124,12 @@ def _lowered(model, target, opt_level, example_inputs, input_shapes, passes, ins
         clock = time.perf_counter()
         optimized = pipeline.run(source.copy())
         times["passes"] = time.perf_counter() - clock
-        program = backend.program(optimized)
+        program = backend.program(optimized, tiles)
         if backend.runs_kernels:  # lowered on first use: here, so that it is timed apart from the backend
             clock = time.perf_counter()
             program.plan
             times["lowering"] = time.perf_counter() - clock
-    return source, backend, program, key, times
+    return _Lowered(source, backend, program, key, loaded, times)
 
 
 def quantize(model, calibration, **options):

@@ -297,18 +297,13 @@ def accuracy_note(accuracy: float | None, ev) -> str:
 
 def cmd_tune(args) -> int:
     """Time each GEMM's candidate GPU tiles, record the fastest for this GPU."""
-    if args.target != "cuda":
-        raise UsageError(f"tune: target {args.target} has no tiles to tune; only cuda has (--target cuda)")
     import minidlc
 
-    from .backends.cuda import cuda_module
-    from .backends.cuda.tuning import records_path, tune
+    from .backends.cuda.tuning import tune
     from .passes.options import pipeline_kwargs_from_args
 
     graph = load_graph(args.model, parse_input_shapes(args.input_shape))
-    program = minidlc.lower(graph, target="cuda", **pipeline_kwargs_from_args(args, out=sys.stderr))
-    if tune(program, out=sys.stdout):
-        print(f"recorded in {records_path(cuda_module())}: compiles for this GPU now use them")
+    tune(minidlc.lower(graph, "cuda", **pipeline_kwargs_from_args(args, out=sys.stderr)), out=sys.stdout)
     return 0
 
 
@@ -549,12 +544,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def model_command(name, help, example):
+    def model_command(name, help, example, target: bool = True):
+        """A command on a model; `target`: with --target (else the command's own default)."""
         sp = sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.add_argument("model", help="an .onnx file, or path/to/file.py:factory returning an nn.Module")
-        sp.add_argument("--target", default="reference", choices=list(BACKENDS),
-                        help=f"backend (default: reference): {targets}")
+        if target:
+            sp.add_argument("--target", default="reference", choices=list(BACKENDS),
+                            help=f"backend (default: reference): {targets}")
         sp.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..",
                         help="bind an input's shape (repeatable); for a PyTorch factory: D0,D1,.. per input")
         add_backend_arguments(sp)
@@ -579,8 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_arguments(sp)
     sp.set_defaults(fn=cmd_run)
 
-    sp = model_command("tune", "time each GEMM's candidate tiles on this GPU, and keep the fastest",
-                       "minidlc tune model.onnx --input-shape x=32,3,224,224")
+    sp = model_command("tune", "cuda: time each GEMM's candidate tiles on this GPU, and keep the fastest",
+                       "minidlc tune model.onnx --input-shape x=32,3,224,224", target=False)
     sp.set_defaults(fn=cmd_tune, target="cuda")
 
     sp = model_command("bench", "time a model against its peers in one process",

@@ -104,9 +104,11 @@ def _describe(x, arrays: list) -> str:
     raise Uncacheable(f"cannot fingerprint a {type(x).__name__}")
 
 
-def key(source: Graph, backend, options: dict) -> str | None:
+def key(source: Graph, backend, options: dict, tiles: dict | None = None) -> str | None:
     """The cache key of compiling `source` for `backend` (backends.Backend)
-    with the pass pipeline's `options`, or None when the compile is not
+    with the pass pipeline's `options` and the GPU `tiles` tuned for the
+    device (all of them: which of them a model's products take is only
+    known once it is lowered), or None when the compile is not
     cached: a backend that lowers nothing (the reference), one whose
     schedule is not minidlc's (its source is not in the key), or something
     in the options with no fingerprint."""
@@ -115,7 +117,7 @@ def key(source: Graph, backend, options: dict) -> str | None:
         return None
     lowering = {"target": backend.name, "device": backend.device, "copy_padding": backend.copy_padding,
                 "schedule": None if schedule is None else f"{schedule.__module__}.{schedule.__qualname__}",
-                "tiles": {shape: astuple(tile) for shape, tile in backend.tiles().items()}}
+                "tiles": {shape: astuple(tile) for shape, tile in (tiles or {}).items()}}
     h = hashlib.sha256(f"{SOURCE_VERSION}\n{cache.host_cpu()}\n{sys.version}\n{np.__version__}\n".encode())
     try:
         fingerprint(h, lowering)

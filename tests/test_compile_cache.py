@@ -108,7 +108,9 @@ def test_a_schedule_from_outside_minidlc_is_compiled_uncached(cache_dir, monkeyp
     assert stages(minidlc.compile(model(), target="llvm")) == ["passes", "lowering", "backend"]
 
 
-def test_options_and_names_are_part_of_the_key():
+def test_options_names_and_tuned_tiles_are_part_of_the_key():
+    from minidlc.loops.gpu_gemm import GpuTile
+
     g, llvm = model(), get_backend("llvm")
     base = dict(opt_level=2, passes=None, calibration=())
     keys = {compile_cache.key(g, llvm, base), compile_cache.key(g, llvm, {**base, "opt_level": 1}),
@@ -116,7 +118,10 @@ def test_options_and_names_are_part_of_the_key():
     renamed = model()
     renamed.inputs[0].name = "input"
     keys.add(compile_cache.key(renamed, llvm, base))
-    assert len(keys) == 5 and compile_cache.key(model(), llvm, base) in keys  # the same graph again: the same key
+    cuda, shape = get_backend("cuda"), "1x64x32x16/1 f32"  # (a GPU's tuning records: GemmShape.key -> tile)
+    keys |= {compile_cache.key(g, cuda, base, {shape: GpuTile(32, 32, 16, 2, 2)}),
+             compile_cache.key(g, cuda, base, {shape: GpuTile(32, 32, 16, 2, 2, splits=2)})}
+    assert len(keys) == 7 and compile_cache.key(model(), llvm, base) in keys  # the same graph again: the same key
     assert compile_cache.key(g, get_backend("reference"), base) is None  # it lowers nothing
 
 

@@ -81,12 +81,12 @@ def test_every_tile_shape_on_a_matmul_and_a_conv(tile, monkeypatch):
 def test_split_k_tiles_add_up_their_partial_products(splits, monkeypatch):
     """Split over k, each tile is computed by `splits` blocks over their runs
     of k slabs, and a second launch adds the partial tiles and applies the
-    epilogue: a MatMul (4 slabs of 16) and a padded 3x3 conv (k = 144: 4
-    slabs of four windows)."""
+    epilogue: MatMuls (4 slabs of 16; the last half past k = 56) and a padded
+    3x3 conv (k = 144: 4 slabs of four windows)."""
     chosen = _force_tile(gpu_gemm.GpuTile(64, 64, 16, 4, 4, splits), monkeypatch)
     for step in ("load", "store"):
         monkeypatch.setattr(compile_cache, step, lambda *args: None)
-    for g in (matmul_graph((), 40, 64, 21), _padded_3x3_conv((2, 16, 5, 6), 20, seed=5)):
+    for g in (matmul_graph((), 40, 64, 21), matmul_graph((), 40, 56, 21), _padded_3x3_conv((2, 16, 5, 6), 20, seed=5)):
         loops = check(g, "cuda").emit("loops")
         assert chosen[-1].splits == splits and f"_tiles /*[{splits * 64 * 64}]*/" in loops
         assert loops.count("// blockIdx.x") == 2  # the splits' launch, then the sum and the epilogue
@@ -423,21 +423,22 @@ def test_tuning_records_the_fastest_tile_and_later_compiles_use_it(tmp_path, mon
             call()
         return next(clock)
     monkeypatch.setattr(tuning, "_seconds", fake_seconds)
-    trials = tuning.tune(program, out=sys.stdout)
+    trials = tuning.tune(program, out=sys.stdout, record=True)
     assert [t.tile for t in trials] == candidates
-    assert "-> 128x16x16_8x1 (2.00x faster than 32x32x16_2x2)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "-> 128x16x16_8x1 (2.00x faster than the heuristic's 32x32x16_2x2)" in out
+    assert f"recorded in {tmp_path / 'tuning' / 'cuda-simulator.json'}" in out
     assert tuning.tuned_tiles() == {shape.key: fast}
     loops = check(g, "cuda").emit("loops")
     assert f"shared f32 a_tile[{2 * fast.bk * fast.a_row}]" in loops
-    monkeypatch.undo()  # the real clock, through the CLI
-    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
+    monkeypatch.undo()  # the real clock, through the CLI: on the simulator it records nothing
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "cli")
     path = tmp_path / "mm.onnx"
     path.write_bytes(minidlc.compile(g, opt_level=0).to_onnx().SerializeToString())
     assert main(["tune", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "tune 1/1: 1x64x32x16/1 f32: 64x64x16_4x4 " in out and "compiles for this GPU now use them" in out
-    assert main(["tune", str(path), "--target", "llvm"]) == 2
-    assert "only cuda has" in capsys.readouterr().err
+    assert "tune 1/1: 1x64x32x16/1 f32: 64x64x16_4x4 " in out and "nothing recorded" in out
+    assert tuning.tuned_tiles() == {}
 
 
 @on_simulator

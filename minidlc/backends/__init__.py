@@ -78,9 +78,11 @@ class Backend:
         heuristic's (see backends/cuda/tuning.py; GemmShape.key -> GpuTile)."""
         return importlib.import_module(self.tuning).tuned_tiles() if self.tuning else {}
 
-    def program(self, graph) -> LoopProgram:
-        """The loop program of an optimized graph, scheduled for this target."""
-        return LoopProgram(graph, self.schedule, self.device, self.copy_padding, self.tiles())
+    def program(self, graph, tiles: dict | None = None) -> LoopProgram:
+        """The loop program of an optimized graph, scheduled for this target,
+        with `tiles` tuned for the device (default: `self.tiles()`)."""
+        return LoopProgram(graph, self.schedule, self.device, self.copy_padding,
+                           self.tiles() if tiles is None else tiles)
 
 
 THREADS = Option("threads", int, f"threads to run on (default: all {os.cpu_count()} cores; numba: at most its "

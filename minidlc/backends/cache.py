@@ -184,9 +184,11 @@ def info() -> str:
     files = entries()
     size = sum(st.st_size for p in files if (st := _stat(p)) is not None)
     return (f"cache: {CACHE_DIR}\n{len(files)} files, {size / 2**20:.1f} MiB "
-            f"(bound {MAX_BYTES / 2**20:.0f} MiB, MINIDLC_CACHE_MB; least recently used go first)")
+            f"(bound {MAX_BYTES / 2**20:.0f} MiB, MINIDLC_CACHE_MB; least recently used go first)"
+            + ("" if not (CACHE_DIR / TUNING).is_dir() else
+               f"\nGPU tuning records in {CACHE_DIR / TUNING} (kept: remove the folder to forget them)"))
 
 
 def clear() -> int:
-    """Delete every entry; returns how many."""
+    """Delete every entry (not the tuning records: see `entries`); returns how many."""
     return evict(0)

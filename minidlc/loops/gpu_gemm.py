@@ -253,10 +253,10 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         # shared right operand): one product of the batch's rows stacked, whose
         # tiles are larger and fewer (ResNet-50's 7x7 maps at batch 32: M = 1568
         # in 128-row tiles rather than 32 products of M = 49 in 32-row tiles)
-        def split(row: Expr, rows: int = m) -> tuple[list[Expr], Expr]:
+        def unstack(row: Expr, rows: int = m) -> tuple[list[Expr], Expr]:
             return unflatten(Binary("/", row, const(rows)), spec.batch), Binary("%", row, const(rows))
 
-        read_a, result = _stacked(read_a, split), _stacked(result, split)
+        read_a, result = _stacked(read_a, unstack), _stacked(result, unstack)
         read_b = _shared(read_b, len(spec.batch))
         product, nb, m = replace(spec, batch=(), m=nb * m), 1, nb * m
     shape = GemmShape(nb, m, n, k, math.prod(k_shape[1:]), dt)
@@ -267,30 +267,30 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     if tile is None:
         stages.append(_plain(lw, product, nb, read_a, read_b, result))
     elif m % tile.bm == 0 and n % tile.bn == 0 and tile.splits == 1:
-        stages.append(_tiled(lw, product, tile, read_a, read_b, lambda split, *element: result(*element)))
+        stages.append(_tiled(lw, product, tile, read_a, read_b, lambda _, *element: result(*element)))
     else:  # overhanging or split tiles: raw products into a padded C (one a split), then the epilogue on C's elements
         mp, np_ = -(-m // tile.bm) * tile.bm, -(-n // tile.bn) * tile.bn
         c_pad = lw.scratch(node.outputs[0].name + "_tiles", dt, tile.splits * nb * mp * np_)
 
-        def padded_at(split: Expr, bidx: list[Expr], row: Expr, col: Expr) -> Expr:
-            return row_major([split, *bidx, row, col], (tile.splits, *product.batch, mp, np_))
+        def padded_at(part: Expr, bidx: list[Expr], row: Expr, col: Expr) -> Expr:
+            return row_major([part, *bidx, row, col], (tile.splits, *product.batch, mp, np_))
         stages.append(_tiled(lw, product, tile, read_a, read_b,
-                             lambda split, bidx, row, col, value: Store(c_pad, padded_at(split, bidx, row, col), value)))
+                             lambda part, bidx, row, col, value: Store(c_pad, padded_at(part, bidx, row, col), value)))
         f, count, bidx, row, col = _elements(lw, product, nb)
         total = Load(c_pad, padded_at(const(0), bidx, row, col), dt)
-        for split in range(1, tile.splits):
-            total = add(total, Load(c_pad, padded_at(const(split), bidx, row, col), dt))
+        for part in range(1, tile.splits):
+            total = add(total, Load(c_pad, padded_at(const(part), bidx, row, col), dt))
         stages.append(For(f, const(count), result(bidx, row, col, total)))
     lw.buffers[id(out)] = buf
     done.update(id(nd) for nd in chain)  # they ran in the epilogue
     return seq(*stages)
 
 
-def _stacked(at, split):
+def _stacked(at, unstack):
     """`at(bidx, row, ...)` of a batch of products, as a function of the row of
-    their stacked product (`split(row)`: the batch index and the row in it)."""
+    their stacked product (`unstack(row)`: the batch index and the row in it)."""
     def stacked(_: list[Expr], row: Expr, *rest):
-        bidx, row_in = split(row)
+        bidx, row_in = unstack(row)
         return at(bidx, row_in, *rest)
     return stacked
 
@@ -303,15 +303,15 @@ def _shared(read_b, axes: int):
 
 def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) -> Stmt:
     """C in tiles, one block each (see the module's docstring), or `tile.splits`
-    blocks each, over runs of k slabs; `store(split, bidx, row, col, value)`
-    writes an element of a split's product (rows and columns past C's are the
-    overhang)."""
+    blocks each, over runs of k slabs; `store(part, bidx, row, col, value)`
+    writes an element of split `part`'s product (rows and columns past C's are
+    the overhang)."""
     dt, m, k, n = spec.acc_dtype, spec.m, spec.k, spec.n
     tiles_m, tiles_n = -(-m // tile.bm), -(-n // tile.bn)
     bm, bn, bk, tm, tn, threads = tile.bm, tile.bn, tile.bk, tile.tm, tile.tn, tile.threads
     blk, t = lw.var("blk"), lw.var("t")
-    tiles = math.prod(spec.batch) * tiles_m * tiles_n
-    split, blk_c = (Binary("/", blk, const(tiles)), Binary("%", blk, const(tiles))) if tile.splits > 1 else \
+    n_tiles = math.prod(spec.batch) * tiles_m * tiles_n
+    part, blk_c = (Binary("/", blk, const(n_tiles)), Binary("%", blk, const(n_tiles))) if tile.splits > 1 else \
         (const(0), blk)  # which run of k, and which tile of C
     bidx = unflatten(Binary("/", blk_c, const(tiles_m * tiles_n)), spec.batch)
     rest = Binary("%", blk_c, const(tiles_m * tiles_n))
@@ -328,7 +328,7 @@ def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) ->
     kt, kk, ld, i, j = lw.var("kt"), lw.var("kk"), lw.var("l"), lw.var("i"), lw.var("j")
     assert -(-k // bk) % tile.splits == 0, (tile, k)  # (split_k: the runs are even)
     slabs = -(-k // bk) // tile.splits  # a split's run
-    first = mul(split, const(slabs))  # its first slab
+    first = mul(part, const(slabs))  # its first slab
 
     def k_at(slab: Expr, kk_: Expr) -> tuple[Expr, Expr]:
         """The k of row kk_ of a slab, clamped into [0, k), and whether it is real."""
@@ -377,11 +377,11 @@ def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) ->
                For(kt, const(slabs), seq(If(more, fetch(add(first, add(kt, const(1))))),
                                          For(kk, const(bk), over_cells(fma)),
                                          If(more, stash(Binary("%", add(kt, const(1)), const(2)))), Barrier())),
-               over_cells(store(split, bidx, add(row0, row_i), add(col0, col_j), Load(acc, cell, dt))))
+               over_cells(store(part, bidx, add(row0, row_i), add(col0, col_j), Load(acc, cell, dt))))
     registers = Allocate(acc, dt, tm * tn, Allocate(a_next, dt, a_loads, Allocate(b_next, dt, b_loads, body)))
     per_thread = For(t, const(threads), registers, LoopKind.THREADS)
     shared = Allocate(a_s, dt, 2 * a_size, Allocate(b_s, dt, 2 * b_size, per_thread, Scope.SHARED), Scope.SHARED)
-    return For(blk, const(tile.splits * tiles), shared, LoopKind.BLOCKS)
+    return For(blk, const(tile.splits * n_tiles), shared, LoopKind.BLOCKS)
 
 
 def _clamped(index: Expr, size: int) -> Expr:

@@ -129,7 +129,7 @@ class CudaExecutable:
 
         module = load_module(self.source, RENDER_VERSION) if kernel_steps else None
         if module is not None and not simulated():
-            _compile_in_parallel(module, signatures(launches))
+            compile_in_parallel(module, signatures(launches))
         by_kernel: dict[str, list[Launch]] = {}
         for launch in launches:
             by_kernel.setdefault(launch.kernel.name, []).append(launch)
@@ -243,7 +243,7 @@ def signatures(launches: list[Launch]) -> dict[str, list[str]]:
 PARALLEL_COMPILE_MIN = 8  # fewer kernels than this compile in the calling process
 
 
-def _compile_in_parallel(module, signatures: dict[str, list[str]], minimum: int = PARALLEL_COMPILE_MIN) -> None:
+def compile_in_parallel(module, signatures: dict[str, list[str]], minimum: int = PARALLEL_COMPILE_MIN) -> None:
     """Numba CUDA compiles about a kernel a second, one at a time (ResNet-50:
     over a minute). With many kernels, worker processes compile them (each
     its share) into Numba's disk cache; the caller then only loads them.
@@ -252,7 +252,7 @@ def _compile_in_parallel(module, signatures: dict[str, list[str]], minimum: int 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    workers = min(os.cpu_count() or 1, len(signatures) // 2)
+    workers = min(os.cpu_count() or 1, -(-len(signatures) // 2))  # two kernels a worker, or fewer
     if len(signatures) < minimum or workers < 2 or cache.directory("numba") is None:
         return
     log.info("cuda: compiling %d kernels in %d processes", len(signatures), workers)

@@ -12,13 +12,17 @@ for this GPU:
     $MINIDLC_CACHE/tuning/cuda-<GPU name>.json
     {"gpu": "NVIDIA H200",
      "tiles": {"1x1568x512x4608/9 f32": [128, 64, 18, 8, 8, 2], ...},  # GemmShape.key -> GpuTile
-     "ms":    {"1x1568x512x4608/9 f32": {"128x64x18s2": 0.061, ...}}}  # what each candidate took
+     "ms":    {"1x1568x512x4608/9 f32": {"128x64x18_8x8s2": 0.061, ...}}}  # what each candidate took
 
 Later compiles for cuda on a GPU of that name lower with those tiles
 (`Backend.tiles` -> `LoopProgram(tiles=...)`), and the compile cache's key
-includes them. This is AutoTVM's or tinygrad's BEAM search over a small space:
-a handful of tiles per product, each kernel otherwise the same. The step is
-timed whole (its epilogue too), as the model runs it.
+includes them. Cache eviction and `minidlc cache clear` leave the records
+alone (they are measured, not rebuilt); delete the file to forget them.
+This is AutoTVM's search, or tinygrad's BEAM, made exhaustive over a small
+space: a few dozen tiles at most per product, each kernel otherwise the
+same. The step is timed whole (its epilogue too), as the model runs it. On
+Numba's simulator the times are Python's: `tune` runs there (tests), but
+records nothing unless asked to.
 """
 from __future__ import annotations
 
@@ -34,13 +38,13 @@ import numpy as np
 
 from ...ir import DTYPES
 from ...loops import gpu_gemm
-from ...loops.gpu_gemm import GemmShape, GpuTile, candidate_tiles
+from ...loops.gpu_gemm import GemmShape, GpuTile
 from ...loops.lower import LoweredGroup
 from ...loops.program import LoopProgram, StepKind
 from .. import cache
-from ..numba import load_module
+from ..numba import load_module, record_cache_files
 from ..numba.render import as_numba, bits_dtype
-from . import RENDER_VERSION, _compile_in_parallel, cuda_module, gpu_name, launcher, signatures, simulated, time_calls
+from . import RENDER_VERSION, compile_in_parallel, cuda_module, gpu_name, launcher, signatures, simulated, time_calls
 from .render import render_module
 
 log = logging.getLogger(__name__)
@@ -104,7 +108,7 @@ def candidates(program: LoopProgram) -> list[Candidate]:
     seen: set[str] = set()
     for step in program.steps:
         for shape in step.lowered.gemms if step.kind == StepKind.KERNEL else ():
-            tiles = candidate_tiles(shape)
+            tiles = gpu_gemm.candidate_tiles(shape)
             if shape.key in seen or len(tiles) < 2:
                 continue
             seen.add(shape.key)
@@ -114,10 +118,11 @@ def candidates(program: LoopProgram) -> list[Candidate]:
     return out
 
 
-def tune(program: LoopProgram, out=sys.stderr) -> list[Trial]:
+def tune(program: LoopProgram, out=sys.stderr, record: bool | None = None) -> list[Trial]:
     """Time every candidate tile of every tiled product in `program` (lowered
-    for cuda), record the fastest of each for this GPU, and return the trials.
-    Prints a line a product to `out`."""
+    for cuda) and return the trials; record the fastest of each for this GPU
+    (`record`; by default, unless on the simulator). Prints a line a product
+    to `out`, and where the records went."""
     cuda = cuda_module()
     jobs = candidates(program)
     if not jobs:
@@ -128,37 +133,55 @@ def tune(program: LoopProgram, out=sys.stderr) -> list[Trial]:
     module = load_module(source, RENDER_VERSION)
     print(f"tune: compiling {len(jobs)} candidates of {len(products)} products", file=out, flush=True)
     if not simulated():
-        _compile_in_parallel(module, signatures(launches), minimum=2)  # a tiled GEMM: seconds each
+        compile_in_parallel(module, signatures(launches), minimum=2)  # a tiled GEMM: seconds each
     rng = np.random.default_rng(0)
     trials: list[Trial] = []
     for i, shape in enumerate(products, 1):
+        shared: dict[tuple, object] = {}  # the product's inputs and weights, for all its candidates
         mine = []
         for job in (job for job in jobs if job.shape == shape):
-            arrays = [_array(cuda, b, rng) for b in job.lowered.bindings]
+            arrays = [_array(cuda, b, rng, shared) for b in job.lowered.bindings]
             calls = [launcher(getattr(module, launch.name), launch, arrays)
                      for launch in launches if launch.kernel is job.lowered.kernel]
             mine.append(Trial(shape, job.tile, _seconds(cuda, calls)))
         best = min(mine, key=lambda t: t.seconds)
-        was = next((t for t in mine if t.tile == gpu_gemm.choose_tile(shape, program.tiles)), best)  # (before)
-        gain = "" if best is was else f" ({was.seconds / best.seconds:.2f}x faster than {was.tile.label})"
+        was = next((t for t in mine if t.tile == gpu_gemm.choose_tile(shape)), best)  # the heuristic's (always a candidate)
+        gain = "" if best is was else f" ({was.seconds / best.seconds:.2f}x faster than the heuristic's " \
+                                      f"{was.tile.label})"
         times = ", ".join(f"{t.tile.label} {t.seconds * 1e3:.3f}" for t in mine)
         print(f"tune {i}/{len(products)}: {shape.key}: {times} ms -> {best.tile.label}{gain}", file=out, flush=True)
         trials += mine
-    _record(cuda, trials)
+    if not simulated():
+        record_cache_files(module)  # what Numba cached may be loaded by later processes
+    if record is None and simulated():
+        print("tune: on the simulator the times are Python's: nothing recorded", file=out)
+    elif record is not False:
+        path = _record(cuda, trials)
+        print(f"tune: recorded in {path}: compiles for this GPU now use them" if path else
+              "tune: no usable cache directory: nothing recorded", file=out)
     return trials
 
 
-def _array(cuda, binding, rng):
+def _array(cuda, binding, rng, shared: dict):
     """A device array for a kernel parameter, on its own: inputs random
-    (integers zero: always a valid index), constants the weights."""
+    (floats; others zero, always a valid index; bf16 zero too), constants the
+    weights. Inputs and constants are made once for all of a product's
+    candidates (`shared`), outputs and scratch for each."""
     p = binding.param
+    key = (binding.role, binding.index, p.name, p.size)
+    if binding.role in ("input", "const") and key in shared:
+        return shared[key]
     if binding.role == "const":
-        return cuda.to_device(as_numba(np.ascontiguousarray(binding.array).reshape(-1)))
-    dtype = np.dtype(DTYPES[p.dtype])
-    host = np.zeros(p.size, dtype)
-    if binding.role == "input" and dtype.kind == "f":
-        host = rng.uniform(-1, 1, p.size).astype(dtype)
-    return cuda.to_device(host.view(bits_dtype(dtype)))
+        a = cuda.to_device(as_numba(np.ascontiguousarray(binding.array).reshape(-1)))
+    else:
+        dtype = np.dtype(DTYPES[p.dtype])
+        host = np.zeros(p.size, dtype)
+        if binding.role == "input" and dtype.kind == "f":
+            host = rng.uniform(-1, 1, p.size).astype(dtype)
+        a = cuda.to_device(host.view(bits_dtype(dtype)))
+    if binding.role in ("input", "const"):
+        shared[key] = a
+    return a
 
 
 def _seconds(cuda, calls, rounds: int = 5) -> float:
@@ -171,12 +194,12 @@ def _seconds(cuda, calls, rounds: int = 5) -> float:
     return statistics.median(time_calls(cuda, calls * reps) / reps for _ in range(rounds))
 
 
-def _record(cuda, trials: list[Trial]) -> None:
-    """Merge the fastest tile of each product into this GPU's records."""
+def _record(cuda, trials: list[Trial]) -> Path | None:
+    """Merge the fastest tile of each product into this GPU's records; where
+    they are (None: no cache directory, or it cannot be written)."""
     path = records_path(cuda)
     if path is None:
-        log.warning("minidlc: no cache directory: the tuned tiles are not kept")
-        return
+        return None
     records = {"gpu": gpu_name(cuda), "tiles": {}, "ms": {}, **_read(path)}
     for key in dict.fromkeys(t.shape.key for t in trials):
         mine = [t for t in trials if t.shape.key == key]
@@ -185,4 +208,4 @@ def _record(cuda, trials: list[Trial]) -> None:
     records["tiles"] = {key: astuple(tile) for key, tile in records["tiles"].items()}
     text = json.dumps(records, indent=1, sort_keys=True)
     text = re.sub(r"\[\s+([^][]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text)  # a tile's numbers on one line
-    cache.write_atomic(path, text.encode())
+    return path if cache.write_atomic(path, text.encode()) else None
