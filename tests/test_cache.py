@@ -203,6 +203,10 @@ def test_cache_info_and_clear_on_the_command_line(cache_dir, capsys):
     assert main(["cache", "info"]) == 0
     # the kernel's object code, the programs' (llvm), the loop program (compile_cache)
     assert f"cache: {cache_dir}\n3 files" in capsys.readouterr().out
+    records = cache.directory(cache.TUNING) / "cuda-NVIDIA-H200.json"
+    records.write_text("{}")
+    assert main(["cache", "info"]) == 0
+    assert f"GPU tuning records in {records.parent} (kept" in capsys.readouterr().out
     assert main(["cache", "clear"]) == 0
     assert capsys.readouterr().out == f"removed 3 files from {cache_dir}\n"
-    assert not list(cache_dir.rglob("*.o")) and not list(cache_dir.rglob("*.pkl"))
+    assert not list(cache_dir.rglob("*.o")) and not list(cache_dir.rglob("*.pkl")) and records.exists()

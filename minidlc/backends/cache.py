@@ -185,7 +185,7 @@ def info() -> str:
     size = sum(st.st_size for p in files if (st := _stat(p)) is not None)
     return (f"cache: {CACHE_DIR}\n{len(files)} files, {size / 2**20:.1f} MiB "
             f"(bound {MAX_BYTES / 2**20:.0f} MiB, MINIDLC_CACHE_MB; least recently used go first)"
-            + ("" if not (CACHE_DIR / TUNING).is_dir() else
+            + ("" if not any((CACHE_DIR / TUNING).glob("*.json")) else
                f"\nGPU tuning records in {CACHE_DIR / TUNING} (kept: remove the folder to forget them)"))
 
 
