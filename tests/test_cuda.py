@@ -54,6 +54,7 @@ def test_gemm_tiles_edges_and_k_tail(m, k, n, tiled):
     compiled = check(matmul_graph((), m, k, n), "cuda")
     loops = compiled.emit("loops")
     assert ("shared f32 a_tile" in loops and "__syncthreads();" in loops) == tiled
+    assert (f"// product 1x{m}x{n}x{k}/1 f32 in " in loops and " tiles (heuristic)\n" in loops) == tiled
     assert "// blockIdx.x" in loops and "// threadIdx.x" in loops
     assert "max(" in loops  # bias and relu ran in the epilogue
 
@@ -413,7 +414,7 @@ def test_tuning_records_the_fastest_tile_and_later_compiles_use_it(tmp_path, mon
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
     g = matmul_graph((), 64, 16, 32)
     program = minidlc.compile(g, target="cuda").program
-    shape, = [shape for step in program.steps if step.lowered for shape in step.lowered.gemms]
+    shape, = [p.shape for step in program.steps if step.lowered for p in step.lowered.gemms]
     fast, candidates = gpu_gemm.GpuTile(128, 16, 16, 8, 1), gpu_gemm.candidate_tiles(shape)
     assert gpu_gemm.choose_tile(shape) == gpu_gemm.GpuTile(32, 32, 16, 2, 2) and fast in candidates
     clock = iter([0.5 if tile == fast else 1.0 for tile in candidates])
@@ -431,6 +432,7 @@ def test_tuning_records_the_fastest_tile_and_later_compiles_use_it(tmp_path, mon
     assert tuning.tuned_tiles() == {shape.key: fast}
     loops = check(g, "cuda").emit("loops")
     assert f"shared f32 a_tile[{2 * fast.bk * fast.a_row}]" in loops
+    assert "// product 1x64x32x16/1 f32 in 128x16x16_8x1 tiles (tuned)\n" in loops
     monkeypatch.undo()  # the real clock, through the CLI: on the simulator it records nothing
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "cli")
     path = tmp_path / "mm.onnx"

@@ -146,6 +146,19 @@ class GemmShape:
         return -(-self.m // t.bm) * t.bm * -(-self.n // t.bn) * t.bn / (self.m * self.n)
 
 
+@dataclass(frozen=True)
+class TiledProduct:
+    """A product as lowered: its shape, its tile, and whether the tile was
+    tuned on this GPU or is the heuristic's (`--emit loops` says which)."""
+
+    shape: GemmShape
+    tile: GpuTile
+    tuned: bool
+
+    def __str__(self) -> str:
+        return f"{self.shape.key} in {self.tile.label} tiles ({'tuned' if self.tuned else 'heuristic'})"
+
+
 def choose_tile(shape: GemmShape, tuned: Mapping[str, GpuTile] = MappingProxyType({})) -> GpuTile | None:
     """The tile for a product, or None for the plain kernel: the one tuned
     for its shape on this GPU (`tuned`: GemmShape.key -> tile, see
@@ -262,7 +275,7 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     shape = GemmShape(nb, m, n, k, math.prod(k_shape[1:]), dt)
     tile = choose_tile(shape, lw.tiles)
     if tile is not None:
-        lw.gemms.append(shape)
+        lw.gemms.append(TiledProduct(shape, tile, lw.tiles.get(shape.key) == tile))
     stages: list[Stmt] = [spec.prologue] if spec.prologue is not None else []
     if tile is None:
         stages.append(_plain(lw, product, nb, read_a, read_b, result))

@@ -80,7 +80,7 @@ class Binding:
 class LoweredGroup:
     kernel: Kernel
     bindings: list[Binding]
-    gemms: tuple = ()  # on a GPU: the tiled products in it (gpu_gemm.GemmShape), which tiles could be tuned for
+    gemms: tuple = ()  # on a GPU: its tiled products (gpu_gemm.TiledProduct): which tile, and why
 
 
 @dataclass

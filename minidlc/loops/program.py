@@ -71,7 +71,8 @@ class Step:
 
     def __str__(self) -> str:
         if self.kind == StepKind.KERNEL:
-            return f"// computes {self.computes()}\n" + print_kernel(self.lowered.kernel)
+            tiles = "".join(f"// product {p}\n" for p in self.lowered.gemms)
+            return f"// computes {self.computes()}\n{tiles}" + print_kernel(self.lowered.kernel)
         if self.join_offsets is not None:
             return f"// {self.node.describe()}: its inputs are written into it in place, no copy"
         if self.kind == StepKind.VIEW:

@@ -107,7 +107,7 @@ def candidates(program: LoopProgram) -> list[Candidate]:
     out: list[Candidate] = []
     seen: set[str] = set()
     for step in program.steps:
-        for shape in step.lowered.gemms if step.kind == StepKind.KERNEL else ():
+        for shape in (p.shape for p in step.lowered.gemms) if step.kind == StepKind.KERNEL else ():
             tiles = gpu_gemm.candidate_tiles(shape)
             if shape.key in seen or len(tiles) < 2:
                 continue
