@@ -243,20 +243,21 @@ def signatures(launches: list[Launch]) -> dict[str, list[str]]:
 PARALLEL_COMPILE_MIN = 8  # fewer kernels than this compile in the calling process
 
 
-def compile_in_parallel(module, signatures: dict[str, list[str]], minimum: int = PARALLEL_COMPILE_MIN) -> None:
+def compile_in_parallel(module, kernels: dict[str, list[str]], minimum: int = PARALLEL_COMPILE_MIN) -> None:
     """Numba CUDA compiles about a kernel a second, one at a time (ResNet-50:
-    over a minute). With many kernels, worker processes compile them (each
+    over a minute). With many `kernels` (function name -> its parameters'
+    dtypes, `signatures`), worker processes compile them (each
     its share) into Numba's disk cache; the caller then only loads them.
     Workers are spawned, not forked: a forked child cannot use CUDA. With
     fewer than `minimum` kernels, starting workers costs more than it saves."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    workers = min(os.cpu_count() or 1, -(-len(signatures) // 2))  # two kernels a worker, or fewer
-    if len(signatures) < minimum or workers < 2 or cache.directory("numba") is None:
+    workers = min(os.cpu_count() or 1, -(-len(kernels) // 2))  # two kernels a worker, or fewer
+    if len(kernels) < minimum or workers < 2 or cache.directory("numba") is None:
         return
-    log.info("cuda: compiling %d kernels in %d processes", len(signatures), workers)
-    jobs = list(signatures.items())
+    log.info("cuda: compiling %d kernels in %d processes", len(kernels), workers)
+    jobs = list(kernels.items())
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             list(pool.map(_compile_one, [(module.__file__, module.__name__, name, dtypes) for name, dtypes in jobs]))
