@@ -78,19 +78,19 @@ def test_every_tile_shape_on_a_matmul_and_a_conv(tile, monkeypatch):
 
 
 @on_simulator
-@pytest.mark.parametrize("splits", [2, 4])
-def test_split_k_tiles_add_up_their_partial_products(splits, monkeypatch):
+@pytest.mark.parametrize("product,splits", [("matmul", 2), ("conv", 4)])
+def test_split_k_tiles_add_up_their_partial_products(product, splits, monkeypatch):
     """Split over k, each tile is computed by `splits` blocks over their runs
     of k slabs, and a second launch adds the partial tiles and applies the
-    epilogue: MatMuls (4 slabs of 16; the last half past k = 56) and a padded
-    3x3 conv (k = 144: 4 slabs of four windows)."""
+    epilogue: a MatMul (4 slabs of 16, the last half past k = 56) and a
+    padded 3x3 conv (k = 144: 4 slabs of four windows)."""
     chosen = _force_tile(gpu_gemm.GpuTile(64, 64, 16, 4, 4, splits), monkeypatch)
     for step in ("load", "store"):
         monkeypatch.setattr(compile_cache, step, lambda *args: None)
-    for g in (matmul_graph((), 40, 64, 21), matmul_graph((), 40, 56, 21), _padded_3x3_conv((2, 16, 5, 6), 20, seed=5)):
-        loops = check(g, "cuda").emit("loops")
-        assert chosen[-1].splits == splits and f"_tiles /*[{splits * 64 * 64}]*/" in loops
-        assert loops.count("// blockIdx.x") == 2  # the splits' launch, then the sum and the epilogue
+    g = matmul_graph((), 40, 56, 21) if product == "matmul" else _padded_3x3_conv((2, 16, 5, 6), 20, seed=5)
+    loops = check(g, "cuda").emit("loops")
+    assert chosen[-1].splits == splits and f"_tiles /*[{splits * 64 * 64}]*/" in loops
+    assert loops.count("// blockIdx.x") == 2  # the splits' launch, then the sum and the epilogue
 
 
 def test_split_k_is_a_candidate_where_the_tiles_are_too_few():
