@@ -690,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .ir import IRError
     from .passes.manager import PassError
-    from .runtime import InputError
+    from .runtime import DeviceError, InputError
 
     args = build_parser().parse_args(argv)
     if sys.stderr.isatty():  # progress notes on long work (a cold Numba compile), for people watching
@@ -700,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `minidlc compile ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (IRError, InputError, PassError, UsageError, ValueError, OSError) as e:
+    except (IRError, InputError, DeviceError, PassError, UsageError, ValueError, OSError) as e:
         if args.debug:
             raise
         msg = str(e).strip()

@@ -13,6 +13,11 @@ class InputError(ValueError):
     """A feed to `CompiledModel.run` is missing, unexpected, or of the wrong shape or dtype."""
 
 
+class DeviceError(RuntimeError):
+    """The target's device is not there (no GPU, no driver) or cannot hold the
+    model; the message says what it needs and what to do instead."""
+
+
 class CompiledModel:
     """The result of `minidlc.compile`: run it, or print any of its stages."""
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from ...ir import DTYPES
 from ...loops.program import LoopProgram, StepKind
+from ...runtime import DeviceError
 from .. import cache
 from ..host import Arena, host_step
 from ..numba.render import as_numba, bits_dtype
@@ -48,9 +49,9 @@ def cuda_module():
     try:
         from numba import cuda
     except ImportError as e:  # numba-cuda missing or broken
-        raise RuntimeError(f"target cuda: Numba's CUDA support cannot be imported ({e}); {SIMULATOR_HINT}") from None
+        raise DeviceError(f"target cuda: Numba's CUDA support cannot be imported ({e}); {SIMULATOR_HINT}") from None
     if not cuda.is_available():
-        raise RuntimeError(f"target cuda: no CUDA GPU or driver found; {SIMULATOR_HINT}")
+        raise DeviceError(f"target cuda: no CUDA GPU or driver found; {SIMULATOR_HINT}")
     return cuda
 
 
@@ -77,7 +78,7 @@ class DeviceArena(Arena):
         if not simulated():
             free, total = cuda.current_context().get_memory_info()
             if arena + weights > free:
-                raise MemoryError(f"target cuda: out of device memory: the model needs {arena + weights} bytes "
+                raise DeviceError(f"target cuda: out of device memory: the model needs {arena + weights} bytes "
                                   f"(arena {arena}, weights {weights}), the GPU has {free} of {total} bytes free")
         self.memory = cuda.device_array(arena, np.uint8)
 

@@ -41,6 +41,7 @@ from ...loops import gpu_gemm
 from ...loops.gpu_gemm import GemmShape, GpuTile
 from ...loops.lower import LoweredGroup
 from ...loops.program import LoopProgram, StepKind
+from ...runtime import DeviceError
 from .. import cache
 from ..numba import load_module, record_cache_files
 from ..numba.render import as_numba, bits_dtype
@@ -85,7 +86,7 @@ def tuned_tiles() -> dict[str, GpuTile]:
     """The tiles tuned on this machine's GPU (none without a GPU: the build says why)."""
     try:
         cuda = cuda_module()
-    except RuntimeError:
+    except DeviceError:
         return {}
     return _read(records_path(cuda)).get("tiles", {})
 
