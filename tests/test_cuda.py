@@ -459,8 +459,12 @@ def test_tuning_records_that_no_longer_fit_or_are_damaged_are_ignored(tmp_path, 
 
 # ---- errors ------------------------------------------------------------------------------
 @pytest.mark.skipif(_gpu_present(), reason="this machine has a GPU")
-def test_without_a_gpu_the_error_says_how_to_use_the_simulator():
+def test_without_a_gpu_the_error_says_how_to_use_the_simulator(tmp_path):
     """From Python, a DeviceError; from the command line, one line and exit status 2."""
+    import onnx
+
+    from minidlc.demo_models import build_model
+
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     code = "import minidlc, sys; sys.path.insert(0, 'tests'); from test_cpu_backends import matmul_graph; " \
            "minidlc.compile(matmul_graph((), 4, 4, 4), target='cuda')"
@@ -468,8 +472,9 @@ def test_without_a_gpu_the_error_says_how_to_use_the_simulator():
     message = ("target cuda: no CUDA GPU or driver found; to try the cuda target without a GPU, run with "
                "NUMBA_ENABLE_CUDASIM=1")
     assert r.returncode != 0 and f"DeviceError: {message}" in r.stderr
-    for command in (["run", "examples/models/mlp.onnx", "--target", "cuda", "--random-inputs"],
-                    ["tune", "examples/models/mlp.onnx"]):
+    onnx.save(build_model("mlp"), tmp_path / "mlp.onnx")
+    for command in (["run", str(tmp_path / "mlp.onnx"), "--target", "cuda", "--random-inputs"],
+                    ["tune", str(tmp_path / "mlp.onnx")]):
         r = subprocess.run([sys.executable, "-m", "minidlc.cli", *command], cwd=ROOT, env=env, capture_output=True,
                            text=True)
         assert r.returncode == 2 and r.stderr.startswith(f"minidlc: error: {message}") and "Traceback" not in r.stderr
