@@ -61,7 +61,7 @@ from typing import Callable
 from .ir import (Allocate, Barrier, Binary, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Scope, Seq, Stmt,
                  Store, Var, add, const, identity, mul, seq)
 from .schedule import fuse, perfect_nest
-from .simplify import INT_FOLD, simplify
+from .simplify import fold_int, simplify
 from .transform import fuse_with_inner, map_stmt, stmt_exprs, substitute_stmt, walk_exprs, walk_stmts
 
 MAX_BLOCK_THREADS = 256  # threads per block
@@ -260,12 +260,7 @@ def index_value(e: Expr, env: dict[Var, int]) -> int | None:
         return env.get(e, 0)
     if isinstance(e, Binary):
         a, b = index_value(e.a, env), index_value(e.b, env)
-        if a is None or b is None:
-            return None
-        if e.op in INT_FOLD:
-            return INT_FOLD[e.op](a, b)
-        if e.op in ("/", "%") and a >= 0 and b > 0:  # (as the simplifier folds them; else: not known)
-            return a // b if e.op == "/" else a % b
+        return None if a is None or b is None else fold_int(e.op, a, b)  # (as the simplifier folds them)
     return None  # a load (an index read from memory), a select: not known
 
 

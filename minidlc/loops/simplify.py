@@ -20,13 +20,24 @@ from .ir import (GPU_LOOPS, INDEX, Allocate, Barrier, Binary, Call, Cast, Compar
                  Stmt, Store, Var, seq)
 from .verify import interval
 
-INT_FOLD = {
+_INT_FOLD = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
     "*": lambda a, b: a * b,
     "min": min,
     "max": max,
 }
+
+
+def fold_int(op: str, a: int, b: int) -> int | None:
+    """`a op b` of two integer constants, or None when it is not known here:
+    a division or remainder is folded only for a >= 0 and b > 0, where C's
+    truncation and Python's floor agree."""
+    if op in _INT_FOLD:
+        return _INT_FOLD[op](a, b)
+    if op in ("/", "%") and a >= 0 and b > 0:
+        return a // b if op == "/" else a % b
+    return None
 
 
 def _is_int(e: Expr) -> bool:
@@ -177,10 +188,9 @@ def _(e: Binary):
         return _sum(Binary(e.op, a, b))
     if _is_int(a):
         if isinstance(a, Const) and isinstance(b, Const):
-            if e.op in INT_FOLD:
-                return Const(INT_FOLD[e.op](a.value, b.value), a.dtype)
-            if e.op in ("/", "%") and b.value > 0 and a.value >= 0:
-                return Const(a.value // b.value if e.op == "/" else a.value % b.value, a.dtype)
+            folded = fold_int(e.op, a.value, b.value)
+            if folded is not None:
+                return Const(folded, a.dtype)
         if e.op == "+":
             if _is(a, 0):
                 return b
