@@ -169,9 +169,14 @@ def choose_tile(shape: GemmShape, tuned: Mapping[str, GpuTile] = MappingProxyTyp
     for t in TILES:
         if shape.waste(t) <= MAX_WASTE and shape.blocks(t) >= FILL_BLOCKS:
             return with_window_slabs(t, shape)
-    fitting = [t for t in TILES if shape.waste(t) <= 2 * MAX_WASTE]
+    fitting = _fitting(shape)
     return with_window_slabs(max(fitting, key=lambda t: (shape.blocks(t), -shape.waste(t))), shape) \
         if fitting else None
+
+
+def _fitting(shape: GemmShape) -> list[GpuTile]:
+    """The tiles that overhang the product by at most 2 x MAX_WASTE."""
+    return [t for t in TILES if shape.waste(t) <= 2 * MAX_WASTE]
 
 
 def candidate_tiles(shape: GemmShape) -> list[GpuTile]:
@@ -180,8 +185,7 @@ def candidate_tiles(shape: GemmShape) -> list[GpuTile]:
     (whatever its size), and, where its tiles are too few to fill the GPU,
     split over k in 2, 4 or 8 (`split_k`). The heuristic's choice is always
     among them."""
-    fitting = [t for t in TILES if shape.waste(t) <= 2 * MAX_WASTE]
-    tiles = dict.fromkeys(c for t in fitting for c in (t, _window_slabs(t, shape)))
+    tiles = dict.fromkeys(c for t in _fitting(shape) for c in (t, _window_slabs(t, shape)))
     return list(dict.fromkeys(c for t in tiles for c in (t, *split_k(t, shape))))
 
 
