@@ -129,18 +129,20 @@ def tune(program: LoopProgram, out=sys.stderr, record: bool | None = None) -> li
     if not jobs:
         print("tune: no product here has more than one tile to choose from", file=out)
         return []
-    products = list(dict.fromkeys(job.shape for job in jobs))
+    products: dict[GemmShape, list[Candidate]] = {}
+    for job in jobs:
+        products.setdefault(job.shape, []).append(job)
     source, launches = render_module([job.lowered.kernel for job in jobs])
     module = load_module(source, RENDER_VERSION)
     print(f"tune: compiling {len(jobs)} candidates of {len(products)} products", file=out, flush=True)
     if not simulated():
         compile_in_parallel(module, signatures(launches), minimum=2)  # a tiled GEMM: seconds each
     rng = np.random.default_rng(0)
-    trials: list[Trial] = []
-    for i, shape in enumerate(products, 1):
+    results: list[tuple[Trial, list[Trial]]] = []  # (the fastest, all) of each product
+    for i, (shape, its_jobs) in enumerate(products.items(), 1):
         shared: dict[tuple, object] = {}  # the product's inputs and weights, for all its candidates
         mine = []
-        for job in (job for job in jobs if job.shape == shape):
+        for job in its_jobs:
             arrays = [_array(cuda, b, rng, shared) for b in job.lowered.bindings]
             calls = [launcher(getattr(module, launch.name), launch, arrays)
                      for launch in launches if launch.kernel is job.lowered.kernel]
@@ -151,16 +153,16 @@ def tune(program: LoopProgram, out=sys.stderr, record: bool | None = None) -> li
                                       f"{was.tile.label})"
         times = ", ".join(f"{t.tile.label} {t.seconds * 1e3:.3f}" for t in mine)
         print(f"tune {i}/{len(products)}: {shape.key}: {times} ms -> {best.tile.label}{gain}", file=out, flush=True)
-        trials += mine
+        results.append((best, mine))
     if not simulated():
         record_cache_files(module)  # what Numba cached may be loaded by later processes
     if record is None and simulated():
         print("tune: on the simulator the times are Python's: nothing recorded", file=out)
     elif record is not False:
-        path = _record(cuda, trials)
+        path = _record(cuda, results)
         print(f"tune: recorded in {path}: compiles for this GPU now use them" if path else
               "tune: no usable cache directory: nothing recorded", file=out)
-    return trials
+    return [t for _, mine in results for t in mine]
 
 
 def _array(cuda, binding, rng, shared: dict):
@@ -195,17 +197,17 @@ def _seconds(cuda, calls, rounds: int = 5) -> float:
     return statistics.median(time_calls(cuda, calls * reps) / reps for _ in range(rounds))
 
 
-def _record(cuda, trials: list[Trial]) -> Path | None:
-    """Merge the fastest tile of each product into this GPU's records; where
-    they are (None: no cache directory, or it cannot be written)."""
+def _record(cuda, results: list[tuple[Trial, list[Trial]]]) -> Path | None:
+    """Merge each product's fastest tile and its candidates' times (`results`:
+    the fastest trial, all trials) into this GPU's records; where they are
+    (None: no cache directory, or it cannot be written)."""
     path = records_path(cuda)
     if path is None:
         return None
     records = {"gpu": gpu_name(cuda), "tiles": {}, "ms": {}, **_read(path)}
-    for key in dict.fromkeys(t.shape.key for t in trials):
-        mine = [t for t in trials if t.shape.key == key]
-        records["tiles"][key] = min(mine, key=lambda t: t.seconds).tile
-        records["ms"][key] = {t.tile.label: round(t.seconds * 1e3, 4) for t in mine}
+    for best, mine in results:
+        records["tiles"][best.shape.key] = best.tile
+        records["ms"][best.shape.key] = {t.tile.label: round(t.seconds * 1e3, 4) for t in mine}
     records["tiles"] = {key: astuple(tile) for key, tile in records["tiles"].items()}
     text = json.dumps(records, indent=1, sort_keys=True)
     text = re.sub(r"\[\s+([^][]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text)  # a tile's numbers on one line
