@@ -545,7 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def model_command(name, help, example, target: bool = True):
-        """A command on a model; `target`: with --target (else the command's own default)."""
+        """A command on a model; `target`: with --target and the backends' options
+        (else the command's own target, without options)."""
         sp = sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.add_argument("model", help="an .onnx file, or path/to/file.py:factory returning an nn.Module")
@@ -554,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"backend (default: reference): {targets}")
         sp.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..",
                         help="bind an input's shape (repeatable); for a PyTorch factory: D0,D1,.. per input")
-        add_backend_arguments(sp)
+        if target:
+            add_backend_arguments(sp)
         add_pass_arguments(sp)
         return sp
 
