@@ -153,8 +153,14 @@ def census(name: str, batch: int | None, only: str, tuning: bool = False) -> int
     backend = get_backend("cuda")
     graph = build_pipeline(opt_level=2, context=PassContext(backend.can_lower)).run(graph_of(name, batch))
     program = backend.program(graph)
-    kernels = [c.lowered.kernel for c in candidates(program)] if tuning else \
-        [s.lowered.kernel for s in program.steps if s.kind == StepKind.KERNEL]
+    if tuning:
+        tried = candidates(program)
+        per_product = Counter(c.shape for c in tried).values()
+        print(f"{name}: {len(tried)} candidates of {len(per_product)} products ({min(per_product, default=0)} to "
+              f"{max(per_product, default=0)} a product)", flush=True)
+        kernels = [c.lowered.kernel for c in tried]
+    else:
+        kernels = [s.lowered.kernel for s in program.steps if s.kind == StepKind.KERNEL]
     source, launches = render_module(kernels)
     module = load_module(source, "ptx-census")
     times = Counter(launch.name for launch in launches)
