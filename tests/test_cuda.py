@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -142,10 +144,16 @@ def test_stores_into_the_shared_tiles_hit_every_bank_once(tile, monkeypatch):
     """A warp's stores of A and B into the shared tiles and its loads in the
     k loop, evaluated from the loop IR the lowering builds (a MatMul: A
     stored along k, transposed; a conv: along its pixels): no two of a
-    warp's addresses share a bank (the same address twice is a broadcast)."""
+    warp's addresses share a bank (the same address twice is a broadcast).
+    The k loop's loads read runs of words (`row_run`, `col_run`), one vector
+    load each, which the GPU serves 32 / run threads at a time: those
+    threads' runs must then cover distinct banks. One exception, by design:
+    a MatMul's warp stores A along k, and with BK 16 and runs of four its
+    rows are padded to a multiple of four words (the runs' loads stay
+    aligned), so its 16 k rows start in only 8 banks: twice each, once a slab."""
     from minidlc.loops.gpu_schedule import index_value
 
-    for kernel in _tiled_kernels(tile, monkeypatch):
+    for kernel, along_k in zip(_tiled_kernels(tile, monkeypatch), (True, False)):
         threads = next(x.var for x in walk_stmts(kernel.body) if isinstance(x, For) and x.kind == LoopKind.THREADS)
         accesses = [e for x in walk_stmts(kernel.body) for e in [x, *(y for top in stmt_exprs(x) for y in walk_exprs(top))]
                     if isinstance(e, (Store, Load)) and e.buf in ("a_tile", "b_tile")]
@@ -153,11 +161,15 @@ def test_stores_into_the_shared_tiles_hit_every_bank_once(tile, monkeypatch):
         assert any(isinstance(e, Store) for e in accesses) and any(isinstance(e, Load) for e in accesses)
         for access in accesses:
             others = [v for v in unrolled if v.name in str(access.index)]
+            run = 1 if isinstance(access, Store) else tile.row_run if access.buf == "a_tile" else tile.col_run
+            ways = -(-tile.bk * tile.row_run // 32) if along_k and isinstance(access, Store) and access.buf == "a_tile" \
+                else 1
             for values in np.ndindex(*(unrolled[v] for v in others)):
-                for warp in range(tile.threads // 32):
-                    addresses = {index_value(access.index, {threads: t, **dict(zip(others, values))})
-                                 for t in range(32 * warp, 32 * warp + 32)}
-                    assert len({a % 32 for a in addresses}) == len(addresses), (access, values, sorted(addresses))
+                for first in range(0, tile.threads, 32 // run):  # the threads one vector load serves at once
+                    starts = {index_value(access.index, {threads: t, **dict(zip(others, values))}) // run * run
+                              for t in range(first, first + 32 // run)}
+                    words = {w for s in starts for w in range(s, s + run)}
+                    assert max(Counter(w % 32 for w in words).values()) <= ways, (access, values, sorted(words))
 
 
 @pytest.mark.parametrize("tile", gpu_gemm.TILES, ids=str)
@@ -543,9 +555,10 @@ def test_every_launch_of_the_demo_models_compiles_for_a_real_gpu():
     """The simulator runs Python; NVVM (no GPU needed) says whether Numba CUDA
     accepts the generated code: types, supported functions (bf16 weights: the
     conversion intrinsics). And static code quality: in sgemm's PTX the k
-    loop's FMAs outnumber its index arithmetic and loads 2:1 (unsigned
-    indices, 32-bit divisions, a counted loop; Numba's defaults gave 34%),
-    and, where ptxas is installed, none of its registers spill."""
+    loop is 80% FMAs or more (unsigned indices, 32-bit divisions, a counted
+    loop; Numba's defaults gave 34%), its 16 shared words a k come in four
+    16-byte loads (aligned shared tiles, runs of four a thread), and, where
+    ptxas is installed, none of its registers spill."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     r = subprocess.run([sys.executable, "benchmarks/ptx_census.py", "mlp,convnet,tfblock,mlp:bf16,sgemm", "--only",
                         "k_matmul_0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -555,7 +568,7 @@ def test_every_launch_of_the_demo_models_compiles_for_a_real_gpu():
     assert "tfblock: 16 launches compile to PTX" in r.stdout and "mlp:bf16: 3 launches compile to PTX" in r.stdout
     sgemm = r.stdout[r.stdout.index("sgemm: hot loops"):]
     share = int(re.search(r"k_matmul_0 .* fma \((\d+)%\)", sgemm).group(1))
-    assert share >= 60, sgemm
+    assert share >= 80 and re.search(r"\): ld 4,", sgemm), sgemm
     assert "SPILLS" not in sgemm
 
 

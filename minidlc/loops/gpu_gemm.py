@@ -20,9 +20,10 @@ grid (`LoopKind.BLOCKS`), each computed by the block's threads
 The shared tiles are double-buffered: a thread's loads of the next slab are
 issued before the k loop over this one and stored after it, so their latency
 hides behind the FMAs, and one barrier per slab suffices. A thread's rows and
-columns are strided by BM/TM and BN/TN, so a warp reads
-consecutive shared-memory words (no bank conflicts; A's slab rows are padded
-so that its stores have none either) and stores consecutive elements of C. When
+columns come in runs of four (of TM, TN if less), the runs BM/TM and BN/TN
+threads apart: each run is one 16-byte load from the shared tile, and a
+warp's loads take consecutive runs (no bank conflicts; A's slab rows are
+padded so that its stores have none either). When
 the tiles overhang C (M or N not a multiple of the tile), the overhang reads
 clamped (real) elements, the tiles store the raw product into a padded
 scratch C, and a second launch applies the epilogue to the real elements:
@@ -87,12 +88,23 @@ class GpuTile:
         return (self.bm // self.tm) * (self.bn // self.tn)
 
     @property
+    def row_run(self) -> int:
+        """How many consecutive rows of the tile a thread owns (a run one
+        vector load of the shared tile reads; `_owned`)."""
+        return math.gcd(self.tm, VECTOR)
+
+    @property
+    def col_run(self) -> int:
+        return math.gcd(self.tn, VECTOR)
+
+    @property
     def a_row(self) -> int:
         """A shared row of A's slab: BM and 32 / BK words of padding (at least
-        one). A MatMul's warp stores its A elements along k (BK of them, for
-        32 / BK rows): rows that far apart start in different banks, so the
-        store hits 32 banks, not 32 / BK of them four or two times."""
-        return self.bm + max(1, 32 // self.bk)
+        one, rounded up to a row run so that runs stay aligned). A MatMul's
+        warp stores its A elements along k (BK of them, for 32 / BK rows):
+        rows that far apart start in different banks, so the store hits 32
+        banks, not 32 / BK of them four or two times."""
+        return self.bm + -(-max(1, 32 // self.bk) // self.row_run) * self.row_run
 
     def shared_bytes(self, dtype: str) -> int:
         """Both halves of both shared tiles, of `dtype` elements."""
@@ -118,6 +130,7 @@ WIDE_SLABS_MAX_TILE = 128 * 64  # larger tiles keep their BK: with 3x3 windows (
 MAX_SHARED_BYTES = 48 * 1024  # what a block may declare statically
 MAX_WASTE = 1.25
 MIN_SPLIT_SLABS = 8  # a split's run of k slabs (fewer, and the loads of its first slab are not hidden)
+VECTOR = 4  # words one shared-memory load may move (16 bytes: ld.shared.v4.f32)
 
 
 @dataclass(frozen=True)
@@ -383,7 +396,7 @@ def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) ->
 
     half = Binary("%", kt, const(2))
     cell = add(mul(i, const(tn)), j)
-    row_i, col_j = add(tr, mul(i, const(across_rows))), add(tc, mul(j, const(across_cols)))
+    row_i, col_j = _owned(tr, i, across_rows, tile.row_run), _owned(tc, j, across_cols, tile.col_run)
     fma = Store(acc, cell, add(Load(acc, cell, dt),
                                mul(Load(a_s, add(mul(half, const(a_size)), add(mul(kk, const(a_row)), row_i)), dt),
                                    Load(b_s, add(mul(half, const(b_size)), add(mul(kk, const(bn)), col_j)), dt))))
@@ -399,6 +412,20 @@ def _tiled(lw: Lowerer, spec: GemmSpec, tile: GpuTile, read_a, read_b, store) ->
     per_thread = For(t, const(threads), registers, LoopKind.THREADS)
     shared = Allocate(a_s, dt, 2 * a_size, Allocate(b_s, dt, 2 * b_size, per_thread, Scope.SHARED), Scope.SHARED)
     return For(blk, const(tile.splits * n_tiles), shared, LoopKind.BLOCKS)
+
+
+def _owned(thread: Expr, i: Expr, across: int, run: int) -> Expr:
+    """The tile row (or column) of a thread's `i`-th, for `across` threads
+    along it: runs of `run` consecutive ones, `across` runs apart. A run is
+    one vector load from the shared tile (the renderer aligns shared arrays
+    to 16 bytes, so NVVM merges the loads); consecutive threads read
+    consecutive runs, which a quarter-warp's 16-byte loads take from 32
+    banks without conflict. (Their stores into C are `run` words apart; the
+    L2 cache merges them.)"""
+    if run == 1:
+        return add(thread, mul(i, const(across)))
+    return add(add(mul(Binary("/", i, const(run)), const(across * run)), mul(thread, const(run))),
+               Binary("%", i, const(run)))
 
 
 def _clamped(index: Expr, size: int) -> Expr:

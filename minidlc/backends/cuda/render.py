@@ -7,7 +7,7 @@ blocks (loops/gpu_schedule.py). Each launch becomes one
     @cuda.jit(cache=True)
     def k_fused_gemm_relu_0(x, w_kn, bias, out):   # grid 8, block 256
         blk = cuda.blockIdx.x                        # the loop over blocks
-        a_tile = cuda.shared.array(1024, np.float32) # Allocate(scope=shared)
+        a_tile = cuda.shared.array(256, np.complex128).view(np.float32)  # Allocate(scope=shared)
         t = cuda.threadIdx.x                         # the loop over threads
         ...
         cuda.syncthreads()                           # Barrier
@@ -20,10 +20,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from ...ir import DTYPES
 from ...loops.ir import Allocate, Barrier, Binary, Call, Const, Expr, For, Kernel, LoopKind, Scope, Seq, Stmt, Var
 from ...loops.transform import canonical_kernel, walk_stmts
 from ...loops.verify import interval
 from ..numba.render import NP_TYPE, RESERVED, Constants, KernelRenderer, _identifier, _is_float
+
+SHARED_ALIGN = 16  # bytes: np.complex128's size, in which shared arrays are declared
 
 _MATH = {"exp": "rt.exp", "log": "rt.log", "sqrt": "rt.sqrt", "tanh": "rt.tanh", "sin": "rt.sin", "cos": "rt.cos",
          "pow": "rt.pow", "erf": "math.erf", "floor": "rt.floor", "ceil": "rt.ceil", "round": "rt.rint", "abs": "abs"}
@@ -75,9 +80,17 @@ class LaunchRenderer(KernelRenderer):
             index = "blockIdx" if s.kind == LoopKind.BLOCKS else "threadIdx"
             self.emit(ind, f"{self.vars[s.var.name]} = cuda.{index}.x  # of {self.expr(s.extent)}")
             self.stmt(s.body, ind)
+        elif isinstance(s, Allocate) and s.buf not in self.scalars and s.scope == Scope.SHARED:
+            # 16-byte aligned: Numba aligns a shared array to its element's size,
+            # so it is declared in 16-byte elements and viewed as its own; then
+            # NVVM may merge four adjacent f32 loads into one ld.shared.v4
+            # (the GEMM tiles' register blocks read runs of four, gpu_gemm.py)
+            words = -(-s.size * np.dtype(DTYPES[s.dtype]).itemsize // SHARED_ALIGN)
+            self.emit(ind, f"{self.bufs[s.buf]} = cuda.shared.array({words}, np.complex128).view({NP_TYPE[s.dtype]})"
+                           f"  # {s.size} {s.dtype}, {SHARED_ALIGN}-byte aligned")
+            self.stmt(s.body, ind)
         elif isinstance(s, Allocate) and s.buf not in self.scalars:
-            memory = "shared" if s.scope == Scope.SHARED else "local"
-            self.emit(ind, f"{self.bufs[s.buf]} = cuda.{memory}.array({s.size}, {NP_TYPE[s.dtype]})")
+            self.emit(ind, f"{self.bufs[s.buf]} = cuda.local.array({s.size}, {NP_TYPE[s.dtype]})")
             self.stmt(s.body, ind)
         elif isinstance(s, For) and s.kind == LoopKind.SERIAL:
             # a counted while loop: Numba's range() iterator keeps a second,
