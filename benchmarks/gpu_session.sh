@@ -24,5 +24,5 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import numba, numpy, torch; print('numba', numba.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
 timeout "${TEST_S:-150}" python3 -m pytest -m gpu -q -p no:cacheprovider -x tests/test_cuda.py tests/test_onnx_conformance.py 2>&1 | tee "$OUT/pytest.log" | tail -25
-timeout "${BENCH_S:-420}" python3 benchmarks/bench_gpu.py ${BENCH_ARGS:---models mlp,resnet50,convnet,tfblock --batches 32,1 --compile-for mlp,convnet,tfblock --tune sgemm,resnet50:32 --profile resnet50:32} --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+timeout "${BENCH_S:-420}" python3 benchmarks/bench_gpu.py ${BENCH_ARGS:---models mlp,resnet50,convnet,tfblock --batches 32,1 --compile-for mlp,convnet,tfblock --tune sgemm,resnet50:32 --profile mlp:1,resnet50:32} --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 cp -r "${MINIDLC_CACHE:-$HOME/.cache/minidlc}/tuning" "$OUT/" 2>/dev/null
