@@ -456,6 +456,47 @@ def test_tuning_records_the_fastest_tile_and_later_compiles_use_it(tmp_path, mon
 
 
 @on_simulator
+def test_tuning_never_keeps_a_tile_that_computes_something_else(tmp_path, monkeypatch, capsys):
+    """A candidate whose outputs disagree with the heuristic tile's (here one
+    whose kernels never ran: its output is still zeros) is reported and not
+    recorded, though the clock says it is the fastest."""
+    from minidlc.backends import cache
+    from minidlc.backends.cuda import tuning
+
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
+    program = minidlc.compile(matmul_graph((), 64, 16, 32), target="cuda").program
+    shape, = [p.shape for step in program.steps if step.lowered for p in step.lowered.gemms]
+    candidates = gpu_gemm.candidate_tiles(shape)
+    broken = next(t for t in candidates if t != gpu_gemm.choose_tile(shape))
+    fast = next(t for t in candidates if t not in (broken, gpu_gemm.choose_tile(shape)))
+    clock = iter(candidates)
+
+    def fake_seconds(cuda, calls):
+        tile = next(clock)
+        if tile != broken:
+            for call in calls:
+                call()
+        return {broken: 0.25, fast: 0.5}.get(tile, 1.0)
+    monkeypatch.setattr(tuning, "_seconds", fake_seconds)
+    trials = tuning.tune(program, out=sys.stdout, record=True)
+    assert [t.tile for t in trials if not t.agrees] == [broken]
+    out = capsys.readouterr().out
+    assert f"{broken.label} 250.000 (WRONG)" in out and f"-> {fast.label} (2.00x faster" in out
+    assert tuning.tuned_tiles() == {shape.key: fast}
+
+
+def test_tiles_agree_within_float_reordering_not_beyond():
+    from minidlc.backends.cuda.tuning import _agree
+
+    want = np.linspace(-3, 3, 50, dtype=np.float32)
+    assert _agree(want + np.float32(1e-4), want) and not _agree(want + np.float32(1e-2), want)
+    bf16 = np.dtype(minidlc.ir.DTYPES["bf16"])
+    assert _agree((want * 1.01).astype(bf16), want.astype(bf16))  # a step of bf16 (2^-7) apart
+    assert _agree(np.array([3, 5], np.int8), np.array([4, 5], np.int8))
+    assert not _agree(np.array([3, 5], np.int8), np.array([5, 5], np.int8))
+
+
+@on_simulator
 def test_tuning_records_that_no_longer_fit_or_are_damaged_are_ignored(tmp_path, monkeypatch, caplog):
     from minidlc.backends import cache
     from minidlc.backends.cuda import tuning
@@ -518,15 +559,16 @@ def test_gemm_shapes_on_the_gpu():
 @gpu
 @needs_gpu
 def test_tuning_on_the_gpu(tmp_path, monkeypatch):
-    """Real timings: the tile tune keeps is the fastest it measured, and a
-    compile with it computes the same."""
+    """Real timings: every candidate tile computes what the heuristic's does,
+    the tile tune keeps is the fastest it measured, and a compile with it
+    computes the same."""
     from minidlc.backends import cache
     from minidlc.backends.cuda import tuning
 
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
     g = matmul_graph((), 1024, 300, 1100)
     trials = tuning.tune(minidlc.compile(g, target="cuda").program)
-    assert len(trials) >= 2 and all(t.seconds > 0 for t in trials)
+    assert len(trials) >= 2 and all(t.seconds > 0 and t.agrees for t in trials)  # every tile computes the same
     best = min(trials, key=lambda t: t.seconds)
     assert tuning.tuned_tiles() == {best.shape.key: best.tile}
     check(g, "cuda")

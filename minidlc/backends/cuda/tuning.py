@@ -6,8 +6,9 @@ registers, shared memory) as much as on the product, and a shape heuristic
 for each tiled product of the program (each `GemmShape`, once) it lowers the
 step that holds it once per candidate tile (`gpu_gemm.candidate_tiles`),
 compiles all the candidates together (in parallel, as a model's kernels
-are), times each on random inputs by CUDA events, and records the fastest
-for this GPU:
+are), times each on random inputs by CUDA events, checks that its outputs
+agree with those of the heuristic's tile (a tile that computes something
+else is reported and never kept), and records the fastest for this GPU:
 
     $MINIDLC_CACHE/tuning/cuda-<GPU name>.json
     {"gpu": "NVIDIA H200",
@@ -34,6 +35,7 @@ import sys
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
 from ...ir import DTYPES
@@ -54,11 +56,14 @@ TIMED_S = 2e-3  # a round of a candidate's timing queues its launches for at lea
 
 @dataclass
 class Trial:
-    """One candidate tile of one product, and what its step took."""
+    """One candidate tile of one product, what its step took, and whether
+    its outputs agreed with those of the heuristic's tile (`_agree`): a
+    candidate that computes something else is never recorded, however fast."""
 
     shape: GemmShape
     tile: GpuTile
     seconds: float
+    agrees: bool = True
 
 
 def records_path(cuda) -> Path | None:
@@ -141,17 +146,25 @@ def tune(program: LoopProgram, out=sys.stderr, record: bool | None = None) -> li
     results: list[tuple[Trial, list[Trial]]] = []  # (the fastest, all) of each product
     for i, (shape, its_jobs) in enumerate(products.items(), 1):
         shared: dict[tuple, object] = {}  # the product's inputs and weights, for all its candidates
-        mine = []
+        mine, outputs = [], []
         for job in its_jobs:
             arrays = [_array(cuda, b, rng, shared) for b in job.lowered.bindings]
             calls = [launcher(getattr(module, launch.name), launch, arrays)
                      for launch in launches if launch.kernel is job.lowered.kernel]
             mine.append(Trial(shape, job.tile, _seconds(cuda, calls)))
-        best = min(mine, key=lambda t: t.seconds)
-        was = next((t for t in mine if t.tile == gpu_gemm.choose_tile(shape)), best)  # the heuristic's (always a candidate)
+            outputs.append([_host(a, b) for a, b in zip(arrays, job.lowered.bindings) if b.role == "output"])
+        heuristic = gpu_gemm.choose_tile(shape)  # always a candidate: the outputs the others must agree with
+        want = outputs[[t.tile for t in mine].index(heuristic)]
+        for trial, got in zip(mine, outputs):
+            trial.agrees = all(_agree(g, w) for g, w in zip(got, want))
+            if not trial.agrees:
+                log.warning("tune: %s in %s tiles computes something else than in %s tiles: not recorded",
+                            shape.key, trial.tile.label, heuristic.label)
+        best = min((t for t in mine if t.agrees), key=lambda t: t.seconds)
+        was = next(t for t in mine if t.tile == heuristic)
         gain = "" if best is was else f" ({was.seconds / best.seconds:.2f}x faster than the heuristic's " \
                                       f"{was.tile.label})"
-        times = ", ".join(f"{t.tile.label} {t.seconds * 1e3:.3f}" for t in mine)
+        times = ", ".join(f"{t.tile.label} {t.seconds * 1e3:.3f}" + ("" if t.agrees else " (WRONG)") for t in mine)
         print(f"tune {i}/{len(products)}: {shape.key}: {times} ms -> {best.tile.label}{gain}", file=out, flush=True)
         results.append((best, mine))
     if not simulated():
@@ -185,6 +198,24 @@ def _array(cuda, binding, rng, shared: dict):
     if binding.role in ("input", "const"):
         shared[key] = a
     return a
+
+
+def _host(array, binding) -> np.ndarray:
+    """A kernel's output, copied from the device and viewed as its dtype."""
+    return array.copy_to_host().view(np.dtype(DTYPES[binding.param.dtype]))
+
+
+def _agree(got: np.ndarray, want: np.ndarray) -> bool:
+    """Whether two tiles' outputs agree: floats within a thousandth of the
+    largest value (or two steps of a 16-bit float: split-K and the tiles' k
+    slabs add the products in another order), integers within one step (a
+    float epilogue may round the other way)."""
+    if want.dtype.kind in "iub":
+        return bool(np.all(np.abs(got.astype(np.int64) - want.astype(np.int64)) <= 1))
+    tol = max(1e-3, 2 * float(ml_dtypes.finfo(want.dtype).eps))
+    got, want = got.astype(np.float64), want.astype(np.float64)
+    scale = max(1.0, float(np.max(np.abs(want[np.isfinite(want)]), initial=0)))
+    return bool(np.allclose(got, want, rtol=tol, atol=tol * scale, equal_nan=True))
 
 
 def _seconds(cuda, calls, rounds: int = 5) -> float:
