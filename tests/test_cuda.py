@@ -428,8 +428,9 @@ def test_tuning_records_the_fastest_tile_and_later_compiles_use_it(tmp_path, mon
     program = minidlc.compile(g, target="cuda").program
     shape, = [p.shape for step in program.steps if step.lowered for p in step.lowered.gemms]
     fast, candidates = gpu_gemm.GpuTile(128, 16, 16, 8, 1), gpu_gemm.candidate_tiles(shape)
-    assert gpu_gemm.choose_tile(shape) == gpu_gemm.GpuTile(32, 32, 16, 2, 2) and fast in candidates
-    clock = iter([0.5 if tile == fast else 1.0 for tile in candidates])
+    heuristic = gpu_gemm.choose_tile(shape)
+    assert heuristic == gpu_gemm.GpuTile(32, 32, 16, 2, 2) and fast in candidates
+    clock = iter([0.5 if tile == fast else 1.0 for tile in sorted(candidates, key=lambda t: t != heuristic)])
 
     def fake_seconds(cuda, calls):
         for call in calls:  # each candidate runs
@@ -466,10 +467,10 @@ def test_tuning_never_keeps_a_tile_that_computes_something_else(tmp_path, monkey
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
     program = minidlc.compile(matmul_graph((), 64, 16, 32), target="cuda").program
     shape, = [p.shape for step in program.steps if step.lowered for p in step.lowered.gemms]
-    candidates = gpu_gemm.candidate_tiles(shape)
-    broken = next(t for t in candidates if t != gpu_gemm.choose_tile(shape))
-    fast = next(t for t in candidates if t not in (broken, gpu_gemm.choose_tile(shape)))
-    clock = iter(candidates)
+    candidates, heuristic = gpu_gemm.candidate_tiles(shape), gpu_gemm.choose_tile(shape)
+    broken = next(t for t in candidates if t != heuristic)
+    fast = next(t for t in candidates if t not in (broken, heuristic))
+    clock = iter(sorted(candidates, key=lambda t: t != heuristic))  # the order tune runs them: the heuristic's first
 
     def fake_seconds(cuda, calls):
         tile = next(clock)

@@ -146,22 +146,23 @@ def tune(program: LoopProgram, out=sys.stderr, record: bool | None = None) -> li
     results: list[tuple[Trial, list[Trial]]] = []  # (the fastest, all) of each product
     for i, (shape, its_jobs) in enumerate(products.items(), 1):
         shared: dict[tuple, object] = {}  # the product's inputs and weights, for all its candidates
-        mine, outputs = [], []
-        for job in its_jobs:
+        heuristic = gpu_gemm.choose_tile(shape)  # always a candidate: timed first, and the others must agree with it
+        trials: dict[GpuTile, Trial] = {}
+        for job in sorted(its_jobs, key=lambda job: job.tile != heuristic):
             arrays = [_array(cuda, b, rng, shared) for b in job.lowered.bindings]
             calls = [launcher(getattr(module, launch.name), launch, arrays)
                      for launch in launches if launch.kernel is job.lowered.kernel]
-            mine.append(Trial(shape, job.tile, _seconds(cuda, calls)))
-            outputs.append([_host(a, b) for a, b in zip(arrays, job.lowered.bindings) if b.role == "output"])
-        heuristic = gpu_gemm.choose_tile(shape)  # always a candidate: the outputs the others must agree with
-        want = outputs[[t.tile for t in mine].index(heuristic)]
-        for trial, got in zip(mine, outputs):
+            trial = trials[job.tile] = Trial(shape, job.tile, _seconds(cuda, calls))
+            got = [_host(a, b) for a, b in zip(arrays, job.lowered.bindings) if b.role == "output"]
+            if job.tile == heuristic:
+                want = got
             trial.agrees = all(_agree(g, w) for g, w in zip(got, want))
             if not trial.agrees:
                 log.warning("tune: %s in %s tiles computes something else than in %s tiles: not recorded",
-                            shape.key, trial.tile.label, heuristic.label)
+                            shape.key, job.tile.label, heuristic.label)
+        mine = [trials[job.tile] for job in its_jobs]
         best = min((t for t in mine if t.agrees), key=lambda t: t.seconds)
-        was = next(t for t in mine if t.tile == heuristic)
+        was = trials[heuristic]
         gain = "" if best is was else f" ({was.seconds / best.seconds:.2f}x faster than the heuristic's " \
                                       f"{was.tile.label})"
         times = ", ".join(f"{t.tile.label} {t.seconds * 1e3:.3f}" + ("" if t.agrees else " (WRONG)") for t in mine)
