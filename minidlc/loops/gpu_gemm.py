@@ -100,10 +100,12 @@ class GpuTile:
     @property
     def a_row(self) -> int:
         """A shared row of A's slab: BM and 32 / BK words of padding (at least
-        one, rounded up to a row run so that runs stay aligned). A MatMul's
-        warp stores its A elements along k (BK of them, for 32 / BK rows):
-        rows that far apart start in different banks, so the store hits 32
-        banks, not 32 / BK of them four or two times."""
+        one), rounded up to a whole row run so that the runs' vector loads
+        stay aligned. A MatMul's warp stores its A elements along k (BK of
+        them, for 32 / BK rows): rows that far apart start in different
+        banks, so the store hits 32 banks, not 32 / BK of them four or two
+        times (at BK 16 with runs of four the rounding leaves two: its 16
+        rows start in 8 banks; a store a slab, against 16 vector loads)."""
         return self.bm + -(-max(1, 32 // self.bk) // self.row_run) * self.row_run
 
     def shared_bytes(self, dtype: str) -> int:
