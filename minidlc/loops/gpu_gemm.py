@@ -117,12 +117,13 @@ class GpuTile:
 # MAX_WASTE and still gives the GPU enough blocks to fill it (FILL_BLOCKS);
 # failing that, the one with the most blocks that overhangs it by at most
 # twice that; failing that (M or N tiny), the plain kernel. The 8 x 8 register
-# blocks read 16 shared words for 64 FMAs, the 4 x 4 ones 8 for 16 (shared
-# loads, not FMAs, then bound the k loop), so the half-size 8 x 8 tiles come
-# before 64 x 64; 64 x 128 first, as a conv's A slab (index arithmetic, padding
-# selects) costs more per element than B's. The last, 32 x 32 in 4 x 4 blocks
-# (64 threads; a 2 x 2 block's k loop is 37% FMAs, a 4 x 4 one's 60%), the
-# heuristic never takes (it ties with the one before); tuning tries it.
+# blocks read 16 shared words for 64 FMAs, the 4 x 4 ones 8 for 16 (in 4 and 2
+# vector loads; shared bandwidth, not FMAs, then bounds a 4 x 4 block's k
+# loop), so the half-size 8 x 8 tiles come before 64 x 64; 64 x 128 first, as
+# a conv's A slab (index arithmetic, padding selects) costs more per element
+# than B's. The last, 32 x 32 in 4 x 4 blocks (64 threads; in sgemm's PTX a
+# 2 x 2 block's k loop is 46% FMAs, a 4 x 4 one's 78%), the heuristic never
+# takes (it ties with the one before); tuning tries it.
 TILES = (GpuTile(128, 128, 8, 8, 8), GpuTile(64, 128, 8, 8, 8), GpuTile(128, 64, 8, 8, 8), GpuTile(64, 64, 16, 4, 4),
          GpuTile(128, 16, 16, 8, 1), GpuTile(32, 32, 16, 2, 2), GpuTile(32, 32, 16, 4, 4))
 FILL_BLOCKS = 132  # an H100/H200 has 132 multiprocessors
@@ -132,7 +133,8 @@ WIDE_SLABS_MAX_TILE = 128 * 64  # larger tiles keep their BK: with 3x3 windows (
 MAX_SHARED_BYTES = 48 * 1024  # what a block may declare statically
 MAX_WASTE = 1.25
 MIN_SPLIT_SLABS = 8  # a split's run of k slabs (fewer, and the loads of its first slab are not hidden)
-VECTOR = 4  # words one shared-memory load may move (16 bytes: ld.shared.v4.f32)
+VECTOR_BYTES = 16  # the most one shared-memory load moves (ld.shared.v4.f32); the renderer aligns shared arrays so
+VECTOR = VECTOR_BYTES // 4  # a thread's run of rows (columns): f32 words one such load moves
 
 
 @dataclass(frozen=True)

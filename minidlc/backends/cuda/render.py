@@ -23,12 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...ir import DTYPES
+from ...loops.gpu_gemm import VECTOR_BYTES
 from ...loops.ir import Allocate, Barrier, Binary, Call, Const, Expr, For, Kernel, LoopKind, Scope, Seq, Stmt, Var
 from ...loops.transform import canonical_kernel, walk_stmts
 from ...loops.verify import interval
 from ..numba.render import NP_TYPE, RESERVED, Constants, KernelRenderer, _identifier, _is_float
 
-SHARED_ALIGN = 16  # bytes: np.complex128's size, in which shared arrays are declared
+# shared arrays are declared in np.complex128 words: Numba aligns an array to
+# its element's size, and the GEMM tiles' runs are loads of that many bytes
+assert np.dtype(np.complex128).itemsize == VECTOR_BYTES
 
 _MATH = {"exp": "rt.exp", "log": "rt.log", "sqrt": "rt.sqrt", "tanh": "rt.tanh", "sin": "rt.sin", "cos": "rt.cos",
          "pow": "rt.pow", "erf": "math.erf", "floor": "rt.floor", "ceil": "rt.ceil", "round": "rt.rint", "abs": "abs"}
@@ -85,9 +88,9 @@ class LaunchRenderer(KernelRenderer):
             # so it is declared in 16-byte elements and viewed as its own; then
             # NVVM may merge four adjacent f32 loads into one ld.shared.v4
             # (the GEMM tiles' register blocks read runs of four, gpu_gemm.py)
-            words = -(-s.size * np.dtype(DTYPES[s.dtype]).itemsize // SHARED_ALIGN)
+            words = -(-s.size * np.dtype(DTYPES[s.dtype]).itemsize // VECTOR_BYTES)
             self.emit(ind, f"{self.bufs[s.buf]} = cuda.shared.array({words}, np.complex128).view({NP_TYPE[s.dtype]})"
-                           f"  # {s.size} {s.dtype}, {SHARED_ALIGN}-byte aligned")
+                           f"  # {s.size} {s.dtype}, {VECTOR_BYTES}-byte aligned")
             self.stmt(s.body, ind)
         elif isinstance(s, Allocate) and s.buf not in self.scalars:
             self.emit(ind, f"{self.bufs[s.buf]} = cuda.local.array({s.size}, {NP_TYPE[s.dtype]})")

@@ -13,7 +13,7 @@ else is reported and never kept), and records the fastest for this GPU:
     $MINIDLC_CACHE/tuning/cuda-<GPU name>.json
     {"gpu": "NVIDIA H200",
      "tiles": {"1x1568x512x4608/9 f32": [128, 64, 18, 8, 8, 2], ...},  # GemmShape.key -> GpuTile
-     "ms":    {"1x1568x512x4608/9 f32": {"128x64x18_8x8s2": 0.061, ...}}}  # what each candidate took
+     "ms":    {"1x1568x512x4608/9 f32": {"128x64x18_8x8s2": 0.061, ...}}}  # what each agreeing candidate took
 
 Later compiles for cuda on a GPU of that name lower with those tiles
 (`Backend.tiles` -> `LoopProgram(tiles=...)`), and the compile cache's key
@@ -39,6 +39,7 @@ import ml_dtypes
 import numpy as np
 
 from ...ir import DTYPES
+from ...ir.types import FLOAT_DTYPES
 from ...loops import gpu_gemm
 from ...loops.gpu_gemm import GemmShape, GpuTile
 from ...loops.lower import LoweredGroup
@@ -181,9 +182,10 @@ def tune(program: LoopProgram, out=sys.stderr, record: bool | None = None) -> li
 
 def _array(cuda, binding, rng, shared: dict):
     """A device array for a kernel parameter, on its own: inputs random
-    (floats; others zero, always a valid index; bf16 zero too), constants the
-    weights. Inputs and constants are made once for all of a product's
-    candidates (`shared`), outputs and scratch for each."""
+    floats (integers zero, always a valid index: a product of integer
+    inputs is timed, but its tiles agree trivially), constants the weights.
+    Inputs and constants are made once for all of a product's candidates
+    (`shared`), outputs and scratch for each."""
     p = binding.param
     key = (binding.role, binding.index, p.name, p.size)
     if binding.role in ("input", "const") and key in shared:
@@ -193,7 +195,7 @@ def _array(cuda, binding, rng, shared: dict):
     else:
         dtype = np.dtype(DTYPES[p.dtype])
         host = np.zeros(p.size, dtype)
-        if binding.role == "input" and dtype.kind == "f":
+        if binding.role == "input" and p.dtype in (*FLOAT_DTYPES, "bf16"):
             host = rng.uniform(-1, 1, p.size).astype(dtype)
         a = cuda.to_device(host.view(bits_dtype(dtype)))
     if binding.role in ("input", "const"):
@@ -207,11 +209,14 @@ def _host(array, binding) -> np.ndarray:
 
 
 def _agree(got: np.ndarray, want: np.ndarray) -> bool:
-    """Whether two tiles' outputs agree: floats within a thousandth of the
-    largest value (or two steps of a 16-bit float: split-K and the tiles' k
-    slabs add the products in another order), integers within one step (a
-    float epilogue may round the other way)."""
-    if want.dtype.kind in "iub":
+    """Whether two tiles' outputs agree: floats within a thousandth of their
+    value plus a thousandth of the largest magnitude (at least 1), or two
+    steps of a 16-bit float (split-K and the tiles' k slabs add the products
+    in another order); integers within one step (a float epilogue may round
+    the other way); booleans equal."""
+    if want.dtype.kind == "b":
+        return bool(np.array_equal(got, want))
+    if want.dtype.kind in "iu":
         return bool(np.all(np.abs(got.astype(np.int64) - want.astype(np.int64)) <= 1))
     tol = max(1e-3, 2 * float(ml_dtypes.finfo(want.dtype).eps))
     got, want = got.astype(np.float64), want.astype(np.float64)
@@ -239,7 +244,7 @@ def _record(cuda, results: list[tuple[Trial, list[Trial]]]) -> Path | None:
     records = {"gpu": gpu_name(cuda), "tiles": {}, "ms": {}, **_read(path)}
     for best, mine in results:
         records["tiles"][best.shape.key] = best.tile
-        records["ms"][best.shape.key] = {t.tile.label: round(t.seconds * 1e3, 4) for t in mine}
+        records["ms"][best.shape.key] = {t.tile.label: round(t.seconds * 1e3, 4) for t in mine if t.agrees}
     records["tiles"] = {key: astuple(tile) for key, tile in records["tiles"].items()}
     text = json.dumps(records, indent=1, sort_keys=True)
     text = re.sub(r"\[\s+([^][]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text)  # a tile's numbers on one line
