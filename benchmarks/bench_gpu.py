@@ -18,6 +18,10 @@ Prints the GPU's name, then:
   candidate tiles timed (`minidlc tune`: a line a product, with how much
   faster the tuned tile is than the heuristic's), then built with the fastest.
 
+A row that one of the CUDA issue's goals concerns ends with whether it is
+met: sgemm 4096^3 at 0.5 of torch.matmul or more, the demo models at batch 1
+at 1.0 of eager or more, ResNet-50 at batch 32 at 0.5 of eager or more.
+
 Every time is the median over rounds of CUDA-event time around `reps`
 back-to-back runs on inputs already on the device (no host copies on either
 side), after warm-up runs. tfblock's Reshapes fix its batch at 1.
@@ -38,7 +42,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 
 import minidlc  # noqa: E402
-from minidlc.demo_models import build_model, example_inputs  # noqa: E402
+from minidlc.demo_models import DEMOS, build_model, example_inputs  # noqa: E402
+
+# issue 10's goals: minidlc's speed over PyTorch's (sgemm: torch.matmul, TF32 off; models: eager)
+SGEMM_GOAL = 0.5
+MODEL_GOALS = {**{(name, 1): 1.0 for name in DEMOS}, ("resnet50", 32): 0.5}
+
+
+def verdict(ratio: float, goal: float | None) -> str:
+    """What a row says of its goal, if it has one."""
+    return "" if goal is None else f"  goal {goal:.1f}: {'met' if ratio >= goal else 'NOT met'}"
 
 
 def time_numba(fn, reps: int, rounds: int = 5) -> float:
@@ -124,7 +137,7 @@ def bench_sgemm(n: int, tune: bool = False) -> dict:
            "ratio": theirs / ours, "rel_err": err, "compile_s": compile_s}
     print(f"sgemm {n}^3 f32: minidlc {row['minidlc_gflops']:.0f} GFLOP/s, torch.matmul (TF32 off) "
           f"{row['torch_gflops']:.0f} GFLOP/s, minidlc/torch {row['ratio']:.2f}; rel. error {err:.1e}; "
-          f"compile {compile_s:.1f} s", flush=True)
+          f"compile {compile_s:.1f} s" + verdict(row["ratio"], SGEMM_GOAL if n == 4096 else None), flush=True)
     return row
 
 
@@ -163,7 +176,8 @@ def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = 
     comp = f"{compiled:8.3f}" if compiled else "       -"
     cr = f"{compiled / ours:6.2f}" if compiled else "     -"
     print(f"{name:<9}{batch:>6}{ours:>10.3f}{eager:>10.3f}{eager_f32:>10.3f}{comp:>10}{eager / ours:>9.2f}{cr:>10}"
-          f"{compile_s:>10.1f}{len(ex.launches):>9}{host:>6}{err:>10.1e}", flush=True)
+          f"{compile_s:>10.1f}{len(ex.launches):>9}{host:>6}{err:>10.1e}"
+          + verdict(eager / ours, MODEL_GOALS.get((name, batch))), flush=True)
     if with_profile:  # where minidlc's time goes: each step's launches timed alone
         from dataclasses import asdict
 
