@@ -626,6 +626,22 @@ def test_every_launch_of_the_demo_models_compiles_for_a_real_gpu():
     assert "SPILLS" not in sgemm
 
 
+def test_the_readmes_gpu_tables_come_from_a_benchmark_runs_json(monkeypatch):
+    """What the next GPU session pastes into the README: the rows bench_gpu.py
+    wrote, each goal's row saying whether it was met."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from gpu_table import tables
+
+    model = {"minidlc_ms": 0.05, "eager_ms": 0.18, "eager_f32_ms": 0.18, "compile_ms": None, "eager_ratio": 3.6,
+             "compile_ratio": None, "compile_s": 0.9, "launches": 3, "host_steps": 0, "rel_err": 1e-7}
+    text = tables({"sgemm": {"n": 4096, "minidlc_gflops": 30000.0, "torch_gflops": 48000.0, "ratio": 0.625},
+                   "models": [{**model, "model": "mlp", "batch": 1}, {**model, "model": "resnet50", "batch": 32,
+                                                                      "eager_ratio": 0.3}]})
+    assert "| sgemm 4096³ f32, GFLOP/s (torch.matmul, TF32 off) | 30,000 | 48,000 | 0.62 | ≥ 0.5: met |" in text
+    assert "| mlp | 1 | 0.050 | 0.180 | 0.180 | – | 3.60 | – | 0.9 | 3 | ≥ 1: met |" in text
+    assert "| ResNet-50 | 32 | 0.050 | 0.180 | 0.180 | – | 0.30 | – | 0.9 | 3 | ≥ 0.5: not met |" in text
+
+
 @on_simulator
 def test_profile_times_each_step_of_the_cuda_executable(tmp_path, capsys):
     """A row per step the executable runs (the tiled GEMM's and, its tiles
