@@ -217,6 +217,11 @@ def main() -> None:
           flush=True)
     tuned = args.tune.split(",")
     rows = {"sgemm": bench_sgemm(args.sgemm, "sgemm" in tuned) if args.sgemm else None, "models": []}
+
+    def save() -> None:  # after every row: a run the time limit cuts short keeps what it measured
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+    save()
     print(f"{'model':<9}{'batch':>6}{'ours ms':>10}{'eager ms':>10}{'f32 eager':>10}{'compile':>10}{'eager/us':>9}"
           f"{'compile/us':>10}{'build s':>10}{'launches':>9}{'host':>6}{'rel err':>10}", flush=True)
     for name in args.models.split(","):
@@ -226,8 +231,7 @@ def main() -> None:
                               f"{name}:{batch}" in tuned)
             if row:
                 rows["models"].append(row)
-            if args.json:
-                Path(args.json).write_text(json.dumps(rows, indent=1))
+            save()
 
 
 if __name__ == "__main__":
