@@ -14,7 +14,7 @@ from minidlc.ir import Graph
 from minidlc.ir.types import DTYPES, TensorType
 from minidlc.loops.program import lowering_failure
 from minidlc.passes.instruments import VerifyNumerics, close
-from minidlc.passes.manager import PASSES, build_pipeline
+from minidlc.passes.manager import PASSES, Tolerance, build_pipeline
 from minidlc.passes.mixed_precision import KEEP_F32, MIN_ELEMENTS, MixedPrecision
 from digits_example import digits
 
@@ -211,3 +211,11 @@ def test_bf16_export_runs_in_onnxruntime():
     want = minidlc.compile(exported, target="llvm").run(inputs)  # and it imports back
     for a, b in zip(session.run(None, inputs), want.values()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_close_compares_bf16_as_the_floats_it_holds():
+    """bfloat16 (ml_dtypes: numpy kind "V") is a float to `close`, not an
+    integer: 0.3 and 0.9 differ, though both truncate to 0."""
+    bf16 = DTYPES["bf16"]
+    assert not close(np.array([0.3], bf16), np.array([0.9], bf16), Tolerance())
+    assert close(np.array([0.3, 2.0], bf16), np.array([0.3, 2.0], bf16), Tolerance())

@@ -18,7 +18,7 @@ from typing import TextIO
 
 import numpy as np
 
-from ..ir import Graph, IRError, Node, interpret
+from ..ir import DTYPES, Graph, IRError, Node, interpret
 from ..runtime import random_inputs as runtime_random_inputs
 from .manager import LOSSLESS, Instrument, Pass, PassContext, PassError, Tolerance
 
@@ -256,6 +256,8 @@ def close(a: np.ndarray, b: np.ndarray, tol: Tolerance) -> bool:
     """Whether `a` is within `tol` of the expected `b` (types must match)."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
+    if a.dtype == DTYPES["bf16"]:  # ml_dtypes' bfloat16 (kind "V", not "f"): the floats it holds, exactly
+        a, b = a.astype(np.float32), b.astype(np.float32)
     if a.dtype.kind != "f":
         return bool(np.all(np.abs(a.astype(np.int64) - b.astype(np.int64)) <= tol.int_steps))
     scale = max(1.0, float(np.max(np.abs(b[np.isfinite(b)]), initial=0)))
