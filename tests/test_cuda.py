@@ -163,15 +163,16 @@ def test_stores_into_the_shared_tiles_hit_every_bank_once(tile, monkeypatch):
             run = 1 if isinstance(access, Store) else tile.row_run if access.buf == "a_tile" else tile.col_run
             ways = -(-tile.bk * tile.row_run // 32) if along_k and isinstance(access, Store) and access.buf == "a_tile" \
                 else 1
-            for values in np.ndindex(*(unrolled[v] for v in others)):
+            combos = list(np.ndindex(*(unrolled[v] for v in others)))
+            at = {(t, values): index_value(access.index, {threads: t, **dict(zip(others, values))})
+                  for t in range(tile.threads) for values in combos}
+            for values in combos:
                 for first in range(0, tile.threads, 32 // run):  # the threads one vector load serves at once
-                    starts = {index_value(access.index, {threads: t, **dict(zip(others, values))}) // run * run
-                              for t in range(first, first + 32 // run)}
+                    starts = {at[t, values] // run * run for t in range(first, first + 32 // run)}
                     words = {w for s in starts for w in range(s, s + run)}
                     assert max(Counter(w % 32 for w in words).values()) <= ways, (access, values, sorted(words))
             for t in range(tile.threads):  # what a thread reads comes in whole aligned runs (one vector load each)
-                read = {index_value(access.index, {threads: t, **dict(zip(others, values))})
-                        for values in np.ndindex(*(unrolled[v] for v in others))}
+                read = {at[t, values] for values in combos}
                 assert set(Counter(w // run for w in read).values()) == {run}, (access, t, sorted(read))
 
 
