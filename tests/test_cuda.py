@@ -627,6 +627,28 @@ def test_every_launch_of_the_demo_models_compiles_for_a_real_gpu():
     assert "SPILLS" not in sgemm
 
 
+def test_device_functions_inline_in_nvvm_not_in_numbas_ir(monkeypatch):
+    """The rt.* helpers must be inlined by NVVM. NVIDIA's numba-cuda spells
+    that forceinline=True; its inline=True inlines in Numba's IR, re-running
+    Numba's analyses over the whole kernel at each call (sgemm's kernel: 131 s
+    on the H200 machine, 8 s in NVVM). Numba's built-in target has only
+    inline=True, which inlines in NVVM there."""
+    from minidlc.backends.cuda import support
+
+    asked = []
+
+    def numba_cuda_jit(func_or_sig=None, device=False, inline="never", forceinline=False):
+        asked.append({"device": device, "inline": inline, "forceinline": forceinline})
+
+    def builtin_jit(func_or_sig=None, device=False, inline=False):
+        asked.append({"device": device, "inline": inline})
+
+    for jit in (numba_cuda_jit, builtin_jit):
+        monkeypatch.setattr(support.cuda, "jit", jit)
+        support._device_function_decorator()
+    assert asked == [{"device": True, "inline": "never", "forceinline": True}, {"device": True, "inline": True}]
+
+
 def test_the_readmes_gpu_tables_come_from_a_benchmark_runs_json(monkeypatch):
     """What the next GPU session pastes into the README: the rows bench_gpu.py
     wrote, each goal's row saying whether it was met."""

@@ -245,8 +245,8 @@ PARALLEL_COMPILE_MIN = 8  # fewer kernels than this compile in the calling proce
 
 
 def compile_in_parallel(module, kernels: dict[str, list[str]], minimum: int = PARALLEL_COMPILE_MIN) -> None:
-    """Numba CUDA compiles about a kernel a second, one at a time (ResNet-50:
-    over a minute). With many `kernels` (function name -> its parameters'
+    """Numba CUDA compiles a kernel in a second or several (a tiled GEMM: 5 to
+    8 s), one at a time (ResNet-50: minutes). With many `kernels` (function name -> its parameters'
     dtypes, `signatures`), worker processes compile them (each
     its share) into Numba's disk cache; the caller then only loads them.
     Workers are spawned, not forked: a forked child cannot use CUDA. With

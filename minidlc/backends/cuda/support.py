@@ -7,11 +7,29 @@ Python). docs/LOOP_IR.md defines each operation.
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
 from numba import cuda
 from numba.core import config
+
+
+def _device_function_decorator():
+    """`cuda.jit` for a device function that NVVM inlines into its caller.
+    Numba's built-in CUDA target spells that `inline=True`; NVIDIA's numba-cuda
+    spells it `forceinline=True` (the LLVM attribute alwaysinline), where
+    `inline=True` inlines at the level of Numba's IR instead. That is slow: each
+    inlined call re-runs Numba's dataflow analyses over the whole kernel, and a
+    tiled GEMM makes hundreds of `rt.udiv`/`rt.urem` calls: numba-cuda 0.68 took
+    131 s to compile sgemm's kernel on the H200 machine, nearly all of it in
+    those analyses (Numba's built-in target, inlining in NVVM: 5 s)."""
+    if "forceinline" in inspect.signature(cuda.jit).parameters:
+        return cuda.jit(device=True, forceinline=True)
+    return cuda.jit(device=True, inline=True)
+
+
+device_function = _device_function_decorator()
 
 # The math functions. On a GPU, math's (libdevice: IEEE results, inf and NaN
 # included); the simulator runs Python, whose math raises on log(0) or
@@ -46,7 +64,7 @@ else:
     from ..numba.support import from_bf16, from_f16, to_bf16, to_f16  # noqa: F401
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def fmax(a, b):
     """max that propagates NaN (llvm.maximum)."""
     if a != a or b != b:
@@ -54,7 +72,7 @@ def fmax(a, b):
     return a if a > b else b
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def fmin(a, b):
     """min that propagates NaN (llvm.minimum)."""
     if a != a or b != b:
@@ -62,14 +80,14 @@ def fmin(a, b):
     return a if a < b else b
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def div(a, b):
     """C integer division: truncates toward zero (Python's // floors)."""
     q = abs(a) // abs(b)
     return q if (a < 0) == (b < 0) else -q
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def rem(a, b):
     """C remainder: takes the dividend's sign."""
     return a - div(a, b) * b
@@ -82,13 +100,13 @@ if config.ENABLE_CUDASIM:  # Python's operators: the same numbers, and the simul
     def urem(a, b):
         return a % b
 else:
-    @cuda.jit(device=True, inline=True)
+    @device_function
     def udiv(a, b):
         """a // b of two indices known to lie in [0, 2^32): in 32 bits, where a
         division by a constant is one multiply-high (64 bits: several)."""
         return np.int64(np.uint32(a) // np.uint32(b))
 
-    @cuda.jit(device=True, inline=True)
+    @device_function
     def urem(a, b):
         """a % b of two indices known to lie in [0, 2^32), in 32 bits (see udiv)."""
         return np.int64(np.uint32(a) % np.uint32(b))
@@ -96,7 +114,7 @@ else:
 
 def _saturating_cast(lo: int, hi: int):
     """float -> integer in [lo, hi]: NaN gives 0, values out of range the nearest end."""
-    @cuda.jit(device=True, inline=True)
+    @device_function
     def cast(x):
         if x != x:
             return 0
@@ -112,13 +130,13 @@ to_i8, to_u8, to_i16, to_i32, to_i64 = (_saturating_cast(int(np.iinfo(t).min), i
                                          for t in (np.int8, np.uint8, np.int16, np.int32, np.int64))
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def ldexp(y, n):
     """y * 2^n for an integral float n."""
     return math.ldexp(y, int(n))
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def floor(x):
     """floor in the argument's float type (math.floor gives an integer)."""
     if not abs(x) < 4503599627370496.0:  # 2^52: already integral, or inf or NaN
@@ -127,12 +145,12 @@ def floor(x):
     return f - 1 if f > x else f
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def ceil(x):
     return -floor(-x)
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def rint(x):
     """Round half to even (np.rint)."""
     f = floor(x)
@@ -142,12 +160,12 @@ def rint(x):
     return f
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def imin(a, b):
     """min of integers (Numba CUDA's builtin min does not compile here)."""
     return a if a < b else b
 
 
-@cuda.jit(device=True, inline=True)
+@device_function
 def imax(a, b):
     return a if a > b else b
