@@ -522,6 +522,44 @@ def test_tuning_records_that_no_longer_fit_or_are_damaged_are_ignored(tmp_path, 
     assert "ignoring the damaged tuning records" in caplog.text
 
 
+@on_simulator
+def test_shipped_tuning_records_serve_a_gpu_of_their_name_and_own_records_override_them(tmp_path, monkeypatch):
+    from minidlc.backends import cache
+    from minidlc.backends.cuda import tuning
+
+    shape = gpu_gemm.GemmShape(1, 64, 32, 16, 1, "f32")
+    shipped, own = gpu_gemm.GpuTile(128, 16, 16, 8, 1), gpu_gemm.GpuTile(64, 64, 16, 4, 4)
+    other = gpu_gemm.GemmShape(1, 128, 64, 32, 1, "f32")
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(tuning, "SHIPPED", tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    records = {"gpu": "simulator", "tiles": {shape.key: shipped, other.key: shipped}}
+    (tmp_path / "shipped" / "cuda-simulator.json").write_text(tuning._dumps(records))
+    (tmp_path / "shipped" / "cuda-simulator.json").chmod(0o666)  # shipped: not the cache's, so not held to its trust
+    assert tuning.tuned_tiles() == {shape.key: shipped, other.key: shipped}
+    (tmp_path / "cache" / "tuning" / "cuda-simulator.json").write_text(tuning._dumps({"tiles": {shape.key: own}}))
+    assert tuning.tuned_tiles() == {shape.key: own, other.key: shipped}
+
+
+def test_the_shipped_h200_records_are_tiles_that_lowering_still_takes(monkeypatch):
+    """Each record names a product's fastest tile on an H200. A change to the
+    tiles' candidates or to what fits must re-tune (or drop) the records it
+    strands: choose_tile would ignore them, and the speed they bought."""
+    from minidlc.backends.cuda import tuning
+
+    monkeypatch.setattr(tuning, "cuda_module", lambda: None)
+    monkeypatch.setattr(tuning, "gpu_name", lambda cuda: "NVIDIA H200")
+    monkeypatch.setattr(tuning, "records_path", lambda cuda: None)  # the shipped records alone
+    tiles = tuning.tuned_tiles()
+    assert len(tiles) == 22
+    for key, tile in tiles.items():
+        dims, dtype = key.split()
+        sizes, window = dims.split("/")
+        shape = gpu_gemm.GemmShape(*map(int, sizes.split("x")), int(window), dtype)
+        assert shape.key == key and tile in gpu_gemm.candidate_tiles(shape)
+        assert gpu_gemm.choose_tile(shape, tiles) == tile, key
+
+
 # ---- errors ------------------------------------------------------------------------------
 @pytest.mark.skipif(_gpu_present(), reason="this machine has a GPU")
 def test_without_a_gpu_the_error_says_how_to_use_the_simulator(tmp_path):

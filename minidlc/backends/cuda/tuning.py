@@ -17,7 +17,9 @@ else is reported and never kept), and records the fastest for this GPU:
 
 Later compiles for cuda on a GPU of that name lower with those tiles
 (`Backend.tiles` -> `LoopProgram(tiles=...)`), and the compile cache's key
-includes them. Cache eviction and `minidlc cache clear` leave the records
+includes them. Records measured on GPUs we had are shipped with minidlc
+(`tuned/cuda-<GPU name>.json`, as TVM ships TopHub's logs): on such a GPU a
+compile takes their tiles untuned, and the user's own records override them. Cache eviction and `minidlc cache clear` leave the records
 alone (they are measured, not rebuilt); delete the file to forget them.
 This is AutoTVM's search, or tinygrad's BEAM, made exhaustive over a small
 space: a few dozen tiles at most per product, each kernel otherwise the
@@ -55,6 +57,7 @@ from .render import render_module
 
 log = logging.getLogger(__name__)
 TIMED_S = 2e-3  # a round of a candidate's timing queues its launches for at least this long
+SHIPPED = Path(__file__).parent / "tuned"  # records measured on GPUs we had (see the module's docstring)
 
 
 @dataclass
@@ -69,17 +72,24 @@ class Trial:
     agrees: bool = True
 
 
+def _file_name(cuda) -> str:
+    """The name of this GPU's records, in the cache and among the shipped ones."""
+    name = re.sub(r"[^\w.-]+", "-", gpu_name(cuda))
+    return f"cuda-{name}.json"
+
+
 def records_path(cuda) -> Path | None:
     """This GPU's tuning records (None: no usable cache directory)."""
     folder = cache.directory(cache.TUNING)
-    name = re.sub(r"[^\w.-]+", "-", gpu_name(cuda))
-    return None if folder is None else folder / f"cuda-{name}.json"
+    return None if folder is None else folder / _file_name(cuda)
 
 
-def _read(path: Path | None) -> dict:
+def _read(path: Path | None, shipped: bool = False) -> dict:
     """The records at `path` (their tiles as GpuTiles); {} if there are none,
-    or if they are damaged (with a warning: tuning again rewrites them)."""
-    if path is None or not path.is_file() or not cache.trusted(path):
+    or if they are damaged (with a warning: tuning again rewrites them).
+    Records in the cache must be the user's own (`cache.trusted`); `shipped`
+    ones are part of minidlc, as its code is."""
+    if path is None or not path.is_file() or not (shipped or cache.trusted(path)):
         return {}
     try:
         records = json.loads(path.read_text())
@@ -91,12 +101,15 @@ def _read(path: Path | None) -> dict:
 
 
 def tuned_tiles() -> dict[str, GpuTile]:
-    """The tiles tuned on this machine's GPU (none without a GPU: the build says why)."""
+    """The tiles tuned for this machine's GPU: shipped with minidlc for a GPU
+    of its name, overridden by the user's own records (none without a GPU:
+    the build says why)."""
     try:
         cuda = cuda_module()
     except DeviceError:
         return {}
-    return _read(records_path(cuda)).get("tiles", {})
+    return {**_read(SHIPPED / _file_name(cuda), shipped=True).get("tiles", {}),
+            **_read(records_path(cuda)).get("tiles", {})}
 
 
 @dataclass
@@ -244,7 +257,11 @@ def _record(cuda, results: list[tuple[Trial, list[Trial]]]) -> Path | None:
     for best, mine in results:
         records["tiles"][best.shape.key] = best.tile
         records["ms"][best.shape.key] = {t.tile.label: round(t.seconds * 1e3, 4) for t in mine if t.agrees}
-    records["tiles"] = {key: astuple(tile) for key, tile in records["tiles"].items()}
-    text = json.dumps(records, indent=1, sort_keys=True)
-    text = re.sub(r"\[\s+([^][]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text)  # a tile's numbers on one line
-    return path if cache.write_atomic(path, text.encode()) else None
+    return path if cache.write_atomic(path, _dumps(records).encode()) else None
+
+
+def _dumps(records: dict) -> str:
+    """Records as JSON, a tile's numbers on one line."""
+    text = json.dumps({**records, "tiles": {key: astuple(tile) for key, tile in records["tiles"].items()}},
+                      indent=1, sort_keys=True)
+    return re.sub(r"\[\s+([^][]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text)
