@@ -24,7 +24,9 @@ at 1.0 of eager or more, ResNet-50 at batch 32 at 0.5 of eager or more.
 
 Every time is the median over rounds of CUDA-event time around `reps`
 back-to-back runs on inputs already on the device (no host copies on either
-side), after warm-up runs. tfblock's Reshapes fix its batch at 1.
+side), after WARM_S of warm-up runs (an idle GPU's clocks are low). Each
+model row says if any of minidlc's launches went through Numba's dispatcher
+rather than straight to the driver. tfblock's Reshapes fix its batch at 1.
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 
 import minidlc  # noqa: E402
-from minidlc.demo_models import DEMOS, build_model, example_inputs  # noqa: E402
+from minidlc.backends.cuda import DirectLaunch  # noqa: E402
+from minidlc.demo_models import DEMOS, build_model  # noqa: E402
 
 # issue 10's goals: minidlc's speed over PyTorch's (sgemm: torch.matmul, TF32 off; models: eager)
 SGEMM_GOAL = 0.5
@@ -54,39 +57,42 @@ def verdict(ratio: float, goal: float | None) -> str:
     return "" if goal is None else f"  goal {goal:.1f}: {'met' if ratio >= goal else 'NOT met'}"
 
 
-def time_numba(fn, reps: int, rounds: int = 5) -> float:
-    """ms per call of fn (which queues GPU work), by CUDA events."""
+WARM_S = 0.2  # each timed call first runs this long, synchronized: a GPU's clocks rise from idle under load
+
+
+def time_gpu(fn, reps: int, event, sync, rounds: int = 5) -> float:
+    """ms per call of fn (which queues GPU work): the median over rounds of
+    GPU-event time around `reps` back-to-back calls, after WARM_S of warm-up
+    calls (an idle H200 clocks at 345 MHz: without it, whichever side is timed
+    first reads slow). `event()` makes a timing event, `sync()` waits for the
+    GPU (Numba's or PyTorch's: both events have record, synchronize and
+    elapsed_time)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < WARM_S:
+        fn()
+        sync()
+    times = []
+    for _ in range(rounds):
+        begin, end = event(), event()
+        begin.record()
+        for _ in range(reps):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(begin.elapsed_time(end) / reps)
+    return statistics.median(times)
+
+
+def time_numba(fn, reps: int) -> float:
     from numba import cuda
 
-    fn()
-    cuda.synchronize()
-    times = []
-    for _ in range(rounds):
-        start, end = cuda.event(), cuda.event()
-        start.record()
-        for _ in range(reps):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(cuda.event_elapsed_time(start, end) / reps)
-    return statistics.median(times)
+    return time_gpu(fn, reps, cuda.event, cuda.synchronize)
 
 
-def time_torch(fn, reps: int, rounds: int = 5) -> float:
+def time_torch(fn, reps: int) -> float:
     import torch
 
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(reps):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / reps)
-    return statistics.median(times)
+    return time_gpu(fn, reps, lambda: torch.cuda.Event(enable_timing=True), torch.cuda.synchronize)
 
 
 def matmul_model(n: int):
@@ -169,15 +175,20 @@ def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = 
     got = ex.run([feeds[v.name] for v in ex.graph.inputs])[0]  # the arena reuses the inputs' memory: feed again
     err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     host = sum(s.kind.value == "host" for s in m.program.steps)
+    direct = sum(isinstance(call, DirectLaunch) for call in ex.calls)  # the rest went through Numba's dispatcher
     row = {"model": name, "batch": batch, "minidlc_ms": ours, "eager_ms": eager, "eager_f32_ms": eager_f32,
            "compile_ms": compiled,
            "eager_ratio": eager / ours, "compile_ratio": compiled / ours if compiled else None,
-           "compile_s": compile_s, "launches": len(ex.launches), "host_steps": host, "rel_err": err}
+           "compile_s": compile_s, "launches": len(ex.launches), "direct_launches": direct, "host_steps": host,
+           "rel_err": err}
     comp = f"{compiled:8.3f}" if compiled else "       -"
     cr = f"{compiled / ours:6.2f}" if compiled else "     -"
     print(f"{name:<9}{batch:>6}{ours:>10.3f}{eager:>10.3f}{eager_f32:>10.3f}{comp:>10}{eager / ours:>9.2f}{cr:>10}"
           f"{compile_s:>10.1f}{len(ex.launches):>9}{host:>6}{err:>10.1e}"
           + verdict(eager / ours, MODEL_GOALS.get((name, batch))), flush=True)
+    if direct < len(ex.calls):
+        print(f"  ({len(ex.calls) - direct} of its {len(ex.calls)} calls went through Numba's dispatcher, "
+              "not straight to the driver: see the warnings above)", flush=True)
     if with_profile:  # where minidlc's time goes: each step's launches timed alone
         from dataclasses import asdict
 
@@ -213,7 +224,8 @@ def main() -> None:
     print(f"GPU: {gpu_name(cuda)} (compute capability "
           f"{dev.compute_capability[0]}.{dev.compute_capability[1]}); numba {numba.__version__}, torch "
           f"{torch.__version__}; launches "
-          + ("through Numba's dispatcher" if os.environ.get("MINIDLC_CUDA_LAUNCH") == "dispatcher" else "direct"),
+          + ("through Numba's dispatcher (MINIDLC_CUDA_LAUNCH)" if os.environ.get("MINIDLC_CUDA_LAUNCH") == "dispatcher"
+             else "straight to the driver"),
           flush=True)
     tuned = args.tune.split(",")
     rows = {"sgemm": bench_sgemm(args.sgemm, "sgemm" in tuned) if args.sgemm else None, "models": []}

@@ -588,11 +588,16 @@ def test_without_a_gpu_the_error_says_how_to_use_the_simulator(tmp_path):
 @needs_gpu
 @pytest.mark.parametrize("name", ["mlp", "convnet", "tfblock"])
 def test_demo_models_on_the_gpu(name):
+    """Right, and every launch queued straight to the driver (a Numba CUDA
+    whose internals moved would fall back to its dispatcher: slow, not wrong)."""
+    from minidlc.backends.cuda import DirectLaunch
     from minidlc.demo_models import build_model, example_inputs
 
     model = build_model(name)
     feeds = example_inputs(model)
-    got = minidlc.compile(model, target="cuda").run(feeds)
+    compiled = minidlc.compile(model, target="cuda")
+    assert all(isinstance(call, DirectLaunch) for call in compiled.executable.calls)
+    got = compiled.run(feeds)
     want = minidlc.compile(model, target="reference").run(feeds)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-3, atol=1e-3 * float(np.abs(want[k]).max()))
