@@ -113,18 +113,23 @@ class GpuTile:
         return np.dtype(DTYPES[dtype]).itemsize * 2 * self.bk * (self.a_row + self.bn)
 
 
-# Largest first. A product takes the largest tile that overhangs it by at most
-# MAX_WASTE and still gives the GPU enough blocks to fill it (FILL_BLOCKS);
-# failing that, the one with the most blocks that overhangs it by at most
-# twice that; failing that (M or N tiny), the plain kernel. The 8 x 8 register
-# blocks read 16 shared words for 64 FMAs, the 4 x 4 ones 8 for 16 (in 4 and 2
-# vector loads; shared bandwidth, not FMAs, then bounds a 4 x 4 block's k
-# loop), so the half-size 8 x 8 tiles come before 64 x 64; 64 x 128 first, as
-# a conv's A slab (index arithmetic, padding selects) costs more per element
-# than B's. The last, 32 x 32 in 4 x 4 blocks (64 threads; in sgemm's PTX a
-# 2 x 2 block's k loop is 46% FMAs, a 4 x 4 one's 78%), the heuristic never
-# takes (it ties with the one before); tuning tries it.
-TILES = (GpuTile(128, 128, 8, 8, 8), GpuTile(64, 128, 8, 8, 8), GpuTile(128, 64, 8, 8, 8), GpuTile(64, 64, 16, 4, 4),
+# A product takes the first tile here that overhangs it by at most MAX_WASTE
+# and gives the GPU enough blocks to fill it (FILL_BLOCKS), or, for an 8 x 8
+# one and a product of SPLIT_MIN_FLOPS or more, does so split over k; failing
+# that, the one with the most blocks that overhangs it by at most twice that;
+# failing that (M or N tiny), the plain kernel. The 8 x 8 register blocks read
+# 16 shared words for 64 FMAs, the 4 x 4 ones 8 for 16 (in 4 and 2 vector
+# loads; shared bandwidth, not FMAs, then bounds a 4 x 4 block's k loop), so
+# the 8 x 8 tiles come first, 64 x 128 before 128 x 64 as a conv's A slab
+# (index arithmetic, padding selects) costs more per element than B's. The
+# order follows what tuning measured on an H200 (2026-11-30, the records in
+# backends/cuda/tuned/): 128 x 128 was never the fastest of sgemm's and
+# ResNet-50's 22 products, 64 x 128 was in 7 and within 10% in most, and
+# where M is small (ResNet-50's 7x7 maps) an 8 x 8 tile split over k beat the
+# 64 x 64 one unsplit by 1.5x. The last, 32 x 32 in 4 x 4 blocks (64 threads),
+# the heuristic never takes (it ties with the one before); tuning tries it,
+# and it won 8 of the 22.
+TILES = (GpuTile(64, 128, 8, 8, 8), GpuTile(128, 64, 8, 8, 8), GpuTile(128, 128, 8, 8, 8), GpuTile(64, 64, 16, 4, 4),
          GpuTile(128, 16, 16, 8, 1), GpuTile(32, 32, 16, 2, 2), GpuTile(32, 32, 16, 4, 4))
 FILL_BLOCKS = 132  # an H100/H200 has 132 multiprocessors
 MAX_SLAB_LOADS = 24  # a thread's loads of A's or B's slab (registers that hold the next slab while this one runs)
@@ -133,6 +138,7 @@ WIDE_SLABS_MAX_TILE = 128 * 64  # larger tiles keep their BK: with 3x3 windows (
 MAX_SHARED_BYTES = 48 * 1024  # what a block may declare statically
 MAX_WASTE = 1.25
 MIN_SPLIT_SLABS = 8  # a split's run of k slabs (fewer, and the loads of its first slab are not hidden)
+SPLIT_MIN_FLOPS = 1e9  # the heuristic splits only products this large (30 us at 30 TFLOP/s): a split adds a launch
 VECTOR_BYTES = 16  # the most one shared-memory load moves (ld.shared.v4.f32); the renderer aligns shared arrays so
 VECTOR = VECTOR_BYTES // 4  # a thread's run of rows (columns): f32 words one such load moves
 
@@ -154,6 +160,10 @@ class GemmShape:
     def key(self) -> str:
         """How tuning records name it (backends/cuda/tuning.py)."""
         return f"{self.batch}x{self.m}x{self.n}x{self.k}/{self.window} {self.dtype}"
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.batch * self.m * self.n * self.k
 
     def blocks(self, t: GpuTile) -> int:
         return self.batch * -(-self.m // t.bm) * -(-self.n // t.bn) * t.splits
@@ -184,8 +194,15 @@ def choose_tile(shape: GemmShape, tuned: Mapping[str, GpuTile] = MappingProxyTyp
     if t is not None and t in candidate_tiles(shape):
         return t
     for t in TILES:
-        if shape.waste(t) <= MAX_WASTE and shape.blocks(t) >= FILL_BLOCKS:
-            return with_window_slabs(t, shape)
+        if shape.waste(t) > MAX_WASTE:
+            continue
+        t = with_window_slabs(t, shape)
+        if shape.blocks(t) >= FILL_BLOCKS:
+            return t
+        if t.tm * t.tn == 64 and shape.flops >= SPLIT_MIN_FLOPS:
+            filling = [s for s in split_k(t, shape) if shape.blocks(s) >= FILL_BLOCKS]
+            if filling:
+                return filling[0]
     fitting = _fitting(shape)
     return with_window_slabs(max(fitting, key=lambda t: (shape.blocks(t), -shape.waste(t))), shape) \
         if fitting else None
