@@ -719,6 +719,31 @@ def test_device_functions_inline_in_nvvm_not_in_numbas_ir(monkeypatch):
     assert asked == [{"device": True, "inline": "never", "forceinline": True}, {"device": True, "inline": True}]
 
 
+def test_a_direct_launch_calls_the_driver_with_prepared_arguments_and_checks_its_status():
+    """DirectLaunch calls the driver's cuLaunchKernel itself (here a C stub,
+    as benchmarks/launch_overhead.py does: abs of the kernel handle, so a
+    handle of 7 reads as CUDA error 7): success returns, an error raises
+    naming the kernel. In a subprocess: the stub fakes Numba's driver."""
+    code = """if True:
+        import ctypes, sys
+        sys.path.insert(0, 'benchmarks')
+        from launch_overhead import stub_driver
+        from minidlc.backends.cuda import driver_launch
+        from minidlc.runtime import DeviceError
+        stub_driver()
+        prepared = [ctypes.c_void_p(0), ctypes.c_ssize_t(3)]
+        driver_launch('k_ok', ctypes.c_void_p(0), 4, 32, prepared)()
+        try:
+            driver_launch('k_bad', ctypes.c_void_p(7), 4, 32, prepared)()
+        except DeviceError as e:
+            print(e)
+        """
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "cuda: launching k_bad failed with CUDA error 7"
+
+
 def test_the_readmes_gpu_tables_come_from_a_benchmark_runs_json(monkeypatch):
     """What the next GPU session pastes into the README: the rows bench_gpu.py
     wrote, each goal's row saying whether it was met."""

@@ -20,7 +20,6 @@ kernels as Python threads: slow, but exact enough for tests of small graphs.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -187,16 +186,45 @@ class CudaExecutable:
                          for launch, fn, arrays in self.launches)
 
 
-class DirectLaunch(functools.partial):
-    """A launch queued straight to the driver, its arguments prepared once (a
-    partial: called in C, with no Python frame of its own). The GPU benchmark
-    counts these, to say which way the launches went."""
+class DirectLaunch:
+    """A launch queued straight to the driver, every argument prepared once:
+    `launch(*args)` is the driver's cuLaunchKernel itself where Numba binds it
+    with ctypes, the parameter array built once (Numba's own `launch_kernel`
+    rebuilds it and goes through its logging wrapper at every call: 6.1 us a
+    launch on this VM's CPU against 0.9, `benchmarks/launch_overhead.py`).
+    The GPU benchmark counts these, to say which way the launches went."""
+
+    __slots__ = ("name", "launch", "args", "keep")
+
+    def __init__(self, name: str, launch: Callable, args: tuple, keep: tuple = ()):
+        self.name, self.launch, self.args, self.keep = name, launch, args, keep  # keep: what args point into
+
+    def __call__(self) -> None:
+        status = self.launch(*self.args)
+        if status:  # a ctypes driver call returns its CUresult (Numba's wrappers raise instead)
+            raise DeviceError(f"cuda: launching {self.name} failed with CUDA error {status}")
+
+
+def driver_launch(name: str, handle, grid: int, block: int, prepared: list) -> DirectLaunch:
+    """The launch of kernel `handle` on arguments `prepared` as Numba prepares
+    them (ctypes values), through the cheapest call this Numba offers."""
+    import ctypes
+
+    from numba.cuda.cudadrv import driver
+
+    dims = (grid, 1, 1, block, 1, 1)
+    if driver.USE_NV_BINDING or not hasattr(driver.driver.cuLaunchKernel, "__wrapped__"):
+        stream = driver.binding.CUstream(0) if driver.USE_NV_BINDING else None
+        return DirectLaunch(name, driver.launch_kernel, (handle, *dims, 0, stream, prepared))
+    params = (ctypes.c_void_p * len(prepared))(*map(ctypes.addressof, prepared))
+    launch = driver.driver.cuLaunchKernel.__wrapped__  # the driver's function, with Numba's argtypes
+    return DirectLaunch(name, launch, (handle, *map(ctypes.c_uint, (*dims, 0)), None, params, None), (prepared,))
 
 
 def launcher(fn, launch: Launch, arrays: list) -> Callable[[], None]:
     """A call that queues one launch. On a GPU the kernel is compiled now
     (not at the first run), and its arguments are prepared once: each run
-    then goes straight to the driver's launch (a few microseconds), not
+    then goes straight to the driver's launch (a microsecond of Python), not
     through Numba's dispatcher, which types and converts every argument
     again (tens of microseconds: most of a small model's time).
     MINIDLC_CUDA_LAUNCH=dispatcher keeps the dispatcher."""
@@ -210,15 +238,11 @@ def launcher(fn, launch: Launch, arrays: list) -> Callable[[], None]:
     if os.environ.get("MINIDLC_CUDA_LAUNCH") == "dispatcher":
         return lambda: configured(*arrays)
     try:
-        from numba.cuda.cudadrv import driver
-
         kernel = fn.overloads[signature]
-        handle = kernel._codelibrary.get_cufunc().handle
         prepared, writeback = [], []
         for ty, value in zip(kernel.argument_types, arrays):
             kernel._prepare_args(ty, value, 0, writeback, prepared)
-        stream = driver.binding.CUstream(0) if driver.USE_NV_BINDING else None
-        return DirectLaunch(driver.launch_kernel, handle, launch.grid, 1, 1, launch.block, 1, 1, 0, stream, prepared)
+        return driver_launch(launch.name, kernel._codelibrary.get_cufunc().handle, launch.grid, launch.block, prepared)
     except Exception as e:  # another Numba CUDA version: its dispatcher still works
         log.warning("cuda: launching %s through Numba's dispatcher, tens of microseconds a launch (%s)", launch.name, e)
         return lambda: configured(*arrays)
