@@ -1,6 +1,6 @@
 """minidlc's cuda target against PyTorch on the same GPU, in one process.
 
-    python benchmarks/bench_gpu.py [--sgemm 4096] [--models mlp,convnet,tfblock,resnet50]
+    python benchmarks/bench_gpu.py [--sgemm 4096] [--models mlp,convnet,tfblock,resnet50:32]
                                    [--batches 1,32] [--no-compile] [--tune sgemm,resnet50:32] [--json out.json]
 
 Prints the GPU's name, then:
@@ -31,6 +31,7 @@ rather than straight to the driver. tfblock's Reshapes fix its batch at 1.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import statistics
@@ -175,7 +176,7 @@ def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = 
     got = ex.run([feeds[v.name] for v in ex.graph.inputs])[0]  # the arena reuses the inputs' memory: feed again
     err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     host = sum(s.kind.value == "host" for s in m.program.steps)
-    direct = sum(isinstance(call, DirectLaunch) for call in ex.calls)  # the rest went through Numba's dispatcher
+    direct = sum(isinstance(call, DirectLaunch) for call in ex.calls)  # the other launches: Numba's dispatcher
     row = {"model": name, "batch": batch, "minidlc_ms": ours, "eager_ms": eager, "eager_f32_ms": eager_f32,
            "compile_ms": compiled,
            "eager_ratio": eager / ours, "compile_ratio": compiled / ours if compiled else None,
@@ -186,9 +187,9 @@ def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = 
     print(f"{name:<9}{batch:>6}{ours:>10.3f}{eager:>10.3f}{eager_f32:>10.3f}{comp:>10}{eager / ours:>9.2f}{cr:>10}"
           f"{compile_s:>10.1f}{len(ex.launches):>9}{host:>6}{err:>10.1e}"
           + verdict(eager / ours, MODEL_GOALS.get((name, batch))), flush=True)
-    if direct < len(ex.calls):
-        print(f"  ({len(ex.calls) - direct} of its {len(ex.calls)} calls went through Numba's dispatcher, "
-              "not straight to the driver: see the warnings above)", flush=True)
+    if direct < len(ex.launches):
+        print(f"  ({len(ex.launches) - direct} of its {len(ex.launches)} launches went through Numba's dispatcher: "
+              "see the warning above)", flush=True)
     if with_profile:  # where minidlc's time goes: each step's launches timed alone
         from dataclasses import asdict
 
@@ -203,7 +204,8 @@ def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sgemm", type=int, default=4096, help="N of the N^3 sgemm (0: skip)")
-    ap.add_argument("--models", default="mlp,convnet,tfblock,resnet50")
+    ap.add_argument("--models", default="mlp,convnet,tfblock,resnet50",
+                    help="MODEL (at each of --batches) or MODEL:BATCH, in the order to run them")
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (it compiles for minutes)")
     ap.add_argument("--compile-for", default="", help="run torch.compile for these models only (default: all)")
@@ -221,11 +223,15 @@ def main() -> None:
 
     cuda_module()  # a clear error when there is no GPU
     dev = cuda.get_current_device()
+    try:
+        numba_cuda = f"numba-cuda {importlib.metadata.version('numba-cuda')}"
+    except importlib.metadata.PackageNotFoundError:
+        numba_cuda = "Numba's built-in CUDA target"
     print(f"GPU: {gpu_name(cuda)} (compute capability "
-          f"{dev.compute_capability[0]}.{dev.compute_capability[1]}); numba {numba.__version__}, torch "
+          f"{dev.compute_capability[0]}.{dev.compute_capability[1]}); numba {numba.__version__}, {numba_cuda}, torch "
           f"{torch.__version__}; launches "
           + ("through Numba's dispatcher (MINIDLC_CUDA_LAUNCH)" if os.environ.get("MINIDLC_CUDA_LAUNCH") == "dispatcher"
-             else "straight to the driver"),
+             else "prepared once (DirectLaunch)"),
           flush=True)
     tuned = args.tune.split(",")
     rows = {"sgemm": bench_sgemm(args.sgemm, "sgemm" in tuned) if args.sgemm else None, "models": []}
@@ -236,14 +242,23 @@ def main() -> None:
     save()
     print(f"{'model':<9}{'batch':>6}{'ours ms':>10}{'eager ms':>10}{'f32 eager':>10}{'compile':>10}{'eager/us':>9}"
           f"{'compile/us':>10}{'build s':>10}{'launches':>9}{'host':>6}{'rel err':>10}", flush=True)
-    for name in args.models.split(","):
-        for batch in (int(b) for b in args.batches.split(",")):
-            with_compile = not args.no_compile and (not args.compile_for or name in args.compile_for.split(","))
-            row = bench_model(name, batch, with_compile, f"{name}:{batch}" in args.profile.split(","),
-                              f"{name}:{batch}" in tuned)
-            if row:
-                rows["models"].append(row)
-            save()
+    for name, batch in model_runs(args.models, args.batches):
+        with_compile = not args.no_compile and (not args.compile_for or name in args.compile_for.split(","))
+        row = bench_model(name, batch, with_compile, f"{name}:{batch}" in args.profile.split(","),
+                          f"{name}:{batch}" in tuned)
+        if row:
+            rows["models"].append(row)
+        save()
+
+
+def model_runs(models: str, batches: str) -> list[tuple[str, int]]:
+    """(model, batch) in the order to run them: `models` names MODEL (at
+    each of `batches`) or MODEL:BATCH (at that batch only)."""
+    runs = []
+    for item in models.split(","):
+        name, _, batch = item.partition(":")
+        runs += [(name, int(b)) for b in (batch or batches).split(",")]
+    return runs
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ function that does nothing (libc's abs, given Numba's own argument types, so
 every argument is still converted as for the driver), behind Numba's own
 wrapper, and each path is timed by timeit: what is left is the Python and
 ctypes work of each path. The arguments are those of a kernel of four arrays
-(Numba passes seven values per array). Absolute times are this CPU's.
+(Numba passes seven values per array). Absolute times are this CPU's. It
+needs Numba's built-in CUDA target, whose driver binding is ctypes; NVIDIA's
+numba-cuda launches through cuda.core, where minidlc's launch calls
+`cuda.core.launch` itself.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import functools
 import sys
 import timeit
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from numba.cuda.cudadrv import driver, drvapi  # noqa: E402
@@ -26,10 +30,13 @@ from numba.cuda.cudadrv import driver, drvapi  # noqa: E402
 from minidlc.backends.cuda import driver_launch  # noqa: E402
 
 
+NOT_CTYPES = "launch_overhead.py needs Numba's ctypes driver binding (the built-in CUDA target's)"
+
+
 def stub_driver() -> None:
     """Numba's driver object, its cuLaunchKernel a C no-op, never initialized."""
-    if driver.USE_NV_BINDING:
-        sys.exit("this compares Numba's ctypes binding (NUMBA_CUDA_USE_NVIDIA_BINDING=0)")
+    if not hasattr(driver, "launch_kernel") or getattr(driver, "USE_NV_BINDING", True):
+        sys.exit(NOT_CTYPES)
     noop = ctypes.CDLL(None).abs  # abs(NULL handle) == 0: CUDA_SUCCESS
     restype, *argtypes = drvapi.API_PROTOTYPES["cuLaunchKernel"]
     noop.restype, noop.argtypes = restype, argtypes
@@ -46,7 +53,7 @@ def main() -> None:
     handle = ctypes.c_void_p(0)
     paths = {"Numba's launch_kernel": functools.partial(driver.launch_kernel, handle, 64, 1, 1, 224, 1, 1, 0, None,
                                                         prepared),
-             "minidlc's DirectLaunch": driver_launch("k", handle, 64, 224, prepared)}
+             "minidlc's DirectLaunch": driver_launch("k", SimpleNamespace(handle=handle), 64, 224, prepared)}
     n = 100_000
     times = {name: min(timeit.repeat(call, number=n, repeat=5)) / n * 1e6 for name, call in paths.items()}
     for name, us in times.items():

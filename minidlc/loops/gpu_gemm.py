@@ -41,8 +41,9 @@ threads share k (gpu_schedule.py).
 Which tile: `choose_tile`'s heuristic (by how well the tiles fill the GPU
 and how much they overhang C), unless `minidlc tune` has timed the
 product's candidates on this GPU (`candidate_tiles`; backends/cuda/tuning.py).
-Among the candidates only: tiles split over k (split-K, `split_k`), for
-products whose tiles are too few to fill the GPU. Their blocks each
+Tiles split over k (split-K, `split_k`) serve products whose tiles are too
+few to fill the GPU: tuning tries every split, the heuristic only a large
+product's 8 x 8 tile, split just enough to fill the GPU. Their blocks each
 compute a tile over a run of k slabs into the padded scratch C (one per
 split), and the second launch adds the partial tiles up before the epilogue.
 """
@@ -124,11 +125,11 @@ class GpuTile:
 # (index arithmetic, padding selects) costs more per element than B's. The
 # order follows what tuning measured on an H200 (2026-11-30, the records in
 # backends/cuda/tuned/): 128 x 128 was never the fastest of sgemm's and
-# ResNet-50's 22 products, 64 x 128 was in 7 and within 10% in most, and
+# ResNet-50's 22 products, 64 x 128 was in 8 and within 10% in 14, and
 # where M is small (ResNet-50's 7x7 maps) an 8 x 8 tile split over k beat the
 # 64 x 64 one unsplit by 1.5x. The last, 32 x 32 in 4 x 4 blocks (64 threads),
 # the heuristic never takes (it ties with the one before); tuning tries it,
-# and it won 8 of the 22.
+# and it was the fastest in 7 of the 22.
 TILES = (GpuTile(64, 128, 8, 8, 8), GpuTile(128, 64, 8, 8, 8), GpuTile(128, 128, 8, 8, 8), GpuTile(64, 64, 16, 4, 4),
          GpuTile(128, 16, 16, 8, 1), GpuTile(32, 32, 16, 2, 2), GpuTile(32, 32, 16, 4, 4))
 FILL_BLOCKS = 132  # an H100/H200 has 132 multiprocessors

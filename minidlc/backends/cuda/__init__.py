@@ -20,6 +20,8 @@ kernels as Python threads: slow, but exact enough for tests of small graphs.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import os
 import sys
@@ -187,12 +189,12 @@ class CudaExecutable:
 
 
 class DirectLaunch:
-    """A launch queued straight to the driver, every argument prepared once:
-    `launch(*args)` is the driver's cuLaunchKernel itself where Numba binds it
-    with ctypes, the parameter array built once (Numba's own `launch_kernel`
-    rebuilds it and goes through its logging wrapper at every call: 6.1 us a
-    launch on this VM's CPU against 0.9, `benchmarks/launch_overhead.py`).
-    The GPU benchmark counts these, to say which way the launches went."""
+    """A launch with every argument prepared once, called with no Numba
+    dispatcher in between (which types, converts and configures every
+    argument again at every call: tens of microseconds, most of a small
+    model's time). `launch(*args)` is the cheapest launch the installed Numba
+    CUDA offers (`driver_launch`). The GPU benchmark counts these, to say
+    which way the launches went."""
 
     __slots__ = ("name", "launch", "args", "keep")
 
@@ -201,51 +203,71 @@ class DirectLaunch:
 
     def __call__(self) -> None:
         status = self.launch(*self.args)
-        if status:  # a ctypes driver call returns its CUresult (Numba's wrappers raise instead)
+        if status:  # a ctypes driver call returns its CUresult (the other launches raise instead)
             raise DeviceError(f"cuda: launching {self.name} failed with CUDA error {status}")
 
 
-def driver_launch(name: str, handle, grid: int, block: int, prepared: list) -> DirectLaunch:
-    """The launch of kernel `handle` on arguments `prepared` as Numba prepares
-    them (ctypes values), through the cheapest call this Numba offers."""
-    import ctypes
-
+def driver_launch(name: str, cufunc, grid: int, block: int, prepared: list, keep: tuple = ()) -> DirectLaunch:
+    """The launch of `cufunc` (Numba's compiled kernel function) on the
+    arguments `prepared` as Numba's `_prepare_args` makes them, `keep` alive.
+    - NVIDIA's numba-cuda launches through cuda.core (it dropped its own
+      driver bindings): the arguments are Python ints, and `cuda.core.launch`
+      takes them with a LaunchConfig and the stream made here once.
+    - Numba's built-in target binds the driver with ctypes: the arguments
+      are ctypes values, and the call is the driver's cuLaunchKernel itself,
+      the parameter array built once (Numba's `launch_kernel` rebuilds it and
+      goes through its logging wrapper at every call:
+      `benchmarks/launch_overhead.py` times both with the driver stubbed)."""
     from numba.cuda.cudadrv import driver
 
+    if not hasattr(driver, "launch_kernel"):
+        try:
+            from cuda.core import LaunchConfig, launch
+        except ImportError:  # cuda.core before 1.0
+            from cuda.core.experimental import LaunchConfig, launch
+        config = LaunchConfig(grid=grid, block=block, shmem_size=0)
+        return DirectLaunch(name, launch, (driver._to_core_stream(0), config, cufunc.kernel, *prepared), keep)
     dims = (grid, 1, 1, block, 1, 1)
-    if driver.USE_NV_BINDING or not hasattr(driver.driver.cuLaunchKernel, "__wrapped__"):
-        stream = driver.binding.CUstream(0) if driver.USE_NV_BINDING else None
-        return DirectLaunch(name, driver.launch_kernel, (handle, *dims, 0, stream, prepared))
+    if getattr(driver, "USE_NV_BINDING", False) or not hasattr(driver.driver.cuLaunchKernel, "__wrapped__"):
+        stream = driver.binding.CUstream(0) if getattr(driver, "USE_NV_BINDING", False) else None
+        return DirectLaunch(name, driver.launch_kernel, (cufunc.handle, *dims, 0, stream, prepared), keep)
     params = (ctypes.c_void_p * len(prepared))(*map(ctypes.addressof, prepared))
     launch = driver.driver.cuLaunchKernel.__wrapped__  # the driver's function, with Numba's argtypes
-    return DirectLaunch(name, launch, (handle, *map(ctypes.c_uint, (*dims, 0)), None, params, None), (prepared,))
+    return DirectLaunch(name, launch, (cufunc.handle, *map(ctypes.c_uint, (*dims, 0)), None, params, None),
+                        (prepared, *keep))
 
 
 def launcher(fn, launch: Launch, arrays: list) -> Callable[[], None]:
     """A call that queues one launch. On a GPU the kernel is compiled now
     (not at the first run), and its arguments are prepared once: each run
-    then goes straight to the driver's launch (a microsecond of Python), not
-    through Numba's dispatcher, which types and converts every argument
-    again (tens of microseconds: most of a small model's time).
-    MINIDLC_CUDA_LAUNCH=dispatcher keeps the dispatcher."""
-    configured = fn[launch.grid, launch.block]
+    then launches with no dispatcher (`DirectLaunch`).
+    MINIDLC_CUDA_LAUNCH=dispatcher keeps Numba's dispatcher."""
     if simulated():
+        configured = fn[launch.grid, launch.block]
         return lambda: configured(*arrays)
     import numba
 
     signature = tuple(numba.typeof(a) for a in arrays)
     fn.compile(signature)
-    if os.environ.get("MINIDLC_CUDA_LAUNCH") == "dispatcher":
-        return lambda: configured(*arrays)
-    try:
-        kernel = fn.overloads[signature]
-        prepared, writeback = [], []
-        for ty, value in zip(kernel.argument_types, arrays):
-            kernel._prepare_args(ty, value, 0, writeback, prepared)
-        return driver_launch(launch.name, kernel._codelibrary.get_cufunc().handle, launch.grid, launch.block, prepared)
-    except Exception as e:  # another Numba CUDA version: its dispatcher still works
-        log.warning("cuda: launching %s through Numba's dispatcher, tens of microseconds a launch (%s)", launch.name, e)
-        return lambda: configured(*arrays)
+    if os.environ.get("MINIDLC_CUDA_LAUNCH") != "dispatcher":
+        try:
+            kernel = fn.overloads[signature]
+            prepared, writeback = [], []
+            for ty, value in zip(kernel.argument_types, arrays):
+                kernel._prepare_args(ty, value, 0, writeback, prepared)
+            return driver_launch(launch.name, kernel._codelibrary.get_cufunc(), launch.grid, launch.block, prepared,
+                                 (arrays,))
+        except Exception as e:  # another Numba CUDA version: its dispatcher still works
+            _warn_once(f"cuda: launching through Numba's dispatcher, tens of microseconds a launch: this Numba CUDA "
+                       f"has no launch minidlc knows ({type(e).__name__}: {e})")
+    configured = fn[launch.grid, launch.block]  # (Numba warns here of grids under 128 blocks: a small model's are)
+    return lambda: configured(*arrays)
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    """A warning each distinct message once (not once per launch of a model's hundred)."""
+    log.warning(message)
 
 
 def time_calls(cuda, calls: list[Callable[[], None]]) -> float:
@@ -276,9 +298,10 @@ PARALLEL_COMPILE_MIN = 8  # fewer kernels than this compile in the calling proce
 
 def compile_in_parallel(module, kernels: dict[str, list[str]], minimum: int = PARALLEL_COMPILE_MIN) -> None:
     """Numba CUDA compiles a kernel in a second or several (a tiled GEMM: 5 to
-    8 s), one at a time (ResNet-50: minutes). With many `kernels` (function name -> its parameters'
-    dtypes, `signatures`), worker processes compile them (each
-    its share) into Numba's disk cache; the caller then only loads them.
+    8 s), one at a time (ResNet-50: minutes). With many `kernels` (function
+    name -> its parameters' dtypes, `signatures`), worker processes compile
+    them (each its share) into Numba's disk cache; the caller then only
+    loads them.
     Workers are spawned, not forked: a forked child cannot use CUDA. With
     fewer than `minimum` kernels, starting workers costs more than it saves."""
     import multiprocessing

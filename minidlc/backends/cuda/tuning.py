@@ -19,8 +19,9 @@ Later compiles for cuda on a GPU of that name lower with those tiles
 (`Backend.tiles` -> `LoopProgram(tiles=...)`), and the compile cache's key
 includes them. Records measured on GPUs we had are shipped with minidlc
 (`tuned/cuda-<GPU name>.json`, as TVM ships TopHub's logs): on such a GPU a
-compile takes their tiles untuned, and the user's own records override them. Cache eviction and `minidlc cache clear` leave the records
-alone (they are measured, not rebuilt); delete the file to forget them.
+compile takes their tiles untuned, and the user's own records override
+them. Cache eviction and `minidlc cache clear` leave the records alone
+(they are measured, not rebuilt); delete the file to forget them.
 This is AutoTVM's search, or tinygrad's BEAM, made exhaustive over a small
 space: a few dozen tiles at most per product, each kernel otherwise the
 same. The step is timed whole (its epilogue too), as the model runs it. On
