@@ -45,7 +45,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 
 import minidlc  # noqa: E402
-from minidlc.backends.cuda import DirectLaunch  # noqa: E402
 from minidlc.demo_models import DEMOS, build_model  # noqa: E402
 
 # issue 10's goals: minidlc's speed over PyTorch's (sgemm: torch.matmul, TF32 off; models: eager)
@@ -176,7 +175,7 @@ def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = 
     got = ex.run([feeds[v.name] for v in ex.graph.inputs])[0]  # the arena reuses the inputs' memory: feed again
     err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     host = sum(s.kind.value == "host" for s in m.program.steps)
-    direct = sum(isinstance(call, DirectLaunch) for call in ex.calls)  # the other launches: Numba's dispatcher
+    direct = ex.direct_launches  # the other launches: Numba's dispatcher
     row = {"model": name, "batch": batch, "minidlc_ms": ours, "eager_ms": eager, "eager_f32_ms": eager_f32,
            "compile_ms": compiled,
            "eager_ratio": eager / ours, "compile_ratio": compiled / ours if compiled else None,

@@ -615,16 +615,15 @@ def test_without_a_gpu_the_error_says_how_to_use_the_simulator(tmp_path):
 @needs_gpu
 @pytest.mark.parametrize("name", ["mlp", "convnet", "tfblock"])
 def test_demo_models_on_the_gpu(name):
-    """Right, and every launch queued straight to the driver (a Numba CUDA
+    """Right, and every launch with no Numba dispatcher (a Numba CUDA
     whose internals moved would fall back to its dispatcher: slow, not wrong)."""
-    from minidlc.backends.cuda import DirectLaunch
     from minidlc.demo_models import build_model, example_inputs
 
     model = build_model(name)
     feeds = example_inputs(model)
     compiled = minidlc.compile(model, target="cuda")
     ex = compiled.executable
-    assert sum(isinstance(call, DirectLaunch) for call in ex.calls) == len(ex.launches)
+    assert ex.direct_launches == len(ex.launches)
     got = compiled.run(feeds)
     want = minidlc.compile(model, target="reference").run(feeds)
     for k in want:

@@ -166,6 +166,12 @@ class CudaExecutable:
         for v, a in zip(self.graph.inputs, arrays):
             self.arena.write(v, a)
 
+    @property
+    def direct_launches(self) -> int:
+        """How many launches skip Numba's dispatcher (`DirectLaunch`); the
+        rest fell back to it (a warning said why)."""
+        return sum(isinstance(call, DirectLaunch) for call in self.calls)
+
     def launch(self) -> None:
         """Queue every step once, on the inputs already in the arena (no copies:
         what the GPU benchmark times, as it times PyTorch on device tensors)."""
@@ -227,9 +233,9 @@ def driver_launch(name: str, cufunc, grid: int, block: int, prepared: list, keep
             from cuda.core.experimental import LaunchConfig, launch
         config = LaunchConfig(grid=grid, block=block, shmem_size=0)
         return DirectLaunch(name, launch, (driver._to_core_stream(0), config, cufunc.kernel, *prepared), keep)
-    dims = (grid, 1, 1, block, 1, 1)
-    if getattr(driver, "USE_NV_BINDING", False) or not hasattr(driver.driver.cuLaunchKernel, "__wrapped__"):
-        stream = driver.binding.CUstream(0) if getattr(driver, "USE_NV_BINDING", False) else None
+    dims, nv_binding = (grid, 1, 1, block, 1, 1), getattr(driver, "USE_NV_BINDING", False)
+    if nv_binding or not hasattr(driver.driver.cuLaunchKernel, "__wrapped__"):
+        stream = driver.binding.CUstream(0) if nv_binding else None
         return DirectLaunch(name, driver.launch_kernel, (cufunc.handle, *dims, 0, stream, prepared), keep)
     params = (ctypes.c_void_p * len(prepared))(*map(ctypes.addressof, prepared))
     launch = driver.driver.cuLaunchKernel.__wrapped__  # the driver's function, with Numba's argtypes
