@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import minidlc
+from cuda_marks import gpu, gpu_present, needs_gpu, on_simulator
 from graph_strategies import elementwise_graphs
 from minidlc import compile_cache
 from minidlc.loops import gpu_gemm
@@ -29,23 +30,6 @@ from minidlc.loops.verify import LoopIRError, verify_kernel
 from test_cpu_backends import check, matmul_graph
 
 ROOT = Path(__file__).parents[1]
-SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-
-
-def _gpu_present() -> bool:
-    if SIMULATED:
-        return False
-    try:
-        from numba import cuda
-
-        return cuda.is_available()
-    except Exception:
-        return False
-
-
-gpu = pytest.mark.gpu
-needs_gpu = pytest.mark.skipif(not _gpu_present(), reason="no CUDA GPU (or NUMBA_ENABLE_CUDASIM is set)")
-on_simulator = pytest.mark.skipif(not SIMULATED, reason="simulator tests: run with NUMBA_ENABLE_CUDASIM=1")
 
 
 # ---- GEMM: whole tiles in shared memory, the edges one thread per element ------------------
@@ -588,7 +572,7 @@ def test_the_shipped_h200_records_are_tiles_that_lowering_still_takes(monkeypatc
 
 
 # ---- errors ------------------------------------------------------------------------------
-@pytest.mark.skipif(_gpu_present(), reason="this machine has a GPU")
+@pytest.mark.skipif(gpu_present(), reason="this machine has a GPU")
 def test_without_a_gpu_the_error_says_how_to_use_the_simulator(tmp_path):
     """From Python, a DeviceError; from the command line, one line and exit status 2."""
     import onnx

@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from cuda_marks import gpu, needs_gpu
 from onnx_node_cases import covering_cases, expected_failures, run_case, scoped_cases
 
 TARGETS = ["reference", "llvm", "numba", "cuda"]
@@ -30,7 +31,7 @@ def _params():
             slow = [pytest.mark.slow] if target in SLOW_TO_COMPILE and case.name not in covering else []
             yield pytest.param(case, target, id=f"{target}-{case.name}", marks=marks + slow)
         if case.name in covering:
-            yield pytest.param(case, "cuda", id=f"gpu-{case.name}", marks=marks + [pytest.mark.gpu])
+            yield pytest.param(case, "cuda", id=f"gpu-{case.name}", marks=marks + [gpu, needs_gpu])
 
 
 @pytest.mark.parametrize("case,target", list(_params()))
