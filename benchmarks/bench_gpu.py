@@ -24,8 +24,11 @@ at 1.0 of eager or more, ResNet-50 at batch 32 at 0.5 of eager or more.
 
 Every time is the median over rounds of CUDA-event time around `reps`
 back-to-back runs on inputs already on the device (no host copies on either
-side), after WARM_S of warm-up runs (an idle GPU's clocks are low). Each
-model row says if any of minidlc's launches went through Numba's dispatcher
+side), after WARM_S of warm-up runs (an idle GPU's clocks are low). The
+header says how minidlc queues its kernels (MINIDLC_CUDA_LAUNCH: by default
+one CUDA graph a run, where numba-cuda's cuda.core can capture one); a model
+run as a graph is also timed launched kernel by kernel, to show what the
+graph saves, and a row says if any launches went through Numba's dispatcher
 rather than straight to the driver. tfblock's Reshapes fix its batch at 1.
 """
 from __future__ import annotations
@@ -33,7 +36,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import os
 import statistics
 import sys
 import time
@@ -172,6 +174,7 @@ def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = 
             cmod(*xs)
             compiled = time_torch(lambda: cmod(*xs), 20)
     ours = time_numba(ex.launch, 20)
+    one_by_one = time_numba(lambda: [call() for call in ex.calls], 20) if ex.replay is not None else None
     got = ex.run([feeds[v.name] for v in ex.graph.inputs])[0]  # the arena reuses the inputs' memory: feed again
     err = float(np.linalg.norm(got - want) / np.linalg.norm(want))
     host = sum(s.kind.value == "host" for s in m.program.steps)
@@ -180,12 +183,14 @@ def bench_model(name: str, batch: int, with_compile: bool, with_profile: bool = 
            "compile_ms": compiled,
            "eager_ratio": eager / ours, "compile_ratio": compiled / ours if compiled else None,
            "compile_s": compile_s, "launches": len(ex.launches), "direct_launches": direct, "host_steps": host,
-           "rel_err": err}
+           "graph": ex.replay is not None, "one_by_one_ms": one_by_one, "rel_err": err}
     comp = f"{compiled:8.3f}" if compiled else "       -"
     cr = f"{compiled / ours:6.2f}" if compiled else "     -"
     print(f"{name:<9}{batch:>6}{ours:>10.3f}{eager:>10.3f}{eager_f32:>10.3f}{comp:>10}{eager / ours:>9.2f}{cr:>10}"
           f"{compile_s:>10.1f}{len(ex.launches):>9}{host:>6}{err:>10.1e}"
           + verdict(eager / ours, MODEL_GOALS.get((name, batch))), flush=True)
+    if one_by_one is not None:
+        print(f"  (one CUDA graph; launched kernel by kernel: {one_by_one:.3f} ms)", flush=True)
     if direct < len(ex.launches):
         print(f"  ({len(ex.launches) - direct} of its {len(ex.launches)} launches went through Numba's dispatcher: "
               "see the warning above)", flush=True)
@@ -218,7 +223,7 @@ def main() -> None:
     import torch
     from numba import cuda
 
-    from minidlc.backends.cuda import cuda_module, gpu_name
+    from minidlc.backends.cuda import cuda_module, gpu_name, launch_mode
 
     cuda_module()  # a clear error when there is no GPU
     dev = cuda.get_current_device()
@@ -228,10 +233,7 @@ def main() -> None:
         numba_cuda = "Numba's built-in CUDA target"
     print(f"GPU: {gpu_name(cuda)} (compute capability "
           f"{dev.compute_capability[0]}.{dev.compute_capability[1]}); numba {numba.__version__}, {numba_cuda}, torch "
-          f"{torch.__version__}; launches "
-          + ("through Numba's dispatcher (MINIDLC_CUDA_LAUNCH)" if os.environ.get("MINIDLC_CUDA_LAUNCH") == "dispatcher"
-             else "prepared once (DirectLaunch)"),
-          flush=True)
+          f"{torch.__version__}; launches: {launch_mode().value} (MINIDLC_CUDA_LAUNCH)", flush=True)
     tuned = args.tune.split(",")
     rows = {"sgemm": bench_sgemm(args.sgemm, "sgemm" in tuned) if args.sgemm else None, "models": []}
 

@@ -22,6 +22,7 @@ import minidlc
 from cuda_marks import gpu, gpu_present, needs_gpu, on_simulator
 from graph_strategies import elementwise_graphs
 from minidlc import compile_cache
+from minidlc.backends.cuda import driver_launch
 from minidlc.loops import gpu_gemm
 from minidlc.loops.ir import Allocate, Barrier, Binary, For, Kernel, Load, LoopKind, Param, Scope, Store, Var, add, const, \
     mul, seq
@@ -603,15 +604,22 @@ def test_demo_models_on_the_gpu(name):
     whose internals moved would fall back to its dispatcher: slow, not wrong)."""
     from minidlc.demo_models import build_model, example_inputs
 
+    from numba.cuda.cudadrv import driver
+
     model = build_model(name)
     feeds = example_inputs(model)
     compiled = minidlc.compile(model, target="cuda")
     ex = compiled.executable
     assert ex.direct_launches == len(ex.launches)
+    numba_cuda = not hasattr(driver, "launch_kernel")  # its launches go through cuda.core, which captures graphs
+    assert (ex.replay is not None) == numba_cuda and ex.queue == ([ex.replay] if numba_cuda else ex.calls)
     got = compiled.run(feeds)
     want = minidlc.compile(model, target="reference").run(feeds)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-3, atol=1e-3 * float(np.abs(want[k]).max()))
+    again = compiled.run(feeds)  # the graph replayed a second time: the same
+    for k in want:
+        np.testing.assert_array_equal(again[k], got[k])
 
 
 @gpu
@@ -738,22 +746,87 @@ def test_a_direct_launch_on_numba_cuda_calls_cuda_core_launch_once_configured(mo
     (no numba-cuda on CI): the call's arguments are what that API takes."""
     import types
 
-    import numba.cuda.cudadrv as cudadrv
+    from minidlc.backends.cuda import DirectLaunch
 
-    from minidlc.backends.cuda import DirectLaunch, driver_launch
-
-    launched = []
-    core = types.SimpleNamespace(LaunchConfig=lambda **kw: kw, launch=lambda *args: launched.append(args))
-    monkeypatch.setitem(sys.modules, "cuda", types.SimpleNamespace(core=core))
-    monkeypatch.setitem(sys.modules, "cuda.core", core)
-    monkeypatch.setattr(cudadrv, "driver", types.SimpleNamespace(_to_core_stream=lambda handle: f"stream {handle}"),
-                        raising=False)
+    launched = _fake_cuda_core(monkeypatch)
     call = driver_launch("k_x", types.SimpleNamespace(kernel="kernel k_x"), 64, 224, [0, 0, 100, 4, 123456])
-    assert isinstance(call, DirectLaunch)
+    assert isinstance(call, DirectLaunch) and call.on_stream
     call()
     call()
     config = {"grid": 64, "block": 224, "shmem_size": 0}
     assert launched == [("stream 0", config, "kernel k_x", 0, 0, 100, 4, 123456)] * 2
+
+
+def _fake_cuda_core(monkeypatch, capture_fails: bool = False) -> list:
+    """A cuda.core whose launch, graph builder and graph record what they are
+    asked (no numba-cuda on CI): the calls land in the returned list."""
+    import types
+
+    import numba.cuda.cudadrv as cudadrv
+
+    log = []
+
+    class Builder:
+        stream = "capture stream"
+
+        def begin_building(self, mode):
+            log.append(("begin", mode))
+            return self
+
+        def end_building(self):
+            if capture_fails:
+                raise RuntimeError("capture invalidated")
+            return self
+
+        def complete(self):
+            return types.SimpleNamespace(launch=lambda stream: log.append(("graph", stream)))
+
+    device = types.SimpleNamespace(set_current=lambda: None, create_graph_builder=Builder)
+    core = types.SimpleNamespace(LaunchConfig=lambda **kw: kw, launch=lambda *args: log.append(args),
+                                 Device=lambda: device)
+    monkeypatch.setitem(sys.modules, "cuda", types.SimpleNamespace(core=core))
+    monkeypatch.setitem(sys.modules, "cuda.core", core)
+    monkeypatch.setattr(cudadrv, "driver", types.SimpleNamespace(_to_core_stream=lambda handle: f"stream {handle}"),
+                        raising=False)
+    return log
+
+
+def test_a_runs_launches_are_captured_once_into_a_cuda_graph_and_replayed_by_one_call(monkeypatch, caplog):
+    """On numba-cuda the launches are captured into one CUDA graph (on the
+    graph builder's stream, with their prepared arguments), and a replay is
+    one `Graph.launch` on the stream the launches used. Where capture fails,
+    or a call is not a cuda.core launch, each launch goes by itself."""
+    import types
+
+    from minidlc.backends.cuda import graph_replay
+
+    log = _fake_cuda_core(monkeypatch)
+    calls = [driver_launch(f"k_{i}", types.SimpleNamespace(kernel=f"kernel {i}"), 8 * i, 128, [i, 100])
+             for i in (1, 2)]
+    replay = graph_replay(calls)
+    config = lambda i: {"grid": 8 * i, "block": 128, "shmem_size": 0}  # noqa: E731
+    assert log == [("begin", "thread_local"), ("capture stream", config(1), "kernel 1", 1, 100),
+                   ("capture stream", config(2), "kernel 2", 2, 100)]
+    log.clear()
+    replay()
+    replay()
+    assert log == [("graph", "stream 0")] * 2
+    assert graph_replay([*calls, lambda: None]) is None and graph_replay([]) is None  # a host step: one by one
+    log = _fake_cuda_core(monkeypatch, capture_fails=True)
+    with caplog.at_level("WARNING"):
+        assert graph_replay(calls) is None
+    assert "not as one CUDA graph (RuntimeError: capture invalidated)" in caplog.text
+
+
+def test_the_launch_mode_comes_from_the_environment(monkeypatch):
+    from minidlc.backends.cuda import LaunchMode, launch_mode
+
+    assert launch_mode() is LaunchMode.GRAPH
+    monkeypatch.setenv("MINIDLC_CUDA_LAUNCH", "direct")
+    assert launch_mode() is LaunchMode.DIRECT
+    monkeypatch.setenv("MINIDLC_CUDA_LAUNCH", "graphs")
+    with pytest.raises(ValueError, match="MINIDLC_CUDA_LAUNCH='graphs': expected one of graph, direct, dispatcher"):
+        launch_mode()
 
 
 def test_the_readmes_gpu_tables_come_from_a_benchmark_runs_json(monkeypatch):

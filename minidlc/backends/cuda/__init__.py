@@ -9,7 +9,8 @@
 - Here: one device arena from the same memory plan as the CPU backends;
   weights are uploaded once, when the model is compiled; a run copies the
   inputs in, launches every kernel in order on one stream, and copies the
-  outputs out. Nothing returns to the host between kernels, except for a
+  outputs out (on numba-cuda, the launches are one CUDA graph, replayed by one
+  call: `LaunchMode`). Nothing returns to the host between kernels, except for a
   step that has no GPU lowering: it runs on the host with its NumPy
   reference (its inputs copied out, its outputs back), and `--stats` and
   `--emit loops` count and name such steps. We chose that over a compile
@@ -21,6 +22,7 @@ kernels as Python threads: slow, but exact enough for tests of small graphs.
 from __future__ import annotations
 
 import ctypes
+import enum
 import functools
 import logging
 import os
@@ -153,12 +155,14 @@ class CudaExecutable:
         self.calls = [call for _, calls in self.step_calls for call in calls]
         if module is not None and not simulated():
             record_cache_files(module)  # what Numba cached may be loaded by later processes
+        self.replay = graph_replay(self.calls) if launch_mode() is LaunchMode.GRAPH else None
+        self.queue = [self.replay] if self.replay is not None else self.calls  # what a run calls
         self.lock = threading.Lock()
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         with self.lock:
             self.feed(arrays)
-            self.arena.checked(self.calls)
+            self.arena.checked(self.queue)
             return [self.arena.read(v) for v in self.graph.outputs]
 
     def feed(self, arrays: list[np.ndarray]) -> None:
@@ -174,8 +178,9 @@ class CudaExecutable:
 
     def launch(self) -> None:
         """Queue every step once, on the inputs already in the arena (no copies:
-        what the GPU benchmark times, as it times PyTorch on device tensors)."""
-        for call in self.calls:
+        what the GPU benchmark times, as it times PyTorch on device tensors):
+        the graph's one replay where there is one, else each launch."""
+        for call in self.queue:
             call()
 
     def time_calls(self, calls: list[Callable[[], None]]) -> float:
@@ -202,10 +207,11 @@ class DirectLaunch:
     CUDA offers (`driver_launch`). The GPU benchmark counts these, to say
     which way the launches went."""
 
-    __slots__ = ("name", "launch", "args", "keep")
+    __slots__ = ("name", "launch", "args", "keep", "on_stream")
 
-    def __init__(self, name: str, launch: Callable, args: tuple, keep: tuple = ()):
+    def __init__(self, name: str, launch: Callable, args: tuple, keep: tuple = (), on_stream: bool = False):
         self.name, self.launch, self.args, self.keep = name, launch, args, keep  # keep: what args point into
+        self.on_stream = on_stream  # args[0] is the stream it queues on (cuda.core's launch): `graph_replay` swaps it
 
     def __call__(self) -> None:
         status = self.launch(*self.args)
@@ -227,12 +233,10 @@ def driver_launch(name: str, cufunc, grid: int, block: int, prepared: list, keep
     from numba.cuda.cudadrv import driver
 
     if not hasattr(driver, "launch_kernel"):
-        try:
-            from cuda.core import LaunchConfig, launch
-        except ImportError:  # cuda.core before 1.0
-            from cuda.core.experimental import LaunchConfig, launch
-        config = LaunchConfig(grid=grid, block=block, shmem_size=0)
-        return DirectLaunch(name, launch, (driver._to_core_stream(0), config, cufunc.kernel, *prepared), keep)
+        core = cuda_core()
+        config = core.LaunchConfig(grid=grid, block=block, shmem_size=0)
+        return DirectLaunch(name, core.launch, (driver._to_core_stream(0), config, cufunc.kernel, *prepared), keep,
+                            on_stream=True)
     dims, nv_binding = (grid, 1, 1, block, 1, 1), getattr(driver, "USE_NV_BINDING", False)
     if nv_binding or not hasattr(driver.driver.cuLaunchKernel, "__wrapped__"):
         stream = driver.binding.CUstream(0) if nv_binding else None
@@ -243,11 +247,66 @@ def driver_launch(name: str, cufunc, grid: int, block: int, prepared: list, keep
                         (prepared, *keep))
 
 
+def cuda_core():
+    """NVIDIA's cuda.core, through which numba-cuda launches (under
+    cuda.core.experimental before its 1.0)."""
+    try:
+        import cuda.core as core
+
+        core.LaunchConfig  # noqa: B018 (before 1.0 the package holds only `experimental`)
+    except (ImportError, AttributeError):
+        import cuda.core.experimental as core
+    return core
+
+
+class LaunchMode(enum.Enum):
+    """How a run queues its kernels: MINIDLC_CUDA_LAUNCH, default graph."""
+
+    GRAPH = "graph"  # every launch captured once into a CUDA graph, which a run replays with one call
+    DIRECT = "direct"  # each launch with its arguments prepared once (`DirectLaunch`)
+    DISPATCHER = "dispatcher"  # each launch through Numba's dispatcher (what Numba does; for comparison)
+
+
+def launch_mode() -> LaunchMode:
+    value = os.environ.get("MINIDLC_CUDA_LAUNCH", LaunchMode.GRAPH.value)
+    try:
+        return LaunchMode(value)
+    except ValueError:
+        raise ValueError(f"MINIDLC_CUDA_LAUNCH={value!r}: expected one of "
+                         f"{', '.join(m.value for m in LaunchMode)}") from None
+
+
+def graph_replay(calls: list) -> Callable[[], None] | None:
+    """A run's launches as one CUDA graph: captured once here, then each run
+    is one `Graph.launch` from Python instead of a launch a kernel (a model at
+    batch 1 is launch-bound: the GPU finishes a kernel before Python has
+    queued the next). This is what torch.compile's "reduce-overhead" mode
+    does. Only where every call is a launch through cuda.core (numba-cuda; a
+    host step in between, or Numba's built-in target, launches one by one),
+    and the graph replays on the stream the launches used, so copies in and
+    out stay ordered around it. None, with a warning, where capture fails."""
+    if not calls or not all(isinstance(c, DirectLaunch) and c.on_stream for c in calls):
+        return None
+    core = cuda_core()
+    try:
+        device = core.Device()
+        device.set_current()  # (the context Numba made current: cuda.core's Device then knows it)
+        builder = device.create_graph_builder().begin_building("thread_local")
+        for call in calls:
+            call.launch(builder.stream, *call.args[1:])
+        graph = builder.end_building().complete()
+    except Exception as e:  # an older cuda.core, or a driver that cannot capture: launch one by one
+        _warn_once(f"cuda: launching kernel by kernel, not as one CUDA graph ({type(e).__name__}: {e})")
+        return None
+    stream = calls[0].args[0]
+    return functools.partial(graph.launch, stream)
+
+
 def launcher(fn, launch: Launch, arrays: list) -> Callable[[], None]:
     """A call that queues one launch. On a GPU the kernel is compiled now
     (not at the first run), and its arguments are prepared once: each run
-    then launches with no dispatcher (`DirectLaunch`).
-    MINIDLC_CUDA_LAUNCH=dispatcher keeps Numba's dispatcher."""
+    then launches with no dispatcher (`DirectLaunch`), unless
+    MINIDLC_CUDA_LAUNCH=dispatcher (`LaunchMode`)."""
     if simulated():
         configured = fn[launch.grid, launch.block]
         return lambda: configured(*arrays)
@@ -255,7 +314,7 @@ def launcher(fn, launch: Launch, arrays: list) -> Callable[[], None]:
 
     signature = tuple(numba.typeof(a) for a in arrays)
     fn.compile(signature)
-    if os.environ.get("MINIDLC_CUDA_LAUNCH") != "dispatcher":
+    if launch_mode() is not LaunchMode.DISPATCHER:
         try:
             kernel = fn.overloads[signature]
             prepared, writeback = [], []
