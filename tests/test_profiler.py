@@ -1,7 +1,6 @@
 """The per-kernel profiler (`--profile`) and the machine's peaks (`minidlc machine`)."""
 import json
 
-import numpy as np
 import pytest
 
 import minidlc

@@ -2,7 +2,6 @@
 on the CPU backends, constant folding that keeps int8 weights int8.
 (The ONNX node tests of these ops run in test_onnx_conformance.py.)"""
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
