@@ -13,7 +13,8 @@
 # Numba supports first on PYTHONPATH (wheels in .whl/, see DEVELOPING.md).
 # The gpu tests compile a few kernels each (seconds apiece in Numba CUDA):
 # with pytest-xdist (installed from .whl/ where missing) they run in
-# $TEST_WORKERS processes (default 8) sharing the GPU.
+# $TEST_WORKERS processes sharing the GPU (default 6: each may start compile
+# workers of its own).
 set -o pipefail
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
@@ -28,9 +29,9 @@ if ! python3 -c "from numba import cuda; cuda.compile_ptx(lambda a: None, 'void(
 fi
 if ! python3 -c "import xdist" 2>/dev/null && ls .whl/pytest_xdist-*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site-xdist .whl/pytest_xdist-*.whl \
-        .whl/execnet-*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site-xdist"
+        .whl/execnet-*.whl && export PYTHONPATH="/tmp/site-xdist${PYTHONPATH:+:$PYTHONPATH}"
 fi
-WORKERS=$(python3 -c "import xdist" 2>/dev/null && echo "-n ${TEST_WORKERS:-8}")
+WORKERS=$(python3 -c "import xdist, execnet" 2>/dev/null && echo "-n ${TEST_WORKERS:-6}")
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import numba, numpy, torch; print('numba', numba.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
 timeout "${BENCH_S:-330}" python3 benchmarks/bench_gpu.py ${BENCH_ARGS:---models resnet50:32,mlp:1,convnet:1,tfblock:1,mlp:32,convnet:32,resnet50:1 --compile-for mlp,convnet,tfblock --profile mlp:1,resnet50:32} --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"

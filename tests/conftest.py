@@ -21,12 +21,13 @@ def pytest_configure(config):
     marks = config.option.markexpr or ""
     if "gpu" not in marks.replace("not gpu", ""):
         os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
-    os.environ.setdefault("MINIDLC_FUZZ_SEED", str(random.SystemRandom().randrange(2 ** 32)))
+    if not os.environ.get("MINIDLC_FUZZ_SEED"):
+        os.environ["MINIDLC_FUZZ_SEED"] = str(random.SystemRandom().randrange(2 ** 32))
 
 
 def pytest_terminal_summary(terminalreporter):
     """The differential fuzzer's seed, when it ran, so that a failure can be replayed."""
-    ran = any(getattr(report, "nodeid", "").startswith("tests/test_fuzz_onnxruntime.py")
+    ran = any(getattr(report, "when", None) == "call" and report.nodeid.startswith("tests/test_fuzz_onnxruntime.py")
               for reports in terminalreporter.stats.values() for report in reports)
     if ran:
         seed = os.environ["MINIDLC_FUZZ_SEED"]

@@ -27,7 +27,9 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
-# A fresh seed each session, printed at the end of the run; MINIDLC_FUZZ_SEED replays one.
+# A fresh seed each run (conftest.py draws it once, for every xdist worker, and the
+# summary prints it; drawn here when the module is used outside pytest);
+# MINIDLC_FUZZ_SEED replays one.
 SEED = int(os.environ.get("MINIDLC_FUZZ_SEED") or random.SystemRandom().randrange(2 ** 32))
 FLOAT = ("f32", "f64")
 INT = ("i32", "i64")

@@ -602,24 +602,25 @@ def test_without_a_gpu_the_error_says_how_to_use_the_simulator(tmp_path):
 def test_demo_models_on_the_gpu(name):
     """Right, and every launch with no Numba dispatcher (a Numba CUDA
     whose internals moved would fall back to its dispatcher: slow, not wrong)."""
-    from minidlc.demo_models import build_model, example_inputs
+    from minidlc.demo_models import build_model
 
     from numba.cuda.cudadrv import driver
 
+    from minidlc.backends.cuda import LaunchMode, launch_mode
+
     model = build_model(name)
-    feeds = example_inputs(model)
     compiled = minidlc.compile(model, target="cuda")
+    reference = minidlc.compile(model, target="reference")
     ex = compiled.executable
     assert ex.direct_launches == len(ex.launches)
-    numba_cuda = not hasattr(driver, "launch_kernel")  # its launches go through cuda.core, which captures graphs
-    assert (ex.replay is not None) == numba_cuda and ex.queue == ([ex.replay] if numba_cuda else ex.calls)
-    got = compiled.run(feeds)
-    want = minidlc.compile(model, target="reference").run(feeds)
-    for k in want:
-        np.testing.assert_allclose(got[k], want[k], rtol=1e-3, atol=1e-3 * float(np.abs(want[k]).max()))
-    again = compiled.run(feeds)  # the graph replayed a second time: the same
-    for k in want:
-        np.testing.assert_array_equal(again[k], got[k])
+    # numba-cuda launches through cuda.core, which captures a run's launches as one CUDA graph
+    graph = not hasattr(driver, "launch_kernel") and launch_mode() is LaunchMode.GRAPH
+    assert (ex.replay is not None) == graph and ex.queue == ([ex.replay] if graph else ex.calls)
+    for seed in (0, 1):  # a second run on other inputs: a replay that computed nothing would leave the first's
+        feeds = compiled.random_inputs(seed)
+        got, want = compiled.run(feeds), reference.run(feeds)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-3, atol=1e-3 * float(np.abs(want[k]).max()))
 
 
 @gpu
@@ -750,7 +751,7 @@ def test_a_direct_launch_on_numba_cuda_calls_cuda_core_launch_once_configured(mo
 
     launched = _fake_cuda_core(monkeypatch)
     call = driver_launch("k_x", types.SimpleNamespace(kernel="kernel k_x"), 64, 224, [0, 0, 100, 4, 123456])
-    assert isinstance(call, DirectLaunch) and call.on_stream
+    assert isinstance(call, DirectLaunch) and call.via_cuda_core
     call()
     call()
     config = {"grid": 64, "block": 224, "shmem_size": 0}
@@ -781,7 +782,7 @@ def _fake_cuda_core(monkeypatch, capture_fails: bool = False) -> list:
         def complete(self):
             return types.SimpleNamespace(launch=lambda stream: log.append(("graph", stream)))
 
-    device = types.SimpleNamespace(set_current=lambda: None, create_graph_builder=Builder)
+    device = types.SimpleNamespace(set_current=lambda: log.append("set_current"), create_graph_builder=Builder)
     core = types.SimpleNamespace(LaunchConfig=lambda **kw: kw, launch=lambda *args: log.append(args),
                                  Device=lambda: device)
     monkeypatch.setitem(sys.modules, "cuda", types.SimpleNamespace(core=core))
@@ -798,29 +799,34 @@ def test_a_runs_launches_are_captured_once_into_a_cuda_graph_and_replayed_by_one
     or a call is not a cuda.core launch, each launch goes by itself."""
     import types
 
-    from minidlc.backends.cuda import graph_replay
+    import contextlib
+
+    from minidlc.backends.cuda import _warn_once, graph_replay
 
     log = _fake_cuda_core(monkeypatch)
+    cuda = types.SimpleNamespace(defer_cleanup=lambda: contextlib.nullcontext(log.append("frees deferred")))
     calls = [driver_launch(f"k_{i}", types.SimpleNamespace(kernel=f"kernel {i}"), 8 * i, 128, [i, 100])
              for i in (1, 2)]
-    replay = graph_replay(calls)
+    replay = graph_replay(calls, cuda)
     config = lambda i: {"grid": 8 * i, "block": 128, "shmem_size": 0}  # noqa: E731
-    assert log == [("begin", "thread_local"), ("capture stream", config(1), "kernel 1", 1, 100),
-                   ("capture stream", config(2), "kernel 2", 2, 100)]
+    assert log == ["set_current", "frees deferred", ("begin", "thread_local"),
+                   ("capture stream", config(1), "kernel 1", 1, 100), ("capture stream", config(2), "kernel 2", 2, 100)]
     log.clear()
     replay()
     replay()
     assert log == [("graph", "stream 0")] * 2
-    assert graph_replay([*calls, lambda: None]) is None and graph_replay([]) is None  # a host step: one by one
+    assert graph_replay([*calls, lambda: None], cuda) is None and graph_replay([], cuda) is None  # a host step
     log = _fake_cuda_core(monkeypatch, capture_fails=True)
+    _warn_once.cache_clear()  # (a warning is given once a process)
     with caplog.at_level("WARNING"):
-        assert graph_replay(calls) is None
+        assert graph_replay(calls, cuda) is None
     assert "not as one CUDA graph (RuntimeError: capture invalidated)" in caplog.text
 
 
 def test_the_launch_mode_comes_from_the_environment(monkeypatch):
     from minidlc.backends.cuda import LaunchMode, launch_mode
 
+    monkeypatch.delenv("MINIDLC_CUDA_LAUNCH", raising=False)
     assert launch_mode() is LaunchMode.GRAPH
     monkeypatch.setenv("MINIDLC_CUDA_LAUNCH", "direct")
     assert launch_mode() is LaunchMode.DIRECT

@@ -21,6 +21,7 @@ kernels as Python threads: slow, but exact enough for tests of small graphs.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import functools
@@ -155,7 +156,7 @@ class CudaExecutable:
         self.calls = [call for _, calls in self.step_calls for call in calls]
         if module is not None and not simulated():
             record_cache_files(module)  # what Numba cached may be loaded by later processes
-        self.replay = graph_replay(self.calls) if launch_mode() is LaunchMode.GRAPH else None
+        self.replay = graph_replay(self.calls, cuda) if launch_mode() is LaunchMode.GRAPH else None
         self.queue = [self.replay] if self.replay is not None else self.calls  # what a run calls
         self.lock = threading.Lock()
 
@@ -207,11 +208,11 @@ class DirectLaunch:
     CUDA offers (`driver_launch`). The GPU benchmark counts these, to say
     which way the launches went."""
 
-    __slots__ = ("name", "launch", "args", "keep", "on_stream")
+    __slots__ = ("name", "launch", "args", "keep", "via_cuda_core")
 
-    def __init__(self, name: str, launch: Callable, args: tuple, keep: tuple = (), on_stream: bool = False):
+    def __init__(self, name: str, launch: Callable, args: tuple, keep: tuple = (), via_cuda_core: bool = False):
         self.name, self.launch, self.args, self.keep = name, launch, args, keep  # keep: what args point into
-        self.on_stream = on_stream  # args[0] is the stream it queues on (cuda.core's launch): `graph_replay` swaps it
+        self.via_cuda_core = via_cuda_core  # launch is cuda.core's, args[0] its stream: `graph_replay` swaps that
 
     def __call__(self) -> None:
         status = self.launch(*self.args)
@@ -236,7 +237,7 @@ def driver_launch(name: str, cufunc, grid: int, block: int, prepared: list, keep
         core = cuda_core()
         config = core.LaunchConfig(grid=grid, block=block, shmem_size=0)
         return DirectLaunch(name, core.launch, (driver._to_core_stream(0), config, cufunc.kernel, *prepared), keep,
-                            on_stream=True)
+                            via_cuda_core=True)
     dims, nv_binding = (grid, 1, 1, block, 1, 1), getattr(driver, "USE_NV_BINDING", False)
     if nv_binding or not hasattr(driver.driver.cuLaunchKernel, "__wrapped__"):
         stream = driver.binding.CUstream(0) if nv_binding else None
@@ -268,6 +269,8 @@ class LaunchMode(enum.Enum):
 
 
 def launch_mode() -> LaunchMode:
+    """MINIDLC_CUDA_LAUNCH as a LaunchMode (read at each compile, so a
+    benchmark may compare the modes in one process)."""
     value = os.environ.get("MINIDLC_CUDA_LAUNCH", LaunchMode.GRAPH.value)
     try:
         return LaunchMode(value)
@@ -276,30 +279,49 @@ def launch_mode() -> LaunchMode:
                          f"{', '.join(m.value for m in LaunchMode)}") from None
 
 
-def graph_replay(calls: list) -> Callable[[], None] | None:
+def graph_replay(calls: list, cuda) -> Callable[[], None] | None:
     """A run's launches as one CUDA graph: captured once here, then each run
     is one `Graph.launch` from Python instead of a launch a kernel (a model at
     batch 1 is launch-bound: the GPU finishes a kernel before Python has
     queued the next). This is what torch.compile's "reduce-overhead" mode
     does. Only where every call is a launch through cuda.core (numba-cuda; a
-    host step in between, or Numba's built-in target, launches one by one),
-    and the graph replays on the stream the launches used, so copies in and
-    out stay ordered around it. None, with a warning, where capture fails."""
-    if not calls or not all(isinstance(c, DirectLaunch) and c.on_stream for c in calls):
+    model with a host step, or Numba's built-in target, launches kernel by
+    kernel), and the graph replays on the stream the launches used, so the
+    copies in and out stay ordered around it. Kernel arguments are captured
+    by value: they point into the arena and the weights, which live as long
+    as the executable. None, with a warning, where capture fails (a driver
+    older than CUDA 12.3 cannot capture a lazily loaded kernel's first
+    launch, say).
+    The capture is thread-local: no other thread's CUDA calls can spoil it,
+    and Numba's deferred frees, which would (a cuMemFree while this thread
+    captures), wait until it is over."""
+    if not calls or not all(isinstance(c, DirectLaunch) and c.via_cuda_core for c in calls):
         return None
-    core = cuda_core()
+    core, builder = cuda_core(), None
     try:
         device = core.Device()
         device.set_current()  # (the context Numba made current: cuda.core's Device then knows it)
-        builder = device.create_graph_builder().begin_building("thread_local")
-        for call in calls:
-            call.launch(builder.stream, *call.args[1:])
-        graph = builder.end_building().complete()
+        with cuda.defer_cleanup():
+            builder = device.create_graph_builder().begin_building("thread_local")
+            for call in calls:
+                call.launch(builder.stream, *call.args[1:])
+            graph = builder.end_building().complete()
     except Exception as e:  # an older cuda.core, or a driver that cannot capture: launch one by one
+        if builder is not None:
+            _end_capture(builder)
         _warn_once(f"cuda: launching kernel by kernel, not as one CUDA graph ({type(e).__name__}: {e})")
         return None
     stream = calls[0].args[0]
     return functools.partial(graph.launch, stream)
+
+
+def _end_capture(builder) -> None:
+    """End a capture that failed part way, so that this thread may use CUDA
+    again (the builder's own `end_building` raises on an invalidated one)."""
+    with contextlib.suppress(Exception):  # (not capturing any more, or never began: nothing to end)
+        from cuda.bindings import driver as cu
+
+        cu.cuStreamEndCapture(builder.stream.handle)
 
 
 def launcher(fn, launch: Launch, arrays: list) -> Callable[[], None]:
