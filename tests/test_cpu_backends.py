@@ -16,6 +16,7 @@ from graph_strategies import elementwise_graphs, random_feeds
 from minidlc.backends import get_backend
 from minidlc.backends.llvm.team import JOB_SLEEPERS, SPIN_LIMIT, futex_syscall
 from minidlc.ir import Graph, TensorType
+from minidlc.ir.types import dtype_name
 from minidlc.ir.registry import IRError
 from minidlc.loops.gemm import ROW_BLOCKS_MIN_WIDTH
 
@@ -90,14 +91,47 @@ def test_fused_elementwise_broadcast_and_reductions(cpu):
     check(g, cpu)
 
 
-def test_integer_division_falls_back_and_says_so(cpu):
+def test_integer_powers_fall_back_and_say_so(cpu):
     g = Graph()
     a, b = g.add_input("a", TensorType((4,), "i32")), g.add_input("b", TensorType((4,), "i32"))
-    g.outputs = [g.add("Div", [a, b]).output]
+    g.outputs = [g.add("Pow", [a, b]).output]
     m = minidlc.compile(g, target=cpu)
-    assert "runs on NumPy (fallback: Div on i32)" in m.emit("loops")
-    out = m.run({"a": np.array([7, -7, 9, 1], np.int32), "b": np.array([2, 2, -4, 1], np.int32)})
-    np.testing.assert_array_equal(list(out.values())[0], [3, -3, -2, 1])
+    assert "runs on NumPy (fallback: Pow on i32)" in m.emit("loops")
+    out = m.run({"a": np.array([7, -7, 9, 1], np.int32), "b": np.array([2, 3, 0, 5], np.int32)})
+    np.testing.assert_array_equal(list(out.values())[0], [49, -343, 1, 1])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.int64])
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator, which conftest.py sets)
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the simulator's NumPy scalars wrap, warning
+def test_integer_division_is_native_and_never_traps(target, dtype):
+    """Div and Mod on integers run in kernels. x86 faults on a zero divisor and
+    on the most negative value over -1: those give 0 (ONNX leaves x / 0
+    undefined; NumPy gives 0 too) and the wrapped negation, or remainder 0,
+    with no trap. Div truncates; Mod floors (fmod=0) or takes the dividend's
+    sign (fmod=1)."""
+    info = np.iinfo(dtype)
+    pairs = [(7, 2), (info.max, 3), (5, 0), (0, 7), (info.max, info.max)]
+    if info.min < 0:
+        pairs += [(-7, 2), (7, -2), (-7, -2), (info.min, -1), (info.max, -1), (info.min, 0), (info.min, 3)]
+    a, b = (np.array(column, dtype) for column in zip(*pairs))
+    g = Graph()
+    x = g.add_input("a", TensorType(a.shape, dtype_name(a.dtype)))
+    y = g.add_input("b", x.type)
+    g.outputs = [g.add("Div", [x, y]).output, g.add("Mod", [x, y]).output, g.add("Mod", [x, y], {"fmod": 1}).output]
+    m = minidlc.compile(g, target=target)
+    assert "runs on NumPy" not in m.emit("loops")
+    got = [out.tolist() for out in m.run({"a": a, "b": b}).values()]
+
+    def wrapped(v: int) -> int:
+        return (v - info.min) % (info.max - info.min + 1) + info.min
+
+    def want(p: int, q: int) -> tuple[int, int, int]:  # in Python's integers: Div, Mod, Mod with fmod
+        if q == 0:
+            return 0, 0, 0
+        quotient = abs(p) // abs(q) * (1 if (p < 0) == (q < 0) else -1)
+        return wrapped(quotient), p % q, p - q * quotient
+    assert got == [list(column) for column in zip(*(want(p, q) for p, q in pairs))]
 
 
 @pytest.mark.parametrize("target,stages", [
@@ -173,8 +207,8 @@ def test_native_programs_around_a_numpy_fallback_on_many_threads(target, threads
     g = Graph()
     x = g.add_input("x", TensorType((250, 200)))
     y = g.add("Relu", [g.add("MatMul", [x, g.constant(np.ones((200, 64), np.float32), "w")]).output]).output
-    q = g.add("Cast", [g.add("Div", [g.add("Cast", [y], {"to": "i32"}).output,
-                                     g.constant(np.array(3, np.int32), "three")]).output], {"to": "f32"}).output
+    q = g.add("Cast", [g.add("Pow", [g.add("Cast", [y], {"to": "i32"}).output,  # integer powers: on NumPy
+                                     g.constant(np.array(2, np.int32), "two")]).output], {"to": "f32"}).output
     g.outputs = [g.add("Softmax", [g.add("Add", [q, y]).output], {"axis": 1}).output]
     m = minidlc.compile(g, target=target, threads=threads, opt_level=0)  # unfused: the Div is a step of its own
     feeds = {"x": np.random.default_rng(0).integers(-5, 6, (250, 200)).astype(np.float32)}  # exact sums
@@ -462,8 +496,8 @@ def test_llvm_team_with_more_threads_than_cores_sleeps_and_stays_right():
     g = Graph()
     x = g.add_input("x", TensorType((256, 200)))  # big enough for parallel loops
     y = g.add("Relu", [g.add("MatMul", [x, g.constant(np.ones((200, 64), np.float32), "w")]).output]).output
-    q = g.add("Cast", [g.add("Div", [g.add("Cast", [y], {"to": "i32"}).output,
-                                     g.constant(np.array(3, np.int32), "three")]).output], {"to": "f32"}).output
+    q = g.add("Cast", [g.add("Pow", [g.add("Cast", [y], {"to": "i32"}).output,  # integer powers: on NumPy
+                                     g.constant(np.array(2, np.int32), "two")]).output], {"to": "f32"}).output
     g.outputs = [g.add("Softmax", [g.add("Add", [q, y]).output], {"axis": 1}).output]
     m = minidlc.compile(g, target="llvm", threads=3 * (os.cpu_count() or 1), opt_level=0)
     feeds = [{"x": np.random.default_rng(seed).integers(-5, 6, (256, 200)).astype(np.float32)} for seed in range(3)]

@@ -17,7 +17,6 @@ from onnx_node_cases import expected_failures, loop_program, scoped_cases
 LIMITS = {
     r"^(Div|Mod|MatMul) on f16$|^arithmetic on f16 or bf16|^Cast from f(16|64) to f(16|64) ":
         "f16 and bf16 are storage dtypes: kernels convert them (to and from f32), they do not compute in them",
-    r"^(Div|Mod) on (i8|u8|i16|i32|i64)$": "integer division: a zero divisor would trap in a kernel",
     r"^Pow on i(32|64)$": "integer powers",
     r"^MatMul with a 1-D operand$": "vector products (1-D MatMul operands)",
     r"^(Conv|ConvInteger) with a weight computed at run time$": "convolutions take packed, compile-time weights",

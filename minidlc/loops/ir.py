@@ -257,6 +257,16 @@ def cast(e: Expr, dtype: str) -> Expr:
     return e if e.dtype == dtype else Cast(e, dtype)
 
 
+def nontrapping_divisor(b: Expr) -> Expr:
+    """Integer `b` as a divisor no division traps on: 1 where it is 0, or -1 if
+    signed (x86 faults on x / 0 and on MIN / -1). The verifier accepts exactly
+    this form; whoever divides by it gives those cases a value of their own."""
+    traps = Compare("==", b, Const(0, b.dtype))
+    if LOWEST[b.dtype] < 0:
+        traps = Binary("or", traps, Compare("==", b, Const(-1, b.dtype)))
+    return Select(traps, Const(1, b.dtype), b)
+
+
 def seq(*stmts: "Stmt | None") -> Stmt:
     """A Seq of the given statements, flattening nested Seqs and dropping None."""
     out: list[Stmt] = []

@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 
 from ..ir.ops.shape import VIEW_OPS, slice_ranges
-from .ir import INDEX, Binary, Call, Cast, Compare, Const, Expr, Select, add, cast, const, mul, row_major
+from .ir import INDEX, LOWEST, Binary, Call, Cast, Compare, Const, Expr, Select, add, cast, const, mul, \
+    nontrapping_divisor, row_major
 
 
 class Unsupported(Exception):
@@ -33,7 +34,8 @@ FLOATS = ("f32", "f64")
 # f16 and bf16 hold weights (mixed precision); x86 converts f16 with F16C, bf16
 # by shifting its bits (it is an f32's top half), and computes in f32.
 STORAGE_DTYPES = ("f16", "bf16")
-NATIVE_DTYPES = FLOATS + STORAGE_DTYPES + ("i8", "u8", "i16", "i32", "i64", "bool")
+INTS = ("i8", "u8", "i16", "i32", "i64")
+NATIVE_DTYPES = FLOATS + STORAGE_DTYPES + INTS + ("bool",)
 
 
 def rule(*names):
@@ -207,16 +209,32 @@ def _mean(node, idx, read):
 
 @rule("Div")
 def _div(node, idx, read):
-    _float(node)  # integer division by zero would trap: leave it to NumPy
     a, b = _inputs(node, idx, read)
-    return Binary("/", a, b)
+    if node.outputs[0].type.dtype in FLOATS:
+        return Binary("/", a, b)
+    return _int_division(node, "/", a, b, Binary("-", _c(0, a), a))
 
 
 @rule("Mod")
 def _mod(node, idx, read):
-    _float(node)
     a, b = _inputs(node, idx, read)
-    return Binary("%" if node.attrs["fmod"] else "mod", a, b)
+    op = "%" if node.attrs["fmod"] else "mod"
+    if node.outputs[0].type.dtype in FLOATS:
+        return Binary(op, a, b)
+    return _int_division(node, op, a, b, _c(0, a))
+
+
+def _int_division(node, op: str, a: Expr, b: Expr, by_minus_one: Expr) -> Expr:
+    """a op b on integers, with no division that traps (`nontrapping_divisor`):
+    a zero divisor gives 0 (what NumPy gives; ONNX leaves it undefined), a
+    divisor of -1 `by_minus_one` (the wrapped negation, or remainder 0)."""
+    dt = node.outputs[0].type.dtype
+    if dt not in INTS:
+        raise Unsupported(f"{node.op} on {dt}")
+    value = Binary(op, a, nontrapping_divisor(b))
+    if LOWEST[dt] < 0:
+        value = Select(Compare("==", b, _c(-1, b)), by_minus_one, value)
+    return Select(Compare("==", b, _c(0, b)), _c(0, a), value)
 
 
 @rule("Pow")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import DTYPES
-from .ir import Allocate, Barrier, Binary, Call, CALLS, Cast, Compare, Const, Expr, For, If, INDEX, Kernel, Load, LoopKind, Scope, Select, Seq, Stmt, Store, Var
+from .ir import Allocate, Barrier, Binary, Call, CALLS, Cast, Compare, Const, Expr, For, If, INDEX, Kernel, Load, LoopKind, Scope, Select, Seq, Stmt, Store, Var, \
+    nontrapping_divisor
 
 
 class LoopIRError(Exception):
@@ -135,7 +136,8 @@ def _check_expr(e: Expr, bufs, env) -> None:
             raise LoopIRError(f"operands of {e.op} have dtypes {e.a.dtype} and {e.b.dtype}")
         if isinstance(e, Binary) and e.op in ("/", "%", "mod") and e.dtype not in ("f32", "f64"):
             divisor = interval(e.b, env)  # x / 0 and MIN / -1 trap: prove neither can happen
-            if divisor is None or divisor[0] <= 0 <= divisor[1] or divisor[0] <= -1 <= divisor[1]:
+            if (divisor is None or divisor[0] <= 0 <= divisor[1] or divisor[0] <= -1 <= divisor[1]) and \
+                    not (isinstance(e.b, Select) and e.b == nontrapping_divisor(e.b.b)):
                 raise LoopIRError(f"integer {e.op} by {e.b!r}, which may be 0 or -1")
     elif isinstance(e, Select):
         for x in (e.cond, e.a, e.b):

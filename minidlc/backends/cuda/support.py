@@ -82,15 +82,22 @@ def fmin(a, b):
 
 @device_function
 def div(a, b):
-    """C integer division: truncates toward zero (Python's // floors)."""
-    q = abs(a) // abs(b)
-    return q if (a < 0) == (b < 0) else -q
+    """C integer division: truncates toward zero, where Python's // floors
+    (one more where the two differ: a remainder, and operands of opposite
+    signs). Nothing overflows: abs(a) would, for the most negative a."""
+    q = a // b
+    if a % b != 0 and (a < 0) != (b < 0):
+        q += 1
+    return q
 
 
 @device_function
 def rem(a, b):
-    """C remainder: takes the dividend's sign."""
-    return a - div(a, b) * b
+    """C remainder: takes the dividend's sign, where Python's % takes the divisor's."""
+    r = a % b
+    if r != 0 and (a < 0) != (b < 0):
+        r -= b
+    return r
 
 
 if config.ENABLE_CUDASIM:  # Python's operators: the same numbers, and the simulator's hot path
