@@ -45,9 +45,25 @@ def _binary(name, fn, dtypes=NUMERIC_DTYPES, out_dtype=None, attrs=None, inputs=
 
 
 def _int_div(a, b):
-    if a.dtype.kind in "iu":
-        return np.trunc(a.astype(np.float64) / b).astype(a.dtype)
-    return a / b
+    """Div: on integers C's truncating division, exact (not through floats,
+    which lose int64's low bits), with what the kernels give where ONNX
+    leaves it undefined: 0 for a zero divisor, the wrapped negation for -1."""
+    if a.dtype.kind not in "iu":
+        return a / b
+    with np.errstate(all="ignore"):  # (a zero divisor, MIN / -1: replaced below)
+        safe = np.where(b == 0, 1, b).astype(b.dtype)
+        q = a // safe  # floors: one more where the truncation differs
+        q = q + ((a % safe != 0) & ((a < 0) != (safe < 0))).astype(q.dtype)
+        if a.dtype.kind == "i":
+            q = np.where(b == -1, -a, q).astype(q.dtype)
+        return np.where(b == 0, 0, q).astype(q.dtype)
+
+
+def _mod(a, b, fmod):
+    """Mod: fmod=1 takes the dividend's sign, fmod=0 the divisor's. An integer
+    x % 0 is 0 (as the kernels give), a float one NaN: no warning for either."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.fmod(a, b) if fmod else np.mod(a, b)
 
 
 # ---- arithmetic ---------------------------------------------------------
@@ -55,7 +71,7 @@ _binary("Add", np.add)
 _binary("Sub", np.subtract)
 _binary("Mul", np.multiply)
 _binary("Div", _int_div)
-_binary("Mod", lambda a, b, fmod: np.fmod(a, b) if fmod else np.mod(a, b), attrs={"fmod": Attr("int", 0)})
+_binary("Mod", _mod, attrs={"fmod": Attr("int", 0)})
 _binary("Max", lambda *xs: np.maximum.reduce(np.broadcast_arrays(*xs)), inputs=(1, None))
 _binary("Min", lambda *xs: np.minimum.reduce(np.broadcast_arrays(*xs)), inputs=(1, None))
 _binary("Sum", lambda *xs: sum(xs[1:], xs[0]), inputs=(1, None))
