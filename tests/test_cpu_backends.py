@@ -91,6 +91,22 @@ def test_fused_elementwise_broadcast_and_reductions(cpu):
     check(g, cpu)
 
 
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
+def test_softmax_over_a_recomputed_producer_never_overflows(target):
+    """Softmax reads its input in three passes and recomputes the producers
+    fused into it in each (here an Exp). Two passes may compute exp(81) =
+    1.5e35 an ulp apart (an FMA in one, not the other), and exp() of an ulp
+    over the row's max is inf: x - max is held at 0 or below."""
+    feeds = {"x": np.array([[81, 0, 81] + [1] * 13, [81] * 16], np.float32)}
+    columns = [[0.5, 0.5], [1 / 16, 1 / 16]]  # columns 0 and 2: the two maxima, and a row of 16
+    want = {"Softmax": columns, "LogSoftmax": np.log(columns)}
+    for op in want:  # (one graph each: in one, the two Exps would be one, computed once)
+        g = Graph()
+        g.outputs = [g.add(op, [g.add("Exp", [g.add_input("x", TensorType((2, 16)))]).output], {"axis": -1}).output]
+        got = minidlc.compile(g, target=target).run(feeds)[g.outputs[0].name]
+        np.testing.assert_allclose(got[:, [0, 2]], want[op], rtol=1e-6, err_msg=op)
+
+
 def test_integer_powers_fall_back_and_say_so(cpu):
     g = Graph()
     a, b = g.add_input("a", TensorType((4,), "i32")), g.add_input("b", TensorType((4,), "i32"))

@@ -143,7 +143,10 @@ def _softmax(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     r1, r2, r3 = fresh(), fresh(), fresh()
     m_acc, m_body, m = accumulate(lw, dt, Const(-math.inf, dt), [(r1[axis], shape[axis])],
                                   lambda a: Binary("max", a, lw.read(x, index(r1))), lambda a: a)
-    shifted = lambda r: Binary("-", lw.read(x, index(r)), m)  # noqa: E731
+    # x - max, at most 0: a producer recomputed in each pass (an Exp, say) may differ
+    # there by an ulp (contracted into an FMA in one pass, not in another), and an
+    # ulp of 1e35 over the max would make exp() of it inf
+    shifted = lambda r: Binary("min", Binary("-", lw.read(x, index(r)), m), Const(0.0, dt))  # noqa: E731
     s_acc, s_body, s = accumulate(lw, dt, Const(0.0, dt), [(r2[axis], shape[axis])],
                                   lambda a: Binary("+", a, Call("exp", (shifted(r2),))), lambda a: a)
     buf = lw.buffer_for(out)
