@@ -92,6 +92,24 @@ def test_fused_elementwise_broadcast_and_reductions(cpu):
 
 
 @pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
+@pytest.mark.parametrize("a_shape,b_shape", [((5,), (5,)), ((5,), (5, 7)), ((5,), (2, 3, 5, 7)), ((4, 5), (5,)),
+                                             ((2, 3, 4, 5), (5,))])
+@pytest.mark.parametrize("const_b", [True, False])
+def test_matmul_with_a_vector_operand_is_native(target, a_shape, b_shape, const_b):
+    """NumPy's rule: a 1-D A is a row, a 1-D B a column, and the output has no
+    axis for either. Native on every target, B a weight or computed."""
+    rng = np.random.default_rng(len(a_shape) * 10 + len(b_shape))
+    g = Graph()
+    a = g.add_input("a", TensorType(a_shape))
+    b = g.constant(rng.standard_normal(b_shape).astype(np.float32), "w") if const_b else \
+        g.add_input("b", TensorType(b_shape))
+    g.outputs = [g.add("Relu", [g.add("MatMul", [a, b]).output]).output]
+    m = check(g, target)
+    assert "runs on NumPy" not in m.emit("loops")
+    assert m.run(m.random_inputs(0))["relu"].shape == np.matmul(np.ones(a_shape), np.ones(b_shape)).shape
+
+
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
 def test_softmax_over_a_recomputed_producer_never_overflows(target):
     """Softmax reads its input in three passes and recomputes the producers
     fused into it in each (here an Exp). Two passes may compute exp(81) =

@@ -18,7 +18,6 @@ LIMITS = {
     r"^(Div|Mod|MatMul) on f16$|^arithmetic on f16 or bf16|^Cast from f(16|64) to f(16|64) ":
         "f16 and bf16 are storage dtypes: kernels convert them (to and from f32), they do not compute in them",
     r"^Pow on i(32|64)$": "integer powers",
-    r"^MatMul with a 1-D operand$": "vector products (1-D MatMul operands)",
     r"^(Conv|ConvInteger) with a weight computed at run time$": "convolutions take packed, compile-time weights",
     r"^MaxPool on \w+ or with its Indices output$": "max pooling's argmax output, and u8 max pooling",
     r"^Reduce(Max|Min) on bool$": "boolean reductions",

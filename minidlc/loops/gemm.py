@@ -88,16 +88,25 @@ def describe_config(config: GemmConfig = CONFIG) -> str:
 
 
 def _shapes(node: Node):
-    """(batch shape, A batch shape, B batch shape, M, K, N) of a MatMul/Gemm."""
+    """(batch shape, A batch shape, B batch shape, M, K, N) of a MatMul/Gemm.
+    A MatMul's 1-D A is a row (M = 1), a 1-D B a column (N = 1), as NumPy
+    reads them; the output has no axis for them (`_vector_operands`)."""
     a, b = node.inputs[0].type.shape, node.inputs[1].type.shape
     if node.op == "Gemm":
         m, k = a[::-1] if node.attrs["transA"] else a
         n = b[0] if node.attrs["transB"] else b[1]
         return (), (), (), m, k, n
-    if len(a) < 2 or len(b) < 2:
-        raise Unsupported("MatMul with a 1-D operand")
-    batch = node.outputs[0].type.shape[:-2]
-    return batch, a[:-2], b[:-2], a[-2], a[-1], b[-1]
+    a_vector, b_vector = _vector_operands(node)
+    a, b = (1, *a) if a_vector else a, (*b, 1) if b_vector else b
+    return tuple(np.broadcast_shapes(a[:-2], b[:-2])), a[:-2], b[:-2], a[-2], a[-1], b[-1]
+
+
+def _vector_operands(node: Node) -> tuple[bool, bool]:
+    """Whether a MatMul's A, and its B, are 1-D (MatMulInteger's may not be)."""
+    vectors = tuple(len(v.type.shape) == 1 for v in node.inputs[:2])
+    if any(vectors) and node.op != "MatMul":
+        raise Unsupported(f"{node.op} with a 1-D operand")
+    return vectors
 
 
 def epilogue_chain(lw: Lowerer, node: Node) -> tuple[Value, list[Node]]:
@@ -231,7 +240,13 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
             value = add(value, c_in if beta == 1.0 else mul(Const(beta, acc.dtype), c_in))
         return value
 
-    a_index = lambda bidx, row, kv: broadcast_index(bidx, a_batch, batch) + ([kv[0], row[0]] if trans_a else [row[0], kv[0]])  # noqa: E731
+    a_vector, b_vector = _vector_operands(node) if node.op != "Gemm" else (False, False)
+    if a_vector:
+        a_index = lambda bidx, row, kv: [kv[0]]  # noqa: E731
+    else:
+        a_index = lambda bidx, row, kv: broadcast_index(bidx, a_batch, batch) + ([kv[0], row[0]] if trans_a else [row[0], kv[0]])  # noqa: E731
+    if b_vector and const_b is not None:
+        const_b = const_b.reshape(k, 1)
     dot4 = None
     if (integer and lw.device == Device.CPU and const_b is not None and const_b.dtype == np.int8
             and za_const is not None and za_const.size == 1):
@@ -243,9 +258,10 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         a=lambda bidx, row, kv: a_read(a_val, a_index(bidx, row, kv)),
         b_batch=b_batch,
         b_index=lambda bidx: broadcast_index(bidx, b_batch, batch),
-        b=lambda bb, kv, panel, jj: b_read(b_val, bb + ([_col(panel, jj, n), kv[0]] if trans_b else [kv[0], _col(panel, jj, n)])),
+        b=lambda bb, kv, panel, jj: b_read(b_val, [kv[0]] if b_vector else
+                                           bb + ([_col(panel, jj, n), kv[0]] if trans_b else [kv[0], _col(panel, jj, n)])),
         b_packed=None if const_b is None or dot4 is not None else pack_b(const_b, CONFIG.nr, trans_b),
-        out=lambda bidx, row, col: bidx + [row[0], col],
+        out=lambda bidx, row, col: bidx + ([] if a_vector else [row[0]]) + ([] if b_vector else [col]),
         adjust=adjust, acc_dtype="i32" if integer else node.outputs[0].type.dtype, dot4=dot4)
 
 
