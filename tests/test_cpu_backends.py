@@ -110,6 +110,24 @@ def test_matmul_with_a_vector_operand_is_native(target, a_shape, b_shape, const_
 
 
 @pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
+def test_boolean_max_and_min_reductions_are_any_and_all(target):
+    """ReduceMax over bools is `any`, ReduceMin `all`, natively (on the GPU a
+    row of 200 is block-wide: `or` and `and` have identities for its tree)."""
+    x = np.random.default_rng(0).random((3, 200)) < 0.01
+    x[2] = True
+    for op, want in (("ReduceMax", np.any), ("ReduceMin", np.all)):
+        for axis in (0, 1):
+            g = Graph()
+            inp = g.add_input("x", TensorType(x.shape, "bool"))
+            g.outputs = [g.add(op, [inp], {"axes": [axis], "keepdims": 0}).output]
+            m = minidlc.compile(g, target=target)
+            assert "runs on NumPy" not in m.emit("loops")
+            np.testing.assert_array_equal(m.run({"x": x})[g.outputs[0].name], want(x, axis=axis))
+            if target == "cuda" and axis == 1:
+                assert "__syncthreads" in m.emit("loops")
+
+
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
 def test_softmax_over_a_recomputed_producer_never_overflows(target):
     """Softmax reads its input in three passes and recomputes the producers
     fused into it in each (here an Exp). Two passes may compute exp(81) =

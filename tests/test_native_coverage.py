@@ -20,7 +20,6 @@ LIMITS = {
     r"^Pow on i(32|64)$": "integer powers",
     r"^(Conv|ConvInteger) with a weight computed at run time$": "convolutions take packed, compile-time weights",
     r"^MaxPool on \w+ or with its Indices output$": "max pooling's argmax output, and u8 max pooling",
-    r"^Reduce(Max|Min) on bool$": "boolean reductions",
 }
 
 

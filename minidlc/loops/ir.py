@@ -231,7 +231,10 @@ HIGHEST = {"f32": math.inf, "f64": math.inf, "i8": 2**7 - 1, "u8": 255, "i16": 2
 def identity(op: str, dtype: str) -> Const | None:
     """x op identity == x for every x of `dtype` (None: no such value here).
     The float sum's is -0.0: 0.0 + -0.0 would turn a -0.0 into 0.0."""
-    if dtype not in LOWEST:  # bool, f16, bf16
+    if dtype == "bool":
+        value = {"or": False, "and": True}.get(op)
+        return None if value is None else Const(value, dtype)
+    if dtype not in LOWEST:  # f16, bf16
         return None
     floating = dtype in ("f32", "f64")
     value = {"+": -0.0 if floating else 0, "*": 1.0 if floating else 1, "max": LOWEST[dtype],

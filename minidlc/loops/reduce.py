@@ -57,18 +57,13 @@ def _reduce_axes(lw: Lowerer, node: Node, op: str, axes: set[int], keepdims: boo
         raise Unsupported(f"{op} on {dt}")
     if op == "ReduceL2":
         acc_dt, elem = "f64", Cast(elem, "f64")
-    if dt not in LOWEST:  # bool, f16
+    if dt == "bool" and op in BOOL_REDUCTIONS:  # Max is any, Min all
+        start, combine_op = BOOL_REDUCTIONS[op]
+        init, combine, finish = Const(start, dt), lambda a: Binary(combine_op, a, elem), lambda a: a
+    elif dt not in LOWEST:  # bool, f16
         raise Unsupported(f"{node.op} on {dt}")
-    zero, one = Const(0, acc_dt), Const(1, acc_dt)
-    init, combine, finish = {
-        "ReduceSum": (zero, lambda a: Binary("+", a, elem), lambda a: a),
-        "ReduceMean": (zero, lambda a: Binary("+", a, elem), lambda a: Binary("/", a, Const(float(n), dt))),
-        "ReduceProd": (one, lambda a: Binary("*", a, elem), lambda a: a),
-        "ReduceMax": (Const(LOWEST[dt], dt), lambda a: Binary("max", a, elem), lambda a: a),
-        "ReduceMin": (Const(HIGHEST[dt], dt), lambda a: Binary("min", a, elem), lambda a: a),
-        "ReduceSumSquare": (zero, lambda a: Binary("+", a, Binary("*", elem, elem)), lambda a: a),
-        "ReduceL2": (zero, lambda a: Binary("+", a, Binary("*", elem, elem)), lambda a: Cast(Call("sqrt", (a,)), dt)),
-    }[op]
+    else:
+        init, combine, finish = _number_reduction(op, dt, acc_dt, elem, n)
     acc, body, result = accumulate(lw, acc_dt, init, [(r, x.type.shape[a]) for a, r in enumerate(red) if r is not None],
                                    combine, finish)
     buf = lw.buffer_for(out)
@@ -79,6 +74,24 @@ def _reduce_axes(lw: Lowerer, node: Node, op: str, axes: set[int], keepdims: boo
     kept_loops = [(k, x.type.shape[a]) for a, k in enumerate(kept) if k is not None]
     return loop_nest([v for v, _ in kept_loops], [e for _, e in kept_loops],
                      with_accumulators([(acc, acc_dt)], seq(body, store)))
+
+
+BOOL_REDUCTIONS = {"ReduceMax": (False, "or"), "ReduceMin": (True, "and")}  # op -> (start, combine)
+
+
+def _number_reduction(op: str, dt: str, acc_dt: str, elem: Expr, n: int) -> tuple:
+    """(initial value, combine, finish) of reduction `op` over numbers of `dt`
+    (`n` of them), accumulated in `acc_dt`."""
+    zero, one = Const(0, acc_dt), Const(1, acc_dt)
+    return {
+        "ReduceSum": (zero, lambda a: Binary("+", a, elem), lambda a: a),
+        "ReduceMean": (zero, lambda a: Binary("+", a, elem), lambda a: Binary("/", a, Const(float(n), dt))),
+        "ReduceProd": (one, lambda a: Binary("*", a, elem), lambda a: a),
+        "ReduceMax": (Const(LOWEST[dt], dt), lambda a: Binary("max", a, elem), lambda a: a),
+        "ReduceMin": (Const(HIGHEST[dt], dt), lambda a: Binary("min", a, elem), lambda a: a),
+        "ReduceSumSquare": (zero, lambda a: Binary("+", a, Binary("*", elem, elem)), lambda a: a),
+        "ReduceL2": (zero, lambda a: Binary("+", a, Binary("*", elem, elem)), lambda a: Cast(Call("sqrt", (a,)), dt)),
+    }[op]
 
 
 @register_lowering("ArgMax", "ArgMin")
