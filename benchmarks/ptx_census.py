@@ -128,14 +128,35 @@ def _opcode(instruction: str) -> str:
     return instruction.split(None, 1)[0].split(".")[0]
 
 
+def lowerings_graph():
+    """One node of each lowering that no model here uses: integer Div and Mod
+    (their divisors made safe), ReduceMax and ReduceMin on bool (block-wide),
+    MatMul with a 1-D operand."""
+    from minidlc.ir import Graph, TensorType
+
+    g = Graph()
+    for dt in ("i8", "u8", "i32", "i64"):
+        a, b = (g.add_input(f"{name}_{dt}", TensorType((300,), dt)) for name in "ab")
+        g.outputs += [g.add("Div", [a, b]).output, *(g.add("Mod", [a, b], {"fmod": f}).output for f in (0, 1))]
+    flags = g.add_input("flags", TensorType((3, 200), "bool"))
+    g.outputs += [g.add(op, [flags], {"axes": [1], "keepdims": 0}).output for op in ("ReduceMax", "ReduceMin")]
+    v = g.add_input("v", TensorType((64,)))
+    g.outputs += [g.add("MatMul", [v, g.add_input("w", TensorType((4, 64, 32)))]).output,
+                  g.add("MatMul", [g.add_input("m", TensorType((5, 64))), v]).output]
+    return g
+
+
 def graph_of(name: str, batch: int | None):
-    """The model `name` as a graph: a demo model, `sgemm`, or MODEL:f16 /
-    MODEL:bf16 (its weights stored in 16 bits by the mixed-precision pass)."""
+    """The model `name` as a graph: a demo model, `sgemm`, `lowerings`
+    (`lowerings_graph`), or MODEL:f16 / MODEL:bf16 (its weights stored in 16
+    bits by the mixed-precision pass)."""
     name, _, dtype = name.partition(":")
     if name == "sgemm":
         from bench_gpu import matmul_model
 
         graph = minidlc.load(matmul_model(4096))
+    elif name == "lowerings":
+        graph = lowerings_graph()
     else:
         graph = minidlc.load(build_model(name, batch))
     if dtype:
@@ -189,8 +210,8 @@ def census(name: str, batch: int | None, only: str, tuning: bool = False) -> int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", help="comma-separated: demo models, resnet50, densenet121, sgemm; MODEL:f16 or "
-                    "MODEL:bf16 with its weights stored in 16 bits")
+    ap.add_argument("models", help="comma-separated: demo models, resnet50, densenet121, sgemm, lowerings; "
+                    "MODEL:f16 or MODEL:bf16 with its weights stored in 16 bits")
     ap.add_argument("--batch", type=int, help="the batch of resnet50 / densenet121")
     ap.add_argument("--only", nargs="?", const="", help="print the census of the launches whose name holds this "
                     "(no value: all); without --only, only check that every launch compiles")
