@@ -131,7 +131,8 @@ def _opcode(instruction: str) -> str:
 def lowerings_graph():
     """One node of each lowering that no model here uses: integer Div and Mod
     (their divisors made safe), ReduceMax and ReduceMin on bool (block-wide),
-    MatMul with a 1-D operand."""
+    MatMul with a 1-D operand, MaxPool on bytes (a stencil, and a loop over a
+    large window)."""
     from minidlc.ir import Graph, TensorType
 
     g = Graph()
@@ -143,6 +144,9 @@ def lowerings_graph():
     v = g.add_input("v", TensorType((64,)))
     g.outputs += [g.add("MatMul", [v, g.add_input("w", TensorType((4, 64, 32)))]).output,
                   g.add("MatMul", [g.add_input("m", TensorType((5, 64))), v]).output]
+    for dt, kernel in (("u8", [3, 3]), ("i8", [7, 10])):
+        pixels = g.add_input(f"pixels_{dt}", TensorType((1, 2, 7, 11), dt))
+        g.outputs.append(g.add("MaxPool", [pixels], {"kernel_shape": kernel, "pads": [1, 1, 1, 1]}).outputs[0])
     return g
 
 

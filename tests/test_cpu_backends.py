@@ -390,6 +390,27 @@ def test_pooling_runs_natively(cpu, op, attrs):
             assert ("x_padded" in loops) == get_backend(cpu).copy_padding
 
 
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("kernel", [[3, 3], [7, 10]])  # a stencil; 70 cells, a loop over the window
+def test_max_pooling_of_bytes_pads_with_the_least_value(target, dtype, kernel):
+    """MaxPool on i8 and u8 is native too: its padding is the dtype's least
+    value (-inf's place), so a window of all-negative i8 cells at a border
+    does not come out 0."""
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(0).integers(info.min, info.max, (1, 2, 7, 11), endpoint=True).astype(dtype)
+    x[0, 0, :3, :3] = info.min  # a corner of the least values, under the padding
+    g = Graph()
+    attrs = {"kernel_shape": kernel, "pads": [1, 1, 1, 1]}
+    g.outputs = [g.add("MaxPool", [g.add_input("x", TensorType(x.shape, dtype_name(x.dtype)))], attrs).outputs[0]]
+    m = minidlc.compile(g, target=target)
+    assert "NumPy" not in m.emit("loops")
+    got = m.run({"x": x})[g.outputs[0].name]
+    np.testing.assert_array_equal(got, minidlc.compile(g, target="reference").run({"x": x})[g.outputs[0].name])
+    if kernel == [3, 3]:
+        assert got[0, 0, 0, 0] == info.min
+
+
 def test_f32_exp_is_accurate_over_its_range(cpu):
     """exp on f32 is emitted as a polynomial (it vectorizes); check it to 1e-6
     relative, and its overflow, underflow and NaN behaviour."""

@@ -19,7 +19,7 @@ LIMITS = {
         "f16 and bf16 are storage dtypes: kernels convert them (to and from f32), they do not compute in them",
     r"^Pow on i(32|64)$": "integer powers",
     r"^(Conv|ConvInteger) with a weight computed at run time$": "convolutions take packed, compile-time weights",
-    r"^MaxPool on \w+ or with its Indices output$": "max pooling's argmax output, and u8 max pooling",
+    r"^MaxPool on f32 or with its Indices output$": "max pooling's argmax output",
 }
 
 

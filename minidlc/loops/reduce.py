@@ -237,10 +237,10 @@ STENCIL_MAX_CELLS = 64  # larger pooling windows loop over the window instead of
 def _max_pool(lw: Lowerer, node: Node) -> Stmt:
     """MaxPool as a stencil: each output element is the max of its window's
     cells as one expression, with no accumulator, vectorized along the output
-    row. The padding (-inf, also past the end for ceil_mode's extra cells) is
-    read in place on a CPU, as a depthwise conv's: the rows' middles read
-    with no test, the borders test (lower.row_by_borders); otherwise the input
-    is copied padded once. (Windows of more than STENCIL_MAX_CELLS cells take
+    row. The padding (-inf, or an integer dtype's least value; also past the
+    end for ceil_mode's extra cells) is read in place on a CPU, as a
+    depthwise conv's: the rows' middles read with no test, the borders test
+    (lower.row_by_borders); otherwise the input is copied padded once. (Windows of more than STENCIL_MAX_CELLS cells take
     _window_pool's loop.)"""
     from itertools import product
 
@@ -254,7 +254,7 @@ def _max_pool(lw: Lowerer, node: Node) -> Stmt:
     reach = [(out_sp[d] - 1) * win.strides[d] + (win.kernel[d] - 1) * win.dilations[d] + 1 for d in range(n)]
     after = [max(win.pads[n + d], reach[d] - win.pads[d] - spatial[d]) for d in range(n)]
     padded = Window.of(win.kernel, win.strides, win.dilations, list(win.pads[:n]) + after)
-    pad = Const(-math.inf, dt)
+    pad = Const(LOWEST[dt], dt)  # (-inf for floats)
     read_src, _, prologue = (None, None, None) if pads_in_place(lw, x, padded) else padded_copy(lw, x, padded, pad)
     plane, o = lw.var("p"), lw.vars(n, "o")
     lead = unflatten(plane, x.type.shape[:2])
@@ -289,7 +289,8 @@ def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
 
     x, out = node.inputs[0], node.outputs[0]
     dt = out.type.dtype
-    if dt not in FLOATS or (len(node.outputs) > 1 and lw.needed(node.outputs[1])):
+    numbers = LOWEST if node.op == "MaxPool" else FLOATS  # (MaxPool takes i8 and u8 too)
+    if dt not in numbers or (len(node.outputs) > 1 and lw.needed(node.outputs[1])):
         raise Unsupported(f"{node.op} on {dt} or with its Indices output")
     a = node.attrs
     if node.op == "MaxPool" and math.prod(a["kernel_shape"]) <= STENCIL_MAX_CELLS:
@@ -313,7 +314,7 @@ def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     window = list(zip(r, win.kernel))
     zero = Const(0.0, dt)
     if node.op == "MaxPool":
-        acc, body, result = accumulate(lw, dt, Const(-math.inf, dt), window,
+        acc, body, result = accumulate(lw, dt, Const(LOWEST[dt], dt), window,
                                        lambda acc: Select(inside, Binary("max", acc, value), acc), lambda acc: acc)
         accs = [(acc, dt)]
     else:
