@@ -110,6 +110,29 @@ def test_matmul_with_a_vector_operand_is_native(target, a_shape, b_shape, const_
 
 
 @pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
+def test_integer_division_by_computed_divisors_compiles_and_never_traps(target):
+    """Divisors that interval arithmetic bounds: a u8 widened (it is never -1,
+    so the simplifier drops that test: the verifier still accepts what is
+    left), and one whose i64 arithmetic wraps to 0 at b = 255 (bounds past
+    the dtype's range are no bounds, so its zero test stays). A quotient as a
+    Gather index: its bounds are unknown, so the clamp makes them."""
+    g = Graph()
+    a, b = g.add_input("a", TensorType((4,), "i64")), g.add_input("b", TensorType((4,), "u8"))
+    wide = g.add("Cast", [b], {"to": "i64"}).output
+    big = g.constant(np.array(2 ** 56, np.int64))
+    wraps = g.add("Add", [g.add("Mul", [wide, big]).output, big]).output  # 256 * 2^56 wraps to 0
+    index = g.add("Div", [a, g.add("Add", [wide, g.constant(np.array(1, np.int64))]).output]).output
+    g.outputs = [g.add("Div", [a, wide]).output, g.add("Mod", [a, wide]).output, g.add("Div", [a, wraps]).output,
+                 g.add("Gather", [g.constant(np.arange(5, dtype=np.float32) * 10), index], {"axis": 0}).output]
+    m = minidlc.compile(g, target=target)
+    assert "runs on NumPy" not in m.emit("loops")
+    feeds = {"a": np.array([7, -3, 3, 4], np.int64), "b": np.array([2, 0, 255, 1], np.uint8)}
+    got = [out.tolist() for out in m.run(feeds).values()]
+    assert got == [[3, 0, 0, 4], [1, 0, 3, 0], [0, 0, 0, 0], [20.0, 20.0, 0.0, 20.0]]
+    assert got == [out.tolist() for out in minidlc.compile(g, target="reference").run(feeds).values()]
+
+
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
 def test_boolean_max_and_min_reductions_are_any_and_all(target):
     """ReduceMax over bools is `any`, ReduceMin `all`, natively (on the GPU a
     row of 200 is block-wide: `or` and `and` have identities for its tree)."""

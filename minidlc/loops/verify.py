@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import DTYPES
-from .ir import Allocate, Barrier, Binary, Call, CALLS, Cast, Compare, Const, Expr, For, If, INDEX, Kernel, Load, LoopKind, Scope, Select, Seq, Stmt, Store, Var, \
-    nontrapping_divisor
+from .ir import Allocate, Barrier, Binary, Call, CALLS, Cast, Compare, Const, Expr, For, If, INDEX, Kernel, Load, LoopKind, Scope, Select, Seq, Stmt, Store, Var
 
 
 class LoopIRError(Exception):
@@ -25,7 +24,26 @@ Range = tuple[int, int]  # inclusive [lo, hi]
 
 
 def interval(e: Expr, env: dict[Var, Range]) -> Range | None:
-    """Bounds of an integer expression, or None when they cannot be derived."""
+    """Bounds of an integer expression, or None when they cannot be derived.
+    Arithmetic wraps at the dtype's width: bounds that leave its range, or
+    that cannot be derived, are the whole range (any value of the dtype)."""
+    r = _interval(e, env)
+    full = _dtype_range(e.dtype)
+    if full is None:
+        return r
+    if r is None or r[0] < full[0] or r[1] > full[1]:
+        return full
+    return r
+
+
+def _dtype_range(dtype: str) -> Range | None:
+    if dtype not in DTYPES or np.dtype(DTYPES[dtype]).kind not in "iu":
+        return None
+    info = np.iinfo(DTYPES[dtype])
+    return int(info.min), int(info.max)
+
+
+def _interval(e: Expr, env: dict[Var, Range]) -> Range | None:
     if isinstance(e, Const):
         return (int(e.value), int(e.value))
     if isinstance(e, Var):
@@ -63,6 +81,27 @@ def interval(e: Expr, env: dict[Var, Range]) -> Range | None:
         info = np.iinfo(DTYPES[e.dtype])  # a value read from memory: anything its dtype holds
         return (int(info.min), int(info.max))
     return None
+
+
+def _guarded_divisor(b: Expr, env) -> bool:
+    """Whether divisor `b` is `nontrapping_divisor(x)` as the simplifier may
+    leave it: select(c, 1, x), c an `or` of `x == 0` / `x == -1` tests
+    covering each of 0 and -1 that x may be (a test decided false over the
+    loops in scope is dropped)."""
+    if not (isinstance(b, Select) and b.a == Const(1, b.dtype)):
+        return False
+    x, tested = b.b, set()
+
+    def tests(c: Expr) -> bool:
+        if isinstance(c, Binary) and c.op == "or":
+            return tests(c.a) and tests(c.b)
+        if isinstance(c, Compare) and c.op == "==" and c.a == x and c.b in (Const(0, x.dtype), Const(-1, x.dtype)):
+            tested.add(int(c.b.value))
+            return True
+        return False
+
+    r = interval(x, env)
+    return tests(b.cond) and all(v in tested for v in (0, -1) if r is None or r[0] <= v <= r[1])
 
 
 def _narrow(cond: Expr, env: dict[Var, Range]) -> dict[Var, Range]:
@@ -137,7 +176,7 @@ def _check_expr(e: Expr, bufs, env) -> None:
         if isinstance(e, Binary) and e.op in ("/", "%", "mod") and e.dtype not in ("f32", "f64"):
             divisor = interval(e.b, env)  # x / 0 and MIN / -1 trap: prove neither can happen
             if (divisor is None or divisor[0] <= 0 <= divisor[1] or divisor[0] <= -1 <= divisor[1]) and \
-                    not (isinstance(e.b, Select) and e.b == nontrapping_divisor(e.b.b)):
+                    not _guarded_divisor(e.b, env):
                 raise LoopIRError(f"integer {e.op} by {e.b!r}, which may be 0 or -1")
     elif isinstance(e, Select):
         for x in (e.cond, e.a, e.b):
