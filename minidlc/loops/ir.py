@@ -262,8 +262,9 @@ def cast(e: Expr, dtype: str) -> Expr:
 
 def nontrapping_divisor(b: Expr) -> Expr:
     """Integer `b` as a divisor no division traps on: 1 where it is 0, or -1 if
-    signed (x86 faults on x / 0 and on MIN / -1). The verifier accepts exactly
-    this form; whoever divides by it gives those cases a value of their own."""
+    signed (x86 faults on x / 0 and on MIN / -1). The verifier accepts this
+    form (less a test that the simplifier found `b`'s range decides); whoever
+    divides by it gives those cases a value of their own."""
     traps = Compare("==", b, Const(0, b.dtype))
     if LOWEST[b.dtype] < 0:
         traps = Binary("or", traps, Compare("==", b, Const(-1, b.dtype)))
