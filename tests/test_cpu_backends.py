@@ -176,7 +176,7 @@ def test_integer_powers_fall_back_and_say_so(cpu):
     np.testing.assert_array_equal(list(out.values())[0], [49, -343, 1, 1])
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.int64])
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64])
 @pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator, which conftest.py sets)
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the simulator's NumPy scalars wrap, warning
 def test_integer_division_is_native_and_never_traps(target, dtype):

@@ -312,12 +312,12 @@ def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     clamped = [Binary("max", Binary("min", p, const(spatial[d] - 1)), const(0)) for d, p in enumerate(pos)]
     value = lw.read(x, list(o[:2]) + clamped)
     window = list(zip(r, win.kernel))
-    zero = Const(0.0, dt)
     if node.op == "MaxPool":
         acc, body, result = accumulate(lw, dt, Const(LOWEST[dt], dt), window,
                                        lambda acc: Select(inside, Binary("max", acc, value), acc), lambda acc: acc)
         accs = [(acc, dt)]
     else:
+        zero = Const(0.0, dt)
         counted = within([-p for p in win.pads[:n]], [s + p for s, p in zip(spatial, win.pads[n:])]) \
             if a["count_include_pad"] else inside
         acc, body, total = accumulate(lw, dt, zero, window, lambda acc: Binary("+", acc, Select(inside, value, zero)),
