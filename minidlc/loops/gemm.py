@@ -240,7 +240,7 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
             value = add(value, c_in if beta == 1.0 else mul(Const(beta, acc.dtype), c_in))
         return value
 
-    a_vector, b_vector = _vector_operands(node) if node.op != "Gemm" else (False, False)
+    a_vector, b_vector = _vector_operands(node)  # (a Gemm's operands are 2-D)
     if a_vector:
         a_index = lambda bidx, row, kv: [kv[0]]  # noqa: E731
     else:

@@ -24,9 +24,9 @@ Range = tuple[int, int]  # inclusive [lo, hi]
 
 
 def interval(e: Expr, env: dict[Var, Range]) -> Range | None:
-    """Bounds of an integer expression, or None when they cannot be derived.
-    Arithmetic wraps at the dtype's width: bounds that leave its range, or
-    that cannot be derived, are the whole range (any value of the dtype)."""
+    """Bounds of an integer expression (None for any other). Arithmetic wraps
+    at the dtype's width: bounds that leave its range, or that cannot be
+    derived, are the whole range (any value of the dtype)."""
     r = _interval(e, env)
     full = _dtype_range(e.dtype)
     if full is None:
@@ -77,10 +77,7 @@ def _interval(e: Expr, env: dict[Var, Range]) -> Range | None:
         return (min(a[0], b[0]), max(a[1], b[1]))
     if isinstance(e, Cast) and e.dtype == INDEX:
         return interval(e.value, env)
-    if isinstance(e, Load) and e.dtype in DTYPES and np.dtype(DTYPES[e.dtype]).kind in "iu":
-        info = np.iinfo(DTYPES[e.dtype])  # a value read from memory: anything its dtype holds
-        return (int(info.min), int(info.max))
-    return None
+    return None  # (a value read from memory, say: `interval` makes it anything its dtype holds)
 
 
 def _guarded_divisor(b: Expr, env) -> bool:

@@ -93,11 +93,8 @@ def div(a, b):
 
 @device_function
 def rem(a, b):
-    """C remainder: takes the dividend's sign, where Python's % takes the divisor's."""
-    r = a % b
-    if r != 0 and (a < 0) != (b < 0):
-        r -= b
-    return r
+    """C remainder: takes the dividend's sign."""
+    return a - div(a, b) * b
 
 
 if config.ENABLE_CUDASIM:  # Python's operators: the same numbers, and the simulator's hot path

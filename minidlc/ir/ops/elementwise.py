@@ -52,8 +52,7 @@ def _int_div(a, b):
         return a / b
     with np.errstate(all="ignore"):  # (a zero divisor, MIN / -1: replaced below)
         safe = np.where(b == 0, 1, b).astype(b.dtype)
-        q = a // safe  # floors: one more where the truncation differs
-        q = q + ((a % safe != 0) & ((a < 0) != (safe < 0))).astype(q.dtype)
+        q = (a - np.fmod(a, safe)) // safe  # a multiple of the divisor: floor and truncation agree
         if a.dtype.kind == "i":
             q = np.where(b == -1, -a, q).astype(q.dtype)
         return np.where(b == 0, 0, q).astype(q.dtype)
