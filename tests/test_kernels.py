@@ -25,13 +25,14 @@ def compile_kernel(backend: str, kernel: Kernel, threads: int = 1):
     return build(kernel, threads=threads)
 
 
-def elementwise(backend: str, fn, inputs: list[np.ndarray], out_dtype: str) -> np.ndarray:
-    """out[i] = fn(in0[i], in1[i], ...) as one kernel; returns out."""
+def elementwise(backend: str, fn, inputs: list[np.ndarray], out_dtype: str,
+                kind: LoopKind = LoopKind.SERIAL) -> np.ndarray:
+    """out[i] = fn(in0[i], in1[i], ...) as one kernel, its loop of `kind`; returns out."""
     n = len(inputs[0])
     i = Var("i")
     names = {np.dtype(v): k for k, v in DTYPES.items()}
     params = [Param(f"a{j}", names[a.dtype], n) for j, a in enumerate(inputs)] + [Param("out", out_dtype, n)]
-    body = For(i, const(n), Store("out", i, fn(*[Load(p.name, i, p.dtype) for p in params[:-1]])))
+    body = For(i, const(n), Store("out", i, fn(*[Load(p.name, i, p.dtype) for p in params[:-1]])), kind)
     out = np.zeros(n, DTYPES[out_dtype])
     compile_kernel(backend, Kernel("k", tuple(params), body))([*inputs, out])
     return out
@@ -68,11 +69,13 @@ def test_float_mod_of_a_multiple_is_a_zero_with_the_divisors_sign(backend, dtype
     np.testing.assert_array_equal(np.signbit(got), np.signbit(np.mod(a, b)))
 
 
+@pytest.mark.parametrize("kind", [LoopKind.SERIAL, LoopKind.VECTORIZED])
 @pytest.mark.parametrize("op,ref", [("min", np.minimum), ("max", np.maximum)])
-def test_float_min_max_propagate_nan(backend, op, ref):
-    a = np.array([1, np.nan, 2, np.nan, -np.inf, 3], np.float32)
-    b = np.array([np.nan, 1, 3, np.nan, 0, -np.inf], np.float32)
-    np.testing.assert_array_equal(elementwise(backend, lambda x, y: Binary(op, x, y), [a, b], "f32"), ref(a, b))
+def test_float_min_max_propagate_nan(backend, op, ref, kind):
+    a = np.array([1, np.nan, 2, np.nan, -np.inf, 3, 0.0, -0.0], np.float32)
+    b = np.array([np.nan, 1, 3, np.nan, 0, -np.inf, -0.0, 0.0], np.float32)
+    got = elementwise(backend, lambda x, y: Binary(op, x, y), [a, b], "f32", kind)
+    np.testing.assert_array_equal(got, ref(a, b))  # (which zero comes back is not asked)
 
 
 @pytest.mark.parametrize("dtype", ["i8", "u8", "i16", "i32", "i64"])
@@ -301,3 +304,30 @@ def test_a_kernel_takes_contiguous_arrays_of_any_shape(backend):
     out = np.zeros((4, 1), np.float32)
     compile_kernel(backend, reduction_kernel(LoopKind.SERIAL, 4, 3))([x, out])  # indexed flat, as the kernel says
     np.testing.assert_allclose(out[:, 0], np.where(x.sum(1) > 0, x.sum(1), -1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("lanes", [2, 7, 16, 27])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_vectorized_loads_at_a_stride_read_their_elements(backend, lanes, stride):
+    """out[v] = x[stride * v + 1] + x[stride * v + 2], the loop vectorized, with x
+    ending at the last lane's element: on llvm a stride of 1 or 2 is whole vector
+    loads (two and a shuffle for 2), a larger one element by element."""
+    v = Var("v")
+    size = stride * (lanes - 1) + 3
+    x = np.random.default_rng(lanes).standard_normal(size).astype(np.float32)
+    at = [Load("x", add(mul(v, const(stride)), const(k)), "f32") for k in (1, 2)]
+    kernel = Kernel("strided", (Param("x", "f32", size), Param("out", "f32", lanes)),
+                    For(v, const(lanes), Store("out", v, Binary("+", *at)), LoopKind.VECTORIZED))
+    out = np.zeros(lanes, np.float32)
+    compile_kernel(backend, kernel)([x, out])
+    np.testing.assert_array_equal(out, x[1::stride][:lanes] + x[2::stride][:lanes])
+    if backend == "llvm":
+        import llvmlite.ir as ir
+
+        from minidlc.backends.llvm.codegen import KernelCodegen
+        module = ir.Module()
+        KernelCodegen(module, kernel).emit()
+        text = str(module)
+        assert text.count(f"load <{lanes} x float>") == (2 if stride == 1 else 4 if stride == 2 else 0)
+        assert text.count("shufflevector") == (2 if stride == 2 else 0)
+        assert ("insertelement" in text) == (stride > 2)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ...ir.types import DTYPES
 from ...loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
-                         Seq, Stmt, Store, Var)
+                         Seq, Stmt, Store, Var, add)
 from ...loops.simplify import simplify
 from ...loops.transform import substitute, walk_exprs
 
@@ -225,7 +225,7 @@ class KernelCodegen:
         b = self.b
         if _is_float(dtype):
             if op in ("min", "max"):
-                return self.intrinsic("llvm.minimum" if op == "min" else "llvm.maximum", [a, c], dtype)
+                return self.float_min_max(op, a, c)
             if op == "mod":  # floor modulo: fix the sign of C's remainder; a zero takes the divisor's sign
                 r = b.frem(a, c)
                 fix = b.and_(b.fcmp_ordered("!=", r, _const(r, 0.0)),
@@ -250,6 +250,15 @@ class KernelCodegen:
         fn = {"mod": b.urem, "and": b.and_, "or": b.or_, "xor": b.xor,
               "/": b.udiv if unsigned else b.sdiv, "%": b.urem if unsigned else b.srem}[op]
         return fn(a, c)
+
+    def float_min_max(self, op: str, a, c):
+        """min/max propagating NaN, as NumPy's: `a` when a is NaN, else the select
+        of a compare, which is c when c is NaN. x86 selects one vmaxps/vminps and
+        a masked move; llvm.maximum costs twice that, for ordering -0 below +0,
+        which no operator here asks for."""
+        b = self.b
+        pick = b.select(b.fcmp_ordered(">" if op == "max" else "<", a, c), a, c)
+        return b.select(b.fcmp_unordered("uno", a, a), a, pick)
 
     def cast(self, v, src: str, dst: str):
         b, t = self.b, _like(_TYPES[dst], v)
@@ -371,8 +380,9 @@ class VectorCodegen:
     """Straight-line vector code for `for (v < W) buf[i(v)] = e(v)`  // vectorized.
 
     Every expression becomes a <W x T> value: a load or store whose index is
-    `base + v` is one vector memory access, an index that does not depend on
-    v is a scalar load and a broadcast, anything else is W scalar accesses.
+    `base + v` is one vector memory access, a load at `base + 2v` two and a
+    shuffle, an index that does not depend on v a
+    scalar load and a broadcast, anything else W scalar accesses.
     """
 
     def __init__(self, cg: KernelCodegen, var: Var, width: int):
@@ -400,6 +410,25 @@ class VectorCodegen:
             return None
         return simplify(substitute(index, {self.var: Const(0)}))
 
+    def _strided_load(self, e: Load, stride: int) -> ir.Value:
+        """Lanes buf[base + stride * v]. Stride 1 is one vector load. Stride 2 (a
+        stride-2 pool or conv) loads the W elements from the first lane's and the W
+        ending at the last lane's, and one shuffle of the two takes every other
+        element: LLVM selects vector permutes where W scalar loads and inserts
+        were. Both loads lie between two elements the lanes read, so they read
+        nothing outside the buffer; two sources also keep LLVM from moving the
+        shuffle below the arithmetic, which would then run on twice the lanes."""
+        base = simplify(substitute(e.index, {self.var: Const(0)}))
+        vtype = ir.VectorType(_MEM[e.dtype], self.w)
+        first = self.b.load(self._vec_ptr(e.buf, base, vtype), align=_ALIGN[e.dtype])
+        if stride == 1:
+            return first
+        last = self.b.load(self._vec_ptr(e.buf, simplify(add(base, Const(self.w - 1))), vtype),
+                           align=_ALIGN[e.dtype])
+        # lane v reads element 2v: first[2v] while that is in `first`, else last[2v - (W - 1)]
+        picks = [2 * v if 2 * v < self.w else 2 * v + 1 for v in range(self.w)]
+        return self.b.shuffle_vector(first, last, ir.Constant(ir.VectorType(ir.IntType(32), self.w), picks))
+
     def _vec_ptr(self, buf: str, base: Expr, vtype) -> ir.Value:
         ptr = self.b.gep(self.cg.bufs[buf], [self.cg.index(base)], inbounds=True)
         return self.b.bitcast(ptr, vtype.as_pointer())
@@ -416,9 +445,9 @@ class VectorCodegen:
         if isinstance(e, Var):
             return ir.Constant(ir.VectorType(ir.IntType(64), self.w), list(range(self.w)))
         if isinstance(e, Load):
-            base = self._unit_base(e.index)
-            if base is not None and e.dtype != "bool":
-                return b.load(self._vec_ptr(e.buf, base, ir.VectorType(_MEM[e.dtype], self.w)), align=_ALIGN[e.dtype])
+            stride = _coefficient(e.index, self.var)
+            if stride in (1, 2) and e.dtype != "bool":
+                return self._strided_load(e, stride)
             lanes = []
             for lane in range(self.w):
                 cg.env[self.var] = ir.Constant(ir.IntType(64), lane)
