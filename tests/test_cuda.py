@@ -885,3 +885,24 @@ def test_profile_times_each_step_of_the_cuda_executable(tmp_path, capsys):
     assert main(["run", str(path), "--target", "cuda", "--random-inputs", "--profile"]) == 0
     out = capsys.readouterr().out
     assert "k_matmul" in out and "launches timed alone; no roofline" in out
+
+
+@pytest.mark.parametrize("reads_own_element", [True, False])
+def test_a_map_loop_reads_the_buffer_it_writes_only_at_its_own_element(reads_own_element):
+    """Softmax scales its output in place: y[i, j] = y[i, j] / acc keeps the row
+    block-wide (each thread reads what it wrote); y[i, j] = y[i, 127 - j] / acc
+    reads another thread's element, which the barrier does not order."""
+    from minidlc.loops.gpu_schedule import gpu_schedule
+
+    i, j, k = Var("i"), Var("j"), Var("k")
+    row = lambda col: add(mul(i, const(128)), col)  # noqa: E731
+    acc = Load("acc", const(0), "f32")
+    read = row(j) if reads_own_element else row(Binary("-", const(127), j))
+    body = Allocate("acc", "f32", 1, seq(
+        Store("acc", const(0), const(0.0, "f32")),
+        For(k, const(128), Store("acc", const(0), Binary("+", acc, Load("x", row(k), "f32")))),
+        For(j, const(128), Store("y", row(j), Binary("/", Load("y", read, "f32"), acc)))))
+    kernel = gpu_schedule(Kernel("rows", (Param("x", "f32", 512), Param("y", "f32", 512)), For(i, const(4), body)))
+    verify_kernel(kernel)
+    shared = any(isinstance(s, Allocate) and s.scope == Scope.SHARED for s in walk_stmts(kernel.body))
+    assert shared == reads_own_element

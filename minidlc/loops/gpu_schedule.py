@@ -39,7 +39,8 @@ store to memory outside any loop (thread 0 does it: the row's one thread
 with p = 0, below); an accumulation loop
 (`acc[c] = acc[c] op value`, op + * min max, `value` not reading acc); or a
 map loop (stores to memory at indices that move with the loop, reading none
-of the buffers it writes). Perfectly nested inner loops count as one loop.
+of the buffers it writes but the element it stores). Perfectly nested inner
+loops count as one loop.
 Anything else keeps one thread per row. The tree reassociates the
 reductions, as the CPU's vectorized loops do.
 
@@ -338,11 +339,16 @@ class _RowRewrite:
             Store(st.buf, st.index, Binary(op, acc, Load(red, self.lane, dt))), Barrier()))
 
     def map_loop(self, loop: For, local: set[str]) -> Stmt | None:
-        """`for j: out[f(j)] = g(j)` (each j its own element of memory) as this
-        thread's share, then a barrier."""
+        """`for j: out[f(j)] = g(j)` (each j its own element of memory; g may read
+        out[f(j)] itself, the element its thread writes: Softmax scaling its
+        output in place) as this thread's share, then a barrier."""
         stores = loop.body.stmts if isinstance(loop.body, Seq) else (loop.body,)
         if not all(isinstance(x, Store) and x.buf not in local and _one_to_one(x.index, loop) for x in stores):
             return None
-        if {x.buf for x in stores} & _loads(loop.body):
+        written: dict[str, set[Expr]] = {}
+        for x in stores:
+            written.setdefault(x.buf, set()).add(x.index)
+        if any(written[e.buf] != {e.index} for x in stores for e in walk_exprs(x.value)
+               if isinstance(e, Load) and e.buf in written):
             return None
         return seq(self.share(loop, loop.body), Barrier())

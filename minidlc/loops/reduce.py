@@ -3,11 +3,13 @@ pooling, and CumSum.
 
 Each becomes loops over the kept axes around an accumulator loop over the
 reduced axes (`acc` is a one-element local array, which LLVM keeps in a
-register). Softmax is the usual three passes over a row (max, sum of
-exponentials, write), layer normalization three as well (mean, variance,
-normalize): two-pass statistics are more accurate than one-pass sums of
-squares. The input element is re-read (and its producers re-computed) in
-each pass instead of being stored. CumSum is a reduction that stores its
+register). Softmax makes four passes over a row (max; exponentials, stored
+into the output; their sum; scaling the output by its inverse), so that exp
+runs once an element; LogSoftmax three (max, sum of exponentials, write);
+layer normalization three as well (mean, variance, normalize): two-pass
+statistics are more accurate than one-pass sums of squares. The input
+element is re-read (and its producers re-computed) in each pass instead of
+being stored. CumSum is a reduction that stores its
 accumulator after every step.
 """
 from __future__ import annotations
@@ -160,17 +162,23 @@ def _softmax(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     # there by an ulp (contracted into an FMA in one pass, not in another), and an
     # ulp of 1e35 over the max would make exp() of it inf
     shifted = lambda r: Binary("min", Binary("-", lw.read(x, index(r)), m), Const(0.0, dt))  # noqa: E731
-    s_acc, s_body, s = accumulate(lw, dt, Const(0.0, dt), [(r2[axis], shape[axis])],
-                                  lambda a: Binary("+", a, Call("exp", (shifted(r2),))), lambda a: a)
     buf = lw.buffer_for(out)
-    if node.op == "Softmax":
-        value = Binary("/", Call("exp", (shifted(r3),)), s)
-    else:
-        value = Binary("-", shifted(r3), Call("log", (s,)))
-    write = loop_nest([r3[axis]], [shape[axis]], Store(buf, row_major(index(r3), shape), value))
     lw.buffers[id(out)] = buf
+    at = lambda r: row_major(index(r), shape)  # noqa: E731
+    if node.op == "LogSoftmax":  # x - max - log(sum): each pass recomputes exp, which is cheap beside a store
+        s_acc, s_body, s = accumulate(lw, dt, Const(0.0, dt), [(r2[axis], shape[axis])],
+                                      lambda a: Binary("+", a, Call("exp", (shifted(r2),))), lambda a: a)
+        write = For(r3[axis], const(shape[axis]), Store(buf, at(r3), Binary("-", shifted(r3), Call("log", (s,)))))
+        passes = [s_body, write]
+    else:  # the exponentials are stored, then summed, then scaled in place: exp runs once an element
+        r4 = fresh()
+        s_acc, s_body, s = accumulate(lw, dt, Const(0.0, dt), [(r3[axis], shape[axis])],
+                                      lambda a: Binary("+", a, Load(buf, at(r3), dt)), lambda a: a)
+        inv = Binary("/", Const(1.0, dt), s)
+        passes = [For(r2[axis], const(shape[axis]), Store(buf, at(r2), Call("exp", (shifted(r2),)))), s_body,
+                  For(r4[axis], const(shape[axis]), Store(buf, at(r4), Binary("*", Load(buf, at(r4), dt), inv)))]
     return loop_nest(list(kept.values()), [shape[a] for a in kept],
-                     with_accumulators([(m_acc, dt), (s_acc, dt)], seq(m_body, s_body, write)))
+                     with_accumulators([(m_acc, dt), (s_acc, dt)], seq(m_body, *passes)))
 
 
 @register_lowering("LayerNormalization", "InstanceNormalization")

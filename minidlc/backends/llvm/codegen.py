@@ -225,7 +225,7 @@ class KernelCodegen:
         b = self.b
         if _is_float(dtype):
             if op in ("min", "max"):
-                return self.float_min_max(op, a, c)
+                return self.float_min_max(op, a, c, dtype)
             if op == "mod":  # floor modulo: fix the sign of C's remainder; a zero takes the divisor's sign
                 r = b.frem(a, c)
                 fix = b.and_(b.fcmp_ordered("!=", r, _const(r, 0.0)),
@@ -251,12 +251,16 @@ class KernelCodegen:
               "/": b.udiv if unsigned else b.sdiv, "%": b.urem if unsigned else b.srem}[op]
         return fn(a, c)
 
-    def float_min_max(self, op: str, a, c):
-        """min/max propagating NaN, as NumPy's: `a` when a is NaN, else the select
-        of a compare, which is c when c is NaN. x86 selects one vmaxps/vminps and
-        a masked move; llvm.maximum costs twice that, for ordering -0 below +0,
-        which no operator here asks for."""
+    def float_min_max(self, op: str, a, c, dtype: str):
+        """min/max propagating NaN, as NumPy's. On scalars, llvm.minimum/maximum:
+        LLVM's loop vectorizer knows those as reductions. On the vectors
+        VectorCodegen builds, `a` when a is NaN, else the select of a compare,
+        which is c when c is NaN: x86 selects a vmaxps/vminps and a masked move,
+        where llvm.maximum costs twice that, for ordering -0 below +0, which no
+        operator here asks for."""
         b = self.b
+        if not isinstance(a.type, ir.VectorType):
+            return self.intrinsic("llvm.minimum" if op == "min" else "llvm.maximum", [a, c], dtype)
         pick = b.select(b.fcmp_ordered(">" if op == "max" else "<", a, c), a, c)
         return b.select(b.fcmp_unordered("uno", a, a), a, pick)
 
