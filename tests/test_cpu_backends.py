@@ -710,12 +710,31 @@ def test_gather_with_constant_indices_is_checked_only_when_invalid(indices, chec
 
 def test_the_gemm_register_block_comes_from_the_host_features():
     """8 x 16 with AVX-512 (one register per row), 6 x 16 otherwise (two per
-    row), and --emit loops says which block the kernels use."""
-    from minidlc.loops.gemm import CONFIG, GemmConfig, host_gemm_config
+    row); a product with many columns 6 x 32 with AVX-512; and --emit loops
+    says which block the kernels use."""
+    from minidlc.loops.gemm import CONFIG, GemmConfig, host_gemm_config, host_wide_config
 
     assert host_gemm_config({"avx512f": True, "avx2": True}) == GemmConfig(mr=8, nr=16)
     assert host_gemm_config({"avx512f": False, "avx2": True}) == GemmConfig(mr=6, nr=16)
     assert host_gemm_config({"neon": True}) == GemmConfig(mr=6, nr=16)
+    assert host_wide_config({"avx512f": True, "avx2": True}) == GemmConfig(mr=6, nr=32)
+    assert host_wide_config({"avx512f": False, "avx2": True}) == GemmConfig(mr=6, nr=16)
     loops = minidlc.compile(matmul_graph((), 64, 32, 48), target="llvm").emit("loops")
     assert f"// GEMM register block: {CONFIG.mr} x {CONFIG.nr} f32" in loops
     assert f"f32 acc[{CONFIG.mr * CONFIG.nr}];" in loops
+
+
+@pytest.mark.parametrize("const_b", [True, False])
+@pytest.mark.parametrize("n", [256, 300])
+def test_a_product_with_many_columns_takes_the_wide_block(cpu, const_b, n):
+    """n >= WIDE_MIN_COLUMNS: B's panels are the wide block's NR (a weight
+    packed at compile time, a run-time B by the kernel), the last one partly
+    past column n, and the rows leave an edge block."""
+    from minidlc.loops.gemm import CONFIG, WIDE_CONFIG, WIDE_MIN_COLUMNS
+
+    assert n >= WIDE_MIN_COLUMNS
+    loops = check(matmul_graph((), 2 * WIDE_CONFIG.mr + 1, 37, n, const_b=const_b), cpu).emit("loops")
+    assert f"f32 acc[{WIDE_CONFIG.mr * WIDE_CONFIG.nr}];" in loops
+    narrow = check(matmul_graph((), 9, 37, WIDE_MIN_COLUMNS - 1), cpu).emit("loops")
+    assert f"f32 acc[{CONFIG.mr * CONFIG.nr}];" in narrow
+    assert WIDE_CONFIG == CONFIG or f"f32 acc[{WIDE_CONFIG.mr * WIDE_CONFIG.nr}];" not in narrow

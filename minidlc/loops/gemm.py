@@ -8,7 +8,8 @@ MR-column of A and an NR-row of B with fused multiply-adds. B is repacked so
 that those NR-rows are contiguous: panel p holds columns [p*NR, (p+1)*NR) as
 Bp[p][k][0:NR], zero-padded past N. Weights are constants, so their packing
 happens once, at compile time; a B computed at run time is packed by a first
-loop nest of the kernel.
+loop nest of the kernel. The block comes from the host (`host_gemm_config`);
+a MatMul or Gemm with many columns takes a wider one (`host_wide_config`).
 
 The epilogue (Gemm's alpha/beta/C, a bias add, an activation, a residual
 add: the elementwise consumers the fuse pass put in the group) is applied to
@@ -33,7 +34,7 @@ with static extents, so every access is provably in bounds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -53,6 +54,7 @@ PARALLEL_MIN_SHARES = 8  # a GEMM's parallel loop over fewer column panels than 
 DIRECT_MIN_CHANNELS = 8  # a Conv with fewer output channels per group uses im2col
 DIRECT_MIN_K = 64  # below this k (channels per group x kernel size), a stride-1 Conv reads its pixels in place
 ROW_BLOCKS_MIN_WIDTH = 24  # a direct Conv with output rows this wide blocks pixels within a row
+WIDE_MIN_COLUMNS = 256  # a MatMul or Gemm with this many columns takes the wide register block (8 panels or more)
 
 
 @dataclass(frozen=True)
@@ -72,19 +74,37 @@ def host_gemm_config(features: dict[str, bool] | None = None) -> GemmConfig:
     units fed without running out of registers: 8 rows of one register each
     with AVX-512 (8 accumulators of its 32 registers: two FMA pipes of four
     cycles' latency), 6 rows of two registers each otherwise (12 of 16)."""
+    return GemmConfig(mr=8 if _features(features).get("avx512f", False) else 6, nr=16)
+
+
+def host_wide_config(features: dict[str, bool] | None = None) -> GemmConfig:
+    """The register block of a product with many columns (a MatMul or Gemm with
+    WIDE_MIN_COLUMNS or more: an mlp's or a transformer's layers): with AVX-512,
+    6 rows of two registers, 6 x 32. Each step of k then loads 6 + 2 values for
+    12 FMAs, where 8 x 16 loads 9 for 8: on a Rocket Lake, whose loads bound
+    8 x 16, it ran the mlp and tfblock 8 to 11% faster (one thread); the CNN
+    models' convs, 16 to 64 channels a panel, ran slower in it and keep
+    host_gemm_config's. Otherwise that block, which is two registers wide already."""
+    return GemmConfig(mr=6, nr=32) if _features(features).get("avx512f", False) else host_gemm_config(features)
+
+
+def _features(features: dict[str, bool] | None) -> dict[str, bool]:
     if features is None:
         import llvmlite.binding as llvm
 
         llvm.initialize_native_target()
         features = dict(llvm.get_host_cpu_features())
-    return GemmConfig(mr=8 if features.get("avx512f", False) else 6, nr=16)
+    return features
 
 
 CONFIG = host_gemm_config()
+WIDE_CONFIG = host_wide_config()
 
 
-def describe_config(config: GemmConfig = CONFIG) -> str:
-    return f"GEMM register block: {config.mr} x {config.nr} f32 (MR x NR, chosen from this CPU's features)"
+def describe_config() -> str:
+    wide = "" if WIDE_CONFIG == CONFIG else \
+        f"; {WIDE_CONFIG.mr} x {WIDE_CONFIG.nr} for a MatMul or Gemm with {WIDE_MIN_COLUMNS} or more columns"
+    return f"GEMM register block: {CONFIG.mr} x {CONFIG.nr} f32 (MR x NR, chosen from this CPU's features{wide})"
 
 
 def _shapes(node: Node):
@@ -159,6 +179,7 @@ class GemmSpec:
                                                          # along a panel): no packing loops
     acc_dtype: str = "f32"                               # the accumulator's (and a's and b's values') dtype
     dot4: "Dot4 | None" = None                           # integer ops with int8 weights: k by words
+    block: GemmConfig = field(default_factory=lambda: CONFIG)  # the register block (B's panels are NR wide)
     a_border: Callable[[list[Expr], list[Expr], list[Expr]], Expr] | None = None  # A' read with a test (a
                                                          # conv's padding) for rows outside `interior`
     interior: tuple[tuple[int, int], ...] | None = None  # per row-grid axis, [lo, hi): the rows `a` may read
@@ -241,6 +262,7 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         return value
 
     a_vector, b_vector = _vector_operands(node)  # (a Gemm's operands are 2-D)
+    block = WIDE_CONFIG if lw.device == Device.CPU and not integer and n >= WIDE_MIN_COLUMNS else CONFIG
     if a_vector:
         a_index = lambda bidx, row, kv: [kv[0]]  # noqa: E731
     else:
@@ -259,10 +281,11 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         b_batch=b_batch,
         b_index=lambda bidx: broadcast_index(bidx, b_batch, batch),
         b=lambda bb, kv, panel, jj: b_read(b_val, [kv[0]] if b_vector else
-                                           bb + ([_col(panel, jj, n), kv[0]] if trans_b else [kv[0], _col(panel, jj, n)])),
-        b_packed=None if const_b is None or dot4 is not None else pack_b(const_b, CONFIG.nr, trans_b),
+                                           bb + ([_col(panel, jj, n, block.nr), kv[0]] if trans_b else
+                                                 [kv[0], _col(panel, jj, n, block.nr)])),
+        b_packed=None if const_b is None or dot4 is not None else pack_b(const_b, block.nr, trans_b),
         out=lambda bidx, row, col: bidx + ([] if a_vector else [row[0]]) + ([] if b_vector else [col]),
-        adjust=adjust, acc_dtype="i32" if integer else node.outputs[0].type.dtype, dot4=dot4)
+        adjust=adjust, acc_dtype="i32" if integer else node.outputs[0].type.dtype, dot4=dot4, block=block)
 
 
 def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
@@ -375,7 +398,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
             o = unflatten(Binary("/", panel, const(row_panels)), out_sp[:-1]) + \
                 [add(mul(Binary("%", panel, const(row_panels)), const(CONFIG.nr)), jj)]
         else:
-            o = unflatten(_col(panel, jj, math.prod(out_sp)), out_sp)
+            o = unflatten(_col(panel, jj, math.prod(out_sp), CONFIG.nr), out_sp)
         return read_x(read_src, bb[0], bb[1], kv[0], o, kv[1:])
 
     return GemmSpec(
@@ -497,7 +520,7 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     spec = gemm_spec(lw, node)
     dt = spec.acc_dtype
     m, k, n, batch = spec.m, spec.k, spec.n, spec.batch
-    mr, nr = CONFIG.mr, CONFIG.nr
+    mr, nr = spec.block.mr, spec.block.nr
     panels = -(-n // nr)
 
     # ---- B', packed: Bp[b_batch][panel][k][nr] ----------------------------------------
@@ -714,16 +737,16 @@ def _dot4_conv(lw: Lowerer, x: Value, read_src, src_shape: tuple[int, ...], w: n
                 x_zero + _u8_shift(x.type.dtype), fill)
 
 
-def _col(panel: Expr, jj: Expr, n: int) -> Expr:
+def _col(panel: Expr, jj: Expr, n: int, nr: int) -> Expr:
     """Column panel * NR + jj, clamped to the last real column (packing reads in bounds)."""
-    col = add(mul(panel, const(CONFIG.nr)), jj)
-    return col if n % CONFIG.nr == 0 else Binary("min", col, const(n - 1))
+    col = add(mul(panel, const(nr)), jj)
+    return col if n % nr == 0 else Binary("min", col, const(n - 1))
 
 
 def _pack_stage(lw: Lowerer, spec: GemmSpec, panels: int, bp: str, dt: str) -> Stmt:
     """Loops that pack a run-time B' into panels (zero past column n): for a
     MatMul a copy, for a Conv the im2col transform."""
-    k, n, nr = spec.k, spec.n, CONFIG.nr
+    k, n, nr = spec.k, spec.n, spec.block.nr
     bb, p, kk, jj = lw.var("b"), lw.var("p"), lw.var("k"), lw.var("jj")
     value = spec.b(unflatten(bb, spec.b_batch), unflatten(kk, spec.k_shape or (k,)), p, jj)
     if n % nr:  # zeros past column n

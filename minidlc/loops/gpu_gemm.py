@@ -58,7 +58,7 @@ import numpy as np
 
 from ..ir import DTYPES, Node
 from ..ir.types import dtype_name
-from .gemm import CONFIG, GEMM_OPS, GemmSpec, epilogue_chain, gemm_spec, is_depthwise, lower_depthwise, \
+from .gemm import GEMM_OPS, GemmSpec, epilogue_chain, gemm_spec, is_depthwise, lower_depthwise, \
     store_result
 from .ir import (Allocate, Barrier, Binary, Compare, Const, Expr, For, If, Load, LoopKind, Scope, Select, Stmt, Store,
                  add, cast, const, mul, row_major, seq)
@@ -287,8 +287,8 @@ def lower_gemm_gpu(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     def read_b(bidx: list[Expr], kg: Expr, col: Expr) -> Expr:
         bb = spec.b_index(bidx)
         if spec.b_packed is None:  # computed at run time: read in place (panel, column within it)
-            value = spec.b(bb, unflatten(kg, k_shape), Binary("/", col, const(CONFIG.nr)),
-                           Binary("%", col, const(CONFIG.nr)))
+            value = spec.b(bb, unflatten(kg, k_shape), Binary("/", col, const(spec.block.nr)),
+                           Binary("%", col, const(spec.block.nr)))
         else:
             value = Load(bp, row_major(bb + [kg, col], spec.b_batch + (k, n)), b_dt)
         return cast(value, dt)
