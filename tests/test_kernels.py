@@ -310,8 +310,9 @@ def test_a_kernel_takes_contiguous_arrays_of_any_shape(backend):
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_vectorized_loads_at_a_stride_read_their_elements(backend, lanes, stride):
     """out[v] = x[stride * v + 1] + x[stride * v + 2], the loop vectorized, with x
-    ending at the last lane's element: on llvm a stride of 1 or 2 is whole vector
-    loads (two and a shuffle for 2), a larger one element by element."""
+    ending at the last lane's element: on llvm in pieces of a register's lanes
+    (the last one overlapping the one before), where a stride of 1 or 2 is whole
+    vector loads (two and a shuffle for 2), a larger one element by element."""
     v = Var("v")
     size = stride * (lanes - 1) + 3
     x = np.random.default_rng(lanes).standard_normal(size).astype(np.float32)
@@ -324,10 +325,26 @@ def test_vectorized_loads_at_a_stride_read_their_elements(backend, lanes, stride
     if backend == "llvm":
         import llvmlite.ir as ir
 
-        from minidlc.backends.llvm.codegen import KernelCodegen
+        from minidlc.backends.llvm.codegen import KernelCodegen, vector_bits
         module = ir.Module()
         KernelCodegen(module, kernel).emit()
         text = str(module)
-        assert text.count(f"load <{lanes} x float>") == (2 if stride == 1 else 4 if stride == 2 else 0)
-        assert text.count("shufflevector") == (2 if stride == 2 else 0)
+        width = min(lanes, vector_bits() // 32)
+        pieces = -(-lanes // width)
+        assert text.count(f"load <{width} x float>") == pieces * (2 if stride == 1 else 4 if stride == 2 else 0)
+        assert text.count("shufflevector") == (2 * pieces if stride == 2 else 0)
         assert ("insertelement" in text) == (stride > 2)
+
+
+@pytest.mark.parametrize("lanes", [17, 27, 40])
+def test_a_vectorized_update_in_place_stores_each_lane_once(backend, lanes):
+    """y[v] = 2 * y[v] + x[v]: llvm's vector pieces must not overlap here (a lane
+    stored twice would be doubled twice); without the read of y they may."""
+    v = Var("v")
+    x, y = (np.random.default_rng(lanes + k).standard_normal(lanes).astype(np.float32) for k in (0, 1))
+    value = Binary("+", Binary("*", Const(2.0, "f32"), Load("y", v, "f32")), Load("x", v, "f32"))
+    kernel = Kernel("update", (Param("x", "f32", lanes), Param("y", "f32", lanes)),
+                    For(v, const(lanes), Store("y", v, value), LoopKind.VECTORIZED))
+    want = 2 * y + x
+    compile_kernel(backend, kernel)([x, y])
+    np.testing.assert_array_equal(y, want)

@@ -20,7 +20,7 @@ from ...ir.types import DTYPES
 from ...loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
                          Seq, Stmt, Store, Var, add)
 from ...loops.simplify import simplify
-from ...loops.transform import substitute, walk_exprs
+from ...loops.transform import substitute, substitute_stmt, walk_exprs
 
 _TYPES = {"f16": ir.HalfType(), "f32": ir.FloatType(), "f64": ir.DoubleType(), "i8": ir.IntType(8),
           "u8": ir.IntType(8), "i16": ir.IntType(16), "i32": ir.IntType(32), "i64": ir.IntType(64),
@@ -47,6 +47,15 @@ def host_has(feature: str) -> bool:
     ("avx512vnni"); compiled code is cached per host CPU and feature string."""
     llvm.initialize_native_target()
     return llvm.get_host_cpu_features().get(feature, False)
+
+
+_BITS = {name: 8 if name == "bool" else t.width if isinstance(t, ir.IntType) else _FLOAT_BITS[name]
+         for name, t in _MEM.items()}
+
+
+def vector_bits() -> int:
+    """The width of the host's vector registers: compiled code is cached per host."""
+    return 512 if host_has("avx512f") else 256 if host_has("avx") else 128
 
 
 def _is_float(dtype: str) -> bool:
@@ -160,7 +169,7 @@ class KernelCodegen:
     def loop(self, s: For, start: ir.Value, stop: ir.Value) -> None:
         if (s.kind == LoopKind.VECTORIZED and isinstance(s.extent, Const) and 1 < s.extent.value <= MAX_VECTOR
                 and _lanes_independent(s.body, s.var)):
-            return VectorCodegen(self, s.var, int(s.extent.value)).store(s.body)
+            return self.vector_pieces(s)
         i64 = ir.IntType(64)
         pre = self.b.block
         head = self.b.append_basic_block(f"{s.var.name}.head")
@@ -182,6 +191,30 @@ class KernelCodegen:
         self.b.branch(head)
         self.b.position_at_end(done)
         del self.env[s.var]
+
+    def vector_pieces(self, s: For) -> None:
+        """A vectorized loop as straight-line vector code, in pieces of one
+        register's lanes (of the widest dtype it stores or loads): a stride-2
+        load of 27 lanes in one <27 x float> value, say, left LLVM's legalizer
+        to split the shuffle, which it did element by element. The lanes are
+        independent, so the pieces may run in any order; the last one ends at
+        the last lane, overlapping the one before, unless the value reads the
+        buffer it stores (then storing a lane twice would not store the same
+        value): an odd-sized piece legalizes no better than the whole."""
+        width = int(s.extent.value)
+        loaded = [e for e in walk_exprs(s.body.value) if isinstance(e, Load)]
+        lanes = max(2, vector_bits() // max([_BITS[self.dtypes[s.body.buf]]] + [_BITS[e.dtype] for e in loaded]))
+        overlap = width > lanes and all(e.buf != s.body.buf for e in loaded)
+        for first in range(0, width, lanes):
+            if overlap and first + lanes > width:
+                first = width - lanes
+            piece = substitute_stmt(s.body, {s.var: add(s.var, Const(first))}) if first else s.body
+            if width - first == 1:
+                self.env[s.var] = ir.Constant(ir.IntType(64), 0)
+                self.stmt(piece)
+                del self.env[s.var]
+            else:
+                VectorCodegen(self, s.var, min(lanes, width - first)).store(piece)
 
     # ---- expressions -----------------------------------------------------------------
     def index(self, e: Expr) -> ir.Value:
