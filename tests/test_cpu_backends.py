@@ -367,6 +367,28 @@ def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
     assert ("x_padded" in loops) == (not tested and any(attrs.get("pads", [0])))
 
 
+@pytest.mark.parametrize("shape,wshape,attrs,form", [
+    ((1, 8, 8, 64), (16, 8, 1, 1), {"strides": [2, 2]}, "in place"),  # 4 x 32 pixels: whole panels
+    ((2, 6, 7, 9), (10, 6, 1, 1), {"strides": [2, 3]}, "direct"),  # 4 x 3, the last read at the edge
+    ((1, 4, 5, 33), (8, 2, 1, 1), {"group": 2, "strides": [1, 2]}, "im2col"),  # grouped, 4 channels a group
+    ((1, 4, 21), (8, 4, 1), {"strides": [3]}, "direct"),  # 1-D
+])
+def test_a_strided_pointwise_conv_reads_a_compact_copy_of_its_pixels(cpu, shape, wshape, attrs, form):
+    """A 1x1 conv with strides and no padding (ResNet's projections) copies the
+    pixels it reads into a compact buffer, then is a conv of stride 1 over it,
+    in whichever form suits that: whole panels of pixels are read in place."""
+    rng = np.random.default_rng(4)
+    g = Graph()
+    x = g.add("Relu", [g.add_input("x", TensorType(shape))]).output  # computed in the group: read through Relu
+    w = g.constant(rng.standard_normal(wshape).astype(np.float32), "w")
+    g.outputs = [g.add("Conv", [x, w, g.constant(rng.standard_normal(wshape[0]).astype(np.float32), "b")],
+                       attrs).output]
+    loops = check(g, cpu).emit("loops")
+    assert "_strided[" in loops and "NumPy" not in loops
+    packed = {"w_packed": "direct", "_im2col_packed": "im2col"}
+    assert [kind for name, kind in packed.items() if name in loops] == ([] if form == "in place" else [form])
+
+
 @pytest.mark.parametrize("shape,wshape,attrs", [
     ((1, 8, 5, 26), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}),  # peeled ends: one full block inside each row
     ((1, 8, 9, 50), (16, 8, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # stride 2

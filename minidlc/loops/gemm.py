@@ -307,6 +307,9 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
       ResNet's and MobileNet's 1x1s) whenever its pixel count is a multiple of
       NR, across rows: such a conv always takes this form, a GEMM with no copy.
       Otherwise the packing loops build the im2col matrix in B's panels.
+    A 1x1 conv with strides (and no padding) on a CPU first copies the pixels
+    it reads into a compact buffer (`subsampled_copy`) and is then a conv of
+    stride 1 over that, in one of the forms above.
     """
     from ..ir.ops.windows import Window
 
@@ -331,6 +334,15 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     nimg, chans = x.type.shape[:2]
     spatial, kernel = x.type.shape[2:], tuple(w.type.shape[2:])
     out_sp = tuple(node.outputs[0].type.shape[2:])
+    # A strided 1x1 conv without padding (ResNet's projections) reads one pixel in
+    # `stride` along each axis: copied compactly first (`subsampled_copy`), it is
+    # a pointwise conv of stride 1 over the copy, read in place as B when its
+    # pixels fill whole panels, and its reads touch a quarter of the lines
+    compact = None
+    if (lw.device == Device.CPU and not integer and all(k == 1 for k in kernel) and not any(win.pads)
+            and any(st > 1 for st in win.strides)):
+        compact = subsampled_copy(lw, x, win, out_sp)
+        win, spatial = Window.of(kernel), out_sp
     g = a["group"]
     mg, cg = w.type.shape[0] // g, chans // g
     kc = cg * math.prod(kernel)
@@ -368,6 +380,8 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     if borders:
         read_src, read_border, prologue = read_padded(lw, x, win, pad, False), read_padded(lw, x, win, pad, True), None
         src_shape = None  # (the dot4 form, which needs it, is integer: it copies)
+    elif compact is not None:
+        (read_src, prologue), src_shape = compact, None
     else:
         read_src, src_shape, prologue = padded_copy(lw, x, win, pad)
     if direct:
@@ -409,6 +423,22 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         out=lambda bidx, row, col: [bidx[0], channel(bidx, row[0])] + unflatten(col, out_sp),
         adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
         prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place or flat, acc_dtype=acc_dtype)
+
+
+def subsampled_copy(lw: Lowerer, x: Value, win, out_sp: tuple[int, ...]) -> tuple[Callable[[list[Expr]], Expr], Stmt]:
+    """(read, loops that fill it): x at every `stride`-th position along each
+    spatial axis (a window of one cell, no padding), copied into a compact
+    scratch buffer of the output's spatial shape, per (image, channel) plane.
+    Along a row the copy reads at stride 2 (or more): vector loads and a
+    shuffle on llvm for stride 2."""
+    shape = x.type.shape[:2] + tuple(out_sp)
+    buf = lw.scratch(x.name + "_strided", x.type.dtype, math.prod(shape))
+    plane, pos = lw.var("p"), lw.vars(len(out_sp), "i")
+    outer = unflatten(plane, shape[:2])
+    src = outer + [mul(i, const(st)) for i, st in zip(pos, win.strides)]
+    fill = For(plane, const(math.prod(shape[:2])),
+               loop_nest(pos, list(out_sp), Store(buf, row_major(outer + pos, shape), lw.read(x, src))))
+    return (lambda idx: Load(buf, row_major(idx, shape), x.type.dtype)), fill
 
 
 def is_depthwise(node: Node) -> bool:
