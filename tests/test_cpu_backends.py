@@ -748,15 +748,34 @@ def test_the_gemm_register_block_comes_from_the_host_features():
 
 @pytest.mark.parametrize("const_b", [True, False])
 @pytest.mark.parametrize("n", [256, 300])
-def test_a_product_with_many_columns_takes_the_wide_block(cpu, const_b, n):
+def test_a_product_with_many_columns_takes_the_wide_block(cpu, const_b, n, monkeypatch):
     """n >= WIDE_MIN_COLUMNS: B's panels are the wide block's NR (a weight
     packed at compile time, a run-time B by the kernel), the last one partly
-    past column n, and the rows leave an edge block."""
-    from minidlc.loops.gemm import CONFIG, WIDE_CONFIG, WIDE_MIN_COLUMNS
+    past column n, and the rows leave an edge block. On a host without
+    AVX-512 (whose wide block is its usual one) with AVX-512's 6 x 32."""
+    import minidlc.compile_cache
+    from minidlc.loops import gemm
+    from minidlc.loops.gemm import CONFIG, WIDE_MIN_COLUMNS, GemmConfig
 
+    if gemm.WIDE_CONFIG == CONFIG:
+        monkeypatch.setattr(gemm, "WIDE_CONFIG", GemmConfig(mr=6, nr=32))
+        monkeypatch.setattr(minidlc.compile_cache, "key", lambda *a, **k: None)  # (a cached program has the other)
+    WIDE_CONFIG = gemm.WIDE_CONFIG
     assert n >= WIDE_MIN_COLUMNS
     loops = check(matmul_graph((), 2 * WIDE_CONFIG.mr + 1, 37, n, const_b=const_b), cpu).emit("loops")
     assert f"f32 acc[{WIDE_CONFIG.mr * WIDE_CONFIG.nr}];" in loops
     narrow = check(matmul_graph((), 9, 37, WIDE_MIN_COLUMNS - 1), cpu).emit("loops")
     assert f"f32 acc[{CONFIG.mr * CONFIG.nr}];" in narrow
-    assert WIDE_CONFIG == CONFIG or f"f32 acc[{WIDE_CONFIG.mr * WIDE_CONFIG.nr}];" not in narrow
+    assert f"f32 acc[{WIDE_CONFIG.mr * WIDE_CONFIG.nr}];" not in narrow
+
+
+@pytest.mark.parametrize("op,exps", [("Softmax", 1), ("LogSoftmax", 1)])
+def test_softmax_computes_exp_once_an_element(op, exps):
+    """Softmax stores the exponentials into its output, sums them and scales the
+    output in place; LogSoftmax needs exp in its sum only. (exp is expanded in
+    the loop IR as ldexp of a polynomial, once per place it is computed.)"""
+    g = Graph()
+    g.outputs = [g.add(op, [g.add_input("x", TensorType((3, 40)))], {"axis": -1}).output]
+    loops = check(g, "llvm").emit("loops")
+    assert loops.count("ldexp(") == exps
+    assert ("* (1.0f / acc_1[0]);" in loops) == (op == "Softmax")

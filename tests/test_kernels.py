@@ -6,6 +6,8 @@ saturating float-to-int casts, bools stored as bytes, the calls, and the
 f32 approximations of exp, tanh and erf (the same expressions on every
 backend, within their stated error bounds).
 """
+import sys
+
 import numpy as np
 import pytest
 
@@ -348,3 +350,38 @@ def test_a_vectorized_update_in_place_stores_each_lane_once(backend, lanes):
     want = 2 * y + x
     compile_kernel(backend, kernel)([x, y])
     np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through libc")
+@pytest.mark.parametrize("dtype", ["f32", "i8", "f16"])
+@pytest.mark.parametrize("lanes", [2, 17, 27, 64])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_vectorized_loads_read_nothing_past_their_buffer(dtype, lanes, stride):
+    """llvm's vector loads of x[stride * v] (whole vectors, overlapping pieces)
+    with x right before, then right after, a page that may not be read: a load
+    past either end of x would fault."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    size, item = stride * (lanes - 1) + 1, np.dtype(DTYPES[dtype]).itemsize
+    v = Var("v")
+    run = compile_kernel("llvm", Kernel("strided", (Param("x", dtype, size), Param("out", dtype, lanes)),
+                                        For(v, const(lanes), Store("out", v, Load("x", mul(v, const(stride)), dtype)),
+                                            LoopKind.VECTORIZED)))
+    for guard_after in (True, False):
+        pages = mmap.mmap(-1, 3 * mmap.PAGESIZE)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(pages))
+        guard = base + (2 if guard_after else 0) * mmap.PAGESIZE
+        assert libc.mprotect(guard, mmap.PAGESIZE, 0) == 0  # PROT_NONE
+        try:
+            start = 2 * mmap.PAGESIZE - size * item if guard_after else mmap.PAGESIZE
+            x = np.frombuffer(pages, DTYPES[dtype], size, start)
+            x[:] = np.arange(size) % 100
+            out = np.zeros(lanes, DTYPES[dtype])
+            run([x, out])
+            np.testing.assert_array_equal(out, x[::stride])
+            del x
+        finally:
+            libc.mprotect(guard, mmap.PAGESIZE, 3)  # read and write again, before the map goes

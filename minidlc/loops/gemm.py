@@ -78,8 +78,8 @@ def host_gemm_config(features: dict[str, bool] | None = None) -> GemmConfig:
 
 
 def host_wide_config(features: dict[str, bool] | None = None) -> GemmConfig:
-    """The register block of a product with many columns (a MatMul or Gemm with
-    WIDE_MIN_COLUMNS or more: an mlp's or a transformer's layers): with AVX-512,
+    """The register block of an f32 product with many columns (a MatMul or Gemm
+    with WIDE_MIN_COLUMNS or more: an mlp's or a transformer's layers): with AVX-512,
     6 rows of two registers, 6 x 32. Each step of k then loads 6 + 2 values for
     12 FMAs, where 8 x 16 loads 9 for 8: on a Rocket Lake, whose loads bound
     8 x 16, it ran the mlp and tfblock 8 to 11% faster (one thread); the CNN
@@ -262,7 +262,8 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         return value
 
     a_vector, b_vector = _vector_operands(node)  # (a Gemm's operands are 2-D)
-    block = WIDE_CONFIG if lw.device == Device.CPU and not integer and n >= WIDE_MIN_COLUMNS else CONFIG
+    block = WIDE_CONFIG if (lw.device == Device.CPU and node.outputs[0].type.dtype == "f32"
+                            and n >= WIDE_MIN_COLUMNS) else CONFIG
     if a_vector:
         a_index = lambda bidx, row, kv: [kv[0]]  # noqa: E731
     else:

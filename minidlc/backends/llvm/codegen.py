@@ -417,9 +417,9 @@ class VectorCodegen:
     """Straight-line vector code for `for (v < W) buf[i(v)] = e(v)`  // vectorized.
 
     Every expression becomes a <W x T> value: a load or store whose index is
-    `base + v` is one vector memory access, a load at `base + 2v` two and a
-    shuffle, an index that does not depend on v a
-    scalar load and a broadcast, anything else W scalar accesses.
+    `base + v` is one vector memory access; a load at `base + 2v` is two and a
+    shuffle; one whose index does not depend on v is a scalar load and a
+    broadcast; anything else is W scalar accesses.
     """
 
     def __init__(self, cg: KernelCodegen, var: Var, width: int):
