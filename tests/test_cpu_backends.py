@@ -389,6 +389,26 @@ def test_a_strided_pointwise_conv_reads_a_compact_copy_of_its_pixels(cpu, shape,
     assert [kind for name, kind in packed.items() if name in loops] == ([] if form == "in place" else [form])
 
 
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
+@pytest.mark.parametrize("shape,wshape,attrs", [
+    ((2, 3, 6, 7), (8, 3, 3, 3), {"pads": [1, 1, 1, 1]}),                  # im2col, the weight as A
+    ((1, 4, 5, 20), (16, 4, 3, 3), {"pads": [1, 0, 1, 2], "strides": [1, 2]}),  # would be direct with a stored weight
+    ((1, 4, 6, 6), (6, 2, 1, 1), {"group": 2, "strides": [2, 2]}),         # grouped, strided 1x1: the compact copy
+    ((1, 5, 7, 9), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}),      # depthwise: the stencil reads it
+    ((2, 3, 11), (4, 3, 2), {"dilations": [2]}),                            # 1-D
+])
+def test_a_conv_with_a_weight_computed_at_run_time_runs_natively(target, shape, wshape, attrs):
+    """The weight is a graph input, scaled in the graph (computed in the
+    group): the im2col form reads it as A where it lies, the depthwise stencil
+    tap by tap; nothing is packed at compile time and nothing falls back."""
+    g = Graph()
+    x = g.add_input("x", TensorType(shape))
+    w = g.add("Mul", [g.add_input("w", TensorType(wshape)), g.constant(np.float32(0.5), "half")]).output
+    g.outputs = [g.add("Conv", [x, w], attrs).output]
+    loops = check(g, target).emit("loops")
+    assert "NumPy" not in loops and f"{w.name}_packed" not in loops
+
+
 @pytest.mark.parametrize("shape,wshape,attrs", [
     ((1, 8, 5, 26), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}),  # peeled ends: one full block inside each row
     ((1, 8, 9, 50), (16, 8, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),  # stride 2

@@ -18,7 +18,7 @@ LIMITS = {
     r"^(Div|Mod|MatMul) on f16$|^arithmetic on f16 or bf16|^Cast from f(16|64) to f(16|64) ":
         "f16 and bf16 are storage dtypes: kernels convert them (to and from f32), they do not compute in them",
     r"^Pow on i(32|64)$": "integer powers",
-    r"^(Conv|ConvInteger) with a weight computed at run time$": "convolutions take packed, compile-time weights",
+    r"^ConvInteger with a weight computed at run time$": "integer convolutions take centred, compile-time weights",
     r"^MaxPool on f32 or with its Indices output$": "max pooling's argmax output",
 }
 

@@ -293,14 +293,15 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     """Conv as a GEMM per (image, group), k running over (channel, *kernel)
     as nested loops, in one of two orientations:
 
-    direct (out channels per group >= DIRECT_MIN_CHANNELS): rows are output
-      pixels, columns output channels. B' is the weight, transposed and packed
+    direct (out channels per group >= DIRECT_MIN_CHANNELS, a weight known at
+      compile time): rows are output pixels, columns output channels. B' is the weight, transposed and packed
       at compile time; A' is read straight from the (padded) input: no im2col
       buffer at all. The output's pixels are adjacent in memory, so each block
       is transposed on its way out; that costs little next to a long k loop.
-    im2col (few output channels, e.g. depthwise, or a short k loop such as a
-      stem's 3 channels x 3 x 3): rows are output channels (the weight, a
-      row-major (M, C/g * prod(kernel)) matrix already), columns output pixels,
+    im2col (few output channels, e.g. depthwise, a short k loop such as a
+      stem's 3 channels x 3 x 3, or a float weight computed at run time): rows
+      are output channels (the weight, a row-major (M, C/g * prod(kernel))
+      matrix already, read where it lies), columns output pixels,
       stored as they lie. When a panel of NR pixels lies in one output row and
       the stride along it is 1, the panel's pixels are adjacent in the (padded)
       input too: the micro-kernel reads them in place, with no im2col matrix.
@@ -317,9 +318,9 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     x, w = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     w_const = _stored_weight(lw, w)
-    if w_const is None:
-        raise Unsupported(f"{node.op} with a weight computed at run time")
     integer = node.op == "ConvInteger"
+    if w_const is None and integer:
+        raise Unsupported(f"{node.op} with a weight computed at run time")
     zx, zw = (_zero_point(node, 2), _zero_point(node, 3)) if integer else (None, None)
     if integer:
         bias = None
@@ -367,7 +368,8 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     # an int8 conv (one group) takes the direct form with dot4 words, which need no im2col
     dot4 = integer and w_const.dtype == np.int8 and g == 1 and lw.device == Device.CPU
     # (on a GPU the panels do not matter: the direct form's rows stack across images, gpu_gemm.py)
-    direct = dot4 or (mg >= DIRECT_MIN_CHANNELS and (lw.device == Device.GPU or not flat and not (
+    # (a weight computed at run time cannot be packed at compile time: im2col reads it as A)
+    direct = dot4 or (w_const is not None and mg >= DIRECT_MIN_CHANNELS and (lw.device == Device.GPU or not flat and not (
         in_place and kc < DIRECT_MIN_K)))
     # A padded float conv of the direct form on a CPU, with wide output rows,
     # reads its input where it lies: blocks whose windows lie inside it read
@@ -405,8 +407,13 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
             if borders else None,
             interior=tuple(window_interior(win, spatial, out_sp)) if borders else None)
 
-    w_dtype = dtype_name(w_const.dtype)
-    wbuf = lw.constant_param(w.name, w_const, w_dtype)
+    if w_const is None:  # A'[channel, k] is W[channel, c, cell...] as it lies
+        read_w = lambda bidx, row, kv: lw.read(w, [channel(bidx, row[0])] + list(kv))  # noqa: E731
+    else:
+        w_dtype = dtype_name(w_const.dtype)
+        wbuf = lw.constant_param(w.name, w_const, w_dtype)
+        read_w = lambda bidx, row, kv: Load(wbuf, add(mul(channel(bidx, row[0]), const(kc)),  # noqa: E731
+                                                      row_major(kv, (cg,) + kernel)), w_dtype)
 
     def b_elem(bb: list[Expr], kv: list[Expr], panel: Expr, jj: Expr) -> Expr:
         if row_panels:  # a panel lies within one output row: its columns are affine in jj
@@ -418,8 +425,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     return GemmSpec(
         (nimg, g), mg, kc, math.prod(out_sp),
-        a=lambda bidx, row, kv: cast(Load(wbuf, add(mul(channel(bidx, row[0]), const(kc)), row_major(kv, (cg,) + kernel)),
-                                              w_dtype), acc_dtype),
+        a=lambda bidx, row, kv: cast(read_w(bidx, row, kv), acc_dtype),
         b_batch=(nimg, g), b_index=lambda bidx: bidx, b=b_elem, b_packed=None,
         out=lambda bidx, row, col: [bidx[0], channel(bidx, row[0])] + unflatten(col, out_sp),
         adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
@@ -454,7 +460,8 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     size, too short for one): each output element sums its kernel's k*k
     products in registers (multiply-adds, no accumulator buffer), the loop
     along the output row is vectorized, and the channel's weights are scalars
-    broadcast to every lane. The bias and the fused epilogue apply in place.
+    broadcast to every lane (a weight computed at run time is read from its
+    buffer). The bias and the fused epilogue apply in place.
 
     Padding costs no copy on a CPU (as for the direct GEMM form): an output row
     inside the interior (`window_interior`) reads with no test along its
@@ -468,16 +475,18 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     x, w = node.inputs[0], node.inputs[1]
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     w_const = _stored_weight(lw, w)
-    if w_const is None:
-        raise Unsupported("Conv with a weight computed at run time")
     a, dt = node.attrs, node.outputs[0].type.dtype
     win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
     pad = Const(0.0, x.type.dtype)
     read_src, _, prologue = (None, None, None) if pads_in_place(lw, x, win) else padded_copy(lw, x, win, pad)
     kernel, channels = tuple(w.type.shape[2:]), w.type.shape[0]
     per_group = channels // a["group"]  # output channels per input channel (the depth multiplier)
-    w_dt = dtype_name(w_const.dtype)
-    wbuf = lw.constant_param(w.name, w_const.reshape(channels, -1), w_dt)
+    if w_const is None:  # computed at run time: read where it lies, (channels, 1, *kernel)
+        weight = lambda ch, k, r: lw.read(w, [ch, const(0)] + [const(c) for c in r])  # noqa: E731
+    else:
+        w_dt = dtype_name(w_const.dtype)
+        wbuf = lw.constant_param(w.name, w_const.reshape(channels, -1), w_dt)
+        weight = lambda ch, k, r: cast(Load(wbuf, add(mul(ch, const(math.prod(kernel))), const(k)), w_dt), dt)  # noqa: E731
     out, chain = epilogue_chain(lw, node)
     buf = lw.buffer_for(out)
     plane, o = lw.var("p"), lw.vars(len(kernel), "o")
@@ -496,7 +505,7 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
             total = None if bias is None else lw.read(bias, [ch])
             for k, r in enumerate(product(*(range(n) for n in kernel))):
                 xv = read([img, Binary("/", ch, const(per_group))] + window_index(win, out_idx[2:], [const(c) for c in r]))
-                term = mul(xv, cast(Load(wbuf, add(mul(ch, const(math.prod(kernel))), const(k)), w_dt), dt))
+                term = mul(xv, weight(ch, k, r))
                 total = term if total is None else add(total, term)
             return total
 
