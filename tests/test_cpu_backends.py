@@ -799,3 +799,40 @@ def test_softmax_computes_exp_once_an_element(op, exps):
     loops = check(g, "llvm").emit("loops")
     assert loops.count("ldexp(") == exps
     assert ("* (1.0f / acc_1[0]);" in loops) == (op == "Softmax")
+
+
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
+def test_elementwise_ops_on_f16_compute_in_f32_and_round_each_result(target):
+    """As NumPy's float16 ufuncs: (a + b) - a with a = 2048, b = 1 is 0 (2049
+    rounds to 2048 in f16; in f32 throughout it would be 1). Division, fmod,
+    max and a compare are exact against NumPy in f16; exp within an f16 ulp
+    (exp itself is the f32 approximation); Casts from f16 to f64 and i32, and
+    from i32 to f16, go through f32 exactly."""
+    import minidlc
+
+    g = Graph()
+    a, b, c = (g.add_input(n, TensorType((2, 8), "f16")) for n in "abc")
+    n = g.add_input("n", TensorType((2, 8), "i32"))
+    outs = [g.add("Sub", [g.add("Add", [a, b]).output, a]).output,
+            g.add("Max", [g.add("Div", [a, c]).output, b]).output,
+            g.add("Mod", [a, c], {"fmod": 1}).output,
+            g.add("Less", [a, b]).output,
+            g.add("Exp", [g.add("Mul", [b, g.constant(np.float16(0.1), "tenth")]).output]).output,
+            g.add("Cast", [a], {"to": "f64"}).output,
+            g.add("Cast", [b], {"to": "i32"}).output,
+            g.add("Cast", [n], {"to": "f16"}).output]
+    g.outputs = outs
+    rng = np.random.default_rng(3)
+    feeds = {k: (rng.standard_normal((2, 8)) * 40).astype(np.float16) for k in "abc"}
+    feeds["a"][0, 0], feeds["b"][0, 0] = 2048, 1
+    feeds["n"] = rng.integers(-70000, 70000, (2, 8)).astype(np.int32)
+    m = minidlc.compile(g, target=target)
+    assert "NumPy" not in m.emit("loops")
+    got = list(m.run(feeds).values())
+    a_, b_, c_ = feeds["a"], feeds["b"], feeds["c"]
+    assert got[0][0, 0] == 0
+    for out, want in zip(got[:4] + got[5:], [a_ + b_ - a_, np.maximum(a_ / c_, b_), np.fmod(a_, c_), a_ < b_,
+                                             a_.astype(np.float64), b_.astype(np.int32), feeds["n"].astype(np.float16)]):
+        assert out.dtype == want.dtype
+        np.testing.assert_array_equal(out, want)
+    np.testing.assert_allclose(got[4], np.exp(b_ * np.float16(0.1)), rtol=2 ** -10)

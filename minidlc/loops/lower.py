@@ -28,12 +28,12 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..ir import Graph, Node, Value
-from .ir import (Allocate, Binary, Call, Compare, Const, Expr, For, If, Kernel, Load, Param, Select, Stmt, Store, Var, add,
-                 const, loop_nest, mul, row_major, seq)
+from .ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, Param, Select, Stmt, Store,
+                 Var, add, const, loop_nest, mul, row_major, seq)
 from .mathfns import expand_math
 from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, STORAGE_DTYPES, Unsupported, clamp_index, in_range
 from .simplify import simplify_stmt
-from .transform import rename_buffers, stmt_exprs, walk_exprs, walk_stmts
+from .transform import map_stmt, rename_buffers, stmt_exprs, walk_exprs, walk_stmts
 
 
 class Device(str, Enum):
@@ -264,7 +264,7 @@ class Lowerer:
                 buf = self.param(v, "output", i).name
                 stmts.append(loop_nest(idx, list(v.type.shape),
                                        Store(buf, row_major(list(idx), v.type.shape), self.read(v, list(idx)))))
-        body = expand_math(seq(*stmts))
+        body = expand_math(widen_f16(seq(*stmts)))
         if not probe:
             body = simplify_shared(body)
         stored = any(v.type.dtype in STORAGE_DTYPES for v in self.group.inputs) or any(
@@ -300,6 +300,28 @@ def simplify_shared(body: Stmt) -> Stmt:
 @lru_cache(maxsize=512)
 def _simplify_canonical(body: Stmt) -> Stmt:
     return simplify_stmt(body)
+
+
+def widen_f16(body: Stmt) -> Stmt:
+    """Arithmetic, comparisons and calls on f16 computed in f32, each result
+    rounded to f16: what NumPy's float16 ufuncs do, op by op (a fused group
+    rounds between its ops as the unfused graph would). f16 constants become
+    f32 ones of the same value. bf16 stays a storage dtype (see
+    `computes_in_storage_dtype`)."""
+    def f32(e: Expr) -> Expr:
+        if e.dtype != "f16":
+            return e
+        return Const(float(np.float16(e.value)), "f32") if isinstance(e, Const) else Cast(e, "f32")
+
+    def widen(e: Expr) -> Expr | None:
+        if isinstance(e, Binary) and e.dtype == "f16":
+            return Cast(Binary(e.op, f32(e.a), f32(e.b)), "f16")
+        if isinstance(e, Compare) and e.a.dtype == "f16":
+            return Compare(e.op, f32(e.a), f32(e.b))
+        if isinstance(e, Call) and e.dtype == "f16":
+            return Cast(Call(e.fn, tuple(f32(a) for a in e.args)), "f16")
+        return None
+    return map_stmt(body, widen)
 
 
 def computes_in_storage_dtype(body: Stmt) -> bool:

@@ -34,6 +34,7 @@ FLOATS = ("f32", "f64")
 # f16 and bf16 hold weights (mixed precision); x86 converts f16 with F16C, bf16
 # by shifting its bits (it is an f32's top half), and computes in f32.
 STORAGE_DTYPES = ("f16", "bf16")
+WIDENED = ("f16",)  # elementwise ops on it compute in f32 and round to it after each (lower.widen_f16)
 INTS = ("i8", "u8", "i16", "i32", "i64")
 NATIVE_DTYPES = FLOATS + STORAGE_DTYPES + INTS + ("bool",)
 
@@ -77,8 +78,9 @@ def _c(x: float, like: Expr) -> Const:
 
 
 def _float(node) -> str:
+    """The float dtype of an elementwise op's output: f32, f64, or f16 (widened)."""
     dt = node.outputs[0].type.dtype
-    if dt not in FLOATS:
+    if dt not in FLOATS + WIDENED:
         raise Unsupported(f"{node.op} on {dt}")
     return dt
 
@@ -210,7 +212,7 @@ def _mean(node, idx, read):
 @rule("Div")
 def _div(node, idx, read):
     a, b = _inputs(node, idx, read)
-    if node.outputs[0].type.dtype in FLOATS:
+    if node.outputs[0].type.dtype in FLOATS + WIDENED:
         return Binary("/", a, b)
     return _int_division(node, "/", a, b, Binary("-", _c(0, a), a))
 
@@ -219,7 +221,7 @@ def _div(node, idx, read):
 def _mod(node, idx, read):
     a, b = _inputs(node, idx, read)
     op = "%" if node.attrs["fmod"] else "mod"
-    if node.outputs[0].type.dtype in FLOATS:
+    if node.outputs[0].type.dtype in FLOATS + WIDENED:
         return Binary(op, a, b)
     return _int_division(node, op, a, b, _c(0, a))
 
@@ -307,6 +309,8 @@ def _cast(node, idx, read):
     src, dst = node.inputs[0].type.dtype, node.outputs[0].type.dtype
     if src not in NATIVE_DTYPES or dst not in NATIVE_DTYPES:
         raise Unsupported(f"Cast from {src} to {dst}")
+    if src == "f16" and dst != "f32" or dst == "f16" and src in INTS:  # through f32, exactly: an f16 is an f32,
+        return Cast(Cast(read(0, idx), "f32"), dst)  # and an integer that f16 does not overflow on is one too
     for storage in STORAGE_DTYPES:  # f64 -> f16 would need a libcall to round once
         if storage in (src, dst) and {src, dst} - {storage, "f32"}:
             raise Unsupported(f"Cast from {src} to {dst} ({storage} converts to and from f32 only)")
