@@ -20,7 +20,7 @@ LIMITS = {
         "would round twice through f32",
     r"^Pow on i(32|64)$": "integer powers",
     r"^ConvInteger with a weight computed at run time$": "integer convolutions take centred, compile-time weights",
-    r"^MaxPool on f32 or with its Indices output$": "max pooling's argmax output",
+    r"^MaxPool with its Indices output$": "max pooling's argmax output",
 }
 
 

@@ -298,8 +298,10 @@ def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     x, out = node.inputs[0], node.outputs[0]
     dt = out.type.dtype
     numbers = LOWEST if node.op == "MaxPool" else FLOATS  # (MaxPool takes i8 and u8 too)
-    if dt not in numbers or (len(node.outputs) > 1 and lw.needed(node.outputs[1])):
-        raise Unsupported(f"{node.op} on {dt} or with its Indices output")
+    if dt not in numbers:
+        raise Unsupported(f"{node.op} on {dt}")
+    if len(node.outputs) > 1 and lw.needed(node.outputs[1]):
+        raise Unsupported(f"{node.op} with its Indices output")
     a = node.attrs
     if node.op == "MaxPool" and math.prod(a["kernel_shape"]) <= STENCIL_MAX_CELLS:
         return _max_pool(lw, node)
