@@ -132,7 +132,7 @@ def lowerings_graph():
     """One node of each lowering that no model here uses: integer Div and Mod
     (their divisors made safe), ReduceMax and ReduceMin on bool (block-wide),
     MatMul with a 1-D operand, MaxPool on bytes (a stencil, and a loop over a
-    large window), elementwise ops on f16 (computed in f32, rounded to f16)
+    large window; with its Indices output), elementwise ops on f16 (computed in f32, rounded to f16)
     and Casts from f16 to f64, a Conv and a depthwise Conv whose weights are
     computed at run time."""
     from minidlc.ir import Graph, TensorType
@@ -149,6 +149,8 @@ def lowerings_graph():
     for dt, kernel in (("u8", [3, 3]), ("i8", [7, 10])):
         pixels = g.add_input(f"pixels_{dt}", TensorType((1, 2, 7, 11), dt))
         g.outputs.append(g.add("MaxPool", [pixels], {"kernel_shape": kernel, "pads": [1, 1, 1, 1]}).outputs[0])
+    g.outputs += list(g.add("MaxPool", [g.add_input("planes", TensorType((1, 2, 7, 11)))],  # with its Indices
+                            {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}).outputs)
     h, k = (g.add_input(name, TensorType((4, 50), "f16")) for name in ("h", "k"))
     g.outputs += [g.add("Max", [g.add("Div", [h, k]).output, g.add("Exp", [k]).output]).output,
                   g.add("Mod", [h, k], {"fmod": 1}).output, g.add("Cast", [h], {"to": "f64"}).output]

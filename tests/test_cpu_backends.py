@@ -21,6 +21,7 @@ from minidlc.ir.registry import IRError
 from minidlc.loops.gemm import ROW_BLOCKS_MIN_WIDTH
 
 CPU = ["llvm", "numba"]
+DTYPES_NP = {"f32": np.float32, "f64": np.float64}
 
 
 @pytest.fixture(params=CPU)
@@ -474,6 +475,34 @@ def test_max_pooling_of_bytes_pads_with_the_least_value(target, dtype, kernel):
     np.testing.assert_array_equal(got, minidlc.compile(g, target="reference").run({"x": x})[g.outputs[0].name])
     if kernel == [3, 3]:
         assert got[0, 0, 0, 0] == info.min
+
+
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
+@pytest.mark.parametrize("dtype,attrs", [
+    ("f32", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("f32", {"kernel_shape": [2, 3], "dilations": [2, 1], "ceil_mode": 1, "strides": [2, 2], "storage_order": 1}),
+    ("f64", {"kernel_shape": [3], "pads": [2, 0]}),                                # 1-D
+    ("u8", {"kernel_shape": [2, 2], "strides": [1, 2], "pads": [0, 1, 1, 0], "storage_order": 1}),
+])
+def test_max_pooling_with_its_indices_runs_natively(target, dtype, attrs):
+    """MaxPool's Indices output: the flat input index of each window's maximum
+    (row-major, or column-major over the spatial axes), the first of ties and
+    the first NaN winning, padding never, exactly as the reference."""
+    shape = (2, 3, 7) if len(attrs["kernel_shape"]) == 1 else (2, 3, 7, 9)
+    rng = np.random.default_rng(6)
+    if dtype == "u8":
+        x = rng.integers(0, 4, shape).astype(np.uint8)  # many ties
+    else:
+        x = rng.integers(-3, 3, shape).astype(DTYPES_NP[dtype])
+        x.flat[[5, 17, 40]] = np.nan
+    g = Graph()
+    pool = g.add("MaxPool", [g.add_input("x", TensorType(shape, dtype))], attrs)
+    g.outputs = list(pool.outputs)
+    m = minidlc.compile(g, target=target)
+    assert "NumPy" not in m.emit("loops")
+    got, want = m.run({"x": x}), minidlc.compile(g, target="reference").run({"x": x})
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
 def test_f32_exp_is_accurate_over_its_range(cpu):

@@ -20,7 +20,6 @@ LIMITS = {
         "would round twice through f32",
     r"^Pow on i(32|64)$": "integer powers",
     r"^ConvInteger with a weight computed at run time$": "integer convolutions take centred, compile-time weights",
-    r"^MaxPool with its Indices output$": "max pooling's argmax output",
 }
 
 

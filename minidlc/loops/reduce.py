@@ -300,10 +300,9 @@ def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     numbers = LOWEST if node.op == "MaxPool" else FLOATS  # (MaxPool takes i8 and u8 too)
     if dt not in numbers:
         raise Unsupported(f"{node.op} on {dt}")
-    if len(node.outputs) > 1 and lw.needed(node.outputs[1]):
-        raise Unsupported(f"{node.op} with its Indices output")
+    indices = len(node.outputs) > 1 and lw.needed(node.outputs[1])
     a = node.attrs
-    if node.op == "MaxPool" and math.prod(a["kernel_shape"]) <= STENCIL_MAX_CELLS:
+    if node.op == "MaxPool" and math.prod(a["kernel_shape"]) <= STENCIL_MAX_CELLS and not indices:
         return _max_pool(lw, node)
     win = Window.of(a["kernel_shape"], a["strides"], a["dilations"], a["pads"])
     spatial = x.type.shape[2:]
@@ -322,6 +321,8 @@ def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     clamped = [Binary("max", Binary("min", p, const(spatial[d] - 1)), const(0)) for d, p in enumerate(pos)]
     value = lw.read(x, list(o[:2]) + clamped)
     window = list(zip(r, win.kernel))
+    if indices:
+        return _max_pool_with_indices(lw, node, o, r, pos, inside, value, window)
     if node.op == "MaxPool":
         acc, body, result = accumulate(lw, dt, Const(LOWEST[dt], dt), window,
                                        lambda acc: Select(inside, Binary("max", acc, value), acc), lambda acc: acc)
@@ -341,6 +342,39 @@ def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     lw.buffers[id(out)] = buf
     store = Store(buf, row_major(list(o), out.type.shape), result)
     return loop_nest(list(o), list(out.type.shape), with_accumulators(accs, seq(body, store)))
+
+
+def _max_pool_with_indices(lw: Lowerer, node: Node, o: list[Var], r: list[Var], pos: list[Expr], inside: Expr,
+                           value: Expr, window: list[tuple[Var, int]]) -> Stmt:
+    """MaxPool's two outputs: a scan of the window (as ArgMax's) keeps the best
+    value and the flat input index of its cell, which replaces them when it is
+    inside the input and either the first such cell, larger, or the first NaN
+    (ties go to the first cell, as in the reference and onnxruntime). The index
+    is row-major over the input, or column-major over its spatial axes with
+    storage_order=1."""
+    x, (out, where_out) = node.inputs[0], node.outputs
+    dt, spatial = out.type.dtype, x.type.shape[2:]
+    best, where, wins = lw.fresh("best"), lw.fresh("index"), lw.fresh("wins")
+    b, w = Load(best, const(0), dt), Load(where, const(0), "i64")
+    better = Compare(">", value, b)
+    if dt in FLOATS:
+        better = Binary("or", better, Binary("and", Compare("!=", value, value), Compare("==", b, b)))
+    order = list(range(len(spatial)))[::1 if node.attrs["storage_order"] == 0 else -1]
+    flat: Expr = Binary("+", Binary("*", o[0], const(x.type.shape[1])), o[1])
+    for axis in order:
+        flat = Binary("+", Binary("*", flat, const(spatial[axis])), pos[axis])
+    scan = loop_nest([v for v, _ in window], [k for _, k in window], seq(
+        Store(wins, const(0), Binary("and", inside, Binary("or", Compare("<", w, const(0)), better))),
+        Store(where, const(0), Select(Load(wins, const(0), "bool"), flat, w)),
+        Store(best, const(0), Select(Load(wins, const(0), "bool"), value, b))))
+    stores = []
+    for v, e in ((out, b), (where_out, w)):
+        buf = lw.buffer_for(v)
+        lw.buffers[id(v)] = buf
+        stores.append(Store(buf, row_major(list(o), v.type.shape), e))
+    body = seq(Store(best, const(0), Const(LOWEST[dt], dt)), Store(where, const(0), const(-1)), scan, *stores)
+    return loop_nest(list(o), list(out.type.shape),
+                     with_accumulators([(best, dt), (where, "i64"), (wins, "bool")], body))
 
 
 @register_lowering("CumSum")

@@ -50,14 +50,20 @@ def _maxpool_infer(x, *, storage_order, **window):
 def _maxpool(x, *, storage_order, **window):
     """Max over each window, and where it was: Indices are offsets into the
     flattened input (row-major, or with storage_order=1 column-major over the
-    spatial axes); ties go to the first cell in window order, as in ORT."""
+    spatial axes); ties go to the first cell in window order, as in ORT, and a
+    padding cell is never the one (u8's padding, 0, ties with a 0 inside)."""
     win, out = _geometry(x.shape, **window)
     n = win.rank
     cols = windows(x, win, out, _lowest(x.dtype))
     flat = cols.reshape(cols.shape[:2 + n] + (-1,))
     y = flat.max(axis=-1)
-    # Indices: unravel the argmax into kernel taps, then into input coordinates.
-    taps = np.unravel_index(flat.argmax(axis=-1), win.kernel)
+    # Indices: the first cell inside x that holds the max (or a NaN, when the max is
+    # one), unravelled into kernel taps, then into input coordinates.
+    inside = windows(np.ones((1, 1) + x.shape[2:], bool), win, out, False)
+    inside = inside.reshape(inside.shape[:2 + n] + (-1,))
+    peak = y[..., None]
+    holds = (flat == peak) | (np.isnan(flat) & np.isnan(peak)) if flat.dtype.kind == "f" else flat == peak
+    taps = np.unravel_index((holds & inside).argmax(axis=-1), win.kernel)
     grids = np.meshgrid(*(np.arange(o) for o in out), indexing="ij")
     coords = [g * s + t * d - p for g, t, s, d, p in zip(grids, taps, win.strides, win.dilations, win.pads)]
     spatial = x.shape[2:]
