@@ -407,13 +407,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
             if borders else None,
             interior=tuple(window_interior(win, spatial, out_sp)) if borders else None)
 
-    if w_const is None:  # A'[channel, k] is W[channel, c, cell...] as it lies
-        read_w = lambda bidx, row, kv: lw.read(w, [channel(bidx, row[0])] + list(kv))  # noqa: E731
-    else:
-        w_dtype = dtype_name(w_const.dtype)
-        wbuf = lw.constant_param(w.name, w_const, w_dtype)
-        read_w = lambda bidx, row, kv: Load(wbuf, add(mul(channel(bidx, row[0]), const(kc)),  # noqa: E731
-                                                      row_major(kv, (cg,) + kernel)), w_dtype)
+    read_w = _conv_weight(lw, w, w_const)  # A'[channel, k] is W[channel, c, cell...]
 
     def b_elem(bb: list[Expr], kv: list[Expr], panel: Expr, jj: Expr) -> Expr:
         if row_panels:  # a panel lies within one output row: its columns are affine in jj
@@ -425,11 +419,23 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     return GemmSpec(
         (nimg, g), mg, kc, math.prod(out_sp),
-        a=lambda bidx, row, kv: cast(read_w(bidx, row, kv), acc_dtype),
+        a=lambda bidx, row, kv: cast(read_w([channel(bidx, row[0])] + list(kv)), acc_dtype),
         b_batch=(nimg, g), b_index=lambda bidx: bidx, b=b_elem, b_packed=None,
         out=lambda bidx, row, col: [bidx[0], channel(bidx, row[0])] + unflatten(col, out_sp),
         adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
         prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place or flat, acc_dtype=acc_dtype)
+
+
+def _conv_weight(lw: Lowerer, w: Value, w_const: np.ndarray | None) -> Callable[[list[Expr]], Expr]:
+    """W's element at a multi-index (output channel, input channel, *cell), as
+    it lies: from the weight stored at compile time (as `_stored_weight` gives
+    it: f16 or bf16 behind a Cast, widened by the caller's cast), or from its
+    buffer when it is computed at run time."""
+    if w_const is None:
+        return lambda idx: lw.read(w, idx)
+    w_dtype = dtype_name(w_const.dtype)
+    wbuf = lw.constant_param(w.name, w_const, w_dtype)
+    return lambda idx: Load(wbuf, row_major(idx, w.type.shape), w_dtype)
 
 
 def subsampled_copy(lw: Lowerer, x: Value, win, out_sp: tuple[int, ...]) -> tuple[Callable[[list[Expr]], Expr], Stmt]:
@@ -481,12 +487,7 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     read_src, _, prologue = (None, None, None) if pads_in_place(lw, x, win) else padded_copy(lw, x, win, pad)
     kernel, channels = tuple(w.type.shape[2:]), w.type.shape[0]
     per_group = channels // a["group"]  # output channels per input channel (the depth multiplier)
-    if w_const is None:  # computed at run time: read where it lies, (channels, 1, *kernel)
-        weight = lambda ch, k, r: lw.read(w, [ch, const(0)] + [const(c) for c in r])  # noqa: E731
-    else:
-        w_dt = dtype_name(w_const.dtype)
-        wbuf = lw.constant_param(w.name, w_const.reshape(channels, -1), w_dt)
-        weight = lambda ch, k, r: cast(Load(wbuf, add(mul(ch, const(math.prod(kernel))), const(k)), w_dt), dt)  # noqa: E731
+    weight = _conv_weight(lw, w, w_const)  # W is (channels, 1, *kernel)
     out, chain = epilogue_chain(lw, node)
     buf = lw.buffer_for(out)
     plane, o = lw.var("p"), lw.vars(len(kernel), "o")
@@ -503,9 +504,9 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
             if idx != out_idx:
                 raise Unsupported("epilogue reads the conv at another index")
             total = None if bias is None else lw.read(bias, [ch])
-            for k, r in enumerate(product(*(range(n) for n in kernel))):
+            for r in product(*(range(n) for n in kernel)):
                 xv = read([img, Binary("/", ch, const(per_group))] + window_index(win, out_idx[2:], [const(c) for c in r]))
-                term = mul(xv, weight(ch, k, r))
+                term = mul(xv, cast(weight([ch, const(0)] + [const(c) for c in r]), dt))
                 total = term if total is None else add(total, term)
             return total
 

@@ -31,7 +31,7 @@ from ..ir import Graph, Node, Value
 from .ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, Param, Select, Stmt, Store,
                  Var, add, const, loop_nest, mul, row_major, seq)
 from .mathfns import expand_math
-from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, STORAGE_DTYPES, Unsupported, clamp_index, in_range
+from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, STORAGE_DTYPES, WIDENED, Unsupported, clamp_index, in_range
 from .simplify import simplify_stmt
 from .transform import map_stmt, rename_buffers, stmt_exprs, walk_exprs, walk_stmts
 
@@ -264,12 +264,14 @@ class Lowerer:
                 buf = self.param(v, "output", i).name
                 stmts.append(loop_nest(idx, list(v.type.shape),
                                        Store(buf, row_major(list(idx), v.type.shape), self.read(v, list(idx)))))
-        body = expand_math(widen_f16(seq(*stmts)))
+        dtypes = {v.type.dtype for v in self.group.inputs} | {v.type.dtype for n in self.group.nodes for v in n.outputs}
+        body = seq(*stmts)
+        if dtypes.intersection(WIDENED):  # (no f16 value in the group: nothing to widen)
+            body = widen_f16(body)
+        body = expand_math(body)
         if not probe:
             body = simplify_shared(body)
-        stored = any(v.type.dtype in STORAGE_DTYPES for v in self.group.inputs) or any(
-            v.type.dtype in STORAGE_DTYPES for n in self.group.nodes for v in n.outputs)
-        if stored and computes_in_storage_dtype(body):  # (no f16 or bf16 value in the group: nothing to look for)
+        if dtypes.intersection(STORAGE_DTYPES) and computes_in_storage_dtype(body):  # (likewise)
             raise Unsupported("arithmetic on f16 or bf16, storage dtypes that kernels only load, store and convert")
         # an input read only through its packed copy is not a parameter: the
         # kernel must not keep the unpacked weights alive beside the packed ones

@@ -322,7 +322,7 @@ def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     value = lw.read(x, list(o[:2]) + clamped)
     window = list(zip(r, win.kernel))
     if indices:
-        return _max_pool_with_indices(lw, node, o, r, pos, inside, value, window)
+        return _max_pool_with_indices(lw, node, o, pos, inside, value, window)
     if node.op == "MaxPool":
         acc, body, result = accumulate(lw, dt, Const(LOWEST[dt], dt), window,
                                        lambda acc: Select(inside, Binary("max", acc, value), acc), lambda acc: acc)
@@ -344,8 +344,8 @@ def _window_pool(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     return loop_nest(list(o), list(out.type.shape), with_accumulators(accs, seq(body, store)))
 
 
-def _max_pool_with_indices(lw: Lowerer, node: Node, o: list[Var], r: list[Var], pos: list[Expr], inside: Expr,
-                           value: Expr, window: list[tuple[Var, int]]) -> Stmt:
+def _max_pool_with_indices(lw: Lowerer, node: Node, o: list[Var], pos: list[Expr], inside: Expr, value: Expr,
+                           window: list[tuple[Var, int]]) -> Stmt:
     """MaxPool's two outputs: a scan of the window (as ArgMax's) keeps the best
     value and the flat input index of its cell, which replaces them when it is
     inside the input and either the first such cell, larger, or the first NaN

@@ -35,6 +35,7 @@ FLOATS = ("f32", "f64")
 # by shifting its bits (it is an f32's top half), and computes in f32.
 STORAGE_DTYPES = ("f16", "bf16")
 WIDENED = ("f16",)  # elementwise ops on it compute in f32 and round to it after each (lower.widen_f16)
+ELEMENTWISE_FLOATS = FLOATS + WIDENED  # the float dtypes of elementwise ops
 INTS = ("i8", "u8", "i16", "i32", "i64")
 NATIVE_DTYPES = FLOATS + STORAGE_DTYPES + INTS + ("bool",)
 
@@ -80,7 +81,7 @@ def _c(x: float, like: Expr) -> Const:
 def _float(node) -> str:
     """The float dtype of an elementwise op's output: f32, f64, or f16 (widened)."""
     dt = node.outputs[0].type.dtype
-    if dt not in FLOATS + WIDENED:
+    if dt not in ELEMENTWISE_FLOATS:
         raise Unsupported(f"{node.op} on {dt}")
     return dt
 
@@ -212,7 +213,7 @@ def _mean(node, idx, read):
 @rule("Div")
 def _div(node, idx, read):
     a, b = _inputs(node, idx, read)
-    if node.outputs[0].type.dtype in FLOATS + WIDENED:
+    if node.outputs[0].type.dtype in ELEMENTWISE_FLOATS:
         return Binary("/", a, b)
     return _int_division(node, "/", a, b, Binary("-", _c(0, a), a))
 
@@ -221,7 +222,7 @@ def _div(node, idx, read):
 def _mod(node, idx, read):
     a, b = _inputs(node, idx, read)
     op = "%" if node.attrs["fmod"] else "mod"
-    if node.outputs[0].type.dtype in FLOATS + WIDENED:
+    if node.outputs[0].type.dtype in ELEMENTWISE_FLOATS:
         return Binary(op, a, b)
     return _int_division(node, op, a, b, _c(0, a))
 

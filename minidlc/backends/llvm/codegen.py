@@ -442,9 +442,10 @@ class VectorCodegen:
 
     def _unit_base(self, index: Expr) -> Expr | None:
         """`base` when index == base + var (base free of var), else None."""
-        coeff = _coefficient(index, self.var)
-        if coeff != 1:
-            return None
+        return self._base(index) if _coefficient(index, self.var) == 1 else None
+
+    def _base(self, index: Expr) -> Expr:
+        """The index of lane 0."""
         return simplify(substitute(index, {self.var: Const(0)}))
 
     def _strided_load(self, e: Load, stride: int) -> ir.Value:
@@ -455,7 +456,7 @@ class VectorCodegen:
         were. Both loads lie between two elements the lanes read, so they read
         nothing outside the buffer; two sources also keep LLVM from moving the
         shuffle below the arithmetic, which would then run on twice the lanes."""
-        base = simplify(substitute(e.index, {self.var: Const(0)}))
+        base = self._base(e.index)
         vtype = ir.VectorType(_MEM[e.dtype], self.w)
         first = self.b.load(self._vec_ptr(e.buf, base, vtype), align=_ALIGN[e.dtype])
         if stride == 1:
