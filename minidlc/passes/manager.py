@@ -92,6 +92,14 @@ def register_pass(factory: Callable[..., Pass], name: str | None = None):
     return factory
 
 
+def registered_passes() -> dict[str, Callable[..., Pass]]:
+    """Every pass by name. Its module registers a pass when it is imported, so
+    this imports them all first: a name must not depend on what else ran."""
+    from . import _all  # noqa: F401
+
+    return PASSES
+
+
 class PassError(Exception):
     """A pass broke the graph; the message names it and the passes before it."""
 
@@ -164,14 +172,12 @@ def build_pipeline(opt_level: int = 2, passes: list[str] | str | None = None, in
     spec is a name with optional options in braces, MLIR style:
     "fold{always_fold_bytes=32},dce,simplify{disable=sub-const,div-const}".
     """
-    from . import _all  # noqa: F401  (registers every pass)
-
     if passes is None:
         if opt_level not in LEVELS:
             raise ValueError(f"opt_level must be one of {sorted(LEVELS)}, got {opt_level}")
         passes = LEVELS[opt_level]
     specs = parse_pass_list(passes) if isinstance(passes, str) else [s for p in passes for s in parse_pass_list(p)]
-    unknown = [name for name, _ in specs if name not in PASSES]
+    unknown = [name for name, _ in specs if name not in registered_passes()]
     if unknown:
         raise ValueError(f"unknown pass(es) {unknown}; available: {', '.join(sorted(PASSES))}")
     return Pipeline([make_pass(name, options) for name, options in specs], instruments, verify_each, context)
@@ -202,7 +208,7 @@ def parse_pass_list(text: str) -> list[tuple[str, dict[str, str]]]:
 def make_pass(name: str, options: dict[str, str] | None = None) -> Pass:
     """Instantiate a registered pass; option texts are converted to the types of
     the keyword defaults of its constructor, and recorded in `p.options`."""
-    factory = PASSES[name]
+    factory = registered_passes()[name]
     params = {k: v for k, v in inspect.signature(factory).parameters.items() if v.default is not v.empty}
     kwargs = {}
     for key, text in (options or {}).items():

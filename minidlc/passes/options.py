@@ -17,7 +17,7 @@ from ..ir import Graph
 from ..ir.cost import graph_flops, intermediate_bytes
 from .instruments import (DumpIR, ExplainFusion, PrintChanged, PrintIR, TimePasses, TraceRewrites, VerifyNumerics,
                           write_text)
-from .manager import PASSES, Instrument
+from .manager import Instrument, registered_passes
 
 
 def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,9 +84,7 @@ def pipeline_kwargs_from_args(args: argparse.Namespace, out: TextIO | None = Non
 
 
 def available_passes() -> list[str]:
-    from . import _all  # noqa: F401  (registers every pass)
-
-    return sorted(PASSES)
+    return sorted(registered_passes())
 
 
 class PassStats(Instrument):
