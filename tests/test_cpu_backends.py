@@ -15,7 +15,7 @@ import minidlc
 from graph_strategies import elementwise_graphs, random_feeds
 from minidlc.backends import get_backend
 from minidlc.backends.llvm.team import JOB_SLEEPERS, SPIN_LIMIT, futex_syscall
-from minidlc.ir import Graph, TensorType
+from minidlc.ir import DTYPES, Graph, TensorType
 from minidlc.ir.types import dtype_name
 from minidlc.ir.registry import IRError
 from minidlc.loops.gemm import ROW_BLOCKS_MIN_WIDTH
@@ -408,6 +408,43 @@ def test_a_conv_with_a_weight_computed_at_run_time_runs_natively(target, shape, 
     g.outputs = [g.add("Conv", [x, w], attrs).output]
     loops = check(g, target).emit("loops")
     assert "NumPy" not in loops and f"{w.name}_packed" not in loops
+
+
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
+@pytest.mark.parametrize("x_dtype,w_dtype,w_zero,x_zero,attrs", [
+    ("u8", "u8", "input", "input", {"pads": [1, 1, 1, 1]}),           # all at run time
+    ("i8", "i8", "per channel", "input", {"group": 2, "strides": [2, 1]}),
+    ("u8", "i8", "stored", None, {"pads": [0, 1, 2, 0]}),
+    ("i8", "u8", None, "stored", {}),
+])
+def test_integer_convs_with_run_time_weights_centre_each_weight_as_they_read_it(target, x_dtype, w_dtype, w_zero,
+                                                                                x_zero, attrs):
+    """ConvInteger (QLinearConv's core) with its weight a graph input: the
+    im2col form reads each weight as A and subtracts its zero point there
+    (stored, per output channel, or itself an input); x's zero point is a
+    stored one or an input, and padding reads as it. Exact against NumPy."""
+    rng = np.random.default_rng(8)
+    shape, wshape = (1, 4, 6, 7), (6, 4 // attrs.get("group", 1), 3, 3)
+    lows = {"u8": 0, "i8": -128}
+    g = Graph()
+    x = g.add_input("x", TensorType(shape, x_dtype))
+    w = g.add_input("w", TensorType(wshape, w_dtype))
+    feeds = {"x": rng.integers(lows[x_dtype], lows[x_dtype] + 256, shape).astype(DTYPES[x_dtype]),
+             "w": rng.integers(lows[w_dtype], lows[w_dtype] + 256, wshape).astype(DTYPES[w_dtype])}
+    zero_points = []
+    for name, kind, dtype, n in (("x_zero", x_zero, x_dtype, 1), ("w_zero", w_zero, w_dtype, wshape[0])):
+        value = rng.integers(lows[dtype], lows[dtype] + 256, n if kind == "per channel" else ()).astype(DTYPES[dtype])
+        if kind == "input":
+            zero_points.append(g.add_input(name, TensorType((), dtype)))
+            feeds[name] = value
+        else:
+            zero_points.append(None if kind is None else g.constant(value, name))
+    if zero_points[1] is None:
+        zero_points.pop()
+    g.outputs = [g.add("ConvInteger", [x, w, *zero_points], attrs).output]
+    m = minidlc.compile(g, target=target)
+    assert "NumPy" not in m.emit("loops")
+    np.testing.assert_array_equal(m.run(feeds)["convinteger"], minidlc.compile(g, target="reference").run(feeds)["convinteger"])
 
 
 @pytest.mark.parametrize("shape,wshape,attrs", [
@@ -865,3 +902,35 @@ def test_elementwise_ops_on_f16_compute_in_f32_and_round_each_result(target):
         assert out.dtype == want.dtype
         np.testing.assert_array_equal(out, want)
     np.testing.assert_allclose(got[4], np.exp(b_ * np.float16(0.1)), rtol=2 ** -10)
+
+
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
+@pytest.mark.parametrize("const_b", [False, True])
+def test_products_of_f16_sum_in_f32_and_round_once(target, const_b):
+    """As NumPy's matmul on float16: 2048 + 1 + ... + 1 (200 ones) is 2248, as
+    summed in f32 and rounded once (summed in f16 it would stay 2048). A
+    MatMul with an epilogue, and a Gemm's alpha, beta and C, round each
+    result to f16 as NumPy's float16 ops do: exact against NumPy."""
+    import minidlc
+
+    rng = np.random.default_rng(5)
+    a_np = (rng.standard_normal((5, 201)) * 4).astype(np.float16)
+    a_np[0] = [2048] + [1] * 200
+    b_np = np.ones((201, 19), np.float16)
+    b_np[:, 1:] = rng.standard_normal((201, 18)).astype(np.float16)
+    c_np = rng.standard_normal(19).astype(np.float16)
+    g = Graph()
+    a = g.add_input("a", TensorType((5, 201), "f16"))
+    b = g.constant(b_np, "b") if const_b else g.add_input("b", TensorType((201, 19), "f16"))
+    bias = g.constant(c_np, "c")
+    g.outputs = [g.add("Relu", [g.add("Add", [g.add("MatMul", [a, b]).output, bias]).output]).output,
+                 g.add("Gemm", [a, b, bias], {"alpha": 0.5, "beta": 3.0}).output]
+    m = minidlc.compile(g, target=target)
+    assert "NumPy" not in m.emit("loops")
+    got = list(m.run({"a": a_np} if const_b else {"a": a_np, "b": b_np}).values())
+    product = (a_np.astype(np.float32) @ b_np.astype(np.float32)).astype(np.float16)
+    np.testing.assert_array_equal(product, a_np @ b_np)  # (NumPy's own f16 matmul)
+    assert got[0][0, 0] == 2248
+    np.testing.assert_array_equal(got[0], np.maximum(product + c_np, np.float16(0)))
+    np.testing.assert_array_equal(got[1], np.float16(0.5) * product + np.float16(3.0) * c_np)
+    assert got[0].dtype == got[1].dtype == np.float16

@@ -15,6 +15,9 @@ The epilogue (Gemm's alpha/beta/C, a bias add, an activation, a residual
 add: the elementwise consumers the fuse pass put in the group) is applied to
 the accumulator while it is still in registers, and stored once.
 
+A MatMul or Gemm on f16 sums in f32 and rounds the sum once, as NumPy's
+matmul does; its epilogue then rounds after each op (lower.widen_f16).
+
 MatMulInteger and ConvInteger take the same path with an i32 accumulator.
 When B is a constant int8 weight with a zero zero point (what symmetric
 quantizers write) and A's zero point is known, the k loop steps by four
@@ -45,7 +48,7 @@ from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, If, Load, LoopK
                  const, loop_nest, mul, row_major, seq)
 from .lower import (Device, Lowerer, interior_test, padded_copy, pads_in_place, read_padded, register_lowering,
                     row_by_borders, unflatten, window_index, window_interior)
-from .rules import FLOATS, RULES, STORAGE_DTYPES, Unsupported, broadcast_index
+from .rules import FLOATS, RULES, STORAGE_DTYPES, WIDENED, Unsupported, broadcast_index
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger")
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # u8/i8 operands, i32 products
@@ -254,11 +257,17 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         b_read = lambda v, idx: _centred(lw, lw.read(v, idx), zb, idx[-1])  # noqa: E731
         za_const = np.zeros(1, np.int32) if za is None else lw.group_const(za)
 
+    out_dt = node.outputs[0].type.dtype
+    acc_dt = "i32" if integer else _accumulator(out_dt)
+    if acc_dt != out_dt and not integer:  # an f16 operand is widened as it is read
+        a_read = b_read = lambda v, idx: Cast(lw.read(v, idx), acc_dt)  # noqa: E731
+
     def adjust(acc: Expr, idx: list[Expr]) -> Expr:
-        value = acc if alpha == 1.0 else mul(Const(alpha, acc.dtype), acc)
+        value = acc if integer else cast(acc, out_dt)  # (f16: the sum in f32, rounded once, as NumPy's)
+        value = value if alpha == 1.0 else mul(Const(alpha, value.dtype), value)
         if bias is not None and beta != 0.0:
             c_in = lw.read(bias, broadcast_index(idx, bias.type.shape, (m, n)))
-            value = add(value, c_in if beta == 1.0 else mul(Const(beta, acc.dtype), c_in))
+            value = add(value, c_in if beta == 1.0 else mul(Const(beta, value.dtype), c_in))
         return value
 
     a_vector, b_vector = _vector_operands(node)  # (a Gemm's operands are 2-D)
@@ -286,7 +295,7 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
                                                  [kv[0], _col(panel, jj, n, block.nr)])),
         b_packed=None if const_b is None or dot4 is not None else pack_b(const_b, block.nr, trans_b),
         out=lambda bidx, row, col: bidx + ([] if a_vector else [row[0]]) + ([] if b_vector else [col]),
-        adjust=adjust, acc_dtype="i32" if integer else node.outputs[0].type.dtype, dot4=dot4, block=block)
+        adjust=adjust, acc_dtype=acc_dt, dot4=dot4, block=block)
 
 
 def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
@@ -299,7 +308,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
       buffer at all. The output's pixels are adjacent in memory, so each block
       is transposed on its way out; that costs little next to a long k loop.
     im2col (few output channels, e.g. depthwise, a short k loop such as a
-      stem's 3 channels x 3 x 3, or a float weight computed at run time): rows
+      stem's 3 channels x 3 x 3, or a weight computed at run time): rows
       are output channels (the weight, a row-major (M, C/g * prod(kernel))
       matrix already, read where it lies), columns output pixels,
       stored as they lie. When a panel of NR pixels lies in one output row and
@@ -319,17 +328,15 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     w_const = _stored_weight(lw, w)
     integer = node.op == "ConvInteger"
-    if w_const is None and integer:
-        raise Unsupported(f"{node.op} with a weight computed at run time")
     zx, zw = (_zero_point(node, 2), _zero_point(node, 3)) if integer else (None, None)
     if integer:
         bias = None
         zw_const = None if zw is None else lw.group_const(zw)
-        if zw is not None and zw_const is None:
-            raise Unsupported("ConvInteger with a weight zero point computed at run time")
-        w_const = centred_weights(w_const, zw_const, 0)
-        if zx is not None and lw.group_const(zx) is None:
-            raise Unsupported("ConvInteger with an input zero point computed at run time")
+        # centred at compile time; a weight or weight zero point computed at run
+        # time takes the im2col form, which centres each weight as it reads it
+        w_const = None if w_const is None or zw is not None and zw_const is None else \
+            centred_weights(w_const, zw_const, 0)
+    x_zero = None if zx is None else lw.group_const(zx)  # (None: computed at run time, or no zero point)
     acc_dtype = "i32" if integer else node.outputs[0].type.dtype
     a = node.attrs
     win = Window.of(w.type.shape[2:], a["strides"], a["dilations"], a["pads"])
@@ -366,7 +373,8 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     flat = (not in_place and not integer and math.prod(out_sp) % CONFIG.nr == 0 and not any(win.pads)
             and all(k == 1 for k in kernel) and all(st == 1 for st in win.strides))
     # an int8 conv (one group) takes the direct form with dot4 words, which need no im2col
-    dot4 = integer and w_const.dtype == np.int8 and g == 1 and lw.device == Device.CPU
+    dot4 = (integer and w_const is not None and w_const.dtype == np.int8 and g == 1 and lw.device == Device.CPU
+            and (zx is None or x_zero is not None))  # (its correction needs x's zero point at compile time)
     # (on a GPU the panels do not matter: the direct form's rows stack across images, gpu_gemm.py)
     # (a weight computed at run time cannot be packed at compile time: im2col reads it as A)
     direct = dot4 or (w_const is not None and mg >= DIRECT_MIN_CHANNELS and (lw.device == Device.GPU or not flat and not (
@@ -394,7 +402,6 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         # ones: blocks run across rows, fewer of them partly empty
         grid = out_sp if out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH else (math.prod(out_sp),)
         pixel = (lambda row: row) if len(grid) == len(out_sp) else (lambda row: unflatten(row[0], out_sp))
-        x_zero = 0 if zx is None else int(lw.group_const(zx).reshape(-1)[0])
         return GemmSpec(
             (nimg, g), math.prod(out_sp), kc, mg,
             a=lambda bidx, row, kv: read_x(read_src, bidx[0], bidx[1], kv[0], pixel(row), kv[1:]),
@@ -402,12 +409,18 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
             out=lambda bidx, row, col: [bidx[0], channel(bidx, col)] + pixel(row),
             adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
             prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True, row_shape=grid, acc_dtype=acc_dtype,
-            dot4=_dot4_conv(lw, x, read_src, src_shape, w_const, win, pixel, x_zero) if dot4 else None,
+            dot4=_dot4_conv(lw, x, read_src, src_shape, w_const, win, pixel,
+                            0 if x_zero is None else int(x_zero.reshape(-1)[0])) if dot4 else None,
             a_border=(lambda bidx, row, kv: read_x(read_border, bidx[0], bidx[1], kv[0], pixel(row), kv[1:]))
             if borders else None,
             interior=tuple(window_interior(win, spatial, out_sp)) if borders else None)
 
     read_w = _conv_weight(lw, w, w_const)  # A'[channel, k] is W[channel, c, cell...]
+
+    def a_elem(bidx: list[Expr], row: list[Expr], kv: list[Expr]) -> Expr:
+        ch = channel(bidx, row[0])
+        value = read_w([ch] + list(kv))
+        return _centred(lw, value, zw, ch) if integer and w_const is None else cast(value, acc_dtype)
 
     def b_elem(bb: list[Expr], kv: list[Expr], panel: Expr, jj: Expr) -> Expr:
         if row_panels:  # a panel lies within one output row: its columns are affine in jj
@@ -419,7 +432,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
 
     return GemmSpec(
         (nimg, g), mg, kc, math.prod(out_sp),
-        a=lambda bidx, row, kv: cast(read_w([channel(bidx, row[0])] + list(kv)), acc_dtype),
+        a=a_elem,
         b_batch=(nimg, g), b_index=lambda bidx: bidx, b=b_elem, b_packed=None,
         out=lambda bidx, row, col: [bidx[0], channel(bidx, row[0])] + unflatten(col, out_sp),
         adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
@@ -527,10 +540,17 @@ def lower_depthwise(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     return seq(prologue, stencils)
 
 
+def _accumulator(dtype: str) -> str:
+    """The dtype a float product sums in: f16's in f32, as NumPy's matmul does (a
+    Conv on f16 is not lowered: it runs on NumPy)."""
+    return "f32" if dtype in WIDENED else dtype
+
+
 def gemm_spec(lw: Lowerer, node: Node) -> GemmSpec:
     """The product a MatMul, Gemm or Conv computes, as every device's GEMM sees it."""
-    if node.op not in INTEGER_OPS and node.outputs[0].type.dtype not in FLOATS:
-        raise Unsupported(f"{node.op} on {node.outputs[0].type.dtype}")
+    dt = node.outputs[0].type.dtype
+    if node.op not in INTEGER_OPS and dt not in FLOATS and not (node.op in ("MatMul", "Gemm") and dt in WIDENED):
+        raise Unsupported(f"{node.op} on {dt}")
     return _conv_spec(lw, node) if node.op in ("Conv", "ConvInteger") else _matmul_spec(lw, node)
 
 
