@@ -934,3 +934,28 @@ def test_products_of_f16_sum_in_f32_and_round_once(target, const_b):
     np.testing.assert_array_equal(got[0], np.maximum(product + c_np, np.float16(0)))
     np.testing.assert_array_equal(got[1], np.float16(0.5) * product + np.float16(3.0) * c_np)
     assert got[0].dtype == got[1].dtype == np.float16
+
+
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
+def test_f64_to_f16_rounds_once(target):
+    """Cast from f64 to f16 is exact against NumPy's (round to nearest, ties to
+    even) on f16 values, the ties between them and the f64s either side of
+    each tie (where rounding through f32 would first round to the tie), at
+    every exponent, subnormal and overflowing, with signs, zeros, inf and NaN."""
+    import minidlc
+
+    bits = np.arange(0, 0x7BFF, 37, dtype=np.uint16)  # every 37th finite f16, and the one after each
+    values, after = (b.view(np.float16).astype(np.float64) for b in (bits, bits + 1))
+    ties = (values + after) / 2
+    near = np.concatenate([values, ties, np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf),
+                           [65504, 65519.99, 65520, 65536, 1e300, np.inf, np.nan, 0.0, 2.0**-25, 1.5 * 2.0**-24, 5e-324]])
+    xs = np.concatenate([near, -near])
+    g = Graph()
+    g.outputs = [g.add("Cast", [g.add_input("x", TensorType(xs.shape, "f64"))], {"to": "f16"}).output]
+    m = minidlc.compile(g, target=target)
+    assert "NumPy" not in m.emit("loops")
+    with np.errstate(over="ignore"):
+        want = xs.astype(np.float16)
+    got = m.run({"x": xs})["cast"]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))

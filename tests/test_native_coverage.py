@@ -15,7 +15,6 @@ from onnx_node_cases import expected_failures, loop_program, scoped_cases
 
 # the dtypes and operands that lowered ops leave to NumPy, as the lowering says them
 LIMITS = {
-    r"^Cast from f64 to f16 ": "f16 converts to and from f32 only, and f64 to f16 through f32 would round twice",
     r"^Pow on i(32|64)$": "integer powers",
 }
 

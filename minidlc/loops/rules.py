@@ -312,10 +312,37 @@ def _cast(node, idx, read):
         raise Unsupported(f"Cast from {src} to {dst}")
     if src == "f16" and dst != "f32" or dst == "f16" and src in INTS:  # through f32, exactly: an f16 is an f32,
         return Cast(Cast(read(0, idx), "f32"), dst)  # and an integer that f16 does not overflow on is one too
-    for storage in STORAGE_DTYPES:  # f64 -> f16 would need a libcall to round once
+    if src == "f64" and dst == "f16":  # rounded once, in f64; then an f16 value, which f32 holds exactly
+        return Cast(Cast(_round_to_f16_precision(read(0, idx)), "f32"), "f16")
+    for storage in STORAGE_DTYPES:
         if storage in (src, dst) and {src, dst} - {storage, "f32"}:
             raise Unsupported(f"Cast from {src} to {dst} ({storage} converts to and from f32 only)")
     return Cast(read(0, idx), dst)
+
+
+def _round_to_f16_precision(x: Expr) -> Expr:
+    """An f64 rounded to the nearest f16 value (ties to even), as an f64; 65520
+    and beyond round to 65536, which becomes inf as f16. Through f32 it would
+    round twice (x just above a tie would round down to the tie, then to
+    even). With e = floor(log2 |x|) clamped to f16's exponents [-14, 16] (below
+    2^-14 the spacing is a subnormal's, 2^-24), f16's spacing near x is
+    2^(e - 10): x scaled by 2^(10 - e) is rounded to an integer and scaled
+    back, all exact. log2 comes from log, to within one; the two tests make
+    it exact."""
+    one = Const(1.0, "f64")
+    a = Select(Compare("==", x, x), Call("abs", (x,)), one)  # (a NaN takes any exponent)
+
+    def clamp(e: Expr, lo: int, hi: int) -> Expr:
+        return Binary("min", Binary("max", e, Const(float(lo), "f64")), Const(float(hi), "f64"))
+
+    def pow2(e: Expr) -> Expr:
+        return Call("ldexp", (one, e))
+    log2 = mul(Call("log", (Binary("max", a, Const(2.0 ** -16, "f64")),)), Const(1 / math.log(2), "f64"))  # (no log 0)
+    e = clamp(Call("floor", (log2,)), -15, 17)
+    e = Select(Compare(">", pow2(e), a), Binary("-", e, one), e)
+    e = Select(Compare("<=", pow2(add(e, one)), a), add(e, one), e)
+    spacing = Binary("-", clamp(e, -14, 16), Const(10.0, "f64"))
+    return Call("ldexp", (Call("round", (Call("ldexp", (x, Call("neg", (spacing,)))),)), spacing))
 
 
 # ---- injective ops: index remapping ----------------------------------------------------

@@ -156,12 +156,12 @@ def ceil(x):
 
 @device_function
 def rint(x):
-    """Round half to even (np.rint)."""
+    """Round half to even (np.rint), keeping the sign of a zero result (-0.3 gives -0.0)."""
     f = floor(x)
     d = x - f
     if d > 0.5 or (d == 0.5 and math.fmod(f, 2.0) != 0):
-        return f + 1
-    return f
+        f = f + 1
+    return math.copysign(f, x)
 
 
 @device_function
