@@ -167,14 +167,28 @@ def test_softmax_over_a_recomputed_producer_never_overflows(target):
         np.testing.assert_allclose(got[:, [0, 2]], want[op], rtol=1e-6, err_msg=op)
 
 
-def test_integer_powers_fall_back_and_say_so(cpu):
+@pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
+@pytest.mark.parametrize("base,exponent", [("i32", "i32"), ("i64", "i64"), ("i64", "f32"), ("f16", "i32"), ("f16", "f32")])
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # 3^19 is inf in f16
+def test_powers_compute_in_f64_as_the_reference_does(target, base, exponent):
+    """Pow of integers (and of f16) runs natively, computed in f64 and
+    converted once, as the reference computes it: exact on integer powers up
+    to 2^53 (3^33 in i64), a negative exponent truncates towards 0, a float
+    exponent's power is truncated, f16 is rounded once from f64."""
     g = Graph()
-    a, b = g.add_input("a", TensorType((4,), "i32")), g.add_input("b", TensorType((4,), "i32"))
+    a, b = g.add_input("a", TensorType((8,), base)), g.add_input("b", TensorType((8,), exponent))
     g.outputs = [g.add("Pow", [a, b]).output]
-    m = minidlc.compile(g, target=cpu)
-    assert "runs on NumPy (fallback: Pow on i32)" in m.emit("loops")
-    out = m.run({"a": np.array([7, -7, 9, 1], np.int32), "b": np.array([2, 3, 0, 5], np.int32)})
-    np.testing.assert_array_equal(list(out.values())[0], [49, -343, 1, 1])
+    m = minidlc.compile(g, target=target)
+    assert "NumPy" not in m.emit("loops")
+    feeds = {"a": np.array([7, -7, 9, 1, 3, 2, 4, 5], DTYPES[base]),
+             "b": np.array([2, 3, 0, 5, 33 if base == "i64" else 19, -1, 0.5 if exponent == "f32" else 4, 1.5 if
+                            exponent == "f32" else 7], DTYPES[exponent])}
+    want = minidlc.compile(g, target="reference").run(feeds)["pow"]
+    got = m.run(feeds)["pow"]
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    if base == "i64" and exponent == "i64":
+        assert got[4] == 3 ** 33 and got[5] == 0
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64])

@@ -242,11 +242,17 @@ def _int_division(node, op: str, a: Expr, b: Expr, by_minus_one: Expr) -> Expr:
 
 @rule("Pow")
 def _pow(node, idx, read):
-    dt = _float(node)
+    """x ** y computed in f64 and converted to x's dtype, as the reference does
+    (and ONNX's own implementation): an integer power is exact while it stays
+    below 2^53; one beyond its dtype's range saturates, as Cast does (NumPy's
+    cast is undefined there)."""
+    dt = node.outputs[0].type.dtype
+    if dt not in ELEMENTWISE_FLOATS + INTS:
+        raise Unsupported(f"Pow on {dt}")
     a, b = _inputs(node, idx, read)
     if node.inputs[1].type.dtype not in NATIVE_DTYPES or node.inputs[1].type.dtype == "bool":
         raise Unsupported(f"Pow exponent of dtype {node.inputs[1].type.dtype}")
-    return Cast(Call("pow", (Cast(a, "f64"), Cast(b, "f64"))), dt)
+    return _from_f64(Call("pow", (Cast(a, "f64"), Cast(b, "f64"))), dt)
 
 
 @rule("PRelu")
@@ -312,12 +318,20 @@ def _cast(node, idx, read):
         raise Unsupported(f"Cast from {src} to {dst}")
     if src == "f16" and dst != "f32" or dst == "f16" and src in INTS:  # through f32, exactly: an f16 is an f32,
         return Cast(Cast(read(0, idx), "f32"), dst)  # and an integer that f16 does not overflow on is one too
-    if src == "f64" and dst == "f16":  # rounded once, in f64; then an f16 value, which f32 holds exactly
-        return Cast(Cast(_round_to_f16_precision(read(0, idx)), "f32"), "f16")
+    if src == "f64" and dst == "f16":
+        return _from_f64(read(0, idx), dst)
     for storage in STORAGE_DTYPES:
         if storage in (src, dst) and {src, dst} - {storage, "f32"}:
             raise Unsupported(f"Cast from {src} to {dst} ({storage} converts to and from f32 only)")
     return Cast(read(0, idx), dst)
+
+
+def _from_f64(x: Expr, dt: str) -> Expr:
+    """An f64 as `dt`, rounded once: to f16 in f64 (`_round_to_f16_precision`),
+    then converted exactly, as f32 holds every f16."""
+    if dt == "f16":
+        return Cast(Cast(_round_to_f16_precision(x), "f32"), "f16")
+    return Cast(x, dt)
 
 
 def _round_to_f16_precision(x: Expr) -> Expr:
