@@ -133,8 +133,9 @@ def lowerings_graph():
     (their divisors made safe), ReduceMax and ReduceMin on bool (block-wide),
     MatMul with a 1-D operand, MaxPool on bytes (a stencil, and a loop over a
     large window; with its Indices output), elementwise ops on f16 (computed in f32, rounded to f16)
-    and Casts from f16 to f64, a Conv and a depthwise Conv whose weights are
-    computed at run time."""
+    and Casts from f16 to f64 and from f64 to f16 (rounded once, in f64), a MatMul on f16 (summed in
+    f32), Pow on i32 and Round, a Conv, a depthwise Conv and a ConvInteger (with its zero points)
+    whose weights are computed at run time."""
     from minidlc.ir import Graph, TensorType
 
     g = Graph()
@@ -153,11 +154,18 @@ def lowerings_graph():
                             {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}).outputs)
     h, k = (g.add_input(name, TensorType((4, 50), "f16")) for name in ("h", "k"))
     g.outputs += [g.add("Max", [g.add("Div", [h, k]).output, g.add("Exp", [k]).output]).output,
-                  g.add("Mod", [h, k], {"fmod": 1}).output, g.add("Cast", [h], {"to": "f64"}).output]
+                  g.add("Mod", [h, k], {"fmod": 1}).output, g.add("Cast", [h], {"to": "f64"}).output,
+                  g.add("MatMul", [h, g.add_input("hk", TensorType((50, 20), "f16"))]).output,
+                  g.add("Cast", [g.add_input("d", TensorType((300,), "f64"))], {"to": "f16"}).output,
+                  g.add("Pow", [g.add_input(name, TensorType((300,), "i32")) for name in ("base", "exponent")]).output,
+                  g.add("Round", [g.add_input("r", TensorType((300,)))]).output]
     image = g.add_input("image", TensorType((1, 4, 9, 9)))
     for wshape, group in (((8, 4, 3, 3), 1), ((4, 1, 3, 3), 4)):
         w = g.add("Relu", [g.add_input(f"w{group}", TensorType(wshape))]).output  # computed at run time
         g.outputs.append(g.add("Conv", [image, w], {"pads": [1, 1, 1, 1], "group": group}).output)
+    q = [g.add_input(name, TensorType(shape, "u8")) for name, shape in
+         (("qx", (1, 4, 9, 9)), ("qw", (8, 4, 3, 3)), ("qx_zero", ()), ("qw_zero", ()))]
+    g.outputs.append(g.add("ConvInteger", q, {"pads": [1, 1, 1, 1]}).output)
     return g
 
 
