@@ -3,6 +3,7 @@ reference interpreter: fused elementwise groups, GEMM with epilogues on odd
 shapes, reductions, the demo models, the emitted stages, threads, the disk
 cache and input validation. Each test runs on both, unless it says why not."""
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -867,6 +868,32 @@ def test_a_product_with_many_columns_takes_the_wide_block(cpu, const_b, n, monke
     narrow = check(matmul_graph((), 9, 37, WIDE_MIN_COLUMNS - 1), cpu).emit("loops")
     assert f"f32 acc[{CONFIG.mr * CONFIG.nr}];" in narrow
     assert f"f32 acc[{WIDE_CONFIG.mr * WIDE_CONFIG.nr}];" not in narrow
+
+
+@pytest.mark.parametrize("batch,m,k,n,const_b,chunks", [
+    ((), 19, 2 * 196, 40, True, 2),      # 392 = 2 x 196; an edge row block, and an edge panel (its own loop)
+    ((), 17, 3 * 256, 40, False, 3),     # B computed at run time (packed by the kernel)
+    ((2,), 17, 4 * 250, 33, True, 4),    # batched, 1000 = 4 x 250
+    ((), 17, 521, 20, True, 1),          # 521 is prime: no chunk size divides it, one chunk
+    ((), 5, 600, 20, True, 1),           # one row block: nothing to share a chunk with
+    ((), 300, 512, 20, True, 1),         # 300 rows: A's chunk, 300 KiB, would not stay in L2
+])
+def test_a_long_k_loop_runs_in_chunks_over_every_row_block(cpu, batch, m, k, n, const_b, chunks):
+    """k > K_CHUNK: each chunk of k runs over every row block before the next
+    (the kb loop), a block resuming from the partial sums the chunk before
+    left in C and applying the epilogue (bias, Relu) after the last only.
+    And Gemm's alpha, beta and C, applied once, on a chunked product."""
+    from minidlc.loops.gemm import K_CHUNK
+
+    assert k > K_CHUNK
+    loops = check(matmul_graph(batch, m, k, n, const_b=const_b), cpu).emit("loops")
+    assert re.findall(r"for \(kb\d+ = 0; kb\d+ < (\d+);", loops) == ([str(chunks)] * 2 if chunks > 1 else [])
+    assert ("if (kb" in loops) == (chunks > 1)  # (resume; keep or finish)
+    g = Graph()
+    a, b = g.add_input("a", TensorType((m, k))), g.add_input("b", TensorType((n, k)))
+    g.outputs = [g.add("Gemm", [a, b, g.constant(np.linspace(-1, 1, n, dtype=np.float32), "c")],
+                       {"alpha": 0.5, "beta": 2.0, "transB": 1}).output]
+    check(g, cpu)
 
 
 @pytest.mark.parametrize("op,exps", [("Softmax", 1), ("LogSoftmax", 1)])
