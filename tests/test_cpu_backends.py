@@ -299,8 +299,8 @@ def test_native_programs_around_a_numpy_fallback_on_many_threads(target, threads
     g = Graph()
     x = g.add_input("x", TensorType((250, 200)))
     y = g.add("Relu", [g.add("MatMul", [x, g.constant(np.ones((200, 64), np.float32), "w")]).output]).output
-    q = g.add("Cast", [g.add("Pow", [g.add("Cast", [y], {"to": "i32"}).output,  # integer powers: on NumPy
-                                     g.constant(np.array(2, np.int32), "two")]).output], {"to": "f32"}).output
+    q = g.add("Cast", [g.add("ReduceMean", [g.add("Cast", [y], {"to": "i32"}).output],  # of integers: on NumPy
+                             {"axes": [1], "keepdims": 1}).output], {"to": "f32"}).output
     g.outputs = [g.add("Softmax", [g.add("Add", [q, y]).output], {"axis": 1}).output]
     m = minidlc.compile(g, target=target, threads=threads, opt_level=0)  # unfused: the Div is a step of its own
     feeds = {"x": np.random.default_rng(0).integers(-5, 6, (250, 200)).astype(np.float32)}  # exact sums
@@ -683,16 +683,18 @@ def test_a_failing_numpy_fallback_names_the_node(cpu, monkeypatch):
     from minidlc.ir import IRError
     from minidlc.ir.registry import OPS
 
-    def refuse(x, e):  # a host step whose NumPy code fails at run time
-        raise ValueError("the exponent is too large")
+    def refuse(*args, **attrs):  # a host step whose NumPy code fails at run time
+        raise ValueError("the mean is too large")
     g = Graph()
-    x = g.add_input("x", TensorType((4,), "i32"))
-    g.outputs = [g.add("Neg", [g.add("Pow", [x, g.add("Abs", [x]).output]).output]).output]  # integer Pow: a host step
+    x = g.add_input("x", TensorType((4, 3), "i32"))
+    mean = g.add("ReduceMean", [g.add("Abs", [x]).output], {"axes": [1]}).output  # of integers: a host step
+    g.outputs = [g.add("Neg", [mean]).output]
     m = minidlc.compile(g, target=cpu, opt_level=0)
-    assert "Pow node %pow: runs on NumPy" in m.emit("loops")
-    monkeypatch.setattr(OPS["Pow"], "impl", refuse)
-    with pytest.raises(IRError, match=r"Pow node %pow failed in its NumPy implementation: ValueError: the exponent"):
-        m.run({"x": np.arange(4, dtype=np.int32)})
+    assert "ReduceMean node %reducemean: runs on NumPy" in m.emit("loops")
+    monkeypatch.setattr(OPS["ReduceMean"], "impl", refuse)
+    with pytest.raises(IRError, match=r"ReduceMean node %reducemean failed in its NumPy implementation: "
+                                      r"ValueError: the mean"):
+        m.run({"x": np.arange(12, dtype=np.int32).reshape(4, 3)})
 
 
 def test_only_programs_with_parallel_loops_wake_threads(cpu):
@@ -716,8 +718,8 @@ def test_llvm_team_with_more_threads_than_cores_sleeps_and_stays_right():
     g = Graph()
     x = g.add_input("x", TensorType((256, 200)))  # big enough for parallel loops
     y = g.add("Relu", [g.add("MatMul", [x, g.constant(np.ones((200, 64), np.float32), "w")]).output]).output
-    q = g.add("Cast", [g.add("Pow", [g.add("Cast", [y], {"to": "i32"}).output,  # integer powers: on NumPy
-                                     g.constant(np.array(2, np.int32), "two")]).output], {"to": "f32"}).output
+    q = g.add("Cast", [g.add("ReduceMean", [g.add("Cast", [y], {"to": "i32"}).output],  # of integers: on NumPy
+                             {"axes": [1], "keepdims": 1}).output], {"to": "f32"}).output
     g.outputs = [g.add("Softmax", [g.add("Add", [q, y]).output], {"axis": 1}).output]
     m = minidlc.compile(g, target="llvm", threads=3 * (os.cpu_count() or 1), opt_level=0)
     feeds = [{"x": np.random.default_rng(seed).integers(-5, 6, (256, 200)).astype(np.float32)} for seed in range(3)]
