@@ -385,3 +385,35 @@ def test_vectorized_loads_read_nothing_past_their_buffer(dtype, lanes, stride):
             del x
         finally:
             libc.mprotect(guard, mmap.PAGESIZE, 3)  # read and write again, before the map goes
+
+
+# ---- a local tile read by columns ----------------------------------------------------
+@pytest.mark.parametrize("rows,cols,dtype", [(8, 16, "f32"), (6, 16, "f32"), (4, 16, "i32"), (8, 8, "f64"),
+                                             (3, 16, "f32")])
+def test_a_local_tile_stored_by_columns_is_transposed(backend, rows, cols, dtype):
+    """A direct conv's accumulator block, rows x cols in a local array, stored
+    one column at a time (a vector down the rows): every column right, rows
+    that are no power of two included (padded), as on the GEMM's edge blocks.
+    On llvm the columns come from one transposition of the rows, shuffles
+    only: no element is inserted lane by lane (VectorCodegen._tile_column)."""
+    n = rows * cols
+    r, c, i = Var("r"), Var("c"), Var("i")
+    body = Allocate("tile", dtype, n, seq(
+        For(i, const(n), Store("tile", i, Load("a", i, dtype)), LoopKind.VECTORIZED),
+        For(c, const(cols), For(r, const(rows), Store("out", add(mul(c, const(rows)), r),
+                                                      Load("tile", add(mul(r, const(cols)), c), dtype)),
+                                LoopKind.VECTORIZED), LoopKind.UNROLLED)))
+    kernel = Kernel("k", (Param("a", dtype, n), Param("out", dtype, n)), body)
+    a = np.arange(n).astype(DTYPES[dtype])
+    out = np.zeros(n, DTYPES[dtype])
+    run = compile_kernel(backend, kernel)
+    run([a, out])
+    np.testing.assert_array_equal(out.reshape(cols, rows), a.reshape(rows, cols).T)
+    if backend == "llvm":  # the IR as emitted: columns by shuffles, not lane by lane
+        import llvmlite.ir as ir
+
+        from minidlc.backends.llvm.codegen import KernelCodegen
+
+        module = ir.Module()
+        KernelCodegen(module, kernel).emit()
+        assert "insertelement" not in str(module)

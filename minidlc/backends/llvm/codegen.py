@@ -117,6 +117,8 @@ class KernelCodegen:
                 raw = self.b.load(self.b.gep(args, [ir.Constant(ir.IntType(64), j)]))
                 self.bufs[p.name] = self.b.bitcast(raw, _MEM[p.dtype].as_pointer())
             self.env: dict[Var, ir.Value] = {}
+            self.local_sizes: dict[str, int] = {}  # the kernel-local arrays (Allocate) and their sizes
+            self.transposed: dict[tuple, list[ir.Value]] = {}  # see VectorCodegen._tile_column
             self.vectorized = 0  # depth of enclosing vectorized loops
             self.indexing = 0  # > 0 while emitting a buffer index
             if extent is not None:
@@ -143,11 +145,13 @@ class KernelCodegen:
             if self.dtypes[s.buf] == "bool":
                 value = self.b.zext(value, ir.IntType(8))
             self.b.store(value, ptr)
+            self.stored(s.buf)
         elif isinstance(s, Allocate):
             with self.b.goto_block(self.entry):  # allocas in the entry block: mem2reg/SROA promote them
                 self.b.position_at_start(self.entry)
                 self.bufs[s.buf] = self.b.alloca(_MEM[s.dtype], s.size, name=s.buf)
             self.dtypes[s.buf] = s.dtype
+            self.local_sizes[s.buf] = s.size
             self.stmt(s.body)
         elif isinstance(s, If):
             cond = self.expr(s.cond)
@@ -165,6 +169,10 @@ class KernelCodegen:
                 self.stmt(x)
         else:
             raise TypeError(f"cannot emit {s!r}")
+
+    def stored(self, buf: str) -> None:
+        """`buf` changed: its transposed tiles are stale."""
+        self.transposed = {k: v for k, v in self.transposed.items() if k[0] != buf}
 
     def loop(self, s: For, start: ir.Value, stop: ir.Value) -> None:
         if (s.kind == LoopKind.VECTORIZED and isinstance(s.extent, Const) and 1 < s.extent.value <= MAX_VECTOR
@@ -430,6 +438,7 @@ class VectorCodegen:
         if self.cg.dtypes[s.buf] == "bool":
             value = self.b.zext(value, ir.VectorType(ir.IntType(8), self.w))
         base = self._unit_base(s.index)
+        self.cg.stored(s.buf)
         if base is not None:
             # element alignment only: a vector's natural alignment is not guaranteed
             self.b.store(value, self._vec_ptr(s.buf, base, value.type), align=_ALIGN[self.cg.dtypes[s.buf]])
@@ -467,6 +476,45 @@ class VectorCodegen:
         picks = [2 * v if 2 * v < self.w else 2 * v + 1 for v in range(self.w)]
         return self.b.shuffle_vector(first, last, ir.Constant(ir.VectorType(ir.IntType(32), self.w), picks))
 
+    def _tile_column(self, e: Load, stride: int) -> ir.Value | None:
+        """Lanes tile[base + stride * v] of a kernel-local array read as a tile
+        of rows `stride` long (a GEMM's accumulator block, stored transposed
+        by a direct conv: each output channel's pixels are a column of it):
+        column `base % stride` of the rows from `base // stride` on. The
+        rows are transposed once, by log2(rows) rounds of interleaving row i
+        with row i + rows/2 (on AVX-512, a vpermt2ps each), and every column
+        of the tile taken from the result: LLVM, given the columns element by
+        element, built an 8 x 16 tile's in about 250 shuffles, spills and
+        reloads, more than a 3-channel stem's whole k loop. None where this
+        does not apply (not a local array, a column not known at compile
+        time, rows too long for one vector)."""
+        cg, rows = self.cg, 1 << (self.w - 1).bit_length()  # the lanes, padded to a power of two
+        size = cg.local_sizes.get(e.buf)
+        if size is None or stride < rows or stride & (stride - 1) or stride > MAX_VECTOR:
+            return None
+        base = cg.index(self._base(e.index))
+        if not isinstance(base, ir.Constant):
+            return None
+        first, column = divmod(int(base.constant), stride)
+        if (first + self.w) * stride > size:
+            return None
+        key = (e.buf, stride, self.w, first, self.b.block)
+        if key not in cg.transposed:
+            vtype = ir.VectorType(_MEM[e.dtype], stride)
+            tile = [self.b.load(self._vec_ptr(e.buf, Const((first + r) * stride), vtype)) if r < self.w else
+                    ir.Constant(vtype, ir.Undefined) for r in range(rows)]
+            half = stride // 2
+            mask = [ir.Constant(ir.VectorType(ir.IntType(32), stride), [j // 2 + (j % 2) * stride + h
+                                                                         for j in range(stride)])
+                    for h in (0, half)]  # interleave the first (then the second) halves of two rows
+            for _ in range(rows.bit_length() - 1):
+                tile = [self.b.shuffle_vector(tile[i], tile[i + rows // 2], m) for i in range(rows // 2) for m in mask]
+            cg.transposed[key] = tile
+        per = stride // rows  # columns a transposed vector holds
+        vec = cg.transposed[key][column // per]
+        lanes = [(column % per) * rows + v for v in range(self.w)]
+        return self.b.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), self.w), lanes))
+
     def _vec_ptr(self, buf: str, base: Expr, vtype) -> ir.Value:
         ptr = self.b.gep(self.cg.bufs[buf], [self.cg.index(base)], inbounds=True)
         return self.b.bitcast(ptr, vtype.as_pointer())
@@ -486,6 +534,9 @@ class VectorCodegen:
             stride = _coefficient(e.index, self.var)
             if stride in (1, 2) and e.dtype != "bool":
                 return self._strided_load(e, stride)
+            column = self._tile_column(e, stride) if stride and e.dtype != "bool" else None
+            if column is not None:
+                return column
             lanes = []
             for lane in range(self.w):
                 cg.env[self.var] = ir.Constant(ir.IntType(64), lane)
