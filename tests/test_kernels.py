@@ -390,25 +390,38 @@ def test_vectorized_loads_read_nothing_past_their_buffer(dtype, lanes, stride):
 # ---- a local tile read by columns ----------------------------------------------------
 @pytest.mark.parametrize("rows,cols,dtype", [(8, 16, "f32"), (6, 16, "f32"), (4, 16, "i32"), (8, 8, "f64"),
                                              (3, 16, "f32")])
-def test_a_local_tile_stored_by_columns_is_transposed(backend, rows, cols, dtype):
+@pytest.mark.parametrize("fill", ["in order", "through an index"])
+def test_a_local_tile_stored_by_columns_is_transposed(backend, rows, cols, dtype, fill):
     """A direct conv's accumulator block, rows x cols in a local array, stored
     one column at a time (a vector down the rows): every column right, rows
     that are no power of two included (padded), as on the GEMM's edge blocks.
-    On llvm the columns come from one transposition of the rows, shuffles
-    only: no element is inserted lane by lane (VectorCodegen._tile_column)."""
+    Filled through an index read at run time, the tile stays in memory (no
+    register holds it), where its rows are only element-aligned; and a store
+    to it between two columns is seen by the second. On llvm the columns come
+    from one transposition of the rows, shuffles only: no element is inserted
+    lane by lane (VectorCodegen._tile_column)."""
     n = rows * cols
     r, c, i = Var("r"), Var("c"), Var("i")
+    at = i if fill == "in order" else Binary("min", Binary("max", Load("at", i, "i64"), const(0)), const(n - 1))
+
+    def columns(first: int, count: int):
+        return For(c, const(count), For(r, const(rows), Store("out", add(mul(add(c, const(first)), const(rows)), r),
+                                                              Load("tile", add(mul(r, const(cols)), add(c, const(first))),
+                                                                   dtype)),
+                                        LoopKind.VECTORIZED), LoopKind.UNROLLED)
     body = Allocate("tile", dtype, n, seq(
-        For(i, const(n), Store("tile", i, Load("a", i, dtype)), LoopKind.VECTORIZED),
-        For(c, const(cols), For(r, const(rows), Store("out", add(mul(c, const(rows)), r),
-                                                      Load("tile", add(mul(r, const(cols)), c), dtype)),
-                                LoopKind.VECTORIZED), LoopKind.UNROLLED)))
-    kernel = Kernel("k", (Param("a", dtype, n), Param("out", dtype, n)), body)
+        For(i, const(n), Store("tile", at, Load("a", i, dtype)), LoopKind.SERIAL),
+        columns(0, cols // 2),
+        Store("tile", const(cols - 1), Const(-7, dtype)),  # row 0 of the last column, read after this
+        columns(cols // 2, cols - cols // 2)))
+    kernel = Kernel("k", (Param("a", dtype, n), Param("at", "i64", n), Param("out", dtype, n)), body)
     a = np.arange(n).astype(DTYPES[dtype])
     out = np.zeros(n, DTYPES[dtype])
     run = compile_kernel(backend, kernel)
-    run([a, out])
-    np.testing.assert_array_equal(out.reshape(cols, rows), a.reshape(rows, cols).T)
+    run([a, np.arange(n, dtype=np.int64), out])
+    want = a.reshape(rows, cols).copy()
+    want[0, -1] = -7
+    np.testing.assert_array_equal(out.reshape(cols, rows), want.T)
     if backend == "llvm":  # the IR as emitted: columns by shuffles, not lane by lane
         import llvmlite.ir as ir
 

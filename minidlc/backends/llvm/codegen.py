@@ -492,17 +492,18 @@ class VectorCodegen:
         size = cg.local_sizes.get(e.buf)
         if size is None or stride < rows or stride & (stride - 1) or stride > MAX_VECTOR:
             return None
-        base = cg.index(self._base(e.index))
-        if not isinstance(base, ir.Constant):
+        known = {v: Const(int(x.constant)) for v, x in cg.env.items() if isinstance(x, ir.Constant)}  # (unrolled)
+        base = simplify(substitute(self._base(e.index), known))
+        if not isinstance(base, Const):
             return None
-        first, column = divmod(int(base.constant), stride)
+        first, column = divmod(int(base.value), stride)
         if (first + self.w) * stride > size:
             return None
         key = (e.buf, stride, self.w, first, self.b.block)
         if key not in cg.transposed:
             vtype = ir.VectorType(_MEM[e.dtype], stride)
-            tile = [self.b.load(self._vec_ptr(e.buf, Const((first + r) * stride), vtype)) if r < self.w else
-                    ir.Constant(vtype, ir.Undefined) for r in range(rows)]
+            tile = [self.b.load(self._vec_ptr(e.buf, Const((first + r) * stride), vtype), align=_ALIGN[e.dtype])
+                    if r < self.w else ir.Constant(vtype, ir.Undefined) for r in range(rows)]
             half = stride // 2
             mask = [ir.Constant(ir.VectorType(ir.IntType(32), stride), [j // 2 + (j % 2) * stride + h
                                                                          for j in range(stride)])
