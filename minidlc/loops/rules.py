@@ -242,17 +242,18 @@ def _int_division(node, op: str, a: Expr, b: Expr, by_minus_one: Expr) -> Expr:
 
 @rule("Pow")
 def _pow(node, idx, read):
-    """x ** y computed in f64 and converted to x's dtype, as the reference does
-    (and ONNX's own implementation): an integer power is exact while it stays
-    below 2^53; one beyond its dtype's range saturates, as Cast does (NumPy's
-    cast is undefined there)."""
+    """x ** y computed in f64 and converted to x's dtype, as minidlc's reference
+    does: an integer power is exact while it stays below 2^53 (ONNX's own
+    reference, NumPy's integer power, is exact and wraps around beyond its
+    dtype's range, where the f64 power converts as Cast does: it saturates,
+    and NumPy's cast in minidlc's reference is undefined)."""
     dt = node.outputs[0].type.dtype
     if dt not in ELEMENTWISE_FLOATS + INTS:
         raise Unsupported(f"Pow on {dt}")
     a, b = _inputs(node, idx, read)
     if node.inputs[1].type.dtype not in NATIVE_DTYPES or node.inputs[1].type.dtype == "bool":
         raise Unsupported(f"Pow exponent of dtype {node.inputs[1].type.dtype}")
-    return _from_f64(Call("pow", (Cast(a, "f64"), Cast(b, "f64"))), dt)
+    return _from_f64(Call("pow", (_to_f64(a), _to_f64(b))), dt)
 
 
 @rule("PRelu")
@@ -326,6 +327,11 @@ def _cast(node, idx, read):
     return Cast(read(0, idx), dst)
 
 
+def _to_f64(x: Expr) -> Expr:
+    """x as f64, exactly: an f16 through f32 (storage dtypes convert to and from f32 only)."""
+    return Cast(cast(x, "f32"), "f64") if x.dtype in STORAGE_DTYPES else cast(x, "f64")
+
+
 def _from_f64(x: Expr, dt: str) -> Expr:
     """An f64 as `dt`, rounded once: to f16 in f64 (`_round_to_f16_precision`),
     then converted exactly, as f32 holds every f16."""
@@ -335,14 +341,15 @@ def _from_f64(x: Expr, dt: str) -> Expr:
 
 
 def _round_to_f16_precision(x: Expr) -> Expr:
-    """An f64 rounded to the nearest f16 value (ties to even), as an f64; 65520
-    and beyond round to 65536, which becomes inf as f16. Through f32 it would
-    round twice (x just above a tie would round down to the tie, then to
-    even). With e = floor(log2 |x|) clamped to f16's exponents [-14, 16] (below
-    2^-14 the spacing is a subnormal's, 2^-24), f16's spacing near x is
-    2^(e - 10): x scaled by 2^(10 - e) is rounded to an integer and scaled
-    back, all exact. log2 comes from log, to within one; the two tests make
-    it exact."""
+    """An f64 rounded to the nearest f16 value (ties to even), as an f64: from
+    65520 on the result is 65536 or more, which the conversion to f16 makes
+    inf. Through f32 it would round twice (x just above a tie would round down
+    to the tie, then to even). With e = floor(log2 |x|), clamped to [-14, 16]
+    (below 2^-14 f16's spacing is a subnormal's, 2^-24; 16 stands for
+    anything that overflows), the spacing near x is 2^(e - 10): x scaled by
+    2^(10 - e) is rounded to an integer and scaled back, all exact. log2
+    comes from log, to within one, and one test of each neighbour makes it
+    exact (the loop IR has no variables, so each use of e repeats it)."""
     one = Const(1.0, "f64")
     a = Select(Compare("==", x, x), Call("abs", (x,)), one)  # (a NaN takes any exponent)
 
@@ -353,8 +360,8 @@ def _round_to_f16_precision(x: Expr) -> Expr:
         return Call("ldexp", (one, e))
     log2 = mul(Call("log", (Binary("max", a, Const(2.0 ** -16, "f64")),)), Const(1 / math.log(2), "f64"))  # (no log 0)
     e = clamp(Call("floor", (log2,)), -15, 17)
-    e = Select(Compare(">", pow2(e), a), Binary("-", e, one), e)
-    e = Select(Compare("<=", pow2(add(e, one)), a), add(e, one), e)
+    e = add(e, Select(Compare(">", pow2(e), a), Const(-1.0, "f64"),
+                      Select(Compare("<=", pow2(add(e, one)), a), one, Const(0.0, "f64"))))
     spacing = Binary("-", clamp(e, -14, 16), Const(10.0, "f64"))
     return Call("ldexp", (Call("round", (Call("ldexp", (x, Call("neg", (spacing,)))),)), spacing))
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..ir import DTYPES
 from .ir import Allocate, Barrier, Binary, Call, CALLS, Cast, Compare, Const, Expr, For, If, INDEX, Kernel, Load, LoopKind, Scope, Select, Seq, Stmt, Store, Var
+from .rules import STORAGE_DTYPES
 
 
 class LoopIRError(Exception):
@@ -182,6 +183,9 @@ def _check_expr(e: Expr, bufs, env) -> None:
             raise LoopIRError("select needs a bool condition and two operands of one dtype")
     elif isinstance(e, Cast):
         _check_expr(e.value, bufs, env)
+        pair = {e.value.dtype, e.dtype}
+        if pair & set(STORAGE_DTYPES) and len(pair) == 2 and pair != {"f32", *(pair & set(STORAGE_DTYPES))}:
+            raise LoopIRError(f"cast from {e.value.dtype} to {e.dtype}: f16 and bf16 convert to and from f32 only")
     elif isinstance(e, Call):
         if CALLS.get(e.fn) != len(e.args):
             raise LoopIRError(f"unknown call {e.fn} with {len(e.args)} argument(s)")
