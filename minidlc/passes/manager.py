@@ -77,8 +77,9 @@ class Instrument:
         with a `trace` attribute report."""
 
 
-# name -> factory returning a Pass; filled by the pass modules via `register_pass`.
-PASSES: dict[str, Callable[..., Pass]] = {}
+# name -> factory returning a Pass; filled by the pass modules via `register_pass`
+# (read it through `registered_passes`, which imports them all first).
+_PASSES: dict[str, Callable[..., Pass]] = {}
 
 # The pipeline of each optimization level, as pass names.
 # Rewriting passes erase the nodes they make dead, so each level runs every pass once.
@@ -88,7 +89,7 @@ LEVELS: dict[int, list[str]] = {0: [], 1: CLEANUPS, 2: CLEANUPS + ["integer-ops"
 
 def register_pass(factory: Callable[..., Pass], name: str | None = None):
     """Make a pass available by name (use as a class decorator)."""
-    PASSES[name or factory.name] = factory
+    _PASSES[name or factory.name] = factory
     return factory
 
 
@@ -97,7 +98,7 @@ def registered_passes() -> dict[str, Callable[..., Pass]]:
     this imports them all first: a name must not depend on what else ran."""
     from . import _all  # noqa: F401
 
-    return PASSES
+    return _PASSES
 
 
 class PassError(Exception):
@@ -177,9 +178,10 @@ def build_pipeline(opt_level: int = 2, passes: list[str] | str | None = None, in
             raise ValueError(f"opt_level must be one of {sorted(LEVELS)}, got {opt_level}")
         passes = LEVELS[opt_level]
     specs = parse_pass_list(passes) if isinstance(passes, str) else [s for p in passes for s in parse_pass_list(p)]
-    unknown = [name for name, _ in specs if name not in registered_passes()]
+    known = registered_passes()
+    unknown = [name for name, _ in specs if name not in known]
     if unknown:
-        raise ValueError(f"unknown pass(es) {unknown}; available: {', '.join(sorted(PASSES))}")
+        raise ValueError(f"unknown pass(es) {unknown}; available: {', '.join(sorted(known))}")
     return Pipeline([make_pass(name, options) for name, options in specs], instruments, verify_each, context)
 
 
