@@ -169,21 +169,24 @@ def test_softmax_over_a_recomputed_producer_never_overflows(target):
 
 
 @pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
-@pytest.mark.parametrize("base,exponent", [("i32", "i32"), ("i64", "i64"), ("i64", "f32"), ("f16", "i32"), ("f16", "f32")])
+@pytest.mark.parametrize("base,exponent", [("i32", "i32"), ("i64", "i64"), ("i64", "f32"), ("f16", "i32"), ("f16", "f32"),
+                                           ("f16", "f16")])
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # 3^19 is inf in f16
 def test_powers_compute_in_f64_as_the_reference_does(target, base, exponent):
     """Pow of integers (and of f16) runs natively, computed in f64 and
-    converted once, as the reference computes it: exact on integer powers up
-    to 2^53 (3^33 in i64), a negative exponent truncates towards 0, a float
-    exponent's power is truncated, f16 is rounded once from f64."""
+    converted once, as minidlc's reference computes it: exact on integer
+    powers up to 2^53 (3^33 in i64), a negative exponent truncates towards 0,
+    a float exponent's power is truncated, f16 (widened through f32) is
+    rounded once from f64."""
     g = Graph()
     a, b = g.add_input("a", TensorType((8,), base)), g.add_input("b", TensorType((8,), exponent))
     g.outputs = [g.add("Pow", [a, b]).output]
     m = minidlc.compile(g, target=target)
     assert "NumPy" not in m.emit("loops")
+    fractional = exponent.startswith("f")
     feeds = {"a": np.array([7, -7, 9, 1, 3, 2, 4, 5], DTYPES[base]),
-             "b": np.array([2, 3, 0, 5, 33 if base == "i64" else 19, -1, 0.5 if exponent == "f32" else 4, 1.5 if
-                            exponent == "f32" else 7], DTYPES[exponent])}
+             "b": np.array([2, 3, 0, 5, 33 if base == "i64" else 19, -1, 0.5 if fractional else 4,
+                            1.5 if fractional else 7], DTYPES[exponent])}
     want = minidlc.compile(g, target="reference").run(feeds)["pow"]
     got = m.run(feeds)["pow"]
     assert got.dtype == want.dtype
@@ -426,26 +429,32 @@ def test_a_conv_with_a_weight_computed_at_run_time_runs_natively(target, shape, 
 
 
 @pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
-@pytest.mark.parametrize("x_dtype,w_dtype,w_zero,x_zero,attrs", [
-    ("u8", "u8", "input", "input", {"pads": [1, 1, 1, 1]}),           # all at run time
-    ("i8", "i8", "per channel", "input", {"group": 2, "strides": [2, 1]}),
-    ("u8", "i8", "stored", None, {"pads": [0, 1, 2, 0]}),
-    ("i8", "u8", None, "stored", {}),
+@pytest.mark.parametrize("w_kind,x_dtype,w_dtype,w_zero,x_zero,attrs", [
+    ("input", "u8", "u8", "input", "input", {"pads": [1, 1, 1, 1]}),           # all at run time
+    ("input", "i8", "i8", "per channel", "input", {"group": 2, "strides": [2, 1]}),
+    ("input", "u8", "i8", "stored", None, {"pads": [0, 1, 2, 0]}),
+    ("input", "i8", "u8", None, "stored", {}),
+    ("stored", "u8", "u8", "input", None, {"pads": [1, 1, 1, 1]}),   # a stored weight, its zero point an input
+    ("stored", "u8", "i8", None, "input", {"pads": [1, 1, 1, 1]}),   # int8 weight, x's zero point an input: no dot4
 ])
-def test_integer_convs_with_run_time_weights_centre_each_weight_as_they_read_it(target, x_dtype, w_dtype, w_zero,
-                                                                                x_zero, attrs):
-    """ConvInteger (QLinearConv's core) with its weight a graph input: the
-    im2col form reads each weight as A and subtracts its zero point there
-    (stored, per output channel, or itself an input); x's zero point is a
-    stored one or an input, and padding reads as it. Exact against NumPy."""
+def test_integer_convs_with_run_time_weights_centre_each_weight_as_they_read_it(target, w_kind, x_dtype, w_dtype,
+                                                                                w_zero, x_zero, attrs):
+    """ConvInteger (QLinearConv's core) with its weight, or its weight's zero
+    point, computed at run time: the im2col form reads each weight as A and
+    subtracts its zero point there (stored, per output channel, or itself an
+    input); x's zero point is a stored one or an input, and padding reads as
+    it (an int8 weight with x's zero point an input takes the direct form,
+    centring each x as it reads it). Exact against NumPy."""
     rng = np.random.default_rng(8)
-    shape, wshape = (1, 4, 6, 7), (6, 4 // attrs.get("group", 1), 3, 3)
+    shape, wshape = (1, 4, 6, 7), (8, 4 // attrs.get("group", 1), 3, 3)
     lows = {"u8": 0, "i8": -128}
     g = Graph()
     x = g.add_input("x", TensorType(shape, x_dtype))
-    w = g.add_input("w", TensorType(wshape, w_dtype))
-    feeds = {"x": rng.integers(lows[x_dtype], lows[x_dtype] + 256, shape).astype(DTYPES[x_dtype]),
-             "w": rng.integers(lows[w_dtype], lows[w_dtype] + 256, wshape).astype(DTYPES[w_dtype])}
+    weight = rng.integers(lows[w_dtype], lows[w_dtype] + 256, wshape).astype(DTYPES[w_dtype])
+    w = g.add_input("w", TensorType(wshape, w_dtype)) if w_kind == "input" else g.constant(weight, "w")
+    feeds = {"x": rng.integers(lows[x_dtype], lows[x_dtype] + 256, shape).astype(DTYPES[x_dtype])}
+    if w_kind == "input":
+        feeds["w"] = weight
     zero_points = []
     for name, kind, dtype, n in (("x_zero", x_zero, x_dtype, 1), ("w_zero", w_zero, w_dtype, wshape[0])):
         value = rng.integers(lows[dtype], lows[dtype] + 256, n if kind == "per channel" else ()).astype(DTYPES[dtype])
@@ -876,26 +885,40 @@ def test_a_product_with_many_columns_takes_the_wide_block(cpu, const_b, n, monke
     ((), 19, 2 * 196, 40, True, 2),      # 392 = 2 x 196; an edge row block, and an edge panel (its own loop)
     ((), 17, 3 * 256, 40, False, 3),     # B computed at run time (packed by the kernel)
     ((2,), 17, 4 * 250, 33, True, 4),    # batched, 1000 = 4 x 250
+    ((), 12, 512, 20, True, 2),          # one full row block and an edge one
     ((), 17, 521, 20, True, 1),          # 521 is prime: no chunk size divides it, one chunk
     ((), 5, 600, 20, True, 1),           # one row block: nothing to share a chunk with
     ((), 300, 512, 20, True, 1),         # 300 rows: A's chunk, 300 KiB, would not stay in L2
 ])
-def test_a_long_k_loop_runs_in_chunks_over_every_row_block(cpu, batch, m, k, n, const_b, chunks):
+def test_a_long_k_loop_runs_in_chunks_over_every_row_block(cpu, batch, m, k, n, const_b, chunks, tmp_path,
+                                                           monkeypatch):
     """k > K_CHUNK: each chunk of k runs over every row block before the next
     (the kb loop), a block resuming from the partial sums the chunk before
-    left in C and applying the epilogue (bias, Relu) after the last only.
-    And Gemm's alpha, beta and C, applied once, on a chunked product."""
-    from minidlc.loops.gemm import K_CHUNK
+    left in C and applying the epilogue (bias, Relu) after the last only: the
+    same sums in the same order as in one chunk, so the same bits. And Gemm's
+    alpha, beta and C, applied once, on a chunked product."""
+    import minidlc.compile_cache
+    from minidlc.backends import cache
+    from minidlc.loops import gemm
 
-    assert k > K_CHUNK
-    loops = check(matmul_graph(batch, m, k, n, const_b=const_b), cpu).emit("loops")
-    assert re.findall(r"for \(kb\d+ = 0; kb\d+ < (\d+);", loops) == ([str(chunks)] * 2 if chunks > 1 else [])
-    assert ("if (kb" in loops) == (chunks > 1)  # (resume; keep or finish)
-    g = Graph()
-    a, b = g.add_input("a", TensorType((m, k))), g.add_input("b", TensorType((n, k)))
-    g.outputs = [g.add("Gemm", [a, b, g.constant(np.linspace(-1, 1, n, dtype=np.float32), "c")],
+    assert k > gemm.K_CHUNK
+    g = matmul_graph(batch, m, k, n, const_b=const_b)
+    m_ = check(g, cpu)
+    assert re.findall(r"for \(kb\d+ = 0; kb\d+ < (\d+);", m_.emit("loops")) == ([str(chunks)] * 2 if chunks > 1 else [])
+    if chunks > 1:
+        feeds = m_.random_inputs()
+        monkeypatch.setattr(gemm, "K_CHUNK", 1 << 30)
+        monkeypatch.setattr(minidlc.compile_cache, "key", lambda *a, **kw: None)  # (the cached program is chunked)
+        monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
+        whole = minidlc.compile(g, target=cpu)
+        assert "kb" not in whole.emit("loops")
+        np.testing.assert_array_equal(m_.run(feeds)["relu"], whole.run(feeds)["relu"])
+        monkeypatch.undo()
+    a = Graph()
+    x, b = a.add_input("a", TensorType((m, k))), a.add_input("b", TensorType((n, k)))
+    a.outputs = [a.add("Gemm", [x, b, a.constant(np.linspace(-1, 1, n, dtype=np.float32), "c")],
                        {"alpha": 0.5, "beta": 2.0, "transB": 1}).output]
-    check(g, cpu)
+    assert ("if (kb" in check(a, cpu).emit("loops")) == (chunks > 1)
 
 
 @pytest.mark.parametrize("op,exps", [("Softmax", 1), ("LogSoftmax", 1)])

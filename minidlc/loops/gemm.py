@@ -31,8 +31,8 @@ it is read; a constant B is packed already centred (B - zero point).
 
 The outer (parallel) loop runs over column panels of B, so a panel is read
 from memory once and reused, from cache, by every row block of A. A
-MatMul's or Gemm's long k loop (more than K_CHUNK steps), over up to 256
-rows, runs in chunks, each over every row block before the next: a block
+product's long k loop (more than K_CHUNK steps; not a conv's), over up to
+256 f32 rows, runs in chunks, each over every row block before the next: a block
 keeps its partial sums in C's place between chunks and applies the
 epilogue after the last, and the panel's chunk stays in L1 for all row
 blocks (8 to 15% faster at k = 512 to 2048 on one thread). Full
@@ -63,12 +63,13 @@ DIRECT_MIN_CHANNELS = 8  # a Conv with fewer output channels per group uses im2c
 DIRECT_MIN_K = 64  # below this k (channels per group x kernel size), a stride-1 Conv reads its pixels in place
 ROW_BLOCKS_MIN_WIDTH = 24  # a direct Conv with output rows this wide blocks pixels within a row
 WIDE_MIN_COLUMNS = 256  # a MatMul or Gemm with this many columns takes the wide register block (8 panels or more)
-# A MatMul's or Gemm's k loop longer than this runs in chunks of at most this many
-# steps (`_k_chunk`), each over every row block: a chunk of a panel of B, 32 KiB at
-# 32 columns, then stays in L1 for all of them (a whole panel of a long k would not)
+# A product's k loop longer than this (a MatMul's, Gemm's or MatMulInteger's, but for
+# the dot4 path) runs in chunks of at most this many steps (`_k_chunk`), each over
+# every row block: a chunk of a panel of B, 32 KiB at 32 f32 columns, then stays in
+# L1 for all of them (a whole panel of a long k would not)
 K_CHUNK = 256
-# ... when A's chunk (every row's, f32) fits in this: it is read from L2 for each
-# panel, and a larger one (512 rows and more) ran 10 to 25% slower chunked
+# ... when A's chunk (every row's) fits in this: it is read from L2 for each panel,
+# and a larger one (512 f32 rows and more) ran 10 to 25% slower chunked
 CHUNK_MAX_A_BYTES = 1 << 18
 
 
@@ -620,8 +621,9 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     grid = spec.row_shape or (m,)
     full_rows, edge_rows = grid[-1] // mr, grid[-1] % mr
     # a long k loop runs in chunks, each over every row block (see K_CHUNK)
-    k_chunk = _k_chunk(k) if (d4 is None and len(spec.k_shape) <= 1 and spec.interior is None and full_rows > 1
-                              and m * K_CHUNK * 4 <= CHUNK_MAX_A_BYTES and not spec.rows_contiguous
+    a_bytes = m * K_CHUNK * node.inputs[0].type.np_dtype.itemsize  # every row's A for one chunk
+    k_chunk = _k_chunk(k) if (d4 is None and len(spec.k_shape) <= 1 and spec.interior is None and grid[-1] > mr
+                              and a_bytes <= CHUNK_MAX_A_BYTES and not spec.rows_contiguous
                               and out.type.dtype == dt) else k
     chunks = k // k_chunk
 
