@@ -654,12 +654,14 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
             fma = Store(acc, cell, Call("dot4", (Load(acc, cell, dt), d4.a_word(bidx, row, k_at), b_value)))
         else:
             fma = Store(acc, cell, add(Load(acc, cell, dt), mul(read_a(bidx, row, k_at), cast(b_value, dt))))
-        # rows unrolled, columns vectorized: acc is then accessed only at constant
-        # offsets, whole vectors at a time, and LLVM keeps it in vector registers
-        compute = loop_nest(list(kv), list(k_loops),
-                            For(ii, const(rows), For(jj, const(nr), fma, LoopKind.VECTORIZED), LoopKind.UNROLLED))
-        zero = For(ii, const(rows), For(jj, const(nr), Store(acc, cell, Const(0, dt)), LoopKind.VECTORIZED),
-                   LoopKind.UNROLLED)
+
+        def cells(width: int, body: Stmt) -> Stmt:
+            """`body` for the block's rows (unrolled) and `width` columns (vectorized):
+            acc is then accessed only at constant offsets, whole vectors at a time,
+            and LLVM keeps it in vector registers."""
+            return For(ii, const(rows), For(jj, const(width), body, LoopKind.VECTORIZED), LoopKind.UNROLLED)
+        compute = loop_nest(list(kv), list(k_loops), cells(nr, fma))
+        zero = cells(nr, Store(acc, cell, Const(0, dt)))
         value = Load(acc, cell, dt)
         if d4 is not None and d4.offset:  # sum (a - z) b = sum a b - z colsum(b)
             column = add(mul(add(mul(b_flat, const(panels)), panel), const(nr)), jj)
@@ -669,15 +671,11 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         if spec.rows_contiguous:  # C is stored transposed: vectors run down a column of the block
             store = For(jj, const(cols), For(ii, const(rows), write, LoopKind.VECTORIZED), LoopKind.UNROLLED)
         else:
-            store = For(ii, const(rows), For(jj, const(cols), write, LoopKind.VECTORIZED), LoopKind.UNROLLED)
+            store = cells(cols, write)
         if kb is not None:  # partial sums, kept in C's place between chunks
             at = row_major(out_idx, out.type.shape)
-            resume = For(ii, const(rows), For(jj, const(cols), Store(acc, cell, Load(buf, at, dt)), LoopKind.VECTORIZED),
-                         LoopKind.UNROLLED)
-            keep = For(ii, const(rows), For(jj, const(cols), Store(buf, at, value), LoopKind.VECTORIZED),
-                       LoopKind.UNROLLED)
-            zero = seq(zero, If(Compare(">", kb, const(0)), resume))
-            store = If(Compare("<", kb, const(chunks - 1)), keep, store)
+            zero = seq(zero, If(Compare(">", kb, const(0)), cells(cols, Store(acc, cell, Load(buf, at, dt)))))
+            store = If(Compare("<", kb, const(chunks - 1)), cells(cols, Store(buf, at, value)), store)
         return Allocate(acc, dt, mr * nr, seq(zero, compute, store))
 
     full_cols, edge_cols = n // nr, n % nr
