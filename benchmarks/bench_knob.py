@@ -1,0 +1,98 @@
+"""One code change, measured: each demo model compiled as the code is, and with
+one module attribute replaced (a constant, or a function that turns a
+transformation off), timed in turns in one process.
+
+    python benchmarks/bench_knob.py --set "minidlc.loops.gemm.K_CHUNK=2**30" [--models mlp,tfblock]
+    python benchmarks/bench_knob.py --set "minidlc.backends.llvm.codegen.VectorCodegen._tile_column=lambda *a: None"
+                                    [--target llvm] [--threads N] [--trials 3] [--rounds 30]
+
+Prints, per model, the median ms of each (over the trials), the ratio of each
+trial (ms with the attribute replaced / ms as is: above 1, the code as it is
+runs faster) and their median. Every
+trial compiles both anew, each into an empty cache (the caches are keyed by
+the source, not by a replaced attribute), so one trial's lucky or unlucky
+memory placement does not decide the result; the outputs of the two must
+agree. This is how the README's "in one process against the code without
+it" figures were measured. The value after `=` is a Python expression.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT))
+import numpy as np  # noqa: E402
+
+import minidlc  # noqa: E402
+import minidlc.compile_cache  # noqa: E402
+from minidlc.backends import cache  # noqa: E402
+from minidlc.benchmarking import time_interleaved  # noqa: E402
+from minidlc.demo_models import build_model  # noqa: E402
+
+
+def resolve(path: str):
+    """(owner, attribute name) of a dotted path module.Class.attr: the longest
+    importable prefix is the module."""
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:-1]:
+            owner = getattr(owner, name)
+        if not hasattr(owner, parts[-1]):
+            raise SystemExit(f"--set: {'.'.join(parts[:-1])} has no attribute {parts[-1]!r}")
+        return owner, parts[-1]
+    raise SystemExit(f"--set: no module in {path!r}")
+
+
+def compiled(model, target: str, threads: int | None):
+    cache.CACHE_DIR = Path(tempfile.mkdtemp(prefix="minidlc-knob-"))  # nothing compiled before is reused
+    return minidlc.compile(model, target=target, **({"threads": threads} if threads else {}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", required=True, metavar="MODULE.ATTR=EXPR")
+    ap.add_argument("--models", default="mlp,tfblock,convnet,mobilenet,squeezenet,resnet")
+    ap.add_argument("--target", default="llvm")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=30, help="turns each runner takes (3 runs per turn)")
+    args = ap.parse_args()
+    path, _, expr = args.set.partition("=")
+    owner, name = resolve(path.strip())
+    original, replaced = getattr(owner, name), eval(expr)  # noqa: S307 (a developer's own expression)
+    minidlc.compile_cache.key = lambda *a, **k: None  # no whole-program cache either
+    print(f"{path.strip()} = {expr.strip()}  (target {args.target}, threads {args.threads or 'all'})")
+    print(f"{'model':<11} ms as is  ms replaced   replaced/as is per trial   median")
+    for model_name in args.models.split(","):
+        model = build_model(model_name)
+        ratios, times = [], []
+        for _ in range(args.trials):
+            setattr(owner, name, original)
+            as_is = compiled(model, args.target, args.threads)
+            setattr(owner, name, replaced)
+            try:
+                other = compiled(model, args.target, args.threads)
+            finally:
+                setattr(owner, name, original)
+            feeds = as_is.random_inputs()
+            for out, want in zip(other.run(feeds).values(), as_is.run(feeds).values()):
+                np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5, err_msg=model_name)
+            ms = time_interleaved({"as is": lambda: as_is.run(feeds), "replaced": lambda: other.run(feeds)},
+                                  rounds=args.rounds)
+            ratios.append(ms["replaced"] / ms["as is"])
+            times.append((ms["as is"], ms["replaced"]))
+        as_is_ms, replaced_ms = np.median(times, axis=0)
+        print(f"{model_name:<11}{as_is_ms:>9.3f}{replaced_ms:>13.3f}   {' '.join(f'{r:.3f}' for r in ratios):<26}"
+              f"{float(np.median(ratios)):>7.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
