@@ -58,7 +58,7 @@ from .rules import FLOATS, RULES, STORAGE_DTYPES, WIDENED, Unsupported, broadcas
 
 GEMM_OPS = ("MatMul", "Gemm", "Conv", "MatMulInteger", "ConvInteger")
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # u8/i8 operands, i32 products
-PARALLEL_MIN_FLOPS = 1 << 18  # below this (a few us on one core) handing work to idle threads costs more than it saves
+PARALLEL_MIN_FLOPS = 1 << 20  # below this (~15 us on one core) handing work to idle threads costs more than it saves
 PARALLEL_MIN_SHARES = 8  # a GEMM's parallel loop over fewer column panels than this also shares out rows
 DIRECT_MIN_CHANNELS = 8  # a Conv with fewer output channels per group uses im2col
 DIRECT_MIN_K = 64  # below this k (channels per group x kernel size), a stride-1 Conv reads its pixels in place
