@@ -285,8 +285,7 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         return value
 
     a_vector, b_vector = _vector_operands(node)  # (a Gemm's operands are 2-D)
-    block = WIDE_CONFIG if (lw.device == Device.CPU and node.outputs[0].type.dtype == "f32"
-                            and n >= WIDE_MIN_COLUMNS) else CONFIG
+    block = WIDE_CONFIG if lw.device == Device.CPU and out_dt == "f32" and n >= WIDE_MIN_COLUMNS else CONFIG
     if a_vector:
         a_index = lambda bidx, row, kv: [kv[0]]  # noqa: E731
     else:

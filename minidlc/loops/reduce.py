@@ -360,9 +360,7 @@ def _max_pool_with_indices(lw: Lowerer, node: Node, o: list[Var], pos: list[Expr
     if dt in FLOATS:
         better = Binary("or", better, Binary("and", Compare("!=", value, value), Compare("==", b, b)))
     order = list(range(len(spatial)))[::1 if node.attrs["storage_order"] == 0 else -1]
-    flat: Expr = Binary("+", Binary("*", o[0], const(x.type.shape[1])), o[1])
-    for axis in order:
-        flat = Binary("+", Binary("*", flat, const(spatial[axis])), pos[axis])
+    flat = row_major(list(o[:2]) + [pos[a] for a in order], x.type.shape[:2] + tuple(spatial[a] for a in order))
     scan = loop_nest([v for v, _ in window], [k for _, k in window], seq(
         Store(wins, const(0), Binary("and", inside, Binary("or", Compare("<", w, const(0)), better))),
         Store(where, const(0), Select(Load(wins, const(0), "bool"), flat, w)),
