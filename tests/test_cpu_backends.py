@@ -20,6 +20,7 @@ from minidlc.ir import DTYPES, Graph, TensorType
 from minidlc.ir.types import dtype_name
 from minidlc.ir.registry import IRError
 from minidlc.loops.gemm import ROW_BLOCKS_MIN_WIDTH
+from minidlc.loops.ir import MAX_VECTOR
 
 CPU = ["llvm", "numba"]
 DTYPES_NP = {"f32": np.float32, "f64": np.float64}
@@ -493,6 +494,52 @@ def test_padded_convs_test_their_reads_at_the_borders_instead_of_copying(shape, 
     g.outputs = [g.add("Relu", [y]).output]
     loops = check(g, "llvm").emit("loops")
     assert "x_padded" not in loops and "NumPy" not in loops
+
+
+@pytest.mark.parametrize("width", [1, 7, 14, 17, 28, 33, MAX_VECTOR, MAX_VECTOR + 1])
+@pytest.mark.parametrize("op,dtype,attrs", [
+    ("MaxPool", "f32", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", "f32", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", "i8", {"kernel_shape": [3, 2], "strides": [1, 2], "pads": [1, 0, 1, 1], "dilations": [1, 2]}),
+    ("Conv", "f32", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    ("Conv", "f32", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ("Conv", "f32", {"kernel_shape": [5, 5], "pads": [2, 2, 2, 2], "dilations": [2, 1]}),
+])
+def test_stencil_rows_read_their_padding_by_masked_vector_loads(width, op, dtype, attrs):
+    """A max pool's or depthwise conv's output row up to MAX_VECTOR wide
+    is one vectorized stretch on llvm: its reads off the row's ends are masked
+    vector loads (llvm.masked.load) that read nothing there, where they were
+    peeled into scalar code. Exact against the reference, with NaN, inf and
+    the least value of i8 at the borders (a masked lane must take the
+    padding, and a NaN weight times the zero padding must stay NaN)."""
+    rng = np.random.default_rng(width)
+    in_width = width * attrs.get("strides", [1, 1])[1]
+    shape = (1, 3, 12, in_width)
+    if dtype == "i8":
+        x = rng.integers(-128, 128, shape).astype(np.int8)
+        x[..., 0] = -128
+    else:
+        x = rng.standard_normal(shape).astype(np.float32)
+        x[0, 0, :, 0], x[0, 1, :, -1], x[0, 2, 0, :] = np.nan, np.inf, -np.inf
+    g = Graph()
+    xv = g.add_input("x", TensorType(shape, dtype))
+    if op == "Conv":
+        w = rng.standard_normal((3, 1, *attrs["kernel_shape"])).astype(np.float32)
+        w[1, 0, 0, 0] = np.nan
+        attrs = {**{k: v for k, v in attrs.items() if k != "kernel_shape"}, "group": 3}
+        y = g.add("Conv", [xv, g.constant(w, "w"), g.constant(rng.standard_normal(3).astype(np.float32), "b")],
+                  attrs).output
+    else:
+        y = g.add("MaxPool", [xv], attrs).outputs[0]
+    g.outputs = [y]
+    m = minidlc.compile(g, target="llvm")
+    want = minidlc.compile(g, target="reference").run({"x": x})[y.name]
+    got = m.run({"x": x})[y.name]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    middle = [line for line in m.emit("loops").splitlines() if f"{y.name}[" in line and "=" in line]
+    assert (len(middle) == 2) == (width <= MAX_VECTOR)  # one stretch, and the rows at the top and bottom
+    assert ("llvm.masked.load" in m.emit("llvm")) == (1 < width <= MAX_VECTOR)
 
 
 @pytest.mark.parametrize("op,attrs", [

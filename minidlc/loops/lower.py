@@ -28,8 +28,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..ir import Graph, Node, Value
-from .ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, Param, Select, Stmt, Store,
-                 Var, add, const, loop_nest, mul, row_major, seq)
+from .ir import (MAX_VECTOR, Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, Param, Select,
+                 Stmt, Store, Var, add, const, loop_nest, mul, row_major, seq)
 from .mathfns import expand_math
 from .rules import MULTI_RULES, NATIVE_DTYPES, RULES, STORAGE_DTYPES, WIDENED, Unsupported, clamp_index, in_range
 from .simplify import simplify_stmt
@@ -395,20 +395,23 @@ def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[E
     return read, shape, For(plane, const(math.prod(shape[:2])), fill(0, [], []))
 
 
-def read_padded(lw: Lowerer, x: Value, win, pad: Expr, guarded: bool) -> Callable[[list[Expr]], Expr]:
+def read_padded(lw: Lowerer, x: Value, win, pad: Expr, guarded: bool, axes: tuple[int, ...] | None = None
+                ) -> Callable[[list[Expr]], Expr]:
     """x read at a multi-index of its padded shape, with no padded copy.
-    Guarded, a read anywhere: the value `pad` where the position falls outside
-    x (the read itself is clamped into x, and selected away). Not guarded, a
-    read at a position known to lie inside x: no test at all (see
-    `window_interior` for where a window's reads are all inside)."""
+    Guarded, a read anywhere (along the spatial `axes` given, all by default):
+    the value `pad` where the position falls outside x (the read itself is
+    clamped into x, and selected away). Not guarded, a read at a position
+    known to lie inside x: no test at all (see `window_interior` for where a
+    window's reads are all inside)."""
     nd = len(x.type.shape) - 2
     before = win.pads[:nd]
+    tested = range(nd) if axes is None else axes
 
     def read(idx: list[Expr]) -> Expr:
         src, inside = list(idx[:2]), None
         for d, o in enumerate(idx[2:]):
             at = Binary("-", o, const(before[d])) if before[d] else o
-            if guarded:
+            if guarded and d in tested:
                 size = x.type.shape[2 + d]
                 at = clamp_index(at, size)
                 here = in_range(o, before[d], size)
@@ -462,14 +465,22 @@ def row_by_borders(lw: Lowerer, x: Value, win, pad: Expr, out_spatial: tuple[int
     output's spatial axes but the last); `stretch(index, start, stop, read)`
     computes output pixels [start, stop) of the row at `index`, reading x
     with `read`. A row inside the interior reads its middle with no test and
-    tests only its two ends; the rows outside test every read."""
+    tests only its two ends; the rows outside test every read. A row up to
+    MAX_VECTOR wide is one stretch that tests only its reads along the row: on
+    llvm, straight-line vector code whose reads off the row's ends are masked
+    loads, and not scalar code peeled off either end (two thirds of a
+    28-wide depthwise row's instructions)."""
     tested = read_padded(lw, x, win, pad, True)
     interior = window_interior(win, x.type.shape[2:], out_spatial)
     if any(lo >= hi for lo, hi in interior[:-1]):  # no row is inside (a map smaller than the window)
         return stretch(lead, 0, out_spatial[-1], tested)
     (lo, hi), (inside, within) = interior[-1], interior_test(lead, interior, out_spatial)
-    middle = seq(stretch(within, 0, lo, tested), stretch(within, lo, hi, read_padded(lw, x, win, pad, False)),
-                 stretch(within, max(lo, hi), out_spatial[-1], tested))
+    width = out_spatial[-1]
+    if width <= MAX_VECTOR:
+        middle = stretch(within, 0, width, read_padded(lw, x, win, pad, True, axes=(len(out_spatial) - 1,)))
+    else:
+        middle = seq(stretch(within, 0, lo, tested), stretch(within, lo, hi, read_padded(lw, x, win, pad, False)),
+                     stretch(within, max(lo, hi), width, tested))
     return middle if inside is None else If(inside, middle, stretch(lead, 0, out_spatial[-1], tested))
 
 

@@ -17,8 +17,8 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ...ir.types import DTYPES
-from ...loops.ir import (Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, LoopKind, Select,
-                         Seq, Stmt, Store, Var, add)
+from ...loops.ir import (MAX_VECTOR, Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load,
+                         LoopKind, Select, Seq, Stmt, Store, Var, add)
 from ...loops.simplify import simplify
 from ...loops.transform import substitute, substitute_stmt, walk_exprs
 
@@ -418,9 +418,6 @@ class KernelCodegen:
         return self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(ret, args), name)
 
 
-MAX_VECTOR = 64  # longer vectorized loops are left to LLVM's loop vectorizer
-
-
 class VectorCodegen:
     """Straight-line vector code for `for (v < W) buf[i(v)] = e(v)`  // vectorized.
 
@@ -516,6 +513,43 @@ class VectorCodegen:
         lanes = [(column % per) * rows + v for v in range(self.w)]
         return self.b.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), self.w), lanes))
 
+    def _guarded_load(self, cond: Expr, load: Load, other: Expr) -> ir.Value | None:
+        """`cond ? buf[i(v)] : other`, a read of padding in place (lower.read_padded),
+        as masked vector loads: i's clamps into the buffer, which only keep the
+        lanes that `cond` selects away in bounds, are dropped where `cond`
+        proves them idle, and the masked-off lanes read nothing. None where
+        that proof fails or the index is then not base + v or base + 2v."""
+        index = _unclamped(load.index, self.var, _facts(cond))
+        stride = None if index is None or index == load.index else _coefficient(index, self.var)
+        if stride not in (1, 2):
+            return None
+        mask, fill = self.expr(cond), self.expr(other)
+        vtype = ir.VectorType(_MEM[load.dtype], self.w)
+        base = self._base(index)
+        if stride == 1:
+            return self._masked_load(load.buf, base, vtype, mask, fill)
+        # as _strided_load: lane v reads element 2v of the W from lane 0's or of the W ending at lane W-1's
+        falses = ir.Constant(mask.type, [False] * self.w)
+        spread = lambda pick: self.b.shuffle_vector(mask, falses, ir.Constant(  # noqa: E731
+            ir.VectorType(ir.IntType(32), self.w), [pick(j) for j in range(self.w)]))
+        first = self._masked_load(load.buf, base, vtype, spread(lambda j: j // 2 if j % 2 == 0 else self.w), fill)
+        last = self._masked_load(load.buf, simplify(add(base, Const(self.w - 1))), vtype,
+                                 spread(lambda j: (j + self.w - 1) // 2 if (j + self.w - 1) % 2 == 0 else self.w),
+                                 fill)
+        picks = [2 * v if 2 * v < self.w else 2 * v + 1 for v in range(self.w)]
+        return self.b.shuffle_vector(first, last, ir.Constant(ir.VectorType(ir.IntType(32), self.w), picks))
+
+    def _masked_load(self, buf: str, base: Expr, vtype, mask: ir.Value, fill: ir.Value) -> ir.Value:
+        """llvm.masked.load: lanes off in `mask` read no memory and take `fill`.
+        (No inbounds on the address: lane 0 may lie before the buffer.)"""
+        ptr = self.b.bitcast(self.b.gep(self.cg.bufs[buf], [self.cg.index(base)]), vtype.as_pointer())
+        element = {"float": "f32", "double": "f64", "half": "f16", "bfloat": "bf16"}.get(str(vtype.element),
+                                                                                       str(vtype.element))
+        fn = self.cg.declare(f"llvm.masked.load.v{self.w}{element}.p0", vtype,
+                             [ptr.type, ir.IntType(32), mask.type, vtype])
+        align = ir.Constant(ir.IntType(32), _ALIGN[self.cg.dtypes[buf]])
+        return self.b.call(fn, [ptr, align, mask, fill])
+
     def _vec_ptr(self, buf: str, base: Expr, vtype) -> ir.Value:
         ptr = self.b.gep(self.cg.bufs[buf], [self.cg.index(base)], inbounds=True)
         return self.b.bitcast(ptr, vtype.as_pointer())
@@ -547,6 +581,10 @@ class VectorCodegen:
             for lane, x in enumerate(lanes):
                 vec = b.insert_element(vec, x, ir.Constant(ir.IntType(32), lane))
             return vec
+        if isinstance(e, Select) and isinstance(e.a, Load) and e.a.dtype != "bool":
+            masked = self._guarded_load(e.cond, e.a, e.b)
+            if masked is not None:
+                return masked
         if isinstance(e, Call) and e.fn in _LIBM:  # no vector libm: one call per lane
             arg = self.expr(e.args[0])
             vec = ir.Constant(arg.type, ir.Undefined)
@@ -586,3 +624,37 @@ def _coefficient(e: Expr, var: Var) -> int | None:
             return a * int(e.b.value)
         return 0 if a == 0 and c == 0 else None
     return 0 if var not in walk_exprs(e) else None
+
+
+def _facts(cond: Expr) -> list[Expr]:
+    """The integer terms f that `cond`, a conjunction of comparisons, says are >= 0."""
+    if isinstance(cond, Binary) and cond.op == "and":
+        return _facts(cond.a) + _facts(cond.b)
+    if isinstance(cond, Compare) and cond.a.dtype == "i64":
+        a, c = cond.a, cond.b
+        form = {">=": Binary("-", a, c), ">": Binary("-", Binary("-", a, c), Const(1)),
+                "<=": Binary("-", c, a), "<": Binary("-", Binary("-", c, a), Const(1))}.get(cond.op)
+        return [] if form is None else [form]
+    return []
+
+
+def _unclamped(index: Expr, var: Var, facts: list[Expr]) -> Expr | None:
+    """`index` without the max(i, lo) and min(i, hi) over `var` that `facts`
+    prove idle (i - lo >= 0, hi - i >= 0: each differs from a fact by a
+    constant >= 0); None if one is not proved."""
+    def implied(term: Expr) -> bool:
+        return any(isinstance(d := simplify(Binary("-", term, f)), Const) and d.value >= 0 for f in facts)
+
+    def strip(e: Expr) -> Expr | None:
+        if var not in walk_exprs(e):
+            return e
+        if isinstance(e, Binary) and e.dtype == "i64":
+            a, c = strip(e.a), strip(e.b)
+            if a is None or c is None:
+                return None
+            if e.op in ("max", "min"):
+                i, bound = (a, c) if var in walk_exprs(a) else (c, a)
+                return i if implied(Binary("-", i, bound) if e.op == "max" else Binary("-", bound, i)) else None
+            return Binary(e.op, a, c)
+        return e
+    return strip(index)
