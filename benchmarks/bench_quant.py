@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 import minidlc  # noqa: E402
+from minidlc import cpu  # noqa: E402
 from minidlc.benchmarking import onnxruntime_session, time_interleaved  # noqa: E402
 from minidlc.demo_models import build_model  # noqa: E402
 from minidlc.quantization import load_calibration  # noqa: E402
@@ -63,9 +64,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--rounds", type=int, default=20)
     args = ap.parse_args()
-    import llvmlite.binding as llvm
-
-    print(f"threads: {args.threads}  cpu: {llvm.get_host_cpu_name()}  "
+    print(f"threads: {args.threads}  cpu: {cpu.name()}  "
           f"(calibration: {CALIBRATION_BATCHES} batches of random inputs: a speed measurement only)")
     head = ["f32 ms", "int8 ms", "ort f32", "ort int8", "int8 x", "ort int8 x", "ort8/int8", "w f32 KiB",
             "w int8 KiB", "w x"]

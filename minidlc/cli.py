@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from . import cpu
 from .benchmarking import onnxruntime_session, time_interleaved
 from .frontends.torch import is_torch_spec
 
@@ -694,6 +695,11 @@ def main(argv: list[str] | None = None) -> int:
     from .passes.manager import PassError
     from .runtime import DeviceError, InputError
 
+    try:  # (before the parser: building it imports the code generators, which read the CPU)
+        cpu.features()
+    except cpu.CpuLevelError as e:
+        print(f"minidlc: error: {e}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     if sys.stderr.isatty():  # progress notes on long work (a cold Numba compile), for people watching
         logging.basicConfig(level=logging.INFO, format="minidlc: %(message)s", stream=sys.stderr)

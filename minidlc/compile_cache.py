@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cpu
 from .backends import cache
 from .ir import Graph, TensorType
 from .loops.plan import ALIGN
@@ -118,7 +119,7 @@ def key(source: Graph, backend, options: dict, tiles: dict | None = None) -> str
     lowering = {"target": backend.name, "device": backend.device, "copy_padding": backend.copy_padding,
                 "schedule": None if schedule is None else f"{schedule.__module__}.{schedule.__qualname__}",
                 "tiles": {shape: astuple(tile) for shape, tile in (tiles or {}).items()}}
-    h = hashlib.sha256(f"{SOURCE_VERSION}\n{cache.host_cpu()}\n{sys.version}\n{np.__version__}\n".encode())
+    h = hashlib.sha256(f"{SOURCE_VERSION}\n{cpu.describe()}\n{sys.version}\n{np.__version__}\n".encode())
     try:
         fingerprint(h, lowering)
         fingerprint(h, options)

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from . import cpu
 from .backends import cache
 
 _GEMM_N = 1024
@@ -52,7 +53,7 @@ def _one_thread_gflops() -> float:
 
 
 def measure() -> dict:
-    return {"cpu": cache.host_cpu(), "cores": os.cpu_count() or 1, "gflops": gemm_gflops(),
+    return {"cpu": cpu.describe(), "cores": os.cpu_count() or 1, "gflops": gemm_gflops(),
             "gflops_one_thread": _one_thread_gflops(), "gbps": copy_gbps()}
 
 
@@ -63,7 +64,7 @@ def peaks(remeasure: bool = False) -> dict:
     if path is not None and path.exists() and not remeasure:
         try:
             known = json.loads(path.read_text())
-            if known.get("cpu") == cache.host_cpu():
+            if known.get("cpu") == cpu.describe():
                 return known
         except (OSError, ValueError):
             pass  # a damaged entry is measured again

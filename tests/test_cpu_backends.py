@@ -889,6 +889,54 @@ def test_gather_with_constant_indices_is_checked_only_when_invalid(indices, chec
             m.run(m.random_inputs())
 
 
+AVX2_CHECK = """
+import sys, numpy as np, minidlc
+from minidlc import cpu
+from minidlc.demo_models import build_model, example_inputs
+assert cpu.has("avx2") and not cpu.has("avx512f"), cpu.describe()
+for name in sys.argv[1:]:
+    model = build_model(name)
+    feeds = example_inputs(model)
+    m = minidlc.compile(model, target="llvm")
+    got, want = m.run(feeds), minidlc.compile(model, target="reference").run(feeds)
+    for out in want:
+        np.testing.assert_allclose(got[out], want[out], rtol=1e-4, atol=1e-4, err_msg=name)
+    assert "zmm" not in m.emit("asm") and "6 x 16 f32" in m.emit("loops"), name
+"""
+
+
+def test_code_for_an_avx2_cpu_runs_and_agrees(tmp_path):
+    """The CI machine's CPU changes between runs (an AVX2 Zen 1, an AVX-512 Zen 4):
+    MINIDLC_CPU_LEVEL=x86-64-v3 makes this host generate the code an AVX2 CPU gets
+    (6 x 16 blocks, 256-bit vectors, vmaskmovps for masked loads, no zmm), and it
+    must agree with the reference. (In a fresh process: the CPU is read once.)"""
+    import subprocess
+
+    from minidlc import cpu
+
+    if not cpu.has("avx2"):
+        pytest.skip("this host cannot run AVX2 code")
+    env = {**os.environ, "MINIDLC_CPU_LEVEL": "x86-64-v3", "MINIDLC_CACHE": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", AVX2_CHECK, "mlp", "tfblock", "convnet", "mobilenet", "squeezenet"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_an_unknown_cpu_level_is_a_one_line_error(monkeypatch, capsys):
+    from minidlc import cpu
+    from minidlc.cli import main
+
+    monkeypatch.setenv("MINIDLC_CPU_LEVEL", "x86-64-v9")
+    cpu.features.cache_clear()
+    try:
+        assert main(["ops", "nothing.onnx"]) == 2
+    finally:
+        monkeypatch.delenv("MINIDLC_CPU_LEVEL")
+        cpu.features.cache_clear()
+    assert capsys.readouterr().err == ("minidlc: error: MINIDLC_CPU_LEVEL='x86-64-v9': expected one of x86-64-v2, "
+                                       "x86-64-v3 (or unset: the host's CPU)\n")
+
+
 def test_the_gemm_register_block_comes_from_the_host_features():
     """8 x 16 with AVX-512 (one register per row), 6 x 16 otherwise (two per
     row); a product with many columns 6 x 32 with AVX-512; and --emit loops

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import minidlc
+from minidlc import cpu
 from minidlc.demo_models import build_model, example_inputs
 from minidlc.ir import Graph
 from minidlc.ir.types import DTYPES, TensorType
@@ -29,13 +30,6 @@ def _optimize(model, passes: str) -> tuple[Graph, MixedPrecision]:
     graph = pipeline.run(minidlc.load(model))
     (mp,) = [p for p in pipeline.passes if p.name == "mixed-precision"]
     return graph, mp
-
-
-def _host_has(feature: str) -> bool:
-    import llvmlite.binding as llvm
-
-    llvm.initialize_native_target()
-    return llvm.get_host_cpu_features().get(feature, False)
 
 
 def _constants(graph: Graph, dtype: str) -> list:
@@ -101,7 +95,7 @@ def test_llvm_reads_f16_weights_natively(demo):
     assert "f16*" in loops and "_packed" in loops
     assert f16.program.weight_bytes() == pytest.approx(f32.program.weight_bytes() / 2, rel=0.01), name
     assert f16.program.plan.size <= f32.program.plan.size  # widened weights never land in the arena
-    if _host_has("f16c"):
+    if cpu.has("f16c"):
         assert "vcvtph2ps" in f16.emit("asm")
 
 

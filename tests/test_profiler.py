@@ -4,7 +4,7 @@ import json
 import pytest
 
 import minidlc
-from minidlc import machine
+from minidlc import cpu, machine
 from minidlc.backends import cache
 from minidlc.cli import main
 from minidlc.demo_models import build_model
@@ -51,7 +51,7 @@ def test_the_reference_target_has_no_kernels_to_profile():
 def test_peaks_are_measured_once_per_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)
     calls = []
-    monkeypatch.setattr(machine, "measure", lambda: calls.append(1) or {**PEAKS, "cpu": cache.host_cpu()})
+    monkeypatch.setattr(machine, "measure", lambda: calls.append(1) or {**PEAKS, "cpu": cpu.describe()})
     assert machine.peaks()["gflops"] == 100.0 and machine.peaks()["gbps"] == 20.0
     assert len(calls) == 1
     (tmp_path / "machine.json").write_text("{damaged")

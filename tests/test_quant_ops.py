@@ -105,7 +105,7 @@ def test_dot4_without_vnni_is_exact(monkeypatch, tmp_path):
     from minidlc.backends import cache
     from minidlc.backends.llvm import codegen
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)  # code compiled for this pretend CPU stays apart
-    monkeypatch.setattr(codegen, "host_has", lambda feature: False)
+    monkeypatch.setattr(codegen.cpu, "has", lambda feature: False)
     a = np.full((8, 64), 255, np.uint8)
     b = np.full((64, 32), -128, np.int8)
     model = _model([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], [_vi("a", TensorProto.UINT8, [8, 64])],

@@ -1,8 +1,8 @@
 """The on-disk cache of compiled code, shared by the CPU backends.
 
 An entry's key is a hash of what it was made from (the loop IR, or the
-source generated from it), the host CPU's name and features (code for
-AVX-512 must not load on an AVX2 machine), and the version of the code
+source generated from it), the target CPU's name and features
+(`minidlc.cpu`: code for AVX-512 must not load on an AVX2 machine), and the version of the code
 generator (a hash of its source files), so a stale entry is never found.
 `MINIDLC_CACHE` moves the cache; the default is ~/.cache/minidlc.
 
@@ -20,7 +20,6 @@ file); in between the cache may pass its bound by what was stored meanwhile.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -29,20 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import cpu
+
 CACHE_DIR = Path(os.environ.get("MINIDLC_CACHE", Path.home() / ".cache" / "minidlc"))
 MAX_BYTES = int(os.environ.get("MINIDLC_CACHE_MB", "1024")) * 2**20
 MAGIC = b"minidlc-cache-1\n"
 TUNING = "tuning"  # the sub-folder of tuning records (backends/cuda/tuning.py): measured, not rebuilt, so never evicted
 log = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=None)
-def host_cpu() -> str:
-    """The target triple (architecture and OS), CPU name and feature string
-    that code generation targets (asked once: LLVM takes a while to say)."""
-    import llvmlite.binding as llvm
-
-    return f"{llvm.get_process_triple()} {llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
 
 
 def source_version(folder: Path, helpers: Path | None = None, helper_files: tuple[str, ...] = ()) -> str:
@@ -62,7 +54,7 @@ def files_version(files: list[Path]) -> str:
 
 
 def cache_key(*parts: str) -> str:
-    return hashlib.sha256("\n".join([*parts, host_cpu()]).encode()).hexdigest()
+    return hashlib.sha256("\n".join([*parts, cpu.describe()]).encode()).hexdigest()
 
 
 def trusted(path: Path) -> bool:

@@ -48,6 +48,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import cpu
 from ..ir import Kind, Node, Value
 from ..ir.types import dtype_name
 from .ir import (Allocate, Binary, Call, Cast, Const, Expr, For, If, Load, LoopKind, Select, Stmt, Store, Compare, add, cast,
@@ -106,12 +107,7 @@ def host_wide_config(features: dict[str, bool] | None = None) -> GemmConfig:
 
 
 def _features(features: dict[str, bool] | None) -> dict[str, bool]:
-    if features is None:
-        import llvmlite.binding as llvm
-
-        llvm.initialize_native_target()
-        features = dict(llvm.get_host_cpu_features())
-    return features
+    return cpu.features() if features is None else features
 
 
 CONFIG = host_gemm_config()

@@ -10,12 +10,11 @@ vector code directly; the rest is left to LLVM's own vectorizers at O3.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
-import llvmlite.binding as llvm
 import llvmlite.ir as ir
 import numpy as np
 
+from ... import cpu
 from ...ir.types import DTYPES
 from ...loops.ir import (MAX_VECTOR, Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load,
                          LoopKind, Select, Seq, Stmt, Store, Var, add)
@@ -41,21 +40,13 @@ _INTRINSIC = {"exp": "llvm.exp", "log": "llvm.log", "sqrt": "llvm.sqrt", "sin": 
 _LIBM = {"tanh": ("tanhf", "tanh"), "erf": ("erff", "erf")}
 
 
-@lru_cache(maxsize=None)
-def host_has(feature: str) -> bool:
-    """Whether the CPU we compile for (the host: the JIT targets it) has `feature`
-    ("avx512vnni"); compiled code is cached per host CPU and feature string."""
-    llvm.initialize_native_target()
-    return llvm.get_host_cpu_features().get(feature, False)
-
-
 _BITS = {name: 8 if name == "bool" else t.width if isinstance(t, ir.IntType) else _FLOAT_BITS[name]
          for name, t in _MEM.items()}
 
 
 def vector_bits() -> int:
     """The width of the host's vector registers: compiled code is cached per host."""
-    return 512 if host_has("avx512f") else 256 if host_has("avx") else 128
+    return 512 if cpu.has("avx512f") else 256 if cpu.has("avx") else 128
 
 
 def _is_float(dtype: str) -> bool:
@@ -393,7 +384,7 @@ class KernelCodegen:
         b = self.b
         lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
         byte_vec = ir.VectorType(ir.IntType(8), 4 * lanes)
-        if lanes == 16 and host_has("avx512vnni") and host_has("avx512bw"):
+        if lanes == 16 and cpu.has("avx512vnni") and cpu.has("avx512bw"):
             fn = self.declare("llvm.x86.avx512.vpdpbusd.512", acc.type, [acc.type, byte_vec, byte_vec])
             return b.call(fn, [acc, b.bitcast(a, byte_vec), b.bitcast(c, byte_vec)])
         i16, i32 = ir.IntType(16), ir.IntType(32)

@@ -15,6 +15,7 @@ from typing import Callable
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
+from ... import cpu
 from .. import cache
 from .team import WORKER_THREAD_PREFIX
 
@@ -28,7 +29,7 @@ def _target_machine():
         llvm.initialize_native_asmprinter()
         _INITIALIZED = True
     target = llvm.Target.from_triple(llvm.get_process_triple())
-    return target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+    return target.create_target_machine(cpu=cpu.name(), features=cpu.feature_string(),
                                         opt=3, codemodel="jitdefault")
 
 
