@@ -57,6 +57,13 @@ def has(feature: str) -> bool:
     return features().get(feature, False)
 
 
+def masked_loads(bits: int) -> bool:
+    """Whether a vector load of `bits`-bit elements can leave lanes unread, in one
+    instruction: AVX's vmaskmovps/pd for 32 and 64 bits, AVX-512BW's for 8 and 16
+    (elsewhere LLVM branches around each lane's load)."""
+    return has("avx512bw") if bits < 32 else has("avx")
+
+
 @functools.lru_cache(maxsize=None)
 def name() -> str:
     """LLVM's name for the target CPU: the host's, or the level asked for."""

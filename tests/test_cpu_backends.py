@@ -14,13 +14,16 @@ from hypothesis import given, settings, strategies as st
 
 import minidlc
 from graph_strategies import elementwise_graphs, random_feeds
+from minidlc import cpu as target_cpu  # (`cpu` is this module's fixture of CPU backends)
 from minidlc.backends import get_backend
 from minidlc.backends.llvm.team import JOB_SLEEPERS, SPIN_LIMIT, futex_syscall
 from minidlc.ir import DTYPES, Graph, TensorType
 from minidlc.ir.types import dtype_name
 from minidlc.ir.registry import IRError
+from minidlc.ir.ops.windows import Window
 from minidlc.loops.gemm import ROW_BLOCKS_MIN_WIDTH
 from minidlc.loops.ir import MAX_VECTOR
+from minidlc.loops.lower import window_interior
 
 CPU = ["llvm", "numba"]
 DTYPES_NP = {"f32": np.float32, "f64": np.float64}
@@ -496,7 +499,7 @@ def test_padded_convs_test_their_reads_at_the_borders_instead_of_copying(shape, 
     assert "x_padded" not in loops and "NumPy" not in loops
 
 
-@pytest.mark.parametrize("width", [1, 7, 14, 17, 28, 33, MAX_VECTOR, MAX_VECTOR + 1])
+@pytest.mark.parametrize("in_width", [2, 7, 13, 14, 27, 28, 33, 55, 64, 65, 129, 130])
 @pytest.mark.parametrize("op,dtype,attrs", [
     ("MaxPool", "f32", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
     ("MaxPool", "f32", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
@@ -505,22 +508,22 @@ def test_padded_convs_test_their_reads_at_the_borders_instead_of_copying(shape, 
     ("Conv", "f32", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ("Conv", "f32", {"kernel_shape": [5, 5], "pads": [2, 2, 2, 2], "dilations": [2, 1]}),
 ])
-def test_stencil_rows_read_their_padding_by_masked_vector_loads(width, op, dtype, attrs):
-    """A max pool's or depthwise conv's output row up to MAX_VECTOR wide
-    is one vectorized stretch on llvm: its reads off the row's ends are masked
+def test_stencil_rows_read_their_padding_by_masked_vector_loads(in_width, op, dtype, attrs):
+    """A max pool's or depthwise conv's output row up to MAX_VECTOR wide is
+    one vectorized stretch on llvm: its reads off the row's ends are masked
     vector loads (llvm.masked.load) that read nothing there, where they were
     peeled into scalar code. Exact against the reference, with NaN, inf and
-    the least value of i8 at the borders (a masked lane must take the
-    padding, and a NaN weight times the zero padding must stay NaN)."""
-    rng = np.random.default_rng(width)
-    in_width = width * attrs.get("strides", [1, 1])[1]
+    i8's greatest value in the first and last columns (a lane that read the
+    next row's first column instead of the padding would show), and odd
+    input widths (a stride-2 window then reaches past the row's end)."""
+    rng = np.random.default_rng(in_width)
     shape = (1, 3, 12, in_width)
     if dtype == "i8":
         x = rng.integers(-128, 128, shape).astype(np.int8)
-        x[..., 0] = -128
+        x[..., 0], x[..., -1] = 127, 126
     else:
         x = rng.standard_normal(shape).astype(np.float32)
-        x[0, 0, :, 0], x[0, 1, :, -1], x[0, 2, 0, :] = np.nan, np.inf, -np.inf
+        x[0, 0, :, 0], x[0, 1, :, -1], x[0, 2, 0, :], x[0, 2, 1:, 0] = np.nan, np.inf, -np.inf, 9.0
     g = Graph()
     xv = g.add_input("x", TensorType(shape, dtype))
     if op == "Conv":
@@ -532,14 +535,60 @@ def test_stencil_rows_read_their_padding_by_masked_vector_loads(width, op, dtype
     else:
         y = g.add("MaxPool", [xv], attrs).outputs[0]
     g.outputs = [y]
+    width = y.type.shape[-1]
     m = minidlc.compile(g, target="llvm")
     want = minidlc.compile(g, target="reference").run({"x": x})[y.name]
     got = m.run({"x": x})[y.name]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert np.array_equal(np.isnan(got), np.isnan(want))
+    win = Window.of(attrs.get("kernel_shape") or list(w.shape[2:]), attrs.get("strides", [1, 1]),
+                    attrs.get("dilations", [1, 1]), attrs["pads"])
+    lo, hi = window_interior(win, shape[2:], y.type.shape[2:])[-1]
+    reads_padding = lo > 0 or hi < width  # (some rows' ends read past the row)
+    one_stretch = width <= MAX_VECTOR and target_cpu.masked_loads(8 * x.itemsize)  # (not i8 on AVX2)
     middle = [line for line in m.emit("loops").splitlines() if f"{y.name}[" in line and "=" in line]
-    assert (len(middle) == 2) == (width <= MAX_VECTOR)  # one stretch, and the rows at the top and bottom
-    assert ("llvm.masked.load" in m.emit("llvm")) == (1 < width <= MAX_VECTOR)
+    # one stretch, and the rows at the top and bottom (the same, split, where the row ends need no test)
+    assert (len(middle) == 2) == (one_stretch or not reads_padding or width == 1)
+    # (rows of 2: the simplifier, knowing the lanes' range, leaves each read at a constant place, tested)
+    assert ("llvm.masked.load" in m.emit("llvm")) == (one_stretch and 2 < width and reads_padding)
+
+
+@pytest.mark.parametrize("depth", [64, 34])
+def test_a_strided_read_selected_lane_by_lane_takes_the_other_value_per_lane(depth):
+    """A Concat of two step-2 Slices along the last axis (de-interleaving, as
+    an interleaved rotary embedding does) is `i < n ? x[min(i, n-1) * 2] :
+    x[max(i - n, 0) * 2 + 1]` per lane: the first read becomes masked stride-2
+    loads, and a masked-off lane must take the second read's value for its
+    own lane, not for the element the load had there."""
+    g = Graph()
+    x = g.add_input("x", TensorType((2, 4, depth), "f32"))
+    halves = [g.add("Slice", [x], {"starts": [s], "ends": [depth], "axes": [2], "steps": [2]}).output for s in (0, 1)]
+    g.outputs = [g.add("Concat", halves, {"axis": 2}).output]
+    xs = np.arange(2 * 4 * depth, dtype=np.float32).reshape(2, 4, depth)
+    m = minidlc.compile(g, target="llvm")
+    assert "llvm.masked.load" in m.emit("llvm")
+    np.testing.assert_array_equal(m.run({"x": xs})[g.outputs[0].name],
+                                  np.concatenate([xs[..., ::2], xs[..., 1::2]], axis=-1))
+
+
+def test_masked_loads_drop_only_the_clamps_their_test_proves_idle():
+    """_unclamped drops max(i, lo) and min(i, hi) over the lane variable only
+    where the comparisons of the select's test prove i within [lo, hi]; if one
+    is not proved (a missing bound, a test under `or`), the read is not masked."""
+    from minidlc.backends.llvm.codegen import _facts, _unclamped
+    from minidlc.loops.ir import Binary, Compare, Var, const
+
+    o = Var("o")
+    at = Binary("-", Binary("*", o, const(2)), const(1))  # a stride-2 window's first cell, pad 1
+    clamped = Binary("min", Binary("max", at, const(0)), const(27))
+    inside = Binary("and", Compare(">=", Binary("*", o, const(2)), const(1)),
+                    Compare("<", Binary("*", o, const(2)), const(29)))
+    assert _unclamped(clamped, o, _facts(inside)) == at
+    assert _unclamped(Binary("+", clamped, Var("row")), o, _facts(inside)) == Binary("+", at, Var("row"))
+    assert _unclamped(clamped, o, _facts(Compare(">=", Binary("*", o, const(2)), const(1)))) is None  # no upper bound
+    assert _unclamped(clamped, o, _facts(Binary("or", inside.a, inside.b))) is None
+    assert _unclamped(Binary("min", Binary("max", at, const(1)), const(27)), o, _facts(inside)) is None  # lo too high
+    assert _unclamped(Binary("max", Var("row"), const(0)), o, []) == Binary("max", Var("row"), const(0))  # no lane
 
 
 @pytest.mark.parametrize("op,attrs", [
@@ -912,9 +961,7 @@ def test_code_for_an_avx2_cpu_runs_and_agrees(tmp_path):
     must agree with the reference. (In a fresh process: the CPU is read once.)"""
     import subprocess
 
-    from minidlc import cpu
-
-    if not cpu.has("avx2"):
+    if not target_cpu.has("avx2"):
         pytest.skip("this host cannot run AVX2 code")
     env = {**os.environ, "MINIDLC_CPU_LEVEL": "x86-64-v3", "MINIDLC_CACHE": str(tmp_path)}
     run = subprocess.run([sys.executable, "-c", AVX2_CHECK, "mlp", "tfblock", "convnet", "mobilenet", "squeezenet"],
@@ -923,16 +970,15 @@ def test_code_for_an_avx2_cpu_runs_and_agrees(tmp_path):
 
 
 def test_an_unknown_cpu_level_is_a_one_line_error(monkeypatch, capsys):
-    from minidlc import cpu
     from minidlc.cli import main
 
     monkeypatch.setenv("MINIDLC_CPU_LEVEL", "x86-64-v9")
-    cpu.features.cache_clear()
+    target_cpu.features.cache_clear()
     try:
         assert main(["ops", "nothing.onnx"]) == 2
     finally:
         monkeypatch.delenv("MINIDLC_CPU_LEVEL")
-        cpu.features.cache_clear()
+        target_cpu.features.cache_clear()
     assert capsys.readouterr().err == ("minidlc: error: MINIDLC_CPU_LEVEL='x86-64-v9': expected one of x86-64-v2, "
                                        "x86-64-v3 (or unset: the host's CPU)\n")
 

@@ -138,9 +138,10 @@ class LoopKind(str, Enum):
 
 
 GPU_LOOPS = (LoopKind.BLOCKS, LoopKind.THREADS)
-# A vectorized loop of a constant extent up to this is straight-line vector
-# code on llvm (its lanes' reads of padding, masked loads); a longer one is
-# left to LLVM's loop vectorizer. Lowerings shape stencil rows by it.
+# A vectorized loop of a constant extent up to this, whose iterations are
+# independent (a store per lane), is straight-line vector code on llvm (its
+# tested reads, masked loads); a longer one is left to LLVM's loop
+# vectorizer. Lowerings shape stencil rows by it.
 MAX_VECTOR = 64
 
 

@@ -27,6 +27,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from .. import cpu
 from ..ir import Graph, Node, Value
 from .ir import (MAX_VECTOR, Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load, Param, Select,
                  Stmt, Store, Var, add, const, loop_nest, mul, row_major, seq)
@@ -469,14 +470,15 @@ def row_by_borders(lw: Lowerer, x: Value, win, pad: Expr, out_spatial: tuple[int
     MAX_VECTOR wide is one stretch that tests only its reads along the row: on
     llvm, straight-line vector code whose reads off the row's ends are masked
     loads, and not scalar code peeled off either end (two thirds of a
-    28-wide depthwise row's instructions)."""
+    28-wide depthwise row's instructions), where the CPU has masked loads
+    of x's element size (`cpu.masked_loads`: not i8 on AVX2)."""
     tested = read_padded(lw, x, win, pad, True)
     interior = window_interior(win, x.type.shape[2:], out_spatial)
     if any(lo >= hi for lo, hi in interior[:-1]):  # no row is inside (a map smaller than the window)
         return stretch(lead, 0, out_spatial[-1], tested)
     (lo, hi), (inside, within) = interior[-1], interior_test(lead, interior, out_spatial)
     width = out_spatial[-1]
-    if width <= MAX_VECTOR:
+    if width <= MAX_VECTOR and cpu.masked_loads(8 * x.type.np_dtype.itemsize):
         middle = stretch(within, 0, width, read_padded(lw, x, win, pad, True, axes=(len(out_spatial) - 1,)))
     else:
         middle = seq(stretch(within, 0, lo, tested), stretch(within, lo, hi, read_padded(lw, x, win, pad, False)),

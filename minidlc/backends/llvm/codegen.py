@@ -505,11 +505,15 @@ class VectorCodegen:
         return self.b.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), self.w), lanes))
 
     def _guarded_load(self, cond: Expr, load: Load, other: Expr) -> ir.Value | None:
-        """`cond ? buf[i(v)] : other`, a read of padding in place (lower.read_padded),
-        as masked vector loads: i's clamps into the buffer, which only keep the
-        lanes that `cond` selects away in bounds, are dropped where `cond`
-        proves them idle, and the masked-off lanes read nothing. None where
-        that proof fails or the index is then not base + v or base + 2v."""
+        """`cond ? buf[i(v)] : other` as masked vector loads (a stencil's read of
+        padding in place, lower.read_padded; Pad; a Concat along the lanes): i's
+        clamps into the buffer, which only keep the lanes that `cond` selects
+        away in bounds, are dropped where the comparisons in `cond` prove them
+        idle, and the masked-off lanes read nothing. None where the CPU has no
+        masked load for the element size (`cpu.masked_loads`), no clamp was
+        dropped, the proof fails, or the index is then not base + v or base + 2v."""
+        if not cpu.masked_loads(_BITS[load.dtype]):
+            return None
         index = _unclamped(load.index, self.var, _facts(cond))
         stride = None if index is None or index == load.index else _coefficient(index, self.var)
         if stride not in (1, 2):
@@ -519,20 +523,24 @@ class VectorCodegen:
         base = self._base(index)
         if stride == 1:
             return self._masked_load(load.buf, base, vtype, mask, fill)
-        # as _strided_load: lane v reads element 2v of the W from lane 0's or of the W ending at lane W-1's
+        # as _strided_load: lane v reads element 2v of the W from lane 0's or of the W ending at lane W-1's.
+        # The loads' lanes are elements, not the lanes v, so `other` (which may differ by lane) is selected after.
         falses = ir.Constant(mask.type, [False] * self.w)
         spread = lambda pick: self.b.shuffle_vector(mask, falses, ir.Constant(  # noqa: E731
             ir.VectorType(ir.IntType(32), self.w), [pick(j) for j in range(self.w)]))
-        first = self._masked_load(load.buf, base, vtype, spread(lambda j: j // 2 if j % 2 == 0 else self.w), fill)
+        none = ir.Constant(vtype, ir.Undefined)
+        first = self._masked_load(load.buf, base, vtype, spread(lambda j: j // 2 if j % 2 == 0 else self.w), none)
         last = self._masked_load(load.buf, simplify(add(base, Const(self.w - 1))), vtype,
                                  spread(lambda j: (j + self.w - 1) // 2 if (j + self.w - 1) % 2 == 0 else self.w),
-                                 fill)
+                                 none)
         picks = [2 * v if 2 * v < self.w else 2 * v + 1 for v in range(self.w)]
-        return self.b.shuffle_vector(first, last, ir.Constant(ir.VectorType(ir.IntType(32), self.w), picks))
+        lanes = self.b.shuffle_vector(first, last, ir.Constant(ir.VectorType(ir.IntType(32), self.w), picks))
+        return self.b.select(mask, lanes, fill)
 
     def _masked_load(self, buf: str, base: Expr, vtype, mask: ir.Value, fill: ir.Value) -> ir.Value:
         """llvm.masked.load: lanes off in `mask` read no memory and take `fill`.
-        (No inbounds on the address: lane 0 may lie before the buffer.)"""
+        (No inbounds on the address: the vector may begin before the buffer, or
+        end past it.)"""
         ptr = self.b.bitcast(self.b.gep(self.cg.bufs[buf], [self.cg.index(base)]), vtype.as_pointer())
         element = {"float": "f32", "double": "f64", "half": "f16", "bfloat": "bf16"}.get(str(vtype.element),
                                                                                        str(vtype.element))
