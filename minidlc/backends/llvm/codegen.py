@@ -524,18 +524,20 @@ class VectorCodegen:
         if stride == 1:
             return self._masked_load(load.buf, base, vtype, mask, fill)
         # as _strided_load: lane v reads element 2v of the W from lane 0's or of the W ending at lane W-1's.
-        # The loads' lanes are elements, not the lanes v, so `other` (which may differ by lane) is selected after.
+        # The loads' lanes are elements, not the lanes v: an `other` that differs by lane is selected after.
         falses = ir.Constant(mask.type, [False] * self.w)
         spread = lambda pick: self.b.shuffle_vector(mask, falses, ir.Constant(  # noqa: E731
             ir.VectorType(ir.IntType(32), self.w), [pick(j) for j in range(self.w)]))
-        none = ir.Constant(vtype, ir.Undefined)
-        first = self._masked_load(load.buf, base, vtype, spread(lambda j: j // 2 if j % 2 == 0 else self.w), none)
+        uniform = _coefficient(other, self.var) == 0  # (a stencil's padding)
+        passthru = fill if uniform else ir.Constant(vtype, ir.Undefined)
+        first = self._masked_load(load.buf, base, vtype, spread(lambda j: j // 2 if j % 2 == 0 else self.w),
+                                  passthru)
         last = self._masked_load(load.buf, simplify(add(base, Const(self.w - 1))), vtype,
                                  spread(lambda j: (j + self.w - 1) // 2 if (j + self.w - 1) % 2 == 0 else self.w),
-                                 none)
+                                 passthru)
         picks = [2 * v if 2 * v < self.w else 2 * v + 1 for v in range(self.w)]
         lanes = self.b.shuffle_vector(first, last, ir.Constant(ir.VectorType(ir.IntType(32), self.w), picks))
-        return self.b.select(mask, lanes, fill)
+        return lanes if uniform else self.b.select(mask, lanes, fill)
 
     def _masked_load(self, buf: str, base: Expr, vtype, mask: ir.Value, fill: ir.Value) -> ir.Value:
         """llvm.masked.load: lanes off in `mask` read no memory and take `fill`.
