@@ -9,13 +9,13 @@ A parallel run is as slow as its slowest thread, if the others must wait
 for it. The llvm backend's threads (a team, minidlc/backends/llvm/team.py)
 share each stage out in claimed shares, so a late thread's shares go to the
 others, and they spin while they wait (for a stage or the next run),
-100,000 rounds by default (`MINIDLC_SPINS`), then sleep on a futex, giving
+about 100 microseconds by default (`MINIDLC_SPIN_US`), then sleep on a futex, giving
 the core back. Numba's OpenMP workers take fixed shares and spin
 GOMP_SPINCOUNT rounds (set by minidlc). onnxruntime runs as minidlc
 benchmarks it (spin-waiting off) and with its default spin-waiting (`ort
 spin`). Each runner is timed by itself, one after the other.
 `--threads 3 --targets llvm` on two cores shows what the backoff is for;
-`MINIDLC_SPINS=1000000000000` turns it off.
+`MINIDLC_SPIN_US=1e9` turns it off.
 
 Prints, per model and runner: median ms idle, median ms busy, and the
 slowdown busy / idle; each minidlc runner's busy time against
@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20, help="turns each runner takes (3 runs per turn)")
     args = ap.parse_args()
     print(f"cores: {os.cpu_count()}  threads: {args.threads}  busy processes: {args.busy}  "
-          f"llvm spins before sleeping: {team.SPINS_BEFORE_SLEEP}")
+          f"llvm spins before sleeping: {team.SPIN_MICROSECONDS:g} us")
     print(f"{'model':<9}{'runner':<10}{'idle ms':>9}{'busy ms':>9}{'slowdown':>10}{'ort/runner busy':>17}"
           f"{'sleeps busy':>13}")
     for name in args.models.split(","):

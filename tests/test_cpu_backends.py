@@ -813,6 +813,21 @@ def test_only_programs_with_parallel_loops_wake_threads(cpu):
         assert used == [threads]
 
 
+def test_llvm_team_spins_for_a_time_not_a_count(monkeypatch):
+    """A waiting thread spins SPIN_MICROSECONDS before it sleeps: the rounds
+    that take are timed once per process (a round's time differs tenfold
+    between CPUs), and a team's limit scales with the time asked for."""
+    from minidlc.backends.llvm import team as team_module
+
+    m = minidlc.compile(matmul_graph((), 256, 256, 256), target="llvm", threads=2)  # (parallel: a team)
+    limit = int(m.executable.team.state[SPIN_LIMIT])
+    rate = team_module._ROUNDS_PER_MICROSECOND[0]
+    assert rate > 0 and limit == int(team_module.SPIN_MICROSECONDS * rate)
+    monkeypatch.setattr(team_module, "SPIN_MICROSECONDS", 4 * team_module.SPIN_MICROSECONDS)
+    longer = minidlc.compile(matmul_graph((), 256, 256, 256), target="llvm", threads=2)
+    assert int(longer.executable.team.state[SPIN_LIMIT]) == int(team_module.SPIN_MICROSECONDS * rate)
+
+
 @pytest.mark.skipif(futex_syscall() is None, reason="waiting threads sleep on a futex only on Linux (x86_64, aarch64)")
 def test_llvm_team_with_more_threads_than_cores_sleeps_and_stays_right():
     """With three times as many threads as cores, some thread is always off its

@@ -17,8 +17,9 @@ tagged with the run number, so nothing needs resetting between runs, and a
 worker still in an old run (asleep while the run ended) claims nothing.
 
 All waiting (for a job, for a stage to complete) is `minidlc_wait`: spin on
-a 32-bit word for `state[SPIN_LIMIT]` rounds, then sleep on it with a futex,
-so waiting threads give their cores back. A sleeper counts itself first, and
+a 32-bit word for `state[SPIN_LIMIT]` rounds (SPIN_MICROSECONDS, about 0.1
+ms; each round pauses on x86), then sleep on it with a futex, so waiting
+threads give their cores back. A sleeper counts itself first, and
 whoever changes the word wakes the sleepers only when there are some (both
 sequentially consistent: either the waker sees the sleeper, or the futex sees
 the new value and returns at once). Where there is no futex (not Linux), a
@@ -27,8 +28,10 @@ waiting thread yields its core with sched_yield instead.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import threading
+import time
 import weakref
 
 import llvmlite.binding as llvm
@@ -43,11 +46,14 @@ TABLES = I8_PTR.as_pointer().as_pointer()  # i8*** : one pointer table per kerne
 # A program: (tables, thread id, threads, team state, run number).
 PROGRAM = ir.FunctionType(_VOID, [TABLES, _I64, _I64, _STATE, _I64])
 
-# A waiting thread spins this many rounds, then sleeps. Read at run time from the
-# state, so changing it needs no recompile. Fewer spins cost an idle machine
-# (a sleeper wakes late); many more cost a busy one, where a spinning thread
-# keeps a core from the thread it waits for (benchmarks/bench_contention.py).
-SPINS_BEFORE_SLEEP = int(os.environ.get("MINIDLC_SPINS", "100000"))
+# A waiting thread spins about this long, then sleeps. Shorter costs an idle
+# machine: a futex wake-up costs the waker some 6 us and the sleeper tens of
+# microseconds on a VM, a small model's whole run, and the Python work between
+# two runs (checking and copying the inputs) takes 30 to 50 us. Longer costs a
+# busy one, where a spinning thread keeps a core from the thread it waits for
+# (benchmarks/bench_contention.py). The rounds it takes are measured once per
+# process (`spin_rounds`), since a round's time differs tenfold between CPUs.
+SPIN_MICROSECONDS = float(os.environ.get("MINIDLC_SPIN_US", "100"))
 WORKER_THREAD_PREFIX = "minidlc-worker-"  # (jit.py forks only when no other thread is about)
 # The futex system call number, by (architecture, OS) of the host.
 FUTEX_SYSCALL = {("x86_64", "linux"): 202, ("aarch64", "linux"): 98}
@@ -88,6 +94,9 @@ class _Emitter:
     def __init__(self, module: ir.Module):
         self.module = module
         self.nr = futex_syscall()
+        # a spin-wait hint: the waiting core yields to its SMT sibling, and leaves the loop without a pipeline flush
+        self.pause = ir.Function(module, ir.FunctionType(_VOID, []), "llvm.x86.sse2.pause") \
+            if llvm.get_process_triple().startswith("x86_64") else None
         if self.nr is None:
             self.sched_yield = ir.Function(module, ir.FunctionType(_I32, []), "sched_yield")
         else:
@@ -98,6 +107,7 @@ class _Emitter:
         self.stage = self._stage()
         self._worker()
         self._run()
+        self._spin()
         self._stop()
 
     def _function(self, name: str, ret, args) -> tuple[ir.Function, ir.IRBuilder]:
@@ -128,6 +138,7 @@ class _Emitter:
         spins.add_incoming(_const(0), entry)
         b.cbranch(b.icmp_unsigned("!=", b.load_atomic(word, "acquire", 4), value), done, spin)
         b.position_at_end(spin)
+        self._relax(b)
         nxt = b.add(spins, _const(1))
         with b.if_then(b.icmp_signed(">", nxt, limit)):
             if self.nr is None:
@@ -301,6 +312,23 @@ class _Emitter:
         b.call(program, [tables, _const(0), n, state, run])
         b.ret_void()
 
+    def _relax(self, b: ir.IRBuilder) -> None:
+        """One round's spin-wait hint (x86's pause, some 10 to 140 cycles by CPU)."""
+        if self.pause is not None:
+            b.call(self.pause, [])
+
+    def _spin(self) -> None:
+        """`minidlc_spin(i32* word, i64 rounds) -> i64`: `rounds` rounds of the
+        wait loop's spinning, timed once to find how many make SPIN_MICROSECONDS."""
+        fn, b = self._function("minidlc_spin", _I64, [_I32.as_pointer(), _I64])
+        word, rounds = fn.args
+        seen = b.alloca(_I64)
+        b.store(_const(0), seen)
+        with _for(b, rounds):
+            self._relax(b)
+            b.store(b.add(b.load(seen), b.zext(b.load_atomic(word, "acquire", 4), _I64)), seen)
+        b.ret(b.load(seen))
+
     def _stop(self) -> None:
         """`minidlc_stop(state)`: tell the workers to return."""
         fn, b = self._function("minidlc_stop", _VOID, [_STATE])
@@ -349,8 +377,8 @@ class Team:
     def __init__(self, jit, threads: int, stages: int):
         self.threads = threads
         self.state = np.zeros(STAGES + stages * stage_slots(threads), np.int64)
-        self.state[SPIN_LIMIT] = SPINS_BEFORE_SLEEP
         address = jit.engine.get_function_address
+        self.state[SPIN_LIMIT] = spin_rounds(address("minidlc_spin"))
         self._run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(
             address("minidlc_run"))
         worker = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(address("minidlc_worker"))
@@ -369,6 +397,23 @@ class Team:
 
     def run(self, program_address: int, tables) -> None:
         self._run(self.state.ctypes.data, program_address, ctypes.addressof(tables), self.threads)
+
+
+_ROUNDS_PER_MICROSECOND: list[float] = []  # measured by the first team of the process
+
+
+def spin_rounds(spin_address: int) -> int:
+    """The rounds of the wait loop that take SPIN_MICROSECONDS on this CPU (from
+    the fastest of three timings of 20,000 rounds: 0.2 ms on the Rocket Lake VM)."""
+    if not _ROUNDS_PER_MICROSECOND:
+        spin = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64)(spin_address)
+        word, rounds, best = np.zeros(1, np.int32), 20_000, math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            spin(word.ctypes.data, rounds)
+            best = min(best, time.perf_counter() - start)
+        _ROUNDS_PER_MICROSECOND.append(rounds / max(best * 1e6, 1e-3))
+    return int(SPIN_MICROSECONDS * _ROUNDS_PER_MICROSECOND[0])
 
 
 def _stop_workers(jit, state: np.ndarray, workers: list[threading.Thread], stop) -> None:
