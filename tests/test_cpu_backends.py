@@ -553,6 +553,24 @@ def test_stencil_rows_read_their_padding_by_masked_vector_loads(in_width, op, dt
     assert ("llvm.masked.load" in m.emit("llvm")) == (one_stretch and 2 < width and reads_padding)
 
 
+@pytest.mark.parametrize("op", ["Max", "Min"])
+def test_a_max_of_several_is_nan_wherever_one_is(op):
+    """A max (or min) of several values in vector code is one tree of
+    compare-and-selects and one unordered compare per pair for NaN
+    (VectorCodegen._min_max_of): NaN in any position, alone or with infinities,
+    must come out NaN, as NumPy's maximum does."""
+    rng = np.random.default_rng(9)
+    xs = [rng.standard_normal((5, 24)).astype(np.float32) for _ in range(5)]
+    for i, x in enumerate(xs):
+        x[i, :i + 3] = np.nan  # row i: NaN in input i only, at different columns
+        x[(i + 1) % 5, -2:] = np.inf if op == "Max" else -np.inf
+    g = Graph()
+    ins = [g.add_input(f"x{i}", TensorType(x.shape)) for i, x in enumerate(xs)]
+    g.outputs = [g.add(op, ins).output]
+    got = minidlc.compile(g, target="llvm").run({f"x{i}": x for i, x in enumerate(xs)})[g.outputs[0].name]
+    np.testing.assert_array_equal(got, (np.maximum if op == "Max" else np.minimum).reduce(xs))
+
+
 @pytest.mark.parametrize("depth", [64, 34])
 def test_a_strided_read_selected_lane_by_lane_takes_the_other_value_per_lane(depth):
     """A Concat of two step-2 Slices along the last axis (de-interleaving, as

@@ -551,6 +551,24 @@ class VectorCodegen:
         align = ir.Constant(ir.IntType(32), _ALIGN[self.cg.dtypes[buf]])
         return self.b.call(fn, [ptr, align, mask, fill])
 
+    def _min_max_of(self, op: str, values: list[ir.Value]) -> ir.Value:
+        """The NaN-propagating max (or min) of several vectors, a pooling window's
+        cells: a tree of compare-and-selects (x86's vmaxps, which drops a NaN in
+        its first operand), and NaN wherever some value is, found by one
+        unordered compare per pair of values. Pair by pair (`float_min_max`)
+        each max tests for NaN itself: two compares, which share a port with
+        the window's shuffles."""
+        b = self.b
+        nan = None
+        for i in range(0, len(values), 2):
+            pair = values[i:i + 2]
+            here = b.fcmp_unordered("uno", pair[0], pair[-1])
+            nan = here if nan is None else b.or_(nan, here)
+        while len(values) > 1:
+            values = [b.select(b.fcmp_ordered(">" if op == "max" else "<", *values[i:i + 2]), *values[i:i + 2])
+                      if i + 1 < len(values) else values[i] for i in range(0, len(values), 2)]
+        return b.select(nan, ir.Constant(values[0].type, [float("nan")] * self.w), values[0])
+
     def _vec_ptr(self, buf: str, base: Expr, vtype) -> ir.Value:
         ptr = self.b.gep(self.cg.bufs[buf], [self.cg.index(base)], inbounds=True)
         return self.b.bitcast(ptr, vtype.as_pointer())
@@ -586,6 +604,10 @@ class VectorCodegen:
             masked = self._guarded_load(e.cond, e.a, e.b)
             if masked is not None:
                 return masked
+        if isinstance(e, Binary) and e.op in ("min", "max") and _is_float(e.dtype):
+            cells = _operands(e, e.op)
+            if len(cells) > 2:
+                return self._min_max_of(e.op, [self.expr(x) for x in cells])
         if isinstance(e, Call) and e.fn in _LIBM:  # no vector libm: one call per lane
             arg = self.expr(e.args[0])
             vec = ir.Constant(arg.type, ir.Undefined)
@@ -659,3 +681,10 @@ def _unclamped(index: Expr, var: Var, facts: list[Expr]) -> Expr | None:
             return Binary(e.op, a, c)
         return e
     return strip(index)
+
+
+def _operands(e: Expr, op: str) -> list[Expr]:
+    """The operands of a tree of `op`s (max(max(a, b), c) -> [a, b, c])."""
+    if isinstance(e, Binary) and e.op == op:
+        return _operands(e.a, op) + _operands(e.b, op)
+    return [e]
