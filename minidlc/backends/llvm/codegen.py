@@ -45,7 +45,8 @@ _BITS = {name: 8 if name == "bool" else t.width if isinstance(t, ir.IntType) els
 
 
 def vector_bits() -> int:
-    """The width of the host's vector registers: compiled code is cached per host."""
+    """The width of the target CPU's vector registers (`minidlc.cpu`: the host's,
+    or a lesser x86-64 level); compiled code is cached per CPU and features."""
     return 512 if cpu.has("avx512f") else 256 if cpu.has("avx") else 128
 
 
@@ -526,8 +527,11 @@ class VectorCodegen:
         # as _strided_load: lane v reads element 2v of the W from lane 0's or of the W ending at lane W-1's.
         # The loads' lanes are elements, not the lanes v: an `other` that differs by lane is selected after.
         falses = ir.Constant(mask.type, [False] * self.w)
-        spread = lambda pick: self.b.shuffle_vector(mask, falses, ir.Constant(  # noqa: E731
-            ir.VectorType(ir.IntType(32), self.w), [pick(j) for j in range(self.w)]))
+
+        def spread(pick) -> ir.Value:
+            """The mask of one load: element j is lane pick(j)'s (w: no lane's)."""
+            return self.b.shuffle_vector(mask, falses, ir.Constant(ir.VectorType(ir.IntType(32), self.w),
+                                                                   [pick(j) for j in range(self.w)]))
         uniform = _coefficient(other, self.var) == 0  # (a stencil's padding)
         passthru = fill if uniform else ir.Constant(vtype, ir.Undefined)
         first = self._masked_load(load.buf, base, vtype, spread(lambda j: j // 2 if j % 2 == 0 else self.w),
