@@ -459,9 +459,16 @@ class VectorCodegen:
         first = self.b.load(self._vec_ptr(e.buf, base, vtype), align=_ALIGN[e.dtype])
         if stride == 1:
             return first
-        last = self.b.load(self._vec_ptr(e.buf, simplify(add(base, Const(self.w - 1))), vtype),
-                           align=_ALIGN[e.dtype])
-        # lane v reads element 2v: first[2v] while that is in `first`, else last[2v - (W - 1)]
+        last = self.b.load(self._vec_ptr(e.buf, self._last_base(base), vtype), align=_ALIGN[e.dtype])
+        return self._every_other(first, last)
+
+    def _last_base(self, base: Expr) -> Expr:
+        """Where the W elements ending at a stride-2 read's last lane begin."""
+        return simplify(add(base, Const(self.w - 1)))
+
+    def _every_other(self, first: ir.Value, last: ir.Value) -> ir.Value:
+        """Lane v of a stride-2 read, element 2v: first[2v] while that is in
+        `first` (the W elements from lane 0's), else last[2v - (W - 1)]."""
         picks = [2 * v if 2 * v < self.w else 2 * v + 1 for v in range(self.w)]
         return self.b.shuffle_vector(first, last, ir.Constant(ir.VectorType(ir.IntType(32), self.w), picks))
 
@@ -524,8 +531,8 @@ class VectorCodegen:
         base = self._base(index)
         if stride == 1:
             return self._masked_load(load.buf, base, vtype, mask, fill)
-        # as _strided_load: lane v reads element 2v of the W from lane 0's or of the W ending at lane W-1's.
-        # The loads' lanes are elements, not the lanes v: an `other` that differs by lane is selected after.
+        # two loads and a shuffle, as _strided_load. The loads' lanes are elements, not
+        # the lanes v: an `other` that differs by lane is selected after the shuffle.
         falses = ir.Constant(mask.type, [False] * self.w)
 
         def spread(pick) -> ir.Value:
@@ -536,11 +543,10 @@ class VectorCodegen:
         passthru = fill if uniform else ir.Constant(vtype, ir.Undefined)
         first = self._masked_load(load.buf, base, vtype, spread(lambda j: j // 2 if j % 2 == 0 else self.w),
                                   passthru)
-        last = self._masked_load(load.buf, simplify(add(base, Const(self.w - 1))), vtype,
+        last = self._masked_load(load.buf, self._last_base(base), vtype,
                                  spread(lambda j: (j + self.w - 1) // 2 if (j + self.w - 1) % 2 == 0 else self.w),
                                  passthru)
-        picks = [2 * v if 2 * v < self.w else 2 * v + 1 for v in range(self.w)]
-        lanes = self.b.shuffle_vector(first, last, ir.Constant(ir.VectorType(ir.IntType(32), self.w), picks))
+        lanes = self._every_other(first, last)
         return lanes if uniform else self.b.select(mask, lanes, fill)
 
     def _masked_load(self, buf: str, base: Expr, vtype, mask: ir.Value, fill: ir.Value) -> ir.Value:
