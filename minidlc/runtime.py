@@ -30,10 +30,31 @@ class CompiledModel:
         self.target = backend.name
         self.input_types: dict[str, TensorType] = {v.name: v.type for v in optimized.inputs}
         self.output_names = [v.name for v in source.outputs]
+        self._expected = [(name, t.np_dtype, t.shape) for name, t in self.input_types.items()]
         self.compile_seconds: dict[str, float] = {}  # stage -> seconds (minidlc.compile fills it)
 
     def check_inputs(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Validate feeds against the graph's inputs; return them in input order."""
+        arrays = self._as_given(feeds)
+        return arrays if arrays is not None else self._converted(feeds)
+
+    def _as_given(self, feeds) -> list[np.ndarray] | None:
+        """The feeds in input order if each is already a C-contiguous array of its
+        input's dtype and shape (the usual case, checked in few steps: Python
+        code right after a run is slow, the kernels having evicted it from the
+        caches), else None."""
+        if type(feeds) is not dict or len(feeds) != len(self._expected):
+            return None
+        arrays = []
+        for name, dtype, shape in self._expected:
+            a = feeds.get(name)
+            if type(a) is not np.ndarray or a.dtype != dtype or a.shape != shape or not a.flags.c_contiguous:
+                return None
+            arrays.append(a)
+        return arrays
+
+    def _converted(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The feeds as C-contiguous arrays in input order, or an InputError that says what is wrong."""
         if not isinstance(feeds, Mapping):
             raise InputError(f"run() takes a dict of input name -> array, got {type(feeds).__name__}")
         missing = [n for n in self.input_types if n not in feeds]

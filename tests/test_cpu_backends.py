@@ -286,6 +286,24 @@ def test_bad_input_is_a_python_error_before_native_code(cpu):
         m.run({"x": np.zeros((4, 4), np.float32)})
 
 
+@pytest.mark.parametrize("form", ["transposed view", "broadcast row", "subclass", "mapping"])
+def test_feeds_in_any_array_form_give_the_same_outputs(cpu, form):
+    """run() takes the feeds as they are when each is a C-contiguous array of
+    the input's dtype (its quick path); anything else is converted first."""
+    from types import MappingProxyType
+
+    m = minidlc.compile(matmul_graph((), 3, 4, 5), target=cpu)
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    x[1:] = x[0] if form == "broadcast row" else x[1:]
+    want = m.run({"x": x})
+    given = {"transposed view": np.ascontiguousarray(x.T).T, "broadcast row": np.broadcast_to(x[0], x.shape),
+             "subclass": x.view(type("Tagged", (np.ndarray,), {}))}.get(form, x)
+    feeds = MappingProxyType({"x": given}) if form == "mapping" else {"x": given}
+    assert m._as_given(feeds) is None  # (the conversion is what this tests)
+    for got, ref in zip(m.run(feeds).values(), want.values()):
+        np.testing.assert_array_equal(got, ref)
+
+
 def test_memory_plan_reuses_the_arena():
     g = Graph()
     v = g.add_input("x", TensorType((64, 64)))
@@ -827,7 +845,8 @@ def test_only_programs_with_parallel_loops_wake_threads(cpu):
     for g, threads in ((tiny, 1), (big, 2)):
         m = minidlc.compile(g, target=cpu, threads=2)
         # llvm: the threads a program runs on; numba: the thread count it sets (None: no prange, none set)
-        used = [c.program.threads if cpu == "llvm" else (c.threads or 1) for c in m.executable.calls]
+        used = ([p.threads for p in m.executable.programs] if cpu == "llvm" else
+                [c.threads or 1 for c in m.executable.calls])
         assert used == [threads]
 
 

@@ -22,25 +22,13 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-from dataclasses import dataclass
+from typing import Callable
 
 from ...loops.program import LoopProgram, Step, StepKind
 from ..host import HostExecutable
 from .program import NativeProgram, compile_kernel, jit_programs, team_of_threads
 
 __all__ = ["LLVMExecutable", "build", "compile_kernel"]
-
-
-@dataclass
-class NativeCall:
-    """One program bound to its pointer tables (table j: the buffers of kernel j)."""
-
-    program: NativeProgram
-    tables: ctypes.Array
-    keepalive: list  # the per-kernel pointer arrays the tables point into, and the arrays they point at
-
-    def __call__(self) -> None:
-        self.program(self.tables)
 
 
 class LLVMExecutable(HostExecutable):
@@ -53,17 +41,18 @@ class LLVMExecutable(HostExecutable):
         self.threads = threads or os.cpu_count() or 1
         super().__init__(program, self._compile, split)
 
-    def _compile(self, segments: list[list[Step]]) -> list[NativeCall]:
+    def _compile(self, segments: list[list[Step]]) -> list[Callable[[], None]]:
         kernels = [[st.lowered.kernel for st in seg] for seg in segments]
         self.jit = jit_programs(kernels)
         self.team = team_of_threads(self.jit, self.threads, kernels)
-        calls = []
+        calls, self.programs, self.keepalive = [], [], []
         for i, seg in enumerate(segments):
             arrays = [[self.arena.buffer(st, b) for b in st.lowered.bindings] for st in seg]
             ptrs = [(ctypes.c_void_p * len(a))(*[x.ctypes.data for x in a]) for a in arrays]
             tables = (ctypes.c_void_p * len(ptrs))(*[ctypes.addressof(t) for t in ptrs])
-            program = NativeProgram(self.jit, f"program{i}", kernels[i], self.team)
-            calls.append(NativeCall(program, tables, [ptrs, arrays]))
+            self.programs.append(NativeProgram(self.jit, f"program{i}", kernels[i], self.team))
+            calls.append(self.programs[-1].bind(tables))
+            self.keepalive.append((tables, ptrs, arrays))  # what the call's addresses point at
         return calls
 
     def compile_summary(self) -> str:

@@ -14,6 +14,7 @@ import hashlib
 import threading
 from dataclasses import replace
 from functools import partial
+from typing import Callable
 
 import llvmlite.ir as ir
 import numpy as np
@@ -71,11 +72,13 @@ class NativeProgram:
     def threads(self) -> int:
         return self.team.threads if self.team is not None else 1
 
-    def __call__(self, tables) -> None:
+    def bind(self, tables: ctypes.Array) -> Callable[[], None]:
+        """The call that runs the program on `tables`, its arguments worked out
+        now: Python right after a run is slow (the kernels have evicted it from
+        the caches), so a run should do no more of it than the call itself."""
         if self.team is None:
-            self._alone(ctypes.addressof(tables), 0, 1, None, 0)  # one thread needs no team state
-        else:
-            self.team.run(self.address, tables)
+            return partial(self._alone, ctypes.addressof(tables), 0, 1, None, 0)  # one thread needs no team state
+        return self.team.bind(self.address, tables)
 
 
 def is_parallel(kernels: list[Kernel]) -> bool:
@@ -147,7 +150,8 @@ def compile_kernel(kernel: Kernel, threads: int = 1):
     def run(arrays: list[np.ndarray]) -> None:
         check_kernel_arrays(kernel, arrays)
         ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+        tables = (ctypes.c_void_p * 1)(ctypes.addressof(ptrs))  # (alive until the call returns)
         with lock:  # the team serves one run at a time
-            program((ctypes.c_void_p * 1)(ctypes.addressof(ptrs)))
+            program.bind(tables)()
     run.jit = jit
     return run

@@ -33,6 +33,8 @@ import os
 import threading
 import time
 import weakref
+from functools import partial
+from typing import Callable
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
@@ -370,7 +372,7 @@ def emit_team(module: ir.Module) -> ir.Function:
 
 class Team:
     """`threads - 1` workers waiting in native code, and the state they share.
-    `run(program, tables)` runs a program of at most `stages` stages on all of
+    `bind(program, tables)()` runs a program of at most `stages` stages on all of
     them and the caller; one run at a time (the state holds one job). The
     workers stop when the team is garbage collected (or at exit)."""
 
@@ -395,8 +397,9 @@ class Team:
         """How often a thread of this team slept (waiting for a job or for a stage)."""
         return int(self.state[SLEEPS])
 
-    def run(self, program_address: int, tables) -> None:
-        self._run(self.state.ctypes.data, program_address, ctypes.addressof(tables), self.threads)
+    def bind(self, program_address: int, tables: ctypes.Array) -> Callable[[], None]:
+        """The call that runs a program on `tables` (see NativeProgram.bind)."""
+        return partial(self._run, self.state.ctypes.data, program_address, ctypes.addressof(tables), self.threads)
 
 
 _ROUNDS_PER_MICROSECOND: list[float] = []  # measured by the first team of the process
