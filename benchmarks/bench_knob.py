@@ -4,6 +4,7 @@ transformation off), timed in turns in one process.
 
     python benchmarks/bench_knob.py --set "minidlc.loops.gemm.K_CHUNK=2**30" [--models mlp,tfblock]
     python benchmarks/bench_knob.py --set "minidlc.backends.llvm.codegen.VectorCodegen._tile_column=lambda *a: None"
+    python benchmarks/bench_knob.py --set "minidlc.loops.gemm.lower_depthwise=@6fb3465"
                                     [--target llvm] [--threads N] [--trials 3] [--rounds 30]
 
 Prints, per model, the median ms of each (over the trials), the ratio of each
@@ -14,12 +15,16 @@ the source, not by a replaced attribute), so one trial's lucky or unlucky
 memory placement does not decide the result, and every other trial builds
 and times them in the opposite order; the outputs of the two must agree.
 Use an even number of trials with threads. This is how the README's "in one process against the code without
-it" figures were measured. The value after `=` is a Python expression.
+it" figures were measured. The value after `=` is a Python expression, or
+`@REV`: the function of that name as it was at git revision REV (its source
+run in the module as it is now), to measure a change against the code before it.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -52,6 +57,21 @@ def resolve(path: str):
     raise SystemExit(f"--set: no module in {path!r}")
 
 
+def function_at(revision: str, owner, name: str):
+    """Function `name` of module `owner` as at git `revision`, defined in the
+    module's present namespace (so it calls the present versions of the rest)."""
+    path = Path(owner.__file__).relative_to(ROOT).as_posix()
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:{path}"], capture_output=True,
+                            text=True, check=True).stdout
+    found = [f for f in ast.parse(source).body if isinstance(f, ast.FunctionDef) and f.name == name]
+    if not found:
+        raise SystemExit(f"--set: {path} at {revision} has no function {name!r}")
+    found[0].decorator_list = []  # (a registering decorator would replace the present one everywhere)
+    namespace = dict(vars(owner))
+    exec(compile(ast.Module(found, []), f"{path}@{revision}", "exec"), namespace)  # noqa: S102 (the repo's own code)
+    return namespace[name]
+
+
 def compiled(model, target: str, threads: int | None):
     cache.CACHE_DIR = Path(tempfile.mkdtemp(prefix="minidlc-knob-"))  # nothing compiled before is reused
     return minidlc.compile(model, target=target, **({"threads": threads} if threads else {}))
@@ -69,7 +89,9 @@ def main() -> None:
     args = ap.parse_args()
     path, _, expr = args.set.partition("=")
     owner, name = resolve(path.strip())
-    original, replaced = getattr(owner, name), eval(expr)  # noqa: S307 (a developer's own expression)
+    original = getattr(owner, name)
+    replaced = function_at(expr.strip()[1:], owner, name) if expr.strip().startswith("@") else \
+        eval(expr)  # noqa: S307 (a developer's own expression)
     minidlc.compile_cache.key = lambda *a, **k: None  # no whole-program cache either
     print(f"{path.strip()} = {expr.strip()}  (target {args.target}, threads {args.threads or 'all'})")
     print(f"{'model':<11} ms as is  ms replaced   replaced/as is per trial   median")

@@ -571,6 +571,27 @@ def test_stencil_rows_read_their_padding_by_masked_vector_loads(in_width, op, dt
     assert ("llvm.masked.load" in m.emit("llvm")) == (one_stretch and 2 < width and reads_padding)
 
 
+def test_depthwise_conv_reads_a_planes_weights_once():
+    """A depthwise conv's rows (interior and border stretches alike) take the
+    plane's weights and bias from a local array filled once a plane: LLVM keeps
+    it in registers, where loads from the weights' buffer it reloaded for
+    every vector, not knowing that the output's stores leave them alone."""
+    from minidlc.loops.ir import Load
+    from minidlc.loops.transform import stmt_exprs, walk_exprs, walk_stmts
+
+    g = Graph()
+    x = g.add_input("x", TensorType((1, 4, 9, 20)))
+    rng = np.random.default_rng(0)
+    w, b = g.constant(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"), g.constant(np.ones(4, np.float32), "b")
+    g.outputs = [g.add("Conv", [x, w, b], {"group": 4, "pads": [1, 1, 1, 1]}).output]
+    m = check(g, "llvm")
+    kernel = next(s.lowered.kernel for s in m.program.steps if s.lowered is not None)
+    loads = [e.buf for s in walk_stmts(kernel.body) for top in stmt_exprs(s) for e in walk_exprs(top)
+             if isinstance(e, Load)]
+    size = {p.name: p.size for p in kernel.params}
+    assert sorted(size[buf] for buf in loads if buf in size and size[buf] in (4, 36)) == [4] + [36] * 9
+
+
 @pytest.mark.parametrize("op", ["Max", "Min"])
 def test_a_max_of_several_is_nan_wherever_one_is(op):
     """A max (or min) of several values in vector code is one tree of
