@@ -16,8 +16,9 @@ memory placement does not decide the result, and every other trial builds
 and times them in the opposite order; the outputs of the two must agree.
 Use an even number of trials with threads. This is how the README's "in one process against the code without
 it" figures were measured. The value after `=` is a Python expression, or
-`@REV`: the function of that name as it was at git revision REV (its source
-run in the module as it is now), to measure a change against the code before it.
+`@REV`: the function of that name as it was at git revision REV (its code
+swapped in, so that a registry holding the function runs it too; it sees the
+module as it is now), to measure a change against the code before it.
 """
 from __future__ import annotations
 
@@ -90,8 +91,17 @@ def main() -> None:
     path, _, expr = args.set.partition("=")
     owner, name = resolve(path.strip())
     original = getattr(owner, name)
-    replaced = function_at(expr.strip()[1:], owner, name) if expr.strip().startswith("@") else \
-        eval(expr)  # noqa: S307 (a developer's own expression)
+    if expr.strip().startswith("@"):  # the function keeps its identity (registries hold it), its code is swapped
+        earlier = function_at(expr.strip()[1:], owner, name)
+        codes = {"as is": original.__code__, "replaced": earlier.__code__}
+
+        def install(which: str) -> None:
+            original.__code__ = codes[which]
+    else:
+        values = {"as is": original, "replaced": eval(expr)}  # noqa: S307 (a developer's own expression)
+
+        def install(which: str) -> None:
+            setattr(owner, name, values[which])
     minidlc.compile_cache.key = lambda *a, **k: None  # no whole-program cache either
     print(f"{path.strip()} = {expr.strip()}  (target {args.target}, threads {args.threads or 'all'})")
     print(f"{'model':<11} ms as is  ms replaced   replaced/as is per trial   median")
@@ -104,11 +114,11 @@ def main() -> None:
             # built second ran up to 10% faster with nothing replaced (mobilenet, two teams
             # of threads in one process), so the order must alternate for a fair median
             for which in (("as is", "replaced") if trial % 2 == 0 else ("replaced", "as is")):
-                setattr(owner, name, replaced if which == "replaced" else original)
+                install(which)
                 try:
                     built[which] = compiled(model, args.target, args.threads)
                 finally:
-                    setattr(owner, name, original)
+                    install("as is")
             as_is, other = built["as is"], built["replaced"]
             feeds = as_is.random_inputs()
             for out, want in zip(other.run(feeds).values(), as_is.run(feeds).values()):
