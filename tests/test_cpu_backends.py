@@ -408,6 +408,33 @@ def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
     assert ("x_padded" in loops) == (not tested and any(attrs.get("pads", [0])))
 
 
+@pytest.mark.parametrize("shape,wshape,attrs,wide", [
+    ((1, 8, 9, 7), (48, 8, 3, 3), {"pads": [1, 1, 1, 1]}, True),   # direct, 48 channels: a panel and an edge of 16
+    ((1, 8, 6, 30), (40, 8, 3, 3), {"pads": [1, 1, 1, 1]}, True),  # direct on row blocks, an edge of 8
+    ((1, 8, 6, 30), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}, False),  # direct, 16 channels: half a panel
+    ((2, 8, 4, 16), (12, 8, 1, 1), {}, True),                     # pointwise, 64 pixels: read in place
+    ((2, 8, 4, 12), (12, 8, 1, 1), {}, False),                    # 48 pixels: in place only in panels of 16
+    ((1, 3, 9, 64), (20, 3, 3, 3), {"pads": [1, 1, 1, 1]}, True),  # rows of 64 read in place
+    ((1, 3, 9, 48), (20, 3, 3, 3), {"pads": [1, 1, 1, 1]}, False),  # rows of 48: in place in panels of 16 only
+    ((1, 3, 9, 9), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}, True),   # packed im2col (4 channels), 81 pixels
+])
+def test_conv_takes_the_wide_block_where_its_columns_fill_it(shape, wshape, attrs, wide):
+    """A float Conv takes WIDE_CONFIG (8 x 32 with AVX-512) where its columns,
+    output channels in the direct form and pixels in the im2col form, fill
+    panels that wide, and the panels read in place as CONFIG's would; else
+    CONFIG. Exact against the reference either way."""
+    from minidlc.loops.gemm import CONFIG, WIDE_CONFIG
+
+    rng = np.random.default_rng(3)
+    g = Graph()
+    x = g.add_input("x", TensorType(shape))
+    w, b = (g.constant(rng.standard_normal(s).astype(np.float32), n) for n, s in (("w", wshape), ("b", wshape[:1])))
+    g.outputs = [g.add("Relu", [g.add("Conv", [x, w, b], attrs).output]).output]
+    loops = check(g, "llvm").emit("loops")
+    nr = (WIDE_CONFIG if wide else CONFIG).nr
+    assert re.search(rf"for \(jj\w* = 0; jj\w* < {nr}; jj\w*\+\+\) {{  // vectorized", loops), loops[:3000]
+
+
 @pytest.mark.parametrize("shape,wshape,attrs,form", [
     ((1, 8, 8, 64), (16, 8, 1, 1), {"strides": [2, 2]}, "in place"),  # 4 x 32 pixels: whole panels
     ((2, 6, 7, 9), (10, 6, 1, 1), {"strides": [2, 3]}, "direct"),  # 4 x 3, the last read at the edge
@@ -1058,39 +1085,38 @@ def test_an_unknown_cpu_level_is_a_one_line_error(monkeypatch, capsys):
 
 def test_the_gemm_register_block_comes_from_the_host_features():
     """8 x 16 with AVX-512 (one register per row), 6 x 16 otherwise (two per
-    row); a product with many columns 6 x 32 with AVX-512; and --emit loops
-    says which block the kernels use."""
+    row); a product whose columns fill panels of 32 8 x 32 with AVX-512; and
+    --emit loops says which block the kernels use."""
     from minidlc.loops.gemm import CONFIG, GemmConfig, host_gemm_config, host_wide_config
 
     assert host_gemm_config({"avx512f": True, "avx2": True}) == GemmConfig(mr=8, nr=16)
     assert host_gemm_config({"avx512f": False, "avx2": True}) == GemmConfig(mr=6, nr=16)
     assert host_gemm_config({"neon": True}) == GemmConfig(mr=6, nr=16)
-    assert host_wide_config({"avx512f": True, "avx2": True}) == GemmConfig(mr=6, nr=32)
+    assert host_wide_config({"avx512f": True, "avx2": True}) == GemmConfig(mr=8, nr=32)
     assert host_wide_config({"avx512f": False, "avx2": True}) == GemmConfig(mr=6, nr=16)
-    loops = minidlc.compile(matmul_graph((), 64, 32, 48), target="llvm").emit("loops")
+    loops = minidlc.compile(matmul_graph((), 64, 32, 16), target="llvm").emit("loops")
     assert f"// GEMM register block: {CONFIG.mr} x {CONFIG.nr} f32" in loops
     assert f"f32 acc[{CONFIG.mr * CONFIG.nr}];" in loops
 
 
 @pytest.mark.parametrize("const_b", [True, False])
-@pytest.mark.parametrize("n", [256, 300])
+@pytest.mark.parametrize("n", [32, 300])
 def test_a_product_with_many_columns_takes_the_wide_block(cpu, const_b, n, monkeypatch):
-    """n >= WIDE_MIN_COLUMNS: B's panels are the wide block's NR (a weight
-    packed at compile time, a run-time B by the kernel), the last one partly
-    past column n, and the rows leave an edge block. On a host without
-    AVX-512 (whose wide block is its usual one) with AVX-512's 6 x 32."""
+    """n >= the wide block's NR: B's panels are that wide (a weight packed at
+    compile time, a run-time B by the kernel), the last one partly past
+    column n, and the rows leave an edge block. On a host without AVX-512
+    (whose wide block is its usual one) with AVX-512's 8 x 32."""
     import minidlc.compile_cache
     from minidlc.loops import gemm
-    from minidlc.loops.gemm import CONFIG, WIDE_MIN_COLUMNS, GemmConfig
+    from minidlc.loops.gemm import CONFIG, GemmConfig
 
     if gemm.WIDE_CONFIG == CONFIG:
-        monkeypatch.setattr(gemm, "WIDE_CONFIG", GemmConfig(mr=6, nr=32))
+        monkeypatch.setattr(gemm, "WIDE_CONFIG", GemmConfig(mr=8, nr=32))
         monkeypatch.setattr(minidlc.compile_cache, "key", lambda *a, **k: None)  # (a cached program has the other)
     WIDE_CONFIG = gemm.WIDE_CONFIG
-    assert n >= WIDE_MIN_COLUMNS
     loops = check(matmul_graph((), 2 * WIDE_CONFIG.mr + 1, 37, n, const_b=const_b), cpu).emit("loops")
     assert f"f32 acc[{WIDE_CONFIG.mr * WIDE_CONFIG.nr}];" in loops
-    narrow = check(matmul_graph((), 9, 37, WIDE_MIN_COLUMNS - 1), cpu).emit("loops")
+    narrow = check(matmul_graph((), 9, 37, WIDE_CONFIG.nr - 1), cpu).emit("loops")
     assert f"f32 acc[{CONFIG.mr * CONFIG.nr}];" in narrow
     assert f"f32 acc[{WIDE_CONFIG.mr * WIDE_CONFIG.nr}];" not in narrow
 

@@ -9,7 +9,7 @@ that those NR-rows are contiguous: panel p holds columns [p*NR, (p+1)*NR) as
 Bp[p][k][0:NR], zero-padded past N. Weights are constants, so their packing
 happens once, at compile time; a B computed at run time is packed by a first
 loop nest of the kernel. The block comes from the host (`host_gemm_config`);
-a MatMul or Gemm with many columns takes a wider one (`host_wide_config`).
+a product whose columns fill its panels takes a wider one (`host_wide_config`).
 
 The epilogue (Gemm's alpha/beta/C, a bias add, an activation, a residual
 add: the elementwise consumers the fuse pass put in the group) is applied to
@@ -64,7 +64,6 @@ PARALLEL_MIN_SHARES = 8  # a GEMM's parallel loop over fewer column panels than 
 DIRECT_MIN_CHANNELS = 8  # a Conv with fewer output channels per group uses im2col
 DIRECT_MIN_K = 64  # below this k (channels per group x kernel size), a stride-1 Conv reads its pixels in place
 ROW_BLOCKS_MIN_WIDTH = 24  # a direct Conv with output rows this wide blocks pixels within a row
-WIDE_MIN_COLUMNS = 256  # a MatMul or Gemm with this many columns takes the wide register block (8 panels or more)
 # A product's k loop longer than this (a MatMul's, Gemm's or MatMulInteger's, but for
 # the dot4 path) runs in chunks of at most this many steps (`_k_chunk`), each over
 # every row block: a chunk of a panel of B, 32 KiB at 32 f32 columns, then stays in
@@ -86,9 +85,8 @@ class GemmConfig:
 def host_gemm_config(features: dict[str, bool] | None = None) -> GemmConfig:
     """The register block for this CPU, from its features (llvmlite's, of the
     host the JIT targets; compiled code is cached per CPU and feature string).
-    NR stays 16 f32 columns: one AVX-512 register, two AVX2 or NEON ones
-    (wider panels measured slower: the 16- to 64-channel convs of the CNN
-    models would fill half of one). MR takes as many rows as keep the FMA
+    NR is 16 f32 columns: one AVX-512 register, two AVX2 or NEON ones (a
+    product whose columns fill wider panels takes host_wide_config's). MR takes as many rows as keep the FMA
     units fed without running out of registers: 8 rows of one register each
     with AVX-512 (8 accumulators of its 32 registers: two FMA pipes of four
     cycles' latency), 6 rows of two registers each otherwise (12 of 16)."""
@@ -96,14 +94,17 @@ def host_gemm_config(features: dict[str, bool] | None = None) -> GemmConfig:
 
 
 def host_wide_config(features: dict[str, bool] | None = None) -> GemmConfig:
-    """The register block of an f32 product with many columns (a MatMul or Gemm
-    with WIDE_MIN_COLUMNS or more: an mlp's or a transformer's layers): with AVX-512,
-    6 rows of two registers, 6 x 32. Each step of k then loads 6 + 2 values for
-    12 FMAs, where 8 x 16 loads 9 for 8: on a Rocket Lake, whose loads bound
-    8 x 16, it ran the mlp and tfblock 8 to 11% faster (one thread); the CNN
-    models' convs, 16 to 64 channels a panel, ran slower in it and keep
-    host_gemm_config's. Otherwise that block, which is two registers wide already."""
-    return GemmConfig(mr=6, nr=32) if _features(features).get("avx512f", False) else host_gemm_config(features)
+    """The register block of an f32 product whose columns fill panels of 32
+    (a MatMul's or Gemm's columns, a Conv's output channels or pixels, see
+    `_conv_spec`): with AVX-512, 8 rows of two registers,
+    8 x 32 (16 accumulators of the 32 registers). Each step of k then loads
+    8 + 2 values for 16 FMAs, where 8 x 16 loads 9 for 8: on a Rocket Lake,
+    whose loads bound 8 x 16, one thread, resnet and squeezenet ran 1.11x
+    faster than with 8 x 16, and the mlp and tfblock 1.05x and 1.06x than
+    with 6 x 32 (8 loads for 12 FMAs; a direct conv's transposed stores also
+    get 6-pixel vectors from it). Otherwise host_gemm_config's, which is two
+    registers wide already."""
+    return GemmConfig(mr=8, nr=32) if _features(features).get("avx512f", False) else host_gemm_config(features)
 
 
 def _features(features: dict[str, bool] | None) -> dict[str, bool]:
@@ -116,7 +117,7 @@ WIDE_CONFIG = host_wide_config()
 
 def describe_config() -> str:
     wide = "" if WIDE_CONFIG == CONFIG else \
-        f"; {WIDE_CONFIG.mr} x {WIDE_CONFIG.nr} for a MatMul or Gemm with {WIDE_MIN_COLUMNS} or more columns"
+        f"; {WIDE_CONFIG.mr} x {WIDE_CONFIG.nr} for a product whose columns fill its panels"
     return f"GEMM register block: {CONFIG.mr} x {CONFIG.nr} f32 (MR x NR, chosen from this CPU's features{wide})"
 
 
@@ -281,7 +282,7 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         return value
 
     a_vector, b_vector = _vector_operands(node)  # (a Gemm's operands are 2-D)
-    block = WIDE_CONFIG if lw.device == Device.CPU and out_dt == "f32" and n >= WIDE_MIN_COLUMNS else CONFIG
+    block = WIDE_CONFIG if lw.device == Device.CPU and out_dt == "f32" and n >= WIDE_CONFIG.nr else CONFIG
     if a_vector:
         a_index = lambda bidx, row, kv: [kv[0]]  # noqa: E731
     else:
@@ -374,13 +375,17 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     def channel(bidx: list[Expr], m: Expr) -> Expr:
         return add(mul(bidx[1], const(mg)), m)
 
-    row_panels = out_sp[-1] // CONFIG.nr if out_sp[-1] % CONFIG.nr == 0 else 0
-    in_place = bool(row_panels) and win.strides[-1] == 1  # a panel's pixels are adjacent in the (padded) input
-    # a 1x1, stride-1, unpadded conv reads its pixels as they lie, rows or not: a
-    # panel of any NR consecutive pixels is adjacent in the input. Such a conv
-    # always takes the im2col form (nothing to pack, no transposed stores).
-    flat = (not in_place and not integer and math.prod(out_sp) % CONFIG.nr == 0 and not any(win.pads)
-            and all(k == 1 for k in kernel) and all(st == 1 for st in win.strides))
+    def panels(nr: int) -> tuple[int, bool, bool]:
+        """(row_panels, in_place, flat) of the im2col form with panels of `nr` pixels."""
+        row_panels = out_sp[-1] // nr if out_sp[-1] % nr == 0 else 0
+        in_place = bool(row_panels) and win.strides[-1] == 1  # a panel's pixels are adjacent in the (padded) input
+        # a 1x1, stride-1, unpadded conv reads its pixels as they lie, rows or not: a
+        # panel of any NR consecutive pixels is adjacent in the input. Such a conv
+        # always takes the im2col form (nothing to pack, no transposed stores).
+        flat = (not in_place and not integer and math.prod(out_sp) % nr == 0 and not any(win.pads)
+                and all(k == 1 for k in kernel) and all(st == 1 for st in win.strides))
+        return row_panels, in_place, flat
+    row_panels, in_place, flat = panels(CONFIG.nr)
     # an int8 conv (one group) takes the direct form with dot4 words, which need no im2col
     dot4 = (integer and w_const is not None and w_const.dtype == np.int8 and g == 1 and lw.device == Device.CPU
             and (zx is None or x_zero is not None))  # (its correction needs x's zero point at compile time)
@@ -396,6 +401,12 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     # several times the code for LLVM. An input computed in the group (a fused
     # channel shuffle) is copied, padded, once, through its index map, rather
     # than mapped again on every read.
+    # the wide block where the columns fill its panels: output channels (direct), or
+    # pixels whose panels read in place where CONFIG's would
+    wide = lw.device == Device.CPU and not integer and (mg >= WIDE_CONFIG.nr if direct else
+                                                        any(panels(WIDE_CONFIG.nr)[1:]) == (in_place or flat))
+    block = WIDE_CONFIG if wide else CONFIG
+    row_panels, in_place, flat = panels(block.nr)
     borders = direct and not integer and out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH and pads_in_place(lw, x, win)
     if borders:
         read_src, read_border, prologue = read_padded(lw, x, win, pad, False), read_padded(lw, x, win, pad, True), None
@@ -414,7 +425,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         return GemmSpec(
             (nimg, g), math.prod(out_sp), kc, mg,
             a=lambda bidx, row, kv: read_x(read_src, bidx[0], bidx[1], kv[0], pixel(row), kv[1:]),
-            b_batch=(g,), b_index=lambda bidx: [bidx[1]], b=None, b_packed=None if dot4 else pack_b(w_t, CONFIG.nr),
+            b_batch=(g,), b_index=lambda bidx: [bidx[1]], b=None, b_packed=None if dot4 else pack_b(w_t, block.nr),
             out=lambda bidx, row, col: [bidx[0], channel(bidx, col)] + pixel(row),
             adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
             prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True, row_shape=grid, acc_dtype=acc_dtype,
@@ -422,7 +433,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
                             0 if x_zero is None else int(x_zero.reshape(-1)[0])) if dot4 else None,
             a_border=(lambda bidx, row, kv: read_x(read_border, bidx[0], bidx[1], kv[0], pixel(row), kv[1:]))
             if borders else None,
-            interior=tuple(window_interior(win, spatial, out_sp)) if borders else None)
+            interior=tuple(window_interior(win, spatial, out_sp)) if borders else None, block=block)
 
     read_w = _conv_weight(lw, w, w_const)  # A'[channel, k] is W[channel, c, cell...]
 
@@ -434,9 +445,9 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     def b_elem(bb: list[Expr], kv: list[Expr], panel: Expr, jj: Expr) -> Expr:
         if row_panels:  # a panel lies within one output row: its columns are affine in jj
             o = unflatten(Binary("/", panel, const(row_panels)), out_sp[:-1]) + \
-                [add(mul(Binary("%", panel, const(row_panels)), const(CONFIG.nr)), jj)]
+                [add(mul(Binary("%", panel, const(row_panels)), const(block.nr)), jj)]
         else:
-            o = unflatten(_col(panel, jj, math.prod(out_sp), CONFIG.nr), out_sp)
+            o = unflatten(_col(panel, jj, math.prod(out_sp), block.nr), out_sp)
         return read_x(read_src, bb[0], bb[1], kv[0], o, kv[1:])
 
     return GemmSpec(
@@ -445,7 +456,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         b_batch=(nimg, g), b_index=lambda bidx: bidx, b=b_elem, b_packed=None,
         out=lambda bidx, row, col: [bidx[0], channel(bidx, row[0])] + unflatten(col, out_sp),
         adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
-        prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place or flat, acc_dtype=acc_dtype)
+        prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place or flat, acc_dtype=acc_dtype, block=block)
 
 
 def _conv_weight(lw: Lowerer, w: Value, w_const: np.ndarray | None) -> Callable[[list[Expr]], Expr]:
