@@ -381,8 +381,9 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         in_place = bool(row_panels) and win.strides[-1] == 1  # a panel's pixels are adjacent in the (padded) input
         # a 1x1, stride-1, unpadded conv reads its pixels as they lie, rows or not: a
         # panel of any NR consecutive pixels is adjacent in the input. Such a conv
+        # (of whole panels of CONFIG's; a wider block's last may be an edge one)
         # always takes the im2col form (nothing to pack, no transposed stores).
-        flat = (not in_place and not integer and math.prod(out_sp) % nr == 0 and not any(win.pads)
+        flat = (not in_place and not integer and math.prod(out_sp) % CONFIG.nr == 0 and not any(win.pads)
                 and all(k == 1 for k in kernel) and all(st == 1 for st in win.strides))
         return row_panels, in_place, flat
     row_panels, in_place, flat = panels(CONFIG.nr)
