@@ -678,8 +678,11 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
             acc is then accessed only at constant offsets, whole vectors at a time,
             and LLVM keeps it in vector registers."""
             return For(ii, const(rows), For(jj, const(width), body, LoopKind.VECTORIZED), LoopKind.UNROLLED)
-        compute = loop_nest(list(kv), list(k_loops), cells(nr, fma))
-        zero = cells(nr, Store(acc, cell, Const(0, dt)))
+        # packed panels are zero past column n, so an edge block computes them whole
+        # (full vectors); B read in place has nothing there, and computes its columns
+        width = nr if bp is not None else cols
+        compute = loop_nest(list(kv), list(k_loops), cells(width, fma))
+        zero = cells(width, Store(acc, cell, Const(0, dt)))
         value = Load(acc, cell, dt)
         if d4 is not None and d4.offset:  # sum (a - z) b = sum a b - z colsum(b)
             column = add(mul(add(mul(b_flat, const(panels)), panel), const(nr)), jj)
