@@ -314,7 +314,8 @@ def test_vectorized_loads_at_a_stride_read_their_elements(backend, lanes, stride
     """out[v] = x[stride * v + 1] + x[stride * v + 2], the loop vectorized, with x
     ending at the last lane's element: on llvm in pieces of a register's lanes
     (the last one overlapping the one before), where a stride of 1 or 2 is whole
-    vector loads (two and a shuffle for 2), a larger one element by element."""
+    vector loads (for 2: the two reads, one element apart, share two loads, and
+    take a shuffle each), a larger one element by element."""
     v = Var("v")
     size = stride * (lanes - 1) + 3
     x = np.random.default_rng(lanes).standard_normal(size).astype(np.float32)
@@ -333,7 +334,7 @@ def test_vectorized_loads_at_a_stride_read_their_elements(backend, lanes, stride
         text = str(module)
         width = min(lanes, vector_bits() // 32)
         pieces = -(-lanes // width)
-        assert text.count(f"load <{width} x float>") == pieces * (2 if stride == 1 else 4 if stride == 2 else 0)
+        assert text.count(f"load <{width} x float>") == pieces * (2 if stride in (1, 2) else 0)
         assert text.count("shufflevector") == (2 * pieces if stride == 2 else 0)
         assert ("insertelement" in text) == (stride > 2)
 
@@ -355,21 +356,23 @@ def test_a_vectorized_update_in_place_stores_each_lane_once(backend, lanes):
 @pytest.mark.skipif(sys.platform != "linux", reason="mprotect through libc")
 @pytest.mark.parametrize("dtype", ["f32", "i8", "f16"])
 @pytest.mark.parametrize("lanes", [2, 17, 27, 64])
-@pytest.mark.parametrize("stride", [1, 2])
-def test_vectorized_loads_read_nothing_past_their_buffer(dtype, lanes, stride):
-    """llvm's vector loads of x[stride * v] (whole vectors, overlapping pieces)
-    with x right before, then right after, a page that may not be read: a load
-    past either end of x would fault."""
+@pytest.mark.parametrize("stride,taps", [(1, 1), (2, 1), (2, 2)])
+def test_vectorized_loads_read_nothing_past_their_buffer(dtype, lanes, stride, taps):
+    """llvm's vector loads of x[stride * v] (and x[2v + 1], for two taps:
+    the pair shares its loads) (whole vectors, overlapping pieces) with x right
+    before, then right after, a page that may not be read: a load past either
+    end of x would fault."""
     import ctypes
     import mmap
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    size, item = stride * (lanes - 1) + 1, np.dtype(DTYPES[dtype]).itemsize
+    size, item = stride * (lanes - 1) + taps, np.dtype(DTYPES[dtype]).itemsize
     v = Var("v")
+    reads = [Load("x", add(mul(v, const(stride)), const(t)), dtype) for t in range(taps)]
+    value = reads[0] if taps == 1 else Binary("max", *reads)
     run = compile_kernel("llvm", Kernel("strided", (Param("x", dtype, size), Param("out", dtype, lanes)),
-                                        For(v, const(lanes), Store("out", v, Load("x", mul(v, const(stride)), dtype)),
-                                            LoopKind.VECTORIZED)))
+                                        For(v, const(lanes), Store("out", v, value), LoopKind.VECTORIZED)))
     for guard_after in (True, False):
         pages = mmap.mmap(-1, 3 * mmap.PAGESIZE)
         base = ctypes.addressof(ctypes.c_char.from_buffer(pages))
@@ -381,7 +384,8 @@ def test_vectorized_loads_read_nothing_past_their_buffer(dtype, lanes, stride):
             x[:] = np.arange(size) % 100
             out = np.zeros(lanes, DTYPES[dtype])
             run([x, out])
-            np.testing.assert_array_equal(out, x[::stride])
+            want = x[::stride][:lanes] if taps == 1 else np.maximum(x[::2][:lanes], x[1::2][:lanes])
+            np.testing.assert_array_equal(out, want)
             del x
         finally:
             libc.mprotect(guard, mmap.PAGESIZE, 3)  # read and write again, before the map goes

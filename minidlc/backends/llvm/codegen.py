@@ -19,7 +19,7 @@ from ...ir.types import DTYPES
 from ...loops.ir import (MAX_VECTOR, Allocate, Binary, Call, Cast, Compare, Const, Expr, For, If, Kernel, Load,
                          LoopKind, Select, Seq, Stmt, Store, Var, add)
 from ...loops.simplify import simplify
-from ...loops.transform import substitute, substitute_stmt, walk_exprs
+from ...loops.transform import children, substitute, substitute_stmt, walk_exprs
 
 _TYPES = {"f16": ir.HalfType(), "f32": ir.FloatType(), "f64": ir.DoubleType(), "i8": ir.IntType(8),
           "u8": ir.IntType(8), "i16": ir.IntType(16), "i32": ir.IntType(32), "i64": ir.IntType(64),
@@ -421,8 +421,11 @@ class VectorCodegen:
 
     def __init__(self, cg: KernelCodegen, var: Var, width: int):
         self.cg, self.b, self.var, self.w = cg, cg.b, var, width
+        self.plain: set[tuple[str, Expr]] = set()  # see _plain_stride_two
+        self.pairs: dict[tuple[str, Expr], tuple[ir.Value, ir.Value]] = {}  # see _strided_load
 
     def store(self, s: Store) -> None:
+        self.plain = self._plain_stride_two(s.value)
         value = self.expr(s.value)
         if self.cg.dtypes[s.buf] == "bool":
             value = self.b.zext(value, ir.VectorType(ir.IntType(8), self.w))
@@ -456,11 +459,48 @@ class VectorCodegen:
         shuffle below the arithmetic, which would then run on twice the lanes."""
         base = self._base(e.index)
         vtype = ir.VectorType(_MEM[e.dtype], self.w)
+        if stride == 2:
+            pair = self._pair(e, base, vtype)
+            if pair is not None:
+                return pair
         first = self.b.load(self._vec_ptr(e.buf, base, vtype), align=_ALIGN[e.dtype])
         if stride == 1:
             return first
         last = self.b.load(self._vec_ptr(e.buf, self._last_base(base), vtype), align=_ALIGN[e.dtype])
         return self._every_other(first, last)
+
+    def _pair(self, e: Load, base: Expr, vtype) -> ir.Value | None:
+        """A stride-2 read whose neighbour one element over is read too, unmasked
+        (a 3-wide window's middle and right taps): the even lanes, or the odd
+        ones, of the same 2W elements from the even read's first lane, two loads
+        for both reads where each took two. The second load reaches one element
+        past the even read's last, which the odd read's last lane reads."""
+        for start, offset in ((base, 0), (simplify(add(base, Const(-1))), 1)):  # (this read even, or odd)
+            if {(e.buf, start), (e.buf, simplify(add(start, Const(1))))} <= self.plain:
+                key = (e.buf, start)
+                if key not in self.pairs:
+                    self.pairs[key] = tuple(self.b.load(self._vec_ptr(e.buf, at, vtype), align=_ALIGN[e.dtype])
+                                            for at in (start, simplify(add(start, Const(self.w)))))
+                first, second = self.pairs[key]
+                picks = ir.Constant(ir.VectorType(ir.IntType(32), self.w), [2 * v + offset for v in range(self.w)])
+                return self.b.shuffle_vector(first, second, picks)
+        return None
+
+    def _plain_stride_two(self, e: Expr) -> set[tuple[str, Expr]]:
+        """(buffer, lane 0's index) of the stride-2 reads in `e` that read every
+        lane (not the value a Select takes, which a mask may guard)."""
+        found: set[tuple[str, Expr]] = set()
+
+        def scan(x: Expr) -> None:
+            if isinstance(x, Load):
+                if x.dtype != "bool" and _coefficient(x.index, self.var) == 2:
+                    found.add((x.buf, self._base(x.index)))
+                return
+            for i, c in enumerate(children(x)):
+                if not (isinstance(x, Select) and i == 1 and isinstance(c, Load)):
+                    scan(c)
+        scan(e)
+        return found
 
     def _last_base(self, base: Expr) -> Expr:
         """Where the W elements ending at a stride-2 read's last lane begin."""
