@@ -7,7 +7,7 @@ everything that work follows from (`key`):
   (`fingerprint`);
 - the pass pipeline's options: -O level, pass list (quantization included),
   calibration data, verify_each;
-- the backend's lowering choices: target, device, copy_padding, schedule,
+- the backend's lowering choices: target, device, its CPU choices, schedule,
   and the GPU tiles tuned on this machine's GPU (backends/cuda/tuning.py);
 - minidlc's own source (changing any of its files makes every entry stale),
   the host CPU (lowering picks the GEMM's register tile by its features),
@@ -116,7 +116,7 @@ def key(source: Graph, backend, options: dict, tiles: dict | None = None) -> str
     schedule = backend.schedule
     if not backend.runs_kernels or schedule is not None and not schedule.__module__.startswith("minidlc."):
         return None
-    lowering = {"target": backend.name, "device": backend.device, "copy_padding": backend.copy_padding,
+    lowering = {"target": backend.name, "device": backend.device, "cpu": astuple(backend.cpu),
                 "schedule": None if schedule is None else f"{schedule.__module__}.{schedule.__qualname__}",
                 "tiles": {shape: astuple(tile) for shape, tile in (tiles or {}).items()}}
     h = hashlib.sha256(f"{SOURCE_VERSION}\n{cpu.describe()}\n{sys.version}\n{np.__version__}\n".encode())

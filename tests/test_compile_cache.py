@@ -12,6 +12,7 @@ import minidlc
 from minidlc import compile_cache
 from minidlc.backends import cache, get_backend
 from minidlc.ir import Graph, TensorType
+from minidlc.loops.lower import CpuChoices
 from minidlc.passes.instruments import TimePasses
 
 
@@ -75,7 +76,7 @@ def test_the_backends_lowering_choices_and_verify_each_are_part_of_the_key(cache
     from minidlc.backends import BACKENDS
 
     minidlc.compile(model(), target="llvm")
-    monkeypatch.setitem(BACKENDS, "llvm", replace(BACKENDS["llvm"], copy_padding=True))
+    monkeypatch.setitem(BACKENDS, "llvm", replace(BACKENDS["llvm"], cpu=CpuChoices(copy_padding=True)))
     assert "passes" in stages(minidlc.compile(model(), target="llvm"))
     assert "passes" in stages(minidlc.compile(model(), target="llvm", verify_each=False))
 

@@ -404,7 +404,7 @@ def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
     # where it lies, testing reads at the borders; the im2col forms, narrow direct convs and numba copy x
     # padded once
     wide = m.graph.outputs[0].type.shape[-1] >= ROW_BLOCKS_MIN_WIDTH
-    tested = not get_backend(cpu).copy_padding and (kind == "stencil" or kind == "direct" and wide)
+    tested = not get_backend(cpu).cpu.copy_padding and (kind == "stencil" or kind == "direct" and wide)
     assert ("x_padded" in loops) == (not tested and any(attrs.get("pads", [0])))
 
 
@@ -696,7 +696,7 @@ def test_pooling_runs_natively(cpu, op, attrs):
         stencil = np.prod(attrs["kernel_shape"]) <= 64
         assert ("acc[" not in loops) == stencil
         if stencil and any(attrs.get("pads", [0])):  # it reads the padding in place on llvm, copies it on numba
-            assert ("x_padded" in loops) == get_backend(cpu).copy_padding
+            assert ("x_padded" in loops) == get_backend(cpu).cpu.copy_padding
 
 
 @pytest.mark.parametrize("target", [*CPU, "cuda"])  # (cuda: on the simulator)
@@ -1106,10 +1106,11 @@ def test_the_gemm_register_block_comes_from_the_host_features():
 @pytest.mark.parametrize("const_b", [True, False])
 @pytest.mark.parametrize("n", [32, 300])
 def test_a_product_with_many_columns_takes_the_wide_block(cpu, const_b, n, monkeypatch):
-    """n >= the wide block's NR: B's panels are that wide (a weight packed at
-    compile time, a run-time B by the kernel), the last one partly past
-    column n, and the rows leave an edge block. On a host without AVX-512
-    (whose wide block is its usual one) with AVX-512's 12 x 32."""
+    """n >= the wide block's NR, on llvm: B's panels are that wide (a weight
+    packed at compile time, a run-time B by the kernel), the last one partly
+    past column n, and the rows leave an edge block. On a host without
+    AVX-512 (whose wide block is its usual one) with AVX-512's 12 x 32. Numba,
+    which runs wide blocks slower, keeps the usual one."""
     import minidlc.compile_cache
     from minidlc.loops import gemm
     from minidlc.loops.gemm import CONFIG, GemmConfig
@@ -1119,7 +1120,7 @@ def test_a_product_with_many_columns_takes_the_wide_block(cpu, const_b, n, monke
         monkeypatch.setattr(minidlc.compile_cache, "key", lambda *a, **k: None)  # (a cached program has the other)
     WIDE_CONFIG = gemm.MATMUL_CONFIG
     loops = check(matmul_graph((), 2 * WIDE_CONFIG.mr + 1, 37, n, const_b=const_b), cpu).emit("loops")
-    assert f"f32 acc[{WIDE_CONFIG.mr * WIDE_CONFIG.nr}];" in loops
+    assert (f"f32 acc[{WIDE_CONFIG.mr * WIDE_CONFIG.nr}];" in loops) == get_backend(cpu).cpu.wide_blocks
     narrow = check(matmul_graph((), 9, 37, WIDE_CONFIG.nr - 1), cpu).emit("loops")
     assert f"f32 acc[{CONFIG.mr * CONFIG.nr}];" in narrow
     assert f"f32 acc[{WIDE_CONFIG.mr * WIDE_CONFIG.nr}];" not in narrow

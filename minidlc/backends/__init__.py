@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ..ir import Node
 from ..loops.gpu_schedule import gpu_schedule
-from ..loops.lower import Device
+from ..loops.lower import CpuChoices, Device
 from ..loops.program import LoopProgram, Schedule, lowering_failure
 from ..loops.schedule import default_schedule
 
@@ -56,7 +56,7 @@ class Backend:
     runs_kernels: bool = True         # False: it interprets the graph and lowers nothing
     schedule: Schedule = default_schedule
     device: Device = Device.CPU       # what its kernels are lowered for
-    copy_padding: bool = False        # CPU convs copy their input padded, instead of testing reads at the borders
+    cpu: CpuChoices = CpuChoices()    # what its code generator asks of the CPU lowering
     tuning: str | None = None         # the module whose tuned_tiles() are GPU tiles tuned on this machine's device
 
     def build(self, program: LoopProgram, **options):
@@ -81,7 +81,7 @@ class Backend:
     def program(self, graph, tiles: dict | None = None) -> LoopProgram:
         """The loop program of an optimized graph, scheduled for this target,
         with `tiles` tuned for the device (default: `self.tiles()`)."""
-        return LoopProgram(graph, self.schedule, self.device, self.copy_padding,
+        return LoopProgram(graph, self.schedule, self.device, self.cpu,
                            self.tiles() if tiles is None else tiles)
 
 
@@ -98,12 +98,15 @@ def register_backend(backend: Backend) -> Backend:
 register_backend(Backend("reference", "NumPy interpreter of the graph: slow, simple, the oracle",
                          f"{__name__}.reference", runs_kernels=False))
 register_backend(Backend("llvm", "loop IR -> LLVM IR (llvmlite), JIT-compiled for this CPU",
-                         f"{__name__}.llvm", stages=("llvm", "asm"), options=(THREADS,)))
+                         f"{__name__}.llvm", stages=("llvm", "asm"), options=(THREADS,),
+                         cpu=CpuChoices(wide_blocks=True)))
 # numba copies a conv's input padded: its pipeline compiles the tested form's larger
 # kernels (a copy of the register block per border block) 4x slower and runs them 2x
-# slower (the demo convnet: 190 s and 8.8 ms, against 43 s and 4.3 ms)
+# slower (the demo convnet: 190 s and 8.8 ms, against 43 s and 4.3 ms); and it ran
+# the wide register blocks 15 to 23% slower (squeezenet, convnet, mlp, tfblock)
 register_backend(Backend("numba", "loop IR -> Python source compiled by Numba (njit, prange)",
-                         f"{__name__}.numba", stages=("numba",), options=(THREADS,), copy_padding=True))
+                         f"{__name__}.numba", stages=("numba",), options=(THREADS,),
+                         cpu=CpuChoices(copy_padding=True)))
 register_backend(Backend("cuda", "loop IR scheduled for a GPU -> Numba CUDA kernels over one device arena "
                          "(NUMBA_ENABLE_CUDASIM=1: Numba's simulator, no GPU needed)",
                          f"{__name__}.cuda", stages=("cuda", "ptx"), schedule=gpu_schedule, device=Device.GPU,

@@ -286,7 +286,8 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         return value
 
     a_vector, b_vector = _vector_operands(node)  # (a Gemm's operands are 2-D)
-    block = MATMUL_CONFIG if lw.device == Device.CPU and out_dt == "f32" and n >= MATMUL_CONFIG.nr else CONFIG
+    block = MATMUL_CONFIG if lw.cpu.wide_blocks and lw.device == Device.CPU and out_dt == "f32" and \
+        n >= MATMUL_CONFIG.nr else CONFIG
     if a_vector:
         a_index = lambda bidx, row, kv: [kv[0]]  # noqa: E731
     else:
@@ -408,8 +409,8 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     # than mapped again on every read.
     # the wide block where the columns fill its panels: output channels (direct), or
     # pixels whose panels read in place where CONFIG's would
-    wide = lw.device == Device.CPU and not integer and (mg >= WIDE_CONFIG.nr if direct else
-                                                        any(panels(WIDE_CONFIG.nr)[1:]) == (in_place or flat))
+    wide = lw.cpu.wide_blocks and lw.device == Device.CPU and not integer and (
+        mg >= WIDE_CONFIG.nr if direct else any(panels(WIDE_CONFIG.nr)[1:]) == (in_place or flat))
     block = WIDE_CONFIG if wide else CONFIG
     row_panels, in_place, flat = panels(block.nr)
     borders = direct and not integer and out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH and pads_in_place(lw, x, win)

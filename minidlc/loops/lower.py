@@ -109,22 +109,33 @@ class Group:
                      {id(v): c for v, c in zip(outer, consts) if c is not None})
 
 
+@dataclass(frozen=True)
+class CpuChoices:
+    """What a CPU backend's code generator asks of the lowering (both forms of
+    each compute the same nodes, so fusion's probe need not know which)."""
+
+    # convs read their input where it lies and test reads at the borders (gemm.py);
+    # True: they copy it padded once instead (numba's pipeline compiles the tested
+    # form's larger kernels 4x slower and runs them 2x slower)
+    copy_padding: bool = False
+    # a product whose columns fill panels of 32 takes a wide register block
+    # (gemm.host_wide_config): llvm ran the CNN models 5 to 11% faster in it,
+    # numba 15 to 23% slower
+    wide_blocks: bool = False
+
+
 class Lowerer:
     """Builds one kernel; `read(value, idx)` is the heart of operator inlining."""
 
     def __init__(self, group: Group, name: str, unused: frozenset[int] = frozenset(), device: Device = Device.CPU,
-                 copy_padding: bool = False, tiles: Mapping[str, object] = MappingProxyType({})):
+                 cpu: CpuChoices = CpuChoices(), tiles: Mapping[str, object] = MappingProxyType({})):
         self.group = group
         self.device = device
         # on a GPU: tiles tuned for products of given shapes (GemmShape.key -> gpu_gemm.GpuTile),
         # which take the place of the heuristic's choice; the products tiled, as lowered
         self.tiles = tiles
         self.gemms: list = []
-        # On a CPU, convs read their input where it lies and test reads at the
-        # borders (gemm.py); `copy_padding`: they copy it padded once instead (a
-        # backend's choice: numba's). Both forms take the same nodes, so fusion's
-        # probe (program.lowering_failure) need not know which.
-        self.copy_padding = copy_padding
+        self.cpu = cpu  # the CPU backend's choices
         self.unused = unused  # positions of outputs nobody reads: they need not be computed
         self.name = name
         self.bindings: list[Binding] = []
@@ -340,13 +351,13 @@ def computes_in_storage_dtype(body: Stmt) -> bool:
 
 
 def lower_group(node: Node, name: str, unused: frozenset[int] = frozenset(), device: Device = Device.CPU,
-                probe: bool = False, copy_padding: bool = False,
+                probe: bool = False, cpu: CpuChoices = CpuChoices(),
                 tiles: Mapping[str, object] = MappingProxyType({})) -> LoweredGroup:
     """Lower a Fused node or a plain node to one kernel for `device` (raises
     Unsupported). `unused` lists the positions of outputs that nothing reads;
     `probe`: only to see whether it lowers (see `Lowerer.lower`);
-    `copy_padding` and `tiles`: see `Lowerer`."""
-    return Lowerer(Group.of(node), name, unused, device, copy_padding, tiles).lower(probe)
+    `cpu` and `tiles`: see `Lowerer`."""
+    return Lowerer(Group.of(node), name, unused, device, cpu, tiles).lower(probe)
 
 
 def padded_copy(lw: Lowerer, x: Value, win, pad: Expr) -> tuple[Callable[[list[Expr]], Expr], tuple, Stmt | None]:
@@ -453,10 +464,10 @@ def interior_test(index: list[Expr], interior: list[tuple[int, int]] | tuple, ex
 def pads_in_place(lw: Lowerer, x: Value, win) -> bool:
     """Whether a window op reads x's padding where x lies, testing reads at the
     borders, rather than copying x padded (`padded_copy`): on a CPU, unless the
-    backend copies (`Lowerer.copy_padding`) or x is computed in the group (a
+    backend copies (`CpuChoices.copy_padding`) or x is computed in the group (a
     fused channel shuffle, copied once through its index map rather than
     mapped again on every read)."""
-    return any(win.pads) and lw.device == Device.CPU and not lw.copy_padding and id(x) in lw.buffers
+    return any(win.pads) and lw.device == Device.CPU and not lw.cpu.copy_padding and id(x) in lw.buffers
 
 
 def row_by_borders(lw: Lowerer, x: Value, win, pad: Expr, out_spatial: tuple[int, ...], lead: list[Expr],

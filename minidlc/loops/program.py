@@ -33,7 +33,7 @@ import numpy as np
 from ..ir import Graph, Node
 from .ir import Kernel, Param
 from .gemm import GEMM_OPS, describe_config
-from .lower import Device, LoweredGroup, Unsupported, lower_group
+from .lower import CpuChoices, Device, LoweredGroup, Unsupported, lower_group
 from .plan import MemoryPlan, plan_memory
 from .printer import print_kernel
 from .rules import view_offset
@@ -154,11 +154,11 @@ class LoopProgram:
     by `schedule`, and the memory plan."""
 
     def __init__(self, graph: Graph, schedule: Schedule | None = default_schedule, device: Device = Device.CPU,
-                 copy_padding: bool = False, tiles: Mapping[str, object] = MappingProxyType({})):
+                 cpu: CpuChoices = CpuChoices(), tiles: Mapping[str, object] = MappingProxyType({})):
         self.graph = graph
         self.schedule = schedule
         self.device = device
-        self.copy_padding = copy_padding  # see lower.Lowerer
+        self.cpu = cpu  # see lower.CpuChoices
         self.tiles = dict(tiles)  # likewise
 
     @cached_property
@@ -187,7 +187,7 @@ class LoopProgram:
         `counts`: the graph's use counts (outputs nobody reads are not
         computed); `tiles`: other GPU tiles than the program's (tuning tries them)."""
         unused = frozenset(i for i, v in enumerate(node.outputs) if not counts.get(v))
-        lowered = lower_group(node, name, unused, self.device, copy_padding=self.copy_padding,
+        lowered = lower_group(node, name, unused, self.device, cpu=self.cpu,
                               tiles=self.tiles if tiles is None else tiles)
         if self.schedule is not None:
             lowered.kernel = self.schedule(lowered.kernel)
