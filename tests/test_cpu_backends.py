@@ -1087,8 +1087,7 @@ def test_an_unknown_cpu_level_is_a_one_line_error(monkeypatch, capsys):
 
 def test_the_gemm_register_block_comes_from_the_host_features():
     """8 x 16 with AVX-512 (one register per row), 6 x 16 otherwise (two per
-    row); a product whose columns fill panels of 32 8 x 32 with AVX-512
-    (12 x 32 for a MatMul or Gemm); and
+    row); a product whose columns fill panels of 32 8 x 32 with AVX-512; and
     --emit loops says which block the kernels use."""
     from minidlc.loops.gemm import CONFIG, GemmConfig, host_gemm_config, host_wide_config
 
@@ -1096,7 +1095,6 @@ def test_the_gemm_register_block_comes_from_the_host_features():
     assert host_gemm_config({"avx512f": False, "avx2": True}) == GemmConfig(mr=6, nr=16)
     assert host_gemm_config({"neon": True}) == GemmConfig(mr=6, nr=16)
     assert host_wide_config({"avx512f": True, "avx2": True}) == GemmConfig(mr=8, nr=32)
-    assert host_wide_config({"avx512f": True, "avx2": True}, rows=12) == GemmConfig(mr=12, nr=32)
     assert host_wide_config({"avx512f": False, "avx2": True}) == GemmConfig(mr=6, nr=16)
     loops = minidlc.compile(matmul_graph((), 64, 32, 16), target="llvm").emit("loops")
     assert f"// GEMM register block: {CONFIG.mr} x {CONFIG.nr} f32" in loops
@@ -1109,16 +1107,16 @@ def test_a_product_with_many_columns_takes_the_wide_block(cpu, const_b, n, monke
     """n >= the wide block's NR, on llvm: B's panels are that wide (a weight
     packed at compile time, a run-time B by the kernel), the last one partly
     past column n, and the rows leave an edge block. On a host without
-    AVX-512 (whose wide block is its usual one) with AVX-512's 12 x 32. Numba,
+    AVX-512 (whose wide block is its usual one) with AVX-512's 8 x 32. Numba,
     which runs wide blocks slower, keeps the usual one."""
     import minidlc.compile_cache
     from minidlc.loops import gemm
     from minidlc.loops.gemm import CONFIG, GemmConfig
 
-    if gemm.MATMUL_CONFIG == CONFIG:
-        monkeypatch.setattr(gemm, "MATMUL_CONFIG", GemmConfig(mr=12, nr=32))
+    if gemm.WIDE_CONFIG == CONFIG:
+        monkeypatch.setattr(gemm, "WIDE_CONFIG", GemmConfig(mr=8, nr=32))
         monkeypatch.setattr(minidlc.compile_cache, "key", lambda *a, **k: None)  # (a cached program has the other)
-    WIDE_CONFIG = gemm.MATMUL_CONFIG
+    WIDE_CONFIG = gemm.WIDE_CONFIG
     loops = check(matmul_graph((), 2 * WIDE_CONFIG.mr + 1, 37, n, const_b=const_b), cpu).emit("loops")
     assert (f"f32 acc[{WIDE_CONFIG.mr * WIDE_CONFIG.nr}];" in loops) == get_backend(cpu).cpu.wide_blocks
     narrow = check(matmul_graph((), 9, 37, WIDE_CONFIG.nr - 1), cpu).emit("loops")

@@ -93,20 +93,18 @@ def host_gemm_config(features: dict[str, bool] | None = None) -> GemmConfig:
     return GemmConfig(mr=8 if _features(features).get("avx512f", False) else 6, nr=16)
 
 
-def host_wide_config(features: dict[str, bool] | None = None, rows: int = 8) -> GemmConfig:
+def host_wide_config(features: dict[str, bool] | None = None) -> GemmConfig:
     """The register block of an f32 product whose columns fill panels of 32
-    (a Conv's output channels or pixels, see `_conv_spec`; a MatMul's or
-    Gemm's columns, with `rows` 12): with AVX-512, `rows` rows of two
-    registers. A step of k then loads rows + 2 values for 2 x rows FMAs,
-    where 8 x 16 loads 9 for 8. On a Rocket Lake, whose loads bound 8 x 16,
-    one thread, 8 x 32 ran resnet and squeezenet 1.11x faster than 8 x 16,
-    and the mlp and tfblock 1.05x and 1.06x than 6 x 32 (a direct conv's
-    transposed stores also get 6-pixel vectors from it); 12 x 32 (24
-    accumulators of the 32 registers) ran tfblock 2% faster again, and a
-    1024^3 MatMul 9%, but the CNN models 2 to 12% slower (their convs' row
-    counts leave edge blocks, and a direct conv stores 12-pixel vectors).
-    Otherwise host_gemm_config's, which is two registers wide already."""
-    return GemmConfig(mr=rows, nr=32) if _features(features).get("avx512f", False) else host_gemm_config(features)
+    (a MatMul's or Gemm's columns, a Conv's output channels or pixels, see
+    `_conv_spec`), on a backend that takes it (`CpuChoices.wide_blocks`):
+    with AVX-512, 8 rows of two registers, 8 x 32 (16 accumulators of the
+    32 registers). Each step of k then loads 8 + 2 values for 16 FMAs, where
+    8 x 16 loads 9 for 8: on a Rocket Lake, whose loads bound 8 x 16, one
+    thread, resnet and squeezenet ran 1.11x faster than with 8 x 16, and the
+    mlp and tfblock 1.05x and 1.06x than with 6 x 32 (a direct conv's
+    transposed stores also get 6-pixel vectors from it). Otherwise
+    host_gemm_config's, which is two registers wide already."""
+    return GemmConfig(mr=8, nr=32) if _features(features).get("avx512f", False) else host_gemm_config(features)
 
 
 def _features(features: dict[str, bool] | None) -> dict[str, bool]:
@@ -114,14 +112,12 @@ def _features(features: dict[str, bool] | None) -> dict[str, bool]:
 
 
 CONFIG = host_gemm_config()
-WIDE_CONFIG = host_wide_config()  # a Conv's whose columns fill its panels
-MATMUL_CONFIG = host_wide_config(rows=12)  # a MatMul's or Gemm's whose columns do
+WIDE_CONFIG = host_wide_config()
 
 
 def describe_config() -> str:
     wide = "" if WIDE_CONFIG == CONFIG else \
-        (f"; {WIDE_CONFIG.mr} x {WIDE_CONFIG.nr} for a Conv, {MATMUL_CONFIG.mr} x {MATMUL_CONFIG.nr} for a MatMul "
-         "or Gemm, whose columns fill its panels")
+        f"; {WIDE_CONFIG.mr} x {WIDE_CONFIG.nr} for a product whose columns fill its panels"
     return f"GEMM register block: {CONFIG.mr} x {CONFIG.nr} f32 (MR x NR, chosen from this CPU's features{wide})"
 
 
@@ -286,8 +282,8 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         return value
 
     a_vector, b_vector = _vector_operands(node)  # (a Gemm's operands are 2-D)
-    block = MATMUL_CONFIG if lw.cpu.wide_blocks and lw.device == Device.CPU and out_dt == "f32" and \
-        n >= MATMUL_CONFIG.nr else CONFIG
+    block = WIDE_CONFIG if lw.cpu.wide_blocks and lw.device == Device.CPU and out_dt == "f32" and \
+        n >= WIDE_CONFIG.nr else CONFIG
     if a_vector:
         a_index = lambda bidx, row, kv: [kv[0]]  # noqa: E731
     else:
