@@ -59,16 +59,21 @@ def resolve(path: str):
 
 
 def function_at(revision: str, owner, name: str):
-    """Function `name` of module `owner` as at git `revision`, defined in the
-    module's present namespace (so it calls the present versions of the rest)."""
-    path = Path(owner.__file__).relative_to(ROOT).as_posix()
+    """Function `name` of `owner` (a module, or a class: its method) as at git
+    `revision`, defined in the module's present namespace (so it calls the
+    present versions of the rest)."""
+    module = sys.modules[owner.__module__] if isinstance(owner, type) else owner
+    path = Path(module.__file__).relative_to(ROOT).as_posix()
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:{path}"], capture_output=True,
                             text=True, check=True).stdout
-    found = [f for f in ast.parse(source).body if isinstance(f, ast.FunctionDef) and f.name == name]
+    body = ast.parse(source).body
+    if isinstance(owner, type):
+        body = next((c.body for c in body if isinstance(c, ast.ClassDef) and c.name == owner.__name__), [])
+    found = [f for f in body if isinstance(f, ast.FunctionDef) and f.name == name]
     if not found:
         raise SystemExit(f"--set: {path} at {revision} has no function {name!r}")
     found[0].decorator_list = []  # (a registering decorator would replace the present one everywhere)
-    namespace = dict(vars(owner))
+    namespace = dict(vars(module))
     exec(compile(ast.Module(found, []), f"{path}@{revision}", "exec"), namespace)  # noqa: S102 (the repo's own code)
     return namespace[name]
 

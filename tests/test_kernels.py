@@ -392,7 +392,7 @@ def test_vectorized_loads_read_nothing_past_their_buffer(dtype, lanes, stride, t
 
 
 # ---- a local tile read by columns ----------------------------------------------------
-@pytest.mark.parametrize("rows,cols,dtype", [(8, 16, "f32"), (6, 16, "f32"), (4, 16, "i32"), (8, 8, "f64"),
+@pytest.mark.parametrize("rows,cols,dtype", [(8, 16, "f32"), (8, 32, "f32"), (6, 32, "f32"), (6, 16, "f32"), (4, 16, "i32"), (8, 8, "f64"),
                                              (3, 16, "f32")])
 @pytest.mark.parametrize("fill", ["in order", "through an index"])
 def test_a_local_tile_stored_by_columns_is_transposed(backend, rows, cols, dtype, fill):

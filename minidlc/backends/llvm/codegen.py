@@ -521,7 +521,8 @@ class VectorCodegen:
         with row i + rows/2 (on AVX-512, a vpermt2ps each), and every column
         of the tile taken from the result: LLVM, given the columns element by
         element, built an 8 x 16 tile's in about 250 shuffles, spills and
-        reloads, more than a 3-channel stem's whole k loop. None where this
+        reloads, more than a 3-channel stem's whole k loop. Rows wider than
+        a register go a register's width at a time. None where this
         does not apply (not a local array, a column not known at compile
         time, rows too long for one vector)."""
         cg, rows = self.cg, 1 << (self.w - 1).bit_length()  # the lanes, padded to a power of two
@@ -535,19 +536,24 @@ class VectorCodegen:
         first, column = divmod(int(base.value), stride)
         if (first + self.w) * stride > size:
             return None
-        key = (e.buf, stride, self.w, first, self.b.block)
+        # rows longer than a register (an 8 x 32 block's) are transposed a register's
+        # width of columns at a time: shuffles of whole registers, which LLVM
+        # compiles in a fraction of the time of the long rows'
+        width = max(rows, min(stride, vector_bits() // _BITS[e.dtype]))
+        part, column = divmod(column, width)
+        key = (e.buf, stride, self.w, first, part, self.b.block)
         if key not in cg.transposed:
-            vtype = ir.VectorType(_MEM[e.dtype], stride)
-            tile = [self.b.load(self._vec_ptr(e.buf, Const((first + r) * stride), vtype), align=_ALIGN[e.dtype])
-                    if r < self.w else ir.Constant(vtype, ir.Undefined) for r in range(rows)]
-            half = stride // 2
-            mask = [ir.Constant(ir.VectorType(ir.IntType(32), stride), [j // 2 + (j % 2) * stride + h
-                                                                         for j in range(stride)])
-                    for h in (0, half)]  # interleave the first (then the second) halves of two rows
+            vtype = ir.VectorType(_MEM[e.dtype], width)
+            tile = [self.b.load(self._vec_ptr(e.buf, Const((first + r) * stride + part * width), vtype),
+                                align=_ALIGN[e.dtype]) if r < self.w else ir.Constant(vtype, ir.Undefined)
+                    for r in range(rows)]
+            mask = [ir.Constant(ir.VectorType(ir.IntType(32), width), [j // 2 + (j % 2) * width + h
+                                                                        for j in range(width)])
+                    for h in (0, width // 2)]  # interleave the first (then the second) halves of two rows
             for _ in range(rows.bit_length() - 1):
                 tile = [self.b.shuffle_vector(tile[i], tile[i + rows // 2], m) for i in range(rows // 2) for m in mask]
             cg.transposed[key] = tile
-        per = stride // rows  # columns a transposed vector holds
+        per = width // rows  # columns a transposed vector holds
         vec = cg.transposed[key][column // per]
         lanes = [(column % per) * rows + v for v in range(self.w)]
         return self.b.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), self.w), lanes))
