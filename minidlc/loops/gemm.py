@@ -403,13 +403,13 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     # several times the code for LLVM. An input computed in the group (a fused
     # channel shuffle) is copied, padded, once, through its index map, rather
     # than mapped again on every read.
+    borders = direct and not integer and out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH and pads_in_place(lw, x, win)
     # the wide block where the columns fill its panels: output channels (direct), or
     # pixels whose panels read in place where CONFIG's would
     wide = lw.cpu.wide_blocks and lw.device == Device.CPU and not integer and (
         mg >= WIDE_CONFIG.nr if direct else any(panels(WIDE_CONFIG.nr)[1:]) == (in_place or flat))
     block = WIDE_CONFIG if wide else CONFIG
     row_panels, in_place, flat = panels(block.nr)
-    borders = direct and not integer and out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH and pads_in_place(lw, x, win)
     if borders:
         read_src, read_border, prologue = read_padded(lw, x, win, pad, False), read_padded(lw, x, win, pad, True), None
         src_shape = None  # (the dot4 form, which needs it, is integer: it copies)
