@@ -409,7 +409,8 @@ def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
 
 
 @pytest.mark.parametrize("shape,wshape,attrs,wide", [
-    ((1, 8, 9, 7), (48, 8, 3, 3), {"pads": [1, 1, 1, 1]}, True),   # direct, 48 channels: a panel and an edge of 16
+    ((1, 8, 9, 7), (48, 8, 3, 3), {"pads": [1, 1, 1, 1]}, False),  # direct on a narrow map: CONFIG's block
+    ((1, 8, 5, 24), (48, 8, 3, 3), {"pads": [1, 1, 1, 1]}, True),  # on row blocks, 48 channels: an edge of 16
     ((1, 8, 6, 30), (40, 8, 3, 3), {"pads": [1, 1, 1, 1]}, True),  # direct on row blocks, an edge of 8
     ((1, 8, 6, 30), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}, False),  # direct, 16 channels: half a panel
     ((2, 8, 4, 16), (12, 8, 1, 1), {}, True),                     # pointwise, 64 pixels: read in place
@@ -420,8 +421,9 @@ def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
 ])
 def test_conv_takes_the_wide_block_where_its_columns_fill_it(shape, wshape, attrs, wide):
     """A float Conv takes WIDE_CONFIG (8 x 32 with AVX-512) where its columns,
-    output channels in the direct form and pixels in the im2col form, fill
-    panels that wide, and the panels read in place where CONFIG's would (a
+    output channels in the direct form (on row blocks, not a narrow map) and
+    pixels in the im2col form, fill panels that wide, and the panels read in
+    place where CONFIG's would (a
     pointwise conv's pixels in panels of 32 and an edge one of 16); else
     CONFIG. Exact against the reference either way."""
     from minidlc.loops.gemm import CONFIG, WIDE_CONFIG

@@ -403,11 +403,15 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     # several times the code for LLVM. An input computed in the group (a fused
     # channel shuffle) is copied, padded, once, through its index map, rather
     # than mapped again on every read.
-    borders = direct and not integer and out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH and pads_in_place(lw, x, win)
-    # the wide block where the columns fill its panels: output channels (direct), or
-    # pixels whose panels read in place where CONFIG's would
+    row_blocks = out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH  # (see `grid` below)
+    borders = direct and not integer and row_blocks and pads_in_place(lw, x, win)
+    # The wide block where the columns fill its panels: output channels (direct, on
+    # row blocks), or pixels whose panels read in place where CONFIG's would. A
+    # direct conv on a narrow map (14 x 14, 7 x 7) keeps CONFIG: those are the many
+    # distinct kernels of a deep net (DenseNet-121's 1x1 convs, each of its own k),
+    # and wide they cost its cold compile a third more for 6% of its run time.
     wide = lw.cpu.wide_blocks and lw.device == Device.CPU and not integer and (
-        mg >= WIDE_CONFIG.nr if direct else any(panels(WIDE_CONFIG.nr)[1:]) == (in_place or flat))
+        mg >= WIDE_CONFIG.nr and row_blocks if direct else any(panels(WIDE_CONFIG.nr)[1:]) == (in_place or flat))
     block = WIDE_CONFIG if wide else CONFIG
     row_panels, in_place, flat = panels(block.nr)
     if borders:
@@ -422,7 +426,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         # wide output rows: blocks of pixels within one row, so a pixel's position
         # is affine in the block's row (no division in the inner loop); narrow
         # ones: blocks run across rows, fewer of them partly empty
-        grid = out_sp if out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH else (math.prod(out_sp),)
+        grid = out_sp if row_blocks else (math.prod(out_sp),)
         pixel = (lambda row: row) if len(grid) == len(out_sp) else (lambda row: unflatten(row[0], out_sp))
         return GemmSpec(
             (nimg, g), math.prod(out_sp), kc, mg,
