@@ -98,10 +98,11 @@ def main() -> None:
     original = getattr(owner, name)
     if expr.strip().startswith("@"):  # the function keeps its identity (registries hold it), its code is swapped
         earlier = function_at(expr.strip()[1:], owner, name)
-        codes = {"as is": original.__code__, "replaced": earlier.__code__}
+        codes = {which: (f.__code__, f.__defaults__, f.__kwdefaults__)
+                 for which, f in (("as is", original), ("replaced", earlier))}
 
         def install(which: str) -> None:
-            original.__code__ = codes[which]
+            original.__code__, original.__defaults__, original.__kwdefaults__ = codes[which]
     else:
         values = {"as is": original, "replaced": eval(expr)}  # noqa: S307 (a developer's own expression)
 

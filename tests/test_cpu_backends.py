@@ -418,9 +418,10 @@ def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
     ((1, 3, 9, 64), (20, 3, 3, 3), {"pads": [1, 1, 1, 1]}, True),  # rows of 64 read in place
     ((1, 3, 9, 48), (20, 3, 3, 3), {"pads": [1, 1, 1, 1]}, False),  # rows of 48: in place in panels of 16 only
     ((1, 3, 9, 9), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}, True),   # packed im2col (4 channels), 81 pixels
+    ((1, 8, 5, 24), (48, 8, 3, 3), {"pads": [1, 1, 1, 1], "f64": True}, False),  # f64: 16 accumulators of 8 lanes
 ])
 def test_conv_takes_the_wide_block_where_its_columns_fill_it(shape, wshape, attrs, wide):
-    """A float Conv takes WIDE_CONFIG (8 x 32 with AVX-512) where its columns,
+    """An f32 Conv takes WIDE_CONFIG (8 x 32 with AVX-512) where its columns,
     output channels in the direct form (on row blocks, not a narrow map) and
     pixels in the im2col form, fill panels that wide, and the panels read in
     place where CONFIG's would (a
@@ -429,14 +430,16 @@ def test_conv_takes_the_wide_block_where_its_columns_fill_it(shape, wshape, attr
     from minidlc.loops.gemm import CONFIG, WIDE_CONFIG
 
     rng = np.random.default_rng(3)
+    attrs = dict(attrs)
+    dtype = "f64" if attrs.pop("f64", False) else "f32"
     g = Graph()
-    x = g.add_input("x", TensorType(shape))
-    w, b = (g.constant(rng.standard_normal(s).astype(np.float32), n) for n, s in (("w", wshape), ("b", wshape[:1])))
+    x = g.add_input("x", TensorType(shape, dtype))
+    w, b = (g.constant(rng.standard_normal(s).astype(DTYPES[dtype]), n) for n, s in (("w", wshape), ("b", wshape[:1])))
     g.outputs = [g.add("Relu", [g.add("Conv", [x, w, b], attrs).output]).output]
     loops = check(g, "llvm").emit("loops")
     block, other = (WIDE_CONFIG, CONFIG) if wide else (CONFIG, WIDE_CONFIG)
-    assert f"f32 acc[{block.mr * block.nr}];" in loops
-    assert block == other or f"f32 acc[{other.mr * other.nr}];" not in loops
+    assert f"{dtype} acc[{block.mr * block.nr}];" in loops
+    assert block == other or f"{dtype} acc[{other.mr * other.nr}];" not in loops
 
 
 @pytest.mark.parametrize("shape,wshape,attrs,form", [

@@ -405,12 +405,12 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     # than mapped again on every read.
     row_blocks = out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH  # (see `grid` below)
     borders = direct and not integer and row_blocks and pads_in_place(lw, x, win)
-    # The wide block where the columns fill its panels: output channels (direct, on
+    # The wide block (f32) where the columns fill its panels: output channels (direct, on
     # row blocks), or pixels whose panels read in place where CONFIG's would. A
     # direct conv on a narrow map (14 x 14, 7 x 7) keeps CONFIG: those are the many
     # distinct kernels of a deep net (DenseNet-121's 1x1 convs, each of its own k),
     # and wide they cost its cold compile a third more for 6% of its run time.
-    wide = lw.cpu.wide_blocks and lw.device == Device.CPU and not integer and (
+    wide = lw.cpu.wide_blocks and lw.device == Device.CPU and acc_dtype == "f32" and (
         mg >= WIDE_CONFIG.nr and row_blocks if direct else any(panels(WIDE_CONFIG.nr)[1:]) == (in_place or flat))
     block = WIDE_CONFIG if wide else CONFIG
     row_panels, in_place, flat = panels(block.nr)
