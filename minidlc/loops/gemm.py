@@ -115,6 +115,12 @@ CONFIG = host_gemm_config()
 WIDE_CONFIG = host_wide_config()
 
 
+def _may_widen(lw: Lowerer, dtype: str) -> bool:
+    """Whether a product summing in `dtype` may take WIDE_CONFIG, if its columns
+    fill its panels: an f32 one, on a CPU backend that asks for wide blocks."""
+    return lw.cpu.wide_blocks and lw.device == Device.CPU and dtype == "f32"
+
+
 def describe_config() -> str:
     wide = "" if WIDE_CONFIG == CONFIG else \
         f"; {WIDE_CONFIG.mr} x {WIDE_CONFIG.nr} for a product whose columns fill its panels"
@@ -282,8 +288,7 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         return value
 
     a_vector, b_vector = _vector_operands(node)  # (a Gemm's operands are 2-D)
-    block = WIDE_CONFIG if lw.cpu.wide_blocks and lw.device == Device.CPU and out_dt == "f32" and \
-        n >= WIDE_CONFIG.nr else CONFIG
+    block = WIDE_CONFIG if _may_widen(lw, out_dt) and n >= WIDE_CONFIG.nr else CONFIG
     if a_vector:
         a_index = lambda bidx, row, kv: [kv[0]]  # noqa: E731
     else:
@@ -405,12 +410,12 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     # than mapped again on every read.
     row_blocks = out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH  # (see `grid` below)
     borders = direct and not integer and row_blocks and pads_in_place(lw, x, win)
-    # The wide block (f32) where the columns fill its panels: output channels (direct, on
+    # The wide block where the columns fill its panels: output channels (direct, on
     # row blocks), or pixels whose panels read in place where CONFIG's would. A
     # direct conv on a narrow map (14 x 14, 7 x 7) keeps CONFIG: those are the many
     # distinct kernels of a deep net (DenseNet-121's 1x1 convs, each of its own k),
     # and wide they cost its cold compile a third more for 6% of its run time.
-    wide = lw.cpu.wide_blocks and lw.device == Device.CPU and acc_dtype == "f32" and (
+    wide = _may_widen(lw, acc_dtype) and (
         mg >= WIDE_CONFIG.nr and row_blocks if direct else any(panels(WIDE_CONFIG.nr)[1:]) == (in_place or flat))
     block = WIDE_CONFIG if wide else CONFIG
     row_panels, in_place, flat = panels(block.nr)

@@ -51,7 +51,8 @@ PROGRAM = ir.FunctionType(_VOID, [TABLES, _I64, _I64, _STATE, _I64])
 # A waiting thread spins about this long, then sleeps. Shorter costs an idle
 # machine: a futex wake-up costs the waker some 6 us and the sleeper tens of
 # microseconds on a VM, a small model's whole run, and the Python work between
-# two runs (checking and copying the inputs) takes 30 to 50 us. Longer costs a
+# two runs (checking and copying the inputs) took 30 to 50 us (the mlp's 55 us
+# fell to 33 with 6fb3465). Longer costs a
 # busy one, where a spinning thread keeps a core from the thread it waits for
 # (benchmarks/bench_contention.py). The rounds it takes are measured once per
 # process (`spin_rounds`), since a round's time differs tenfold between CPUs.
