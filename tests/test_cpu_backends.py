@@ -409,7 +409,10 @@ def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
 
 
 @pytest.mark.parametrize("shape,wshape,attrs,wide", [
-    ((1, 8, 9, 7), (48, 8, 3, 3), {"pads": [1, 1, 1, 1]}, False),  # direct on a narrow map: CONFIG's block
+    ((1, 8, 9, 7), (48, 8, 3, 3), {"pads": [1, 1, 1, 1]}, False),  # direct on a narrow map, k of 72: CONFIG's block
+    ((1, 32, 14, 14), (64, 32, 3, 3), {"pads": [1, 1, 1, 1]}, "7"),  # ... k of 288: wide, 7 rows (196 pixels)
+    ((1, 256, 7, 7), (40, 256, 1, 1), {}, "7"),                   # 49 pixels, 40 channels: an edge panel of 8
+    ((1, 256, 6, 6), (32, 256, 1, 1), {}, True),                  # 36 pixels: 8 rows and an edge of 4
     ((1, 8, 5, 24), (48, 8, 3, 3), {"pads": [1, 1, 1, 1]}, True),  # on row blocks, 48 channels: an edge of 16
     ((1, 8, 6, 30), (40, 8, 3, 3), {"pads": [1, 1, 1, 1]}, True),  # direct on row blocks, an edge of 8
     ((1, 8, 6, 30), (16, 8, 3, 3), {"pads": [1, 1, 1, 1]}, False),  # direct, 16 channels: half a panel
@@ -422,12 +425,14 @@ def test_conv_as_gemm_with_bias_and_relu(cpu, shape, wshape, attrs, kind):
 ])
 def test_conv_takes_the_wide_block_where_its_columns_fill_it(shape, wshape, attrs, wide):
     """An f32 Conv takes WIDE_CONFIG (8 x 32 with AVX-512) where its columns,
-    output channels in the direct form (on row blocks, not a narrow map) and
-    pixels in the im2col form, fill panels that wide, and the panels read in
-    place where CONFIG's would (a
+    output channels in the direct form (on row blocks, or on a narrow map
+    with a long k loop) and pixels in the im2col form, fill panels that
+    wide, and the panels read in place where CONFIG's would (a
     pointwise conv's pixels in panels of 32 and an edge one of 16); else
-    CONFIG. Exact against the reference either way."""
-    from minidlc.loops.gemm import CONFIG, WIDE_CONFIG
+    CONFIG. On a narrow map whose pixels 7 rows divide and 8 do not
+    (`wide` "7"), the block is a row shorter. Exact against the reference
+    either way."""
+    from minidlc.loops.gemm import CONFIG, WIDE_CONFIG, GemmConfig
 
     rng = np.random.default_rng(3)
     attrs = dict(attrs)
@@ -438,6 +443,8 @@ def test_conv_takes_the_wide_block_where_its_columns_fill_it(shape, wshape, attr
     g.outputs = [g.add("Relu", [g.add("Conv", [x, w, b], attrs).output]).output]
     loops = check(g, "llvm").emit("loops")
     block, other = (WIDE_CONFIG, CONFIG) if wide else (CONFIG, WIDE_CONFIG)
+    if wide == "7" and WIDE_CONFIG.mr == 8:
+        block = GemmConfig(7, WIDE_CONFIG.nr)
     assert f"{dtype} acc[{block.mr * block.nr}];" in loops
     assert block == other or f"{dtype} acc[{other.mr * other.nr}];" not in loops
 

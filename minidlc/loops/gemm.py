@@ -64,6 +64,7 @@ PARALLEL_MIN_SHARES = 8  # a GEMM's parallel loop over fewer column panels than 
 DIRECT_MIN_CHANNELS = 8  # a Conv with fewer output channels per group uses im2col
 DIRECT_MIN_K = 64  # below this k (channels per group x kernel size), a stride-1 Conv reads its pixels in place
 ROW_BLOCKS_MIN_WIDTH = 24  # a direct Conv with output rows this wide blocks pixels within a row
+NARROW_WIDE_MIN_K = 256  # ... one with narrower rows takes the wide block from this k (channels x kernel size)
 # A product's k loop longer than this (a MatMul's, Gemm's or MatMulInteger's, but for
 # the dot4 path) runs in chunks of at most this many steps (`_k_chunk`), each over
 # every row block: a chunk of a panel of B, 32 KiB at 32 f32 columns, then stays in
@@ -411,13 +412,16 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     row_blocks = out_sp[-1] >= ROW_BLOCKS_MIN_WIDTH  # (see `grid` below)
     borders = direct and not integer and row_blocks and pads_in_place(lw, x, win)
     # The wide block where the columns fill its panels: output channels (direct, on
-    # row blocks), or pixels whose panels read in place where CONFIG's would. A
-    # direct conv on a narrow map (14 x 14, 7 x 7) keeps CONFIG: those are the many
-    # distinct kernels of a deep net (DenseNet-121's 1x1 convs, each of its own k),
-    # and wide they cost its cold compile a third more for 6% of its run time.
+    # row blocks, or on a narrow map with a k loop of NARROW_WIDE_MIN_K or more), or
+    # pixels whose panels read in place where CONFIG's would. On a narrow map (14 x
+    # 14, 7 x 7) a short k keeps CONFIG: there the transposed stores outweigh the k
+    # loop (MobileNet's 32-channel expands ran 1.2x to 1.4x slower wide).
     wide = _may_widen(lw, acc_dtype) and (
-        mg >= WIDE_CONFIG.nr and row_blocks if direct else any(panels(WIDE_CONFIG.nr)[1:]) == (in_place or flat))
+        mg >= WIDE_CONFIG.nr and (row_blocks or kc >= NARROW_WIDE_MIN_K) if direct
+        else any(panels(WIDE_CONFIG.nr)[1:]) == (in_place or flat))
     block = WIDE_CONFIG if wide else CONFIG
+    if wide and direct and not row_blocks:
+        block = _rows_dividing(block, math.prod(out_sp))
     row_panels, in_place, flat = panels(block.nr)
     if borders:
         read_src, read_border, prologue = read_padded(lw, x, win, pad, False), read_padded(lw, x, win, pad, True), None
@@ -428,10 +432,13 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         read_src, src_shape, prologue = padded_copy(lw, x, win, pad)
     if direct:
         w_t = np.swapaxes(w_const.reshape(g, mg, kc), 1, 2)  # (G, Kc, Mg)
-        # wide output rows: blocks of pixels within one row, so a pixel's position
-        # is affine in the block's row (no division in the inner loop); narrow
-        # ones: blocks run across rows, fewer of them partly empty
-        grid = out_sp if row_blocks else (math.prod(out_sp),)
+        # wide output rows, or rows of whole wide blocks (7 rows on a 14 x 14 or 7 x 7
+        # map): blocks of pixels within one row, so a pixel's position is affine in
+        # the block's row (no division in the inner loop), and a conv of few column
+        # panels shares out its rows among threads (DenseNet-121's 32-channel 3x3
+        # convs, one panel); other narrow ones: blocks run across rows, fewer of them
+        # partly empty
+        grid = out_sp if row_blocks or wide and out_sp[-1] % block.mr == 0 else (math.prod(out_sp),)
         pixel = (lambda row: row) if len(grid) == len(out_sp) else (lambda row: unflatten(row[0], out_sp))
         return GemmSpec(
             (nimg, g), math.prod(out_sp), kc, mg,
@@ -468,6 +475,16 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         out=lambda bidx, row, col: [bidx[0], channel(bidx, row[0])] + unflatten(col, out_sp),
         adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
         prologue=prologue, k_shape=(cg,) + kernel, b_in_place=in_place or flat, acc_dtype=acc_dtype, block=block)
+
+
+def _rows_dividing(block: GemmConfig, rows: int) -> GemmConfig:
+    """`block`, or one row shorter where that divides `rows` and `block`'s
+    rows do not: a narrow map's 196 or 49 pixels in blocks of 7 (two or one
+    to a row), with no edge block. An edge block is a second copy of the micro-kernel for LLVM to
+    compile: without them, wide blocks on ResNet-50's and DenseNet-121's narrow
+    maps cost their cold compiles 5% and 10% more, where they cost 10% and 25%
+    with them (and ran no faster)."""
+    return GemmConfig(block.mr - 1, block.nr) if rows % block.mr and rows % (block.mr - 1) == 0 else block
 
 
 def _conv_weight(lw: Lowerer, w: Value, w_const: np.ndarray | None) -> Callable[[list[Expr]], Expr]:
