@@ -423,6 +423,10 @@ class VectorCodegen:
         self.cg, self.b, self.var, self.w = cg, cg.b, var, width
         self.plain: set[tuple[str, Expr]] = set()  # see _plain_stride_two
         self.pairs: dict[tuple[str, Expr], tuple[ir.Value, ir.Value]] = {}  # see _strided_load
+        self.coefficients: dict[int, tuple[Expr, int | None]] = {}  # see _coefficient
+
+    def _coefficient(self, e: Expr) -> int | None:
+        return _coefficient(e, self.var, self.coefficients)
 
     def store(self, s: Store) -> None:
         self.plain = self._plain_stride_two(s.value)
@@ -443,7 +447,7 @@ class VectorCodegen:
 
     def _unit_base(self, index: Expr) -> Expr | None:
         """`base` when index == base + var (base free of var), else None."""
-        return self._base(index) if _coefficient(index, self.var) == 1 else None
+        return self._base(index) if self._coefficient(index) == 1 else None
 
     def _base(self, index: Expr) -> Expr:
         """The index of lane 0."""
@@ -493,7 +497,7 @@ class VectorCodegen:
 
         def scan(x: Expr) -> None:
             if isinstance(x, Load):
-                if x.dtype != "bool" and _coefficient(x.index, self.var) == 2:
+                if x.dtype != "bool" and self._coefficient(x.index) == 2:
                     found.add((x.buf, self._base(x.index)))
                 return
             for i, c in enumerate(children(x)):
@@ -569,7 +573,7 @@ class VectorCodegen:
         if not cpu.masked_loads(_BITS[load.dtype]):
             return None
         index = _unclamped(load.index, self.var, _facts(cond))
-        stride = None if index is None or index == load.index else _coefficient(index, self.var)
+        stride = None if index is None or index == load.index else self._coefficient(index)
         if stride not in (1, 2):
             return None
         mask, fill = self.expr(cond), self.expr(other)
@@ -585,7 +589,7 @@ class VectorCodegen:
             """The mask of one load: element j is lane pick(j)'s (w: no lane's)."""
             return self.b.shuffle_vector(mask, falses, ir.Constant(ir.VectorType(ir.IntType(32), self.w),
                                                                    [pick(j) for j in range(self.w)]))
-        uniform = _coefficient(other, self.var) == 0  # (a stencil's padding)
+        uniform = self._coefficient(other) == 0  # (a stencil's padding)
         passthru = fill if uniform else ir.Constant(vtype, ir.Undefined)
         first = self._masked_load(load.buf, base, vtype, spread(lambda j: j // 2 if j % 2 == 0 else self.w),
                                   passthru)
@@ -636,12 +640,12 @@ class VectorCodegen:
 
     def expr(self, e: Expr) -> ir.Value:
         b, cg = self.b, self.cg
-        if _coefficient(e, self.var) == 0:  # uniform across lanes: compute once, broadcast
+        if self._coefficient(e) == 0:  # uniform across lanes: compute once, broadcast
             return self.splat(cg.expr(e))
         if isinstance(e, Var):
             return ir.Constant(ir.VectorType(ir.IntType(64), self.w), list(range(self.w)))
         if isinstance(e, Load):
-            stride = _coefficient(e.index, self.var)
+            stride = self._coefficient(e.index)
             if stride in (1, 2) and e.dtype != "bool":
                 return self._strided_load(e, stride)
             column = self._tile_column(e, stride) if stride and e.dtype != "bool" else None
@@ -684,25 +688,37 @@ def _lanes_independent(s: Stmt, var: Var) -> bool:
     return all(e.index == s.index for e in walk_exprs(s.value) if isinstance(e, Load) and e.buf == s.buf)
 
 
-def _coefficient(e: Expr, var: Var) -> int | None:
-    """The coefficient of `var` in `e` when e is affine in var (0: independent), else None."""
+def _coefficient(e: Expr, var: Var, memo: dict[int, tuple[Expr, int | None]] | None = None) -> int | None:
+    """The coefficient of `var` in `e` when e is affine in var (0: independent), else None.
+
+    `memo` (by node identity, holding the node so that its id is not reused)
+    serves a vector emitter, which asks this of every node of a tree, top
+    down: without it each question walked the subtree again."""
+    if memo is None:
+        memo = {}
+    known = memo.get(id(e))
+    if known is not None:
+        return known[1]
     if e == var:
-        return 1
-    if isinstance(e, (Const,)):
-        return 0
-    if isinstance(e, Var):
-        return 0
-    if isinstance(e, Binary) and e.op in ("+", "-") and e.dtype == "i64":
-        a, c = _coefficient(e.a, var), _coefficient(e.b, var)
-        return None if a is None or c is None else a + c if e.op == "+" else a - c
-    if isinstance(e, Binary) and e.op == "*" and e.dtype == "i64":
-        a, c = _coefficient(e.a, var), _coefficient(e.b, var)
-        if a == 0 and c is not None and isinstance(e.a, Const):
-            return c * int(e.a.value)
-        if c == 0 and a is not None and isinstance(e.b, Const):
-            return a * int(e.b.value)
-        return 0 if a == 0 and c == 0 else None
-    return 0 if var not in walk_exprs(e) else None
+        result: int | None = 1
+    elif isinstance(e, (Const, Var)):
+        result = 0
+    elif isinstance(e, Binary) and e.op in ("+", "-", "*") and e.dtype == "i64":
+        a, c = _coefficient(e.a, var, memo), _coefficient(e.b, var, memo)
+        if a is None or c is None:
+            result = None
+        elif e.op != "*":
+            result = a + c if e.op == "+" else a - c
+        elif a == 0 and isinstance(e.a, Const):
+            result = c * int(e.a.value)
+        elif c == 0 and isinstance(e.b, Const):
+            result = a * int(e.b.value)
+        else:
+            result = 0 if a == 0 and c == 0 else None
+    else:  # anything else is affine only when it does not depend on var at all
+        result = 0 if all(_coefficient(x, var, memo) == 0 for x in children(e)) else None
+    memo[id(e)] = (e, result)
+    return result
 
 
 def _facts(cond: Expr) -> list[Expr]:
