@@ -482,8 +482,8 @@ def _rows_dividing(block: GemmConfig, rows: int) -> GemmConfig:
     rows do not: a narrow map's 196 or 49 pixels in blocks of 7 (two or one
     to a row), with no edge block. An edge block is a second copy of the micro-kernel for LLVM to
     compile: without them, wide blocks on ResNet-50's and DenseNet-121's narrow
-    maps cost their cold compiles 5% and 10% more, where they cost 10% and 25%
-    with them (and ran no faster)."""
+    maps cost their cold compiles 2% and 10% more in one process, where they
+    cost 12% and 28% with them (and ran no faster)."""
     return GemmConfig(block.mr - 1, block.nr) if rows % block.mr and rows % (block.mr - 1) == 0 else block
 
 
