@@ -449,6 +449,25 @@ def test_conv_takes_the_wide_block_where_its_columns_fill_it(shape, wshape, attr
     assert block == other or f"{dtype} acc[{other.mr * other.nr}];" not in loops
 
 
+@pytest.mark.parametrize("shape,wshape,attrs", [
+    ((1, 8, 3), (16, 8, 1), {}),                                   # one block of 3 rows
+    ((1, 160, 5), (32, 160, 2), {"strides": [2], "dilations": [2], "pads": [1, 1]}),
+    ((1, 96, 15, 10), (48, 96, 1, 3), {"pads": [2, 1, 0, 2]}),  # 17 x 10 pixels: an edge block of 2
+])
+def test_a_short_tile_stored_transposed_compiles(shape, wshape, attrs):
+    """A direct conv's edge block of fewer rows than a vector's lanes is
+    transposed in a tile padded to a power of two: padded with undef rows,
+    LLVM's X86 instruction selection aborted the process ("Cannot select:
+    zero_extend_vector_inreg") when an Add read the columns; zeros compile."""
+    rng = np.random.default_rng(5)
+    g = Graph()
+    x = g.add_input("x", TensorType(shape))
+    w = g.constant(rng.standard_normal(wshape).astype(np.float32), "w")
+    y = g.add("Conv", [x, w], attrs).output
+    g.outputs = [g.add("Add", [y, g.add_input("r", TensorType(y.type.shape))]).output]
+    check(g, "llvm")
+
+
 @pytest.mark.parametrize("shape,wshape,attrs,form", [
     ((1, 8, 8, 64), (16, 8, 1, 1), {"strides": [2, 2]}, "in place"),  # 4 x 32 pixels: whole panels
     ((2, 6, 7, 9), (10, 6, 1, 1), {"strides": [2, 3]}, "direct"),  # 4 x 3, the last read at the edge

@@ -549,8 +549,9 @@ class VectorCodegen:
         if key not in cg.transposed:
             vtype = ir.VectorType(_MEM[e.dtype], width)
             tile = [self.b.load(self._vec_ptr(e.buf, Const((first + r) * stride + part * width), vtype),
-                                align=_ALIGN[e.dtype]) if r < self.w else ir.Constant(vtype, ir.Undefined)
-                    for r in range(rows)]
+                                align=_ALIGN[e.dtype]) if r < self.w else ir.Constant(vtype, None)
+                    for r in range(rows)]  # (rows past the tile's are zeros: undef ones crashed LLVM 22's
+            # X86 instruction selection on a 3-row tile whose columns an Add then read)
             mask = [ir.Constant(ir.VectorType(ir.IntType(32), width), [j // 2 + (j % 2) * width + h
                                                                         for j in range(width)])
                     for h in (0, width // 2)]  # interleave the first (then the second) halves of two rows
