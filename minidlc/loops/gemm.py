@@ -415,9 +415,11 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     # row blocks, or on a narrow map with a k loop of NARROW_WIDE_MIN_K or more), or
     # pixels whose panels read in place where CONFIG's would. On a narrow map (14 x
     # 14, 7 x 7) a short k keeps CONFIG: there the transposed stores outweigh the k
-    # loop (MobileNet's 32-channel expands ran 1.2x to 1.4x slower wide).
+    # loop (MobileNet's 32-channel expands ran 1.2x to 1.4x slower wide). Where the
+    # wide block is CONFIG (AVX2), a narrow map keeps the flat grid of before: the
+    # rows that divide its pixels there (5 of 6's) were never measured.
     wide = _may_widen(lw, acc_dtype) and (
-        mg >= WIDE_CONFIG.nr and (row_blocks or kc >= NARROW_WIDE_MIN_K) if direct
+        mg >= WIDE_CONFIG.nr and (row_blocks or kc >= NARROW_WIDE_MIN_K and WIDE_CONFIG != CONFIG) if direct
         else any(panels(WIDE_CONFIG.nr)[1:]) == (in_place or flat))
     block = WIDE_CONFIG if wide else CONFIG
     if wide and direct and not row_blocks:
