@@ -434,3 +434,22 @@ def test_a_local_tile_stored_by_columns_is_transposed(backend, rows, cols, dtype
         module = ir.Module()
         KernelCodegen(module, kernel).emit()
         assert "insertelement" not in str(module)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_vectorized_lane_variable_that_cancels_out(backend):
+    """An expression that names the vectorized loop's variable only where it
+    cancels, x[(v - v) mod 16], is the same in every lane: it is computed once
+    (llvm emits it with the variable at lane 0) and broadcast, and a
+    condition of the same kind selects alike in every lane."""
+    v, n = Var("v"), 16
+    zero = Binary("mod", Binary("-", v, v), const(16))
+    values = [Load("x", zero, "f32"),
+              add(Load("x", Binary("mod", add(zero, const(3)), const(16)), "f32"), Load("x", v, "f32")),
+              Select(Compare("<", zero, const(1)), Load("x", v, "f32"), Const(0.0, "f32"))]
+    x = np.arange(n, dtype=np.float32) + 1
+    for value, want in zip(values, [np.full(n, 1.0), x[3] + x, x]):
+        out = np.zeros(n, np.float32)
+        body = For(v, const(n), Store("out", v, value), LoopKind.VECTORIZED)
+        compile_kernel(backend, Kernel("k", (Param("x", "f32", n), Param("out", "f32", n)), body))([x, out])
+        np.testing.assert_array_equal(out, want)

@@ -630,6 +630,19 @@ class VectorCodegen:
                       if i + 1 < len(values) else values[i] for i in range(0, len(values), 2)]
         return b.select(nan, ir.Constant(values[0].type, [float("nan")] * self.w), values[0])
 
+    def _at_lane_zero(self, e: Expr) -> ir.Value:
+        """`e` as a scalar, the lane variable bound to 0: a uniform expression may
+        still name it where it cancels, (v - v) % 16."""
+        env, outer = self.cg.env, self.cg.env.get(self.var)
+        env[self.var] = ir.Constant(ir.IntType(64), 0)
+        try:
+            return self.cg.expr(e)
+        finally:
+            if outer is None:
+                del env[self.var]
+            else:
+                env[self.var] = outer
+
     def _vec_ptr(self, buf: str, base: Expr, vtype) -> ir.Value:
         ptr = self.b.gep(self.cg.bufs[buf], [self.cg.index(base)], inbounds=True)
         return self.b.bitcast(ptr, vtype.as_pointer())
@@ -642,7 +655,7 @@ class VectorCodegen:
     def expr(self, e: Expr) -> ir.Value:
         b, cg = self.b, self.cg
         if self._coefficient(e) == 0:  # uniform across lanes: compute once, broadcast
-            return self.splat(cg.expr(e))
+            return self.splat(self._at_lane_zero(e))
         if isinstance(e, Var):
             return ir.Constant(ir.VectorType(ir.IntType(64), self.w), list(range(self.w)))
         if isinstance(e, Load):
