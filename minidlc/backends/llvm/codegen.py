@@ -630,18 +630,15 @@ class VectorCodegen:
                       if i + 1 < len(values) else values[i] for i in range(0, len(values), 2)]
         return b.select(nan, ir.Constant(values[0].type, [float("nan")] * self.w), values[0])
 
-    def _at_lane_zero(self, e: Expr) -> ir.Value:
-        """`e` as a scalar, the lane variable bound to 0: a uniform expression may
-        still name it where it cancels, (v - v) % 16."""
-        env, outer = self.cg.env, self.cg.env.get(self.var)
-        env[self.var] = ir.Constant(ir.IntType(64), 0)
+    def _at_lane(self, e: Expr, lane: int) -> ir.Value:
+        """`e` as a scalar at one lane, the lane variable bound to it (a uniform
+        expression at lane 0: it may still name the variable where it cancels,
+        (v - v) mod 16)."""
+        self.cg.env[self.var] = ir.Constant(ir.IntType(64), lane)
         try:
             return self.cg.expr(e)
         finally:
-            if outer is None:
-                del env[self.var]
-            else:
-                env[self.var] = outer
+            del self.cg.env[self.var]
 
     def _vec_ptr(self, buf: str, base: Expr, vtype) -> ir.Value:
         ptr = self.b.gep(self.cg.bufs[buf], [self.cg.index(base)], inbounds=True)
@@ -655,7 +652,7 @@ class VectorCodegen:
     def expr(self, e: Expr) -> ir.Value:
         b, cg = self.b, self.cg
         if self._coefficient(e) == 0:  # uniform across lanes: compute once, broadcast
-            return self.splat(self._at_lane_zero(e))
+            return self.splat(self._at_lane(e, 0))
         if isinstance(e, Var):
             return ir.Constant(ir.VectorType(ir.IntType(64), self.w), list(range(self.w)))
         if isinstance(e, Load):
@@ -665,11 +662,7 @@ class VectorCodegen:
             column = self._tile_column(e, stride) if stride and e.dtype != "bool" else None
             if column is not None:
                 return column
-            lanes = []
-            for lane in range(self.w):
-                cg.env[self.var] = ir.Constant(ir.IntType(64), lane)
-                lanes.append(cg.expr(e))
-            del cg.env[self.var]
+            lanes = [self._at_lane(e, lane) for lane in range(self.w)]
             vec = ir.Constant(ir.VectorType(lanes[0].type, self.w), ir.Undefined)
             for lane, x in enumerate(lanes):
                 vec = b.insert_element(vec, x, ir.Constant(ir.IntType(32), lane))
