@@ -449,6 +449,37 @@ def test_conv_takes_the_wide_block_where_its_columns_fill_it(shape, wshape, attr
     assert block == other or f"{dtype} acc[{other.mr * other.nr}];" not in loops
 
 
+@pytest.mark.parametrize("rolled", [True, False])
+@pytest.mark.parametrize("shape,wshape,attrs,window", [
+    ((1, 16, 12, 12), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}, 2),  # direct: k loops over channels, rows, columns
+    ((1, 16, 9), (24, 16, 3), {"pads": [1, 1]}, 1),                # 1-D
+    ((1, 32, 6, 6), (16, 32, 1, 1), {}, 0),                        # pointwise: channels only
+])
+def test_a_full_register_block_keeps_a_convs_window_loops_rolled(cpu, shape, wshape, attrs, window, rolled,
+                                                                 monkeypatch):
+    """With a block that fills the registers (`rolled_window`, AVX2's 6 x 16),
+    a direct conv's loops over channels and kernel window are ROLLED; a
+    pointwise conv's lone channel loop (nothing shared between steps) and
+    any conv under a block with registers to spare stay serial. Exact
+    against the reference either way, on both CPU backends."""
+    import minidlc.compile_cache
+    from minidlc.loops import gemm
+
+    block = gemm.GemmConfig(6, 16, rolled_window=rolled)
+    monkeypatch.setattr(gemm, "CONFIG", block)
+    monkeypatch.setattr(gemm, "WIDE_CONFIG", block)
+    monkeypatch.setattr(minidlc.compile_cache, "key", lambda *a, **k: None)  # (a cached program has the other)
+    rng = np.random.default_rng(7)
+    g = Graph()
+    x = g.add_input("x", TensorType(shape))
+    w = g.constant(rng.standard_normal(wshape).astype(np.float32), "w")
+    g.outputs = [g.add("Relu", [g.add("Conv", [x, w], attrs).output]).output]
+    loops = check(g, cpu).emit("loops")
+    k_loops = [line for line in loops.splitlines() if re.search(r"for \(k\d+ = ", line)]
+    assert len(k_loops) >= window + 1
+    assert all(line.endswith("// rolled") == (rolled and window > 0) for line in k_loops), k_loops
+
+
 @pytest.mark.parametrize("shape,wshape,attrs", [
     ((1, 8, 3), (16, 8, 1), {}),                                   # one block of 3 rows
     ((1, 160, 5), (32, 160, 2), {"strides": [2], "dilations": [2], "pads": [1, 1]}),
@@ -1123,10 +1154,10 @@ def test_the_gemm_register_block_comes_from_the_host_features():
     from minidlc.loops.gemm import CONFIG, GemmConfig, host_gemm_config, host_wide_config
 
     assert host_gemm_config({"avx512f": True, "avx2": True}) == GemmConfig(mr=8, nr=16)
-    assert host_gemm_config({"avx512f": False, "avx2": True}) == GemmConfig(mr=6, nr=16)
-    assert host_gemm_config({"neon": True}) == GemmConfig(mr=6, nr=16)
+    assert host_gemm_config({"avx512f": False, "avx2": True}) == GemmConfig(mr=6, nr=16, rolled_window=True)
+    assert host_gemm_config({"neon": True}) == GemmConfig(mr=6, nr=16, rolled_window=True)
     assert host_wide_config({"avx512f": True, "avx2": True}) == GemmConfig(mr=8, nr=32)
-    assert host_wide_config({"avx512f": False, "avx2": True}) == GemmConfig(mr=6, nr=16)
+    assert host_wide_config({"avx512f": False, "avx2": True}) == GemmConfig(mr=6, nr=16, rolled_window=True)
     loops = minidlc.compile(matmul_graph((), 64, 32, 16), target="llvm").emit("loops")
     assert f"// GEMM register block: {CONFIG.mr} x {CONFIG.nr} f32" in loops
     assert f"f32 acc[{CONFIG.mr * CONFIG.nr}];" in loops

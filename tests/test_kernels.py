@@ -285,7 +285,7 @@ def reduction_kernel(kind: LoopKind, n: int, m: int) -> Kernel:
 
 
 @pytest.mark.parametrize("kind,threads", [(LoopKind.SERIAL, 1), (LoopKind.PARALLEL, 2), (LoopKind.UNROLLED, 1),
-                                          (LoopKind.VECTORIZED, 1)])
+                                          (LoopKind.VECTORIZED, 1), (LoopKind.ROLLED, 1)])
 def test_loops_allocate_and_if(backend, kind, threads):
     n, m = 13 if kind != LoopKind.UNROLLED else 4, 37
     x = np.random.default_rng(5).standard_normal(n * m).astype(np.float32)
@@ -293,6 +293,27 @@ def test_loops_allocate_and_if(backend, kind, threads):
     compile_kernel(backend, reduction_kernel(kind, n, m), threads)([x, out])
     sums = x.reshape(n, m).sum(1, dtype=np.float64)
     np.testing.assert_allclose(out, np.where(sums > 0, sums, -1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", [LoopKind.SERIAL, LoopKind.ROLLED])
+def test_llvm_keeps_a_rolled_loop_a_loop(kind):
+    """A ROLLED loop's back edge asks LLVM not to unroll it: after O3 the loop
+    of four steps is still there (a phi), where a serial one is unrolled
+    away. The steps depend on each other (no reassociation), so the loop
+    vectorizer leaves both alone."""
+    i = Var("i")
+    acc = Load("acc", const(0), "f32")
+    body = Allocate("acc", "f32", 1, seq(
+        Store("acc", const(0), Const(1.0, "f32")),
+        For(i, const(4), Store("acc", const(0), add(mul(acc, Load("x", i, "f32")), Const(1.0, "f32"))), kind),
+        Store("out", const(0), acc)))
+    run = compile_kernel("llvm", Kernel("k", (Param("x", "f32", 4), Param("out", "f32", 1)), body))
+    x, out = np.array([2, 3, 5, 7], np.float32), np.zeros(1, np.float32)
+    run([x, out])
+    assert out[0] == ((((1 * 2 + 1) * 3 + 1) * 5 + 1) * 7 + 1)
+    stage = run.jit.optimized()[0]
+    assert (" phi " in stage) == (kind == LoopKind.ROLLED)
+    assert ('!"llvm.loop.unroll.disable"' in stage) == (kind == LoopKind.ROLLED)
 
 
 def test_a_kernel_rejects_arrays_that_do_not_fit(backend):

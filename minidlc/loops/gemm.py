@@ -43,7 +43,7 @@ with static extents, so every access is provably in bounds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -77,10 +77,18 @@ CHUNK_MAX_A_BYTES = 1 << 18
 
 @dataclass(frozen=True)
 class GemmConfig:
-    """Register block: MR rows x NR columns of C (NR a multiple of the vector width)."""
+    """Register block: MR rows x NR columns of C (NR a multiple of the vector width).
+    `rolled_window`: the block leaves no register spare, so a conv's loops over its
+    kernel window are kept rolled (LoopKind.ROLLED). Unrolled, neighbouring
+    taps read the same pixels, LLVM loads them once for all the taps and
+    spills accumulators to the stack to hold them: on AVX2 (6 x 16: 12
+    accumulators, 2 B vectors and a broadcast of the 16 registers) a 3x3
+    conv of 16 channels ran 1.9x slower so. A k loop of its own (a MatMul's,
+    a 1x1 conv's) shares nothing between steps and stays LLVM's to unroll."""
 
     mr: int = 6
     nr: int = 16
+    rolled_window: bool = False
 
 
 def host_gemm_config(features: dict[str, bool] | None = None) -> GemmConfig:
@@ -90,8 +98,10 @@ def host_gemm_config(features: dict[str, bool] | None = None) -> GemmConfig:
     product whose columns fill wider panels takes host_wide_config's). MR takes as many rows as keep the FMA
     units fed without running out of registers: 8 rows of one register each
     with AVX-512 (8 accumulators of its 32 registers: two FMA pipes of four
-    cycles' latency), 6 rows of two registers each otherwise (12 of 16)."""
-    return GemmConfig(mr=8 if _features(features).get("avx512f", False) else 6, nr=16)
+    cycles' latency), 6 rows of two registers each otherwise (12 of 16, which
+    leaves none spare: `rolled_window`)."""
+    avx512 = _features(features).get("avx512f", False)
+    return GemmConfig(mr=8, nr=16) if avx512 else GemmConfig(mr=6, nr=16, rolled_window=True)
 
 
 def host_wide_config(features: dict[str, bool] | None = None) -> GemmConfig:
@@ -486,7 +496,7 @@ def _rows_dividing(block: GemmConfig, rows: int) -> GemmConfig:
     compile: without them, wide blocks on ResNet-50's and DenseNet-121's narrow
     maps cost their cold compiles 2% and 10% more in one process, where they
     cost 12% and 28% with them (and ran no faster)."""
-    return GemmConfig(block.mr - 1, block.nr) if rows % block.mr and rows % (block.mr - 1) == 0 else block
+    return replace(block, mr=block.mr - 1) if rows % block.mr and rows % (block.mr - 1) == 0 else block
 
 
 def _conv_weight(lw: Lowerer, w: Value, w_const: np.ndarray | None) -> Callable[[list[Expr]], Expr]:
@@ -710,7 +720,9 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         # packed panels are zero past column n, so an edge block computes them whole
         # (full vectors); B read in place has nothing there, and computes its columns
         width = nr if bp is not None else cols
-        compute = loop_nest(list(kv), list(k_loops), cells(width, fma))
+        window = sum(e > 1 for e in k_loops) > 1  # channels and a kernel window (see GemmConfig.rolled_window)
+        compute = loop_nest(list(kv), list(k_loops), cells(width, fma),
+                            LoopKind.ROLLED if spec.block.rolled_window and window else LoopKind.SERIAL)
         zero = cells(width, Store(acc, cell, Const(0, dt)))
         value = Load(acc, cell, dt)
         if d4 is not None and d4.offset:  # sum (a - z) b = sum a b - z colsum(b)

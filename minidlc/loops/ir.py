@@ -133,6 +133,7 @@ class LoopKind(str, Enum):
     PARALLEL = "parallel"      # iterations run on several threads
     VECTORIZED = "vectorized"  # the backend vectorizes this (innermost) loop
     UNROLLED = "unrolled"      # the backend unrolls this loop fully
+    ROLLED = "rolled"          # serial, and the backend must not unroll it (see GemmConfig.rolled_window)
     BLOCKS = "blockIdx.x"      # GPU: one block of the grid per iteration (a kernel launch's grid)
     THREADS = "threadIdx.x"    # GPU: one thread of the block per iteration (inside a BLOCKS loop)
 
@@ -286,10 +287,10 @@ def seq(*stmts: "Stmt | None") -> Stmt:
     return out[0] if len(out) == 1 else Seq(tuple(out))
 
 
-def loop_nest(vars_: list[Var], extents: list[int], body: Stmt) -> Stmt:
-    """Nested serial loops, first variable outermost."""
+def loop_nest(vars_: list[Var], extents: list[int], body: Stmt, kind: LoopKind = LoopKind.SERIAL) -> Stmt:
+    """Nested loops of one kind (serial unless said), first variable outermost."""
     for v, n in reversed(list(zip(vars_, extents))):
-        body = For(v, const(n), body)
+        body = For(v, const(n), body, kind)
     return body
 
 

@@ -188,9 +188,20 @@ class KernelCodegen:
         self.vectorized -= vec
         nxt = self.b.add(i, ir.Constant(i64, 1), flags=["nsw"])
         i.add_incoming(nxt, self.b.block)
-        self.b.branch(head)
+        back = self.b.branch(head)
+        if s.kind == LoopKind.ROLLED:
+            back.set_metadata("llvm.loop", self.no_unroll_id())
         self.b.position_at_end(done)
         del self.env[s.var]
+
+    def no_unroll_id(self) -> ir.MDValue:
+        """A fresh loop ID asking LLVM not to unroll its loop. A loop ID's first
+        operand must be the node itself (LLVM's LangRef), which add_metadata,
+        building nodes from finished operands, cannot make."""
+        disable = self.module.add_metadata([ir.MetaDataString(self.module, "llvm.loop.unroll.disable")])
+        loop_id = ir.MDValue(self.module, [], name=str(len(self.module.metadata)))
+        loop_id.operands = (loop_id, disable)
+        return loop_id
 
     def vector_pieces(self, s: For) -> None:
         """A vectorized loop as straight-line vector code, in pieces of one
