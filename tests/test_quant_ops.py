@@ -101,19 +101,24 @@ def test_bad_scale_shape_names_the_node():
         minidlc.load(model)
 
 
-def test_dot4_without_vnni_is_exact(monkeypatch, tmp_path):
-    """On a CPU without VNNI, dot4 widens to i16 and adds pairs: still exact,
-    with no saturating vpmaddubsw (u8 255 * s8 -128 pairs would saturate it)."""
+@pytest.mark.parametrize("features", [(), ("sse2", "avx", "avx2")])
+def test_dot4_without_vnni_is_exact(monkeypatch, tmp_path, features):
+    """On a CPU without VNNI, dot4 widens to i16 and adds pairs (with AVX2's
+    pmaddwd, or plain multiplies): still exact, with no saturating vpmaddubsw
+    (u8 255 * s8 -128 pairs would saturate it)."""
     from minidlc import cpu
     from minidlc.backends import cache
+    if not all(cpu.has(f) for f in features):
+        pytest.skip(f"this CPU lacks one of {features}")
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path)  # code compiled for this pretend CPU stays apart
-    monkeypatch.setattr(cpu, "has", lambda feature: False)  # (what every code generator asks)
+    monkeypatch.setattr(cpu, "has", lambda feature: feature in features)  # (what every code generator asks)
     a = np.full((8, 64), 255, np.uint8)
     b = np.full((64, 32), -128, np.int8)
     model = _model([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], [_vi("a", TensorProto.UINT8, [8, 64])],
                    [_vi("y", TensorProto.INT32, [8, 32])], [("b", b)])
     m = minidlc.compile(model, target="llvm")
-    assert "dot4(" in m.emit("loops") and "vpdpbusd" not in m.emit("asm")
+    asm = m.emit("asm")
+    assert "dot4(" in m.emit("loops") and "vpdpbusd" not in asm and (not features or "vpmaddwd" in asm)
     np.testing.assert_array_equal(m.run({"a": a})["y"], np.full((8, 32), 64 * 255 * -128, np.int32))
 
 

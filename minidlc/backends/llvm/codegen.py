@@ -38,6 +38,9 @@ STAGE = ir.FunctionType(ir.VoidType(), [I8_PTR.as_pointer(), ir.IntType(64), ir.
 _INTRINSIC = {"exp": "llvm.exp", "log": "llvm.log", "sqrt": "llvm.sqrt", "sin": "llvm.sin", "cos": "llvm.cos",
               "floor": "llvm.floor", "ceil": "llvm.ceil", "round": "llvm.roundeven", "pow": "llvm.pow"}
 _LIBM = {"tanh": ("tanhf", "tanh"), "erf": ("erff", "erf")}
+# pmaddwd (i16 x i16, pairs added into i32) by the i32 lanes it makes, and the feature it needs
+_PMADDWD = {4: ("llvm.x86.sse2.pmadd.wd", "sse2"), 8: ("llvm.x86.avx2.pmadd.wd", "avx2"),
+            16: ("llvm.x86.avx512.pmaddw.d.512", "avx512bw")}
 
 
 _BITS = {name: 8 if name == "bool" else t.width if isinstance(t, ir.IntType) else _FLOAT_BITS[name]
@@ -391,8 +394,12 @@ class KernelCodegen:
 
     def dot4(self, acc, a, c):
         """acc + the dot product of a's four u8 bytes with c's four i8 bytes, per i32 lane.
-        Sixteen lanes on a VNNI host are one vpdpbusd; otherwise the bytes widen
-        to i16, multiply exactly, and pairs add up twice (LLVM selects vpmaddwd)."""
+        Sixteen lanes on a VNNI host are one vpdpbusd. Otherwise the bytes widen
+        to i16 in two vectors, one of each word's first pair and one of its
+        second, and each makes a vector of i32 lanes with pmaddwd (the two
+        products of a pair, exact, added in i32), which acc adds: pairs taken
+        within each lane, so no lanes are added across (a vector of i16
+        products whose neighbours were added by shuffles cost 5x more on AVX2)."""
         b = self.b
         lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
         byte_vec = ir.VectorType(ir.IntType(8), 4 * lanes)
@@ -400,15 +407,25 @@ class KernelCodegen:
             fn = self.declare("llvm.x86.avx512.vpdpbusd.512", acc.type, [acc.type, byte_vec, byte_vec])
             return b.call(fn, [acc, b.bitcast(a, byte_vec), b.bitcast(c, byte_vec)])
         i16, i32 = ir.IntType(16), ir.IntType(32)
-        wide = ir.VectorType(i16, 4 * lanes)
-        prod = b.mul(b.zext(b.bitcast(a, byte_vec), wide), b.sext(b.bitcast(c, byte_vec), wide))
-        for count in (2 * lanes, lanes):  # add neighbours: 4n i16 -> 2n i32 -> n i32
-            even = b.shuffle_vector(prod, prod, ir.Constant(ir.VectorType(i32, count), list(range(0, 2 * count, 2))))
-            odd = b.shuffle_vector(prod, prod, ir.Constant(ir.VectorType(i32, count), list(range(1, 2 * count, 2))))
-            if even.type.element != i32:
-                even, odd = (b.sext(v, ir.VectorType(i32, count)) for v in (even, odd))
-            prod = b.add(even, odd)
-        return b.add(acc, prod if lanes > 1 else b.extract_element(prod, ir.Constant(i32, 0)))
+        pmaddwd = _PMADDWD.get(lanes)
+        if pmaddwd is None or not cpu.has(pmaddwd[1]):
+            pmaddwd = None
+        total = acc
+        for first in (0, 2):  # each word's pair of bytes (first, first + 1)
+            pick = ir.Constant(ir.VectorType(i32, 2 * lanes), [4 * (i // 2) + first + i % 2 for i in range(2 * lanes)])
+            pairs = [b.shuffle_vector(b.bitcast(x, byte_vec), ir.Constant(byte_vec, None), pick) for x in (a, c)]
+            wide = ir.VectorType(i16, 2 * lanes)
+            a16, c16 = b.zext(pairs[0], wide), b.sext(pairs[1], wide)
+            if pmaddwd is not None:
+                out = ir.VectorType(i32, lanes)
+                total = b.add(total, b.call(self.declare(pmaddwd[0], out, [wide, wide]), [a16, c16]))
+                continue
+            for k in (0, 1):  # products in i32, the pair's first and second
+                at = ir.Constant(ir.VectorType(i32, lanes), list(range(k, 2 * lanes, 2)))
+                x, y = (b.sext(b.shuffle_vector(v, v, at), ir.VectorType(i32, lanes)) for v in (a16, c16))
+                product = b.mul(x, y)
+                total = b.add(total, product if lanes > 1 else b.extract_element(product, ir.Constant(i32, 0)))
+        return total
 
     def intrinsic(self, name: str, args, dtype: str):
         t = args[0].type
