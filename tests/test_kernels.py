@@ -295,6 +295,28 @@ def test_loops_allocate_and_if(backend, kind, threads):
     np.testing.assert_allclose(out, np.where(sums > 0, sums, -1), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", [LoopKind.SERIAL, LoopKind.VECTORIZED])
+@pytest.mark.parametrize("fn,parts", [("dot4", 4), ("dot2", 2)])
+def test_word_dot_products(backend, fn, parts, kind):
+    """dot4 (u8 bytes by i8 bytes) and dot2 (i16 halves by i16 halves) on i32
+    words, exact at the extremes (255 x -128 in every byte; -32768 squared in
+    every half wraps the i32 sum, as defined), over 37 lanes: the vector
+    pieces of every width and a scalar remainder."""
+    rng = np.random.default_rng(11)
+    n = 37
+    if parts == 4:
+        a_parts = np.concatenate([np.full((4, 4), 255), rng.integers(0, 256, (n - 4, 4))]).astype(np.uint8)
+        b_parts = np.concatenate([np.full((4, 4), -128), rng.integers(-128, 128, (n - 4, 4))]).astype(np.int8)
+    else:
+        a_parts = np.concatenate([np.full((4, 2), -32768), rng.integers(-32768, 32768, (n - 4, 2))]).astype(np.int16)
+        b_parts = np.concatenate([np.full((4, 2), -32768), rng.integers(-32768, 32768, (n - 4, 2))]).astype(np.int16)
+    a, b = a_parts.view(np.int32).ravel(), b_parts.view(np.int32).ravel()
+    acc = rng.integers(-1000, 1000, n).astype(np.int32)
+    got = elementwise(backend, lambda x, y, z: Call(fn, (x, y, z)), [acc, a, b], "i32", kind)
+    want = acc.astype(np.int64) + (a_parts.astype(np.int64) * b_parts.astype(np.int64)).sum(1)
+    np.testing.assert_array_equal(got, want.astype(np.int32))  # (wrapped: numpy's cast of int64 to int32)
+
+
 @pytest.mark.parametrize("kind", [LoopKind.SERIAL, LoopKind.ROLLED])
 def test_llvm_keeps_a_rolled_loop_a_loop(kind):
     """A ROLLED loop's back edge asks LLVM not to unroll it: after O3 the loop

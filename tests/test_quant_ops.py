@@ -7,9 +7,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 import minidlc
 from minidlc.ir import IRError
+from minidlc.loops.gemm import int8_word_values
 from ort_util import ORT_U8S8_EXACT
 
 TARGETS = ["llvm", "numba"]
+WORD_CALL = "dot4" if int8_word_values() == 4 else "dot2"  # what this CPU's int8 products step by
 rng = np.random.default_rng(0)
 
 
@@ -53,7 +55,7 @@ def test_matmul_integer_with_constant_weights_is_native(target, a_dtype, zb_rang
                    [_vi("y", TensorProto.INT32, [37, 45])], [("b", b), ("za", za), ("zb", zb)])
     m = minidlc.compile(model, target=target)
     assert _native(m)
-    assert ("dot4(" in m.emit("loops")) == (not np.any(zb))
+    assert (f"{WORD_CALL}(" in m.emit("loops")) == (not np.any(zb))
     want = (a.astype(np.int32) - za.astype(np.int32)) @ (b.astype(np.int32) - zb.astype(np.int32))
     np.testing.assert_array_equal(m.run({"a": a})["y"], want)
 
@@ -74,7 +76,7 @@ def test_qlinear_conv_is_native_and_exact(target, group, stride, pads, channels)
     want = minidlc.compile(model, target="reference").run({"x": x})["y"]
     m = minidlc.compile(model, target=target)
     assert _native(m)
-    assert ("dot4(" in m.emit("loops")) == (group == 1)  # grouped int8 convs widen to i32 instead
+    assert (f"{WORD_CALL}(" in m.emit("loops")) == (group == 1)  # grouped int8 convs widen to i32 instead
     np.testing.assert_array_equal(m.run({"x": x})["y"], want)
     if ORT_U8S8_EXACT:  # (see there: else onnxruntime is the one off)
         import onnxruntime as ort
@@ -102,10 +104,10 @@ def test_bad_scale_shape_names_the_node():
 
 
 @pytest.mark.parametrize("features", [(), ("sse2", "avx", "avx2")])
-def test_dot4_without_vnni_is_exact(monkeypatch, tmp_path, features):
-    """On a CPU without VNNI, dot4 widens to i16 and adds pairs (with AVX2's
-    pmaddwd, or plain multiplies): still exact, with no saturating vpmaddubsw
-    (u8 255 * s8 -128 pairs would saturate it)."""
+def test_int8_words_without_vnni_are_exact(monkeypatch, tmp_path, features):
+    """On a CPU without VNNI, the words hold two k as i16 halves and dot2
+    adds their products in i32 (AVX2's pmaddwd, or plain multiplies): exact,
+    where a vpmaddubsw of u8 255 * s8 -128 pairs would saturate."""
     from minidlc import cpu
     from minidlc.backends import cache
     if not all(cpu.has(f) for f in features):
@@ -118,7 +120,7 @@ def test_dot4_without_vnni_is_exact(monkeypatch, tmp_path, features):
                    [_vi("y", TensorProto.INT32, [8, 32])], [("b", b)])
     m = minidlc.compile(model, target="llvm")
     asm = m.emit("asm")
-    assert "dot4(" in m.emit("loops") and "vpdpbusd" not in asm and (not features or "vpmaddwd" in asm)
+    assert "dot2(" in m.emit("loops") and "vpdpbusd" not in asm and (not features or "vpmaddwd" in asm)
     np.testing.assert_array_equal(m.run({"a": a})["y"], np.full((8, 32), 64 * 255 * -128, np.int32))
 
 

@@ -20,12 +20,14 @@ matmul does; its epilogue then rounds after each op (lower.widen_f16).
 
 MatMulInteger and ConvInteger take the same path with an i32 accumulator.
 When B is a constant int8 weight with a zero zero point (what symmetric
-quantizers write) and A's zero point is known, the k loop steps by four
-bytes: A' is packed into i32 words of four consecutive k (u8; an s8 A is
-shifted by 128 into u8), B' at compile time into words of four k per
-column, and each step is one `dot4` (vpdpbusd on VNNI hosts: 64
-multiply-adds per instruction, four times the f32 FMA's). The zero point (and
-the 128 shift) come out in the epilogue: sum (a - z) b = sum a b - z colsum(b).
+quantizers write) and A's zero point is known, the k loop steps by words
+(IntWords): A' is packed into i32 words of consecutive k (u8; an s8 A is
+shifted by 128 into u8), B' at compile time into words of as many k per
+column. On a VNNI host a word holds four bytes and each step is one `dot4`
+(vpdpbusd: 64 multiply-adds per instruction, four times the f32 FMA's);
+elsewhere it holds two i16 halves and each step is one `dot2` (pmaddwd, twice
+the FMA's on AVX2, exact). The zero point (and the 128 shift) come out in the
+epilogue: sum (a - z) b = sum a b - z colsum(b).
 Otherwise each operand is widened to i32 and its zero point subtracted as
 it is read; a constant B is packed already centred (B - zero point).
 
@@ -209,7 +211,7 @@ class GemmSpec:
     b_in_place: bool = False                             # the micro-kernel reads `b` itself (it is contiguous
                                                          # along a panel): no packing loops
     acc_dtype: str = "f32"                               # the accumulator's (and a's and b's values') dtype
-    dot4: "Dot4 | None" = None                           # integer ops with int8 weights: k by words
+    words: "IntWords | None" = None                      # integer ops with int8 weights: k by words
     block: GemmConfig = field(default_factory=lambda: CONFIG)  # the register block (B's panels are NR wide)
     a_border: Callable[[list[Expr], list[Expr], list[Expr]], Expr] | None = None  # A' read with a test (a
                                                          # conv's padding) for rows outside `interior`
@@ -217,18 +219,33 @@ class GemmSpec:
                                                          # without a test
 
 
-@dataclass
-class Dot4:
-    """The int8 form of a product's k loop: A' and B' in i32 words of four k
-    (bytes), one `dot4` per word. k runs as nested loops over `k_shape`
-    (words: its last axis counts them), in the order B's words are packed."""
+def int8_word_values() -> int:
+    """How many k an int8 product's i32 words hold on this CPU: four bytes
+    where the llvm backend has vpdpbusd (AVX-512 VNNI: `dot4`, 64
+    multiply-adds an instruction), else two i16 halves (`dot2`, pmaddwd's:
+    widening four bytes to pairs of i16 took three shuffles a step; two
+    halves come widened, from the prologue and the packed weight)."""
+    return 4 if cpu.has("avx512vnni") and cpu.has("avx512bw") else 2
 
+
+@dataclass
+class IntWords:
+    """The int8 form of a product's k loop: A' and B' in i32 words of
+    `per_word` k (int8_word_values), one `call` per word (dot4 on bytes, dot2
+    on i16 halves). k runs as nested loops over `k_shape` (words: its last
+    axis counts them), in the order B's words are packed."""
+
+    per_word: int
     a_word: Callable[[list[Expr], list[Expr], list[Expr]], Expr]  # A's word at (b, row, k multi-index)
     k_shape: tuple[int, ...]
     b_words: np.ndarray       # (*b_batch, panels, prod(k_shape), NR) i32, packed at compile time
     colsum: np.ndarray        # (*b_batch, panels * NR) i32: each column's sum of B', for the correction
     offset: int               # subtracted times colsum: A's zero point, plus 128 if A is s8
     prologue: Stmt            # loops that write A's words
+
+    @property
+    def call(self) -> str:
+        return "dot4" if self.per_word == 4 else "dot2"
 
 
 def _zero_point(node: Node, i: int) -> Value | None:
@@ -306,12 +323,12 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         a_index = lambda bidx, row, kv: broadcast_index(bidx, a_batch, batch) + ([kv[0], row[0]] if trans_a else [row[0], kv[0]])  # noqa: E731
     if b_vector and const_b is not None:
         const_b = const_b.reshape(k, 1)
-    dot4 = None
+    words = None
     if (integer and lw.device == Device.CPU and const_b is not None and const_b.dtype == np.int8
             and za_const is not None and za_const.size == 1):
         b_kn = np.swapaxes(const_b, -1, -2) if trans_b else const_b
-        dot4 = _dot4_rows(lw, node, batch, m, k, lambda bidx, row, kk: lw.read(a_val, a_index(bidx, row, [kk])),
-                          b_kn, int(za_const.reshape(())))
+        words = _int_words_rows(lw, node, batch, m, k, lambda bidx, row, kk: lw.read(a_val, a_index(bidx, row, [kk])),
+                                b_kn, int(za_const.reshape(())))
     return GemmSpec(
         batch, m, k, n,
         a=lambda bidx, row, kv: a_read(a_val, a_index(bidx, row, kv)),
@@ -320,9 +337,9 @@ def _matmul_spec(lw: Lowerer, node: Node) -> GemmSpec:
         b=lambda bb, kv, panel, jj: b_read(b_val, [kv[0]] if b_vector else
                                            bb + ([_col(panel, jj, n, block.nr), kv[0]] if trans_b else
                                                  [kv[0], _col(panel, jj, n, block.nr)])),
-        b_packed=None if const_b is None or dot4 is not None else pack_b(const_b, block.nr, trans_b),
+        b_packed=None if const_b is None or words is not None else pack_b(const_b, block.nr, trans_b),
         out=lambda bidx, row, col: bidx + ([] if a_vector else [row[0]]) + ([] if b_vector else [col]),
-        adjust=adjust, acc_dtype=acc_dt, dot4=dot4, block=block)
+        adjust=adjust, acc_dtype=acc_dt, words=words, block=block)
 
 
 def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
@@ -404,12 +421,12 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
                 and all(k == 1 for k in kernel) and all(st == 1 for st in win.strides))
         return row_panels, in_place, flat
     row_panels, in_place, flat = panels(CONFIG.nr)
-    # an int8 conv (one group) takes the direct form with dot4 words, which need no im2col
-    dot4 = (integer and w_const is not None and w_const.dtype == np.int8 and g == 1 and lw.device == Device.CPU
+    # an int8 conv (one group) takes the direct form with words of k (IntWords), which need no im2col
+    int_words = (integer and w_const is not None and w_const.dtype == np.int8 and g == 1 and lw.device == Device.CPU
             and (zx is None or x_zero is not None))  # (its correction needs x's zero point at compile time)
     # (on a GPU the panels do not matter: the direct form's rows stack across images, gpu_gemm.py)
     # (a weight computed at run time cannot be packed at compile time: im2col reads it as A)
-    direct = dot4 or (w_const is not None and mg >= DIRECT_MIN_CHANNELS and (lw.device == Device.GPU or not flat and not (
+    direct = int_words or (w_const is not None and mg >= DIRECT_MIN_CHANNELS and (lw.device == Device.GPU or not flat and not (
         in_place and kc < DIRECT_MIN_K)))
     # A padded float conv of the direct form on a CPU, with wide output rows,
     # reads its input where it lies: blocks whose windows lie inside it read
@@ -437,7 +454,7 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
     row_panels, in_place, flat = panels(block.nr)
     if borders:
         read_src, read_border, prologue = read_padded(lw, x, win, pad, False), read_padded(lw, x, win, pad, True), None
-        src_shape = None  # (the dot4 form, which needs it, is integer: it copies)
+        src_shape = None  # (the IntWords form, which needs it, is integer: it copies)
     elif compact is not None:
         (read_src, prologue), src_shape = compact, None
     else:
@@ -455,12 +472,12 @@ def _conv_spec(lw: Lowerer, node: Node) -> GemmSpec:
         return GemmSpec(
             (nimg, g), math.prod(out_sp), kc, mg,
             a=lambda bidx, row, kv: read_x(read_src, bidx[0], bidx[1], kv[0], pixel(row), kv[1:]),
-            b_batch=(g,), b_index=lambda bidx: [bidx[1]], b=None, b_packed=None if dot4 else pack_b(w_t, block.nr),
+            b_batch=(g,), b_index=lambda bidx: [bidx[1]], b=None, b_packed=None if int_words else pack_b(w_t, block.nr),
             out=lambda bidx, row, col: [bidx[0], channel(bidx, col)] + pixel(row),
             adjust=lambda acc, idx: acc if bias is None else add(acc, lw.read(bias, [idx[1]])),
             prologue=prologue, k_shape=(cg,) + kernel, rows_contiguous=True, row_shape=grid, acc_dtype=acc_dtype,
-            dot4=_dot4_conv(lw, x, read_src, src_shape, w_const, win, pixel,
-                            0 if x_zero is None else int(x_zero.reshape(-1)[0])) if dot4 else None,
+            words=_int_words_conv(lw, x, read_src, src_shape, w_const, win, pixel,
+                                  0 if x_zero is None else int(x_zero.reshape(-1)[0])) if int_words else None,
             a_border=(lambda bidx, row, kv: read_x(read_border, bidx[0], bidx[1], kv[0], pixel(row), kv[1:]))
             if borders else None,
             interior=tuple(window_interior(win, spatial, out_sp)) if borders else None, block=block)
@@ -656,14 +673,14 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
 
     # ---- B', packed: Bp[b_batch][panel][k][nr] ----------------------------------------
     stages: list[Stmt] = [spec.prologue] if spec.prologue is not None else []
-    im2col = node.op in ("Conv", "ConvInteger") and spec.b_packed is None and spec.dot4 is None
+    im2col = node.op in ("Conv", "ConvInteger") and spec.b_packed is None and spec.words is None
     b_name = node.inputs[0].name + "_im2col" if im2col else node.inputs[1].name
     b_dt = dt if spec.b_packed is None else dtype_name(spec.b_packed.dtype)
-    d4 = spec.dot4
-    if d4 is not None:  # int8: A's words are written first, B's were packed at compile time
-        bp, b_dt = lw.constant_param(b_name + "_words", d4.b_words, "i32"), "i32"
-        colsums = lw.constant_param(b_name + "_colsum", d4.colsum, "i32") if d4.offset else None
-        stages.append(d4.prologue)
+    iw = spec.words
+    if iw is not None:  # int8: A's words are written first, B's were packed at compile time
+        bp, b_dt = lw.constant_param(b_name + "_words", iw.b_words, "i32"), "i32"
+        colsums = lw.constant_param(b_name + "_colsum", iw.colsum, "i32") if iw.offset else None
+        stages.append(iw.prologue)
     elif spec.b_packed is not None:
         bp = lw.constant_param(b_name + "_packed", spec.b_packed, b_dt)
     elif spec.b_in_place:
@@ -679,7 +696,7 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
     full_rows, edge_rows = grid[-1] // mr, grid[-1] % mr
     # a long k loop runs in chunks, each over every row block (see K_CHUNK)
     a_bytes = m * K_CHUNK * node.inputs[0].type.np_dtype.itemsize  # every row's A for one chunk
-    k_chunk = _k_chunk(k) if (d4 is None and len(spec.k_shape) <= 1 and spec.interior is None and grid[-1] > mr
+    k_chunk = _k_chunk(k) if (iw is None and len(spec.k_shape) <= 1 and spec.interior is None and grid[-1] > mr
                               and a_bytes <= CHUNK_MAX_A_BYTES and not spec.rows_contiguous
                               and out.type.dtype == dt) else k
     chunks = k // k_chunk
@@ -699,16 +716,16 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
         b_flat = row_major(bb, spec.b_batch)
         cell = add(mul(ii, const(nr)), jj)
         row = row0[:-1] + [add(row0[-1], ii)]
-        k_shape = d4.k_shape if d4 is not None else spec.k_shape or (k,)
-        kv = lw.vars(len(k_shape), "k" if d4 is None else "g")  # g: words of four k
+        k_shape = iw.k_shape if iw is not None else spec.k_shape or (k,)
+        kv = lw.vars(len(k_shape), "k" if iw is None else "g")  # g: words of k
         k_loops, k_at = (k_shape, list(kv)) if kb is None else ((k_chunk,), [add(mul(kb, const(k_chunk)), kv[0])])
         if bp is None:
             b_value = spec.b(bb, k_at, panel, jj)
-        else:  # packed: Bp[b_batch][panel][k][nr], k counting words on the dot4 path
+        else:  # packed: Bp[b_batch][panel][k][nr], k counting words on the IntWords path
             b_value = Load(bp, add(mul(add(mul(add(mul(b_flat, const(panels)), panel), const(math.prod(k_shape))),
                                                row_major(k_at, k_shape)), const(nr)), jj), b_dt)
-        if d4 is not None:  # A's word (broadcast) against a word per column
-            fma = Store(acc, cell, Call("dot4", (Load(acc, cell, dt), d4.a_word(bidx, row, k_at), b_value)))
+        if iw is not None:  # A's word (broadcast) against a word per column
+            fma = Store(acc, cell, Call(iw.call, (Load(acc, cell, dt), iw.a_word(bidx, row, k_at), b_value)))
         else:
             fma = Store(acc, cell, add(Load(acc, cell, dt), mul(read_a(bidx, row, k_at), cast(b_value, dt))))
 
@@ -725,9 +742,9 @@ def lower_gemm(lw: Lowerer, node: Node, done: set[int]) -> Stmt:
                             LoopKind.ROLLED if spec.block.rolled_window and window else LoopKind.SERIAL)
         zero = cells(width, Store(acc, cell, Const(0, dt)))
         value = Load(acc, cell, dt)
-        if d4 is not None and d4.offset:  # sum (a - z) b = sum a b - z colsum(b)
+        if iw is not None and iw.offset:  # sum (a - z) b = sum a b - z colsum(b)
             column = add(mul(add(mul(b_flat, const(panels)), panel), const(nr)), jj)
-            value = Binary("-", value, mul(Const(d4.offset, dt), Load(colsums, column, dt)))
+            value = Binary("-", value, mul(Const(iw.offset, dt), Load(colsums, column, dt)))
         out_idx = spec.out(bidx, row, add(mul(panel, const(nr)), jj))
         write = store_result(lw, spec, node, out, buf, out_idx, value)
         if spec.rows_contiguous:  # C is stored transposed: vectors run down a column of the block
@@ -815,40 +832,42 @@ def _k_chunk(k: int) -> int:
     return next((c for c in range(K_CHUNK, K_CHUNK // 2 - 1, -1) if k % c == 0), k)
 
 
-def _word(read: Callable[[Expr], Expr], q: Expr, length: int) -> Expr:
-    """The i32 word of the bytes at positions 4q .. 4q+3 along an axis of
-    `length` (`read(position)` gives one), the first lowest (little-endian),
-    zeros past the end: each byte as a u8 for dot4."""
+def _word(read: Callable[[Expr], Expr], q: Expr, length: int, per: int) -> Expr:
+    """The i32 word of the `per` values of A at positions per*q .. per*q+per-1
+    along an axis of `length` (`read(position)` gives one), the first lowest
+    (little-endian: bytes, or i16 halves), zeros past the end: each as a u8."""
     word = None
-    for t in range(4):
-        at = add(mul(q, const(4)), const(t))
-        if length % 4 and t >= length % 4:  # the last word reaches past the end
-            byte = Select(Compare("<", at, const(length)), _as_u8(read(Binary("min", at, const(length - 1)))),
-                          Const(0, "i32"))
+    for t in range(per):
+        at = add(mul(q, const(per)), const(t))
+        if length % per and t >= length % per:  # the last word reaches past the end
+            value = Select(Compare("<", at, const(length)), _as_u8(read(Binary("min", at, const(length - 1)))),
+                           Const(0, "i32"))
         else:
-            byte = _as_u8(read(at))
-        word = byte if word is None else add(word, mul(byte, Const(1 << (8 * t), "i32")))  # t = 3 wraps, as the top byte
+            value = _as_u8(read(at))
+        # (the top byte's multiple wraps, as it should)
+        word = value if word is None else add(word, mul(value, Const(1 << (32 // per * t), "i32")))
     return word
 
 
 def _u8_shift(dtype: str) -> int:
     """dot4 multiplies u8 by i8: an s8 A is shifted by 128 into u8 (and the
-    epilogue takes 128 x colsum(B) back off)."""
+    epilogue takes 128 x colsum(B) back off). dot2's i16 halves take the same."""
     return 128 if dtype == "i8" else 0
 
 
 def _as_u8(value: Expr) -> Expr:
-    """A byte of A for dot4, as an i32 in [0, 256)."""
+    """A value of A for a word, as an i32 in [0, 256)."""
     shift = _u8_shift(value.dtype)
     return add(Cast(value, "i32"), Const(shift, "i32")) if shift else Cast(value, "i32")
 
 
-def _words_along_k(b_kn: np.ndarray) -> np.ndarray:
-    """Int8 B' (..., K, N) as i32 words of four consecutive k: (..., ceil(K/4), N), zero past K."""
+def _words_along_k(b_kn: np.ndarray, per: int) -> np.ndarray:
+    """Int8 B' (..., K, N) as i32 words of `per` consecutive k (bytes, or i16
+    halves): (..., ceil(K/per), N), zero past K."""
     *lead, k, n = b_kn.shape
-    padded = np.zeros((*lead, -(-k // 4) * 4, n), np.int8)
+    padded = np.zeros((*lead, -(-k // per) * per, n), np.int8 if per == 4 else np.int16)
     padded[..., :k, :] = b_kn
-    grouped = np.ascontiguousarray(np.swapaxes(padded.reshape(*lead, -1, 4, n), -1, -2))  # (..., G, N, 4)
+    grouped = np.ascontiguousarray(np.swapaxes(padded.reshape(*lead, -1, per, n), -1, -2))  # (..., G, N, per)
     return grouped.view(np.int32).reshape(*lead, -1, n)
 
 
@@ -859,49 +878,52 @@ def _colsum(b_kn: np.ndarray) -> np.ndarray:
     return np.pad(sums, [(0, 0)] * (sums.ndim - 1) + [(0, panels * CONFIG.nr - sums.shape[-1])])
 
 
-def _dot4_rows(lw: Lowerer, node: Node, batch: tuple[int, ...], m: int, k: int, read_a, b_kn: np.ndarray,
-               a_zero: int) -> Dot4:
-    """MatMulInteger's words: a prologue packs each row of A (four k per word,
-    zeros past k) into words[b][row][k / 4]; B's words come from the weight."""
-    groups = -(-k // 4)
+def _int_words_rows(lw: Lowerer, node: Node, batch: tuple[int, ...], m: int, k: int, read_a, b_kn: np.ndarray,
+                    a_zero: int) -> IntWords:
+    """MatMulInteger's words: a prologue packs each row of A (int8_word_values
+    k per word, zeros past k) into words[b][row][k / per]; B's words come from the weight."""
+    per = int8_word_values()
+    groups = -(-k // per)
     words = lw.scratch(node.inputs[0].name + "_words", "i32", math.prod(batch) * m * groups)
     b, r, q = lw.var("b"), lw.var("r"), lw.var("q")
     bidx = unflatten(b, batch) if batch else []
-    word = _word(lambda kk: read_a(bidx, [r], kk), q, k)
+    word = _word(lambda kk: read_a(bidx, [r], kk), q, k, per)
     nb = math.prod(batch)
     fill = For(b, const(nb), loop_nest([r, q], [m, groups], Store(words, row_major([b, r, q], (nb, m, groups)), word)),
                LoopKind.PARALLEL if nb > 1 and nb * m * k >= (1 << 16) else LoopKind.SERIAL)
-    return Dot4(lambda bidx, row, kv: Load(words, row_major([row_major(bidx, batch) if batch else const(0), row[0], kv[0]],
-                                                            (nb, m, groups)), "i32"),
-                (groups,), pack_b(_words_along_k(b_kn), CONFIG.nr), _colsum(b_kn),
-                a_zero + _u8_shift(node.inputs[0].type.dtype), fill)
+    return IntWords(per, lambda bidx, row, kv: Load(words, row_major([row_major(bidx, batch) if batch else const(0),
+                                                                      row[0], kv[0]], (nb, m, groups)), "i32"),
+                    (groups,), pack_b(_words_along_k(b_kn, per), CONFIG.nr), _colsum(b_kn),
+                    a_zero + _u8_shift(node.inputs[0].type.dtype), fill)
 
 
-def _dot4_conv(lw: Lowerer, x: Value, read_src, src_shape: tuple[int, ...], w: np.ndarray, win, pixel,
-               x_zero: int) -> Dot4:
+def _int_words_conv(lw: Lowerer, x: Value, read_src, src_shape: tuple[int, ...], w: np.ndarray, win, pixel,
+                    x_zero: int) -> IntWords:
     """ConvInteger's words, channels innermost: a prologue turns the (padded)
-    input (N, C, *P) into words (N, *P, ceil(C/4)), four channels of a pixel
-    per word, and k runs over (*kernel, C/4). A word's place is then affine in
-    the output pixel and the kernel offset: no im2col matrix, and no division
-    in the k loop. B's words hold the weight in the same (kernel, channel) order."""
+    input (N, C, *P) into words (N, *P, ceil(C/per)), int8_word_values
+    channels of a pixel per word, and k runs over (*kernel, C/per). A word's
+    place is then affine in the output pixel and the kernel offset: no im2col
+    matrix, and no division in the k loop. B's words hold the weight in the
+    same (kernel, channel) order."""
+    per = int8_word_values()
     n_img, chans, spatial = src_shape[0], src_shape[1], tuple(src_shape[2:])
-    cw, kernel = -(-chans // 4), tuple(w.shape[2:])
+    cw, kernel = -(-chans // per), tuple(w.shape[2:])
     shape = (n_img,) + spatial + (cw,)
     words = lw.scratch(x.name + "_words", "i32", math.prod(shape))
     plane, q = lw.var("p"), lw.var("q")
     at = unflatten(plane, (n_img,) + spatial)
-    word = _word(lambda c: read_src([at[0], c] + at[1:]), q, chans)  # channels past C: zeros, as their weights
+    word = _word(lambda c: read_src([at[0], c] + at[1:]), q, chans, per)  # channels past C: zeros, as their weights
     fill = For(plane, const(math.prod(shape[:-1])), For(q, const(cw), Store(words, add(mul(plane, const(cw)), q), word)),
                LoopKind.PARALLEL if math.prod(shape) >= (1 << 14) else LoopKind.SERIAL)
 
     def a_word(bidx: list[Expr], row: list[Expr], kv: list[Expr]) -> Expr:
         return Load(words, row_major([bidx[0]] + window_index(win, pixel(row), kv) + [kv[-1]], shape), "i32")
 
-    by_kernel = np.zeros((w.shape[0],) + kernel + (cw * 4,), np.int8)  # (M, *kernel, channels padded to words)
+    by_kernel = np.zeros((w.shape[0],) + kernel + (cw * per,), np.int8)  # (M, *kernel, channels padded to words)
     by_kernel[..., :chans] = np.moveaxis(w, 1, -1)
     b_kn = by_kernel.reshape(w.shape[0], -1).T  # (K, M): k = (*kernel, channel)
-    return Dot4(a_word, kernel + (cw,), pack_b(_words_along_k(b_kn)[None], CONFIG.nr), _colsum(b_kn)[None],
-                x_zero + _u8_shift(x.type.dtype), fill)
+    return IntWords(per, a_word, kernel + (cw,), pack_b(_words_along_k(b_kn, per)[None], CONFIG.nr),
+                    _colsum(b_kn)[None], x_zero + _u8_shift(x.type.dtype), fill)
 
 
 def _col(panel: Expr, jj: Expr, n: int, nr: int) -> Expr:

@@ -109,9 +109,10 @@ class Cast:
 # is x * 2^n for an integral float n, |n| <= 252: exact, rounded once where the
 # result is subnormal or overflows. dot4(acc, a, b), on i32 words, is
 # acc + sum over bytes t of u8(a[t]) * i8(b[t]): the int8 dot product of four
-# that AVX-512 VNNI's vpdpbusd computes. docs/LOOP_IR.md defines each one.
+# that AVX-512 VNNI's vpdpbusd computes; dot2(acc, a, b) is acc + sum over i16
+# halves t of i16(a[t]) * i16(b[t]), pmaddwd's. docs/LOOP_IR.md defines each one.
 CALLS = {"exp": 1, "log": 1, "sqrt": 1, "tanh": 1, "erf": 1, "sin": 1, "cos": 1, "abs": 1,
-         "floor": 1, "ceil": 1, "round": 1, "pow": 2, "neg": 1, "ldexp": 2, "dot4": 3}
+         "floor": 1, "ceil": 1, "round": 1, "pow": 2, "neg": 1, "ldexp": 2, "dot4": 3, "dot2": 3}
 
 
 @dataclass(frozen=True)

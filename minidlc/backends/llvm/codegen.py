@@ -371,6 +371,8 @@ class KernelCodegen:
             return self.ldexp(*args, dtype)
         if fn == "dot4":
             return self.dot4(*args)
+        if fn == "dot2":
+            return self.dot2(*args)
         if fn in _INTRINSIC:
             return self.intrinsic(_INTRINSIC[fn], args, dtype)
         name = _LIBM[fn][0 if dtype == "f32" else 1]
@@ -396,36 +398,45 @@ class KernelCodegen:
         """acc + the dot product of a's four u8 bytes with c's four i8 bytes, per i32 lane.
         Sixteen lanes on a VNNI host are one vpdpbusd. Otherwise the bytes widen
         to i16 in two vectors, one of each word's first pair and one of its
-        second, and each makes a vector of i32 lanes with pmaddwd (the two
-        products of a pair, exact, added in i32), which acc adds: pairs taken
-        within each lane, so no lanes are added across (a vector of i16
-        products whose neighbours were added by shuffles cost 5x more on AVX2)."""
+        second, and each is a dot2 (the lowering takes dot2 itself on such a
+        host: see int8_word_values)."""
         b = self.b
         lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
         byte_vec = ir.VectorType(ir.IntType(8), 4 * lanes)
         if lanes == 16 and cpu.has("avx512vnni") and cpu.has("avx512bw"):
             fn = self.declare("llvm.x86.avx512.vpdpbusd.512", acc.type, [acc.type, byte_vec, byte_vec])
             return b.call(fn, [acc, b.bitcast(a, byte_vec), b.bitcast(c, byte_vec)])
-        i16, i32 = ir.IntType(16), ir.IntType(32)
-        pmaddwd = _PMADDWD.get(lanes)
-        if pmaddwd is None or not cpu.has(pmaddwd[1]):
-            pmaddwd = None
-        total = acc
+        i32, wide = ir.IntType(32), ir.VectorType(ir.IntType(16), 2 * lanes)
         for first in (0, 2):  # each word's pair of bytes (first, first + 1)
             pick = ir.Constant(ir.VectorType(i32, 2 * lanes), [4 * (i // 2) + first + i % 2 for i in range(2 * lanes)])
-            pairs = [b.shuffle_vector(b.bitcast(x, byte_vec), ir.Constant(byte_vec, None), pick) for x in (a, c)]
-            wide = ir.VectorType(i16, 2 * lanes)
-            a16, c16 = b.zext(pairs[0], wide), b.sext(pairs[1], wide)
-            if pmaddwd is not None:
-                out = ir.VectorType(i32, lanes)
-                total = b.add(total, b.call(self.declare(pmaddwd[0], out, [wide, wide]), [a16, c16]))
-                continue
-            for k in (0, 1):  # products in i32, the pair's first and second
-                at = ir.Constant(ir.VectorType(i32, lanes), list(range(k, 2 * lanes, 2)))
-                x, y = (b.sext(b.shuffle_vector(v, v, at), ir.VectorType(i32, lanes)) for v in (a16, c16))
-                product = b.mul(x, y)
-                total = b.add(total, product if lanes > 1 else b.extract_element(product, ir.Constant(i32, 0)))
-        return total
+            a_pair, c_pair = (b.shuffle_vector(b.bitcast(x, byte_vec), ir.Constant(byte_vec, None), pick)
+                              for x in (a, c))
+            acc = self._pairs(acc, b.zext(a_pair, wide), b.sext(c_pair, wide))
+        return acc
+
+    def dot2(self, acc, a, c):
+        """acc + the dot product of a's two i16 halves with c's, per i32 lane."""
+        lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
+        wide = ir.VectorType(ir.IntType(16), 2 * lanes)
+        return self._pairs(acc, self.b.bitcast(a, wide), self.b.bitcast(c, wide))
+
+    def _pairs(self, acc, a16, c16):
+        """acc + each lane's pair of i16 products (a16 and c16 hold 2 x acc's
+        lanes), added in i32: one pmaddwd where this CPU has one of that width
+        (LLVM did not find it in a vector of i16 products whose neighbours
+        shuffles added, which took 5x longer on AVX2)."""
+        b, i32 = self.b, ir.IntType(32)
+        lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
+        out = ir.VectorType(i32, lanes)
+        pmaddwd = _PMADDWD.get(lanes)
+        if pmaddwd is not None and cpu.has(pmaddwd[1]):
+            return b.add(acc, b.call(self.declare(pmaddwd[0], out, [a16.type, a16.type]), [a16, c16]))
+        for k in (0, 1):  # products in i32, the pair's first and second
+            at = ir.Constant(out, list(range(k, 2 * lanes, 2)))
+            x, y = (b.sext(b.shuffle_vector(v, v, at), out) for v in (a16, c16))
+            product = b.mul(x, y)
+            acc = b.add(acc, product if lanes > 1 else b.extract_element(product, ir.Constant(i32, 0)))
+        return acc
 
     def intrinsic(self, name: str, args, dtype: str):
         t = args[0].type

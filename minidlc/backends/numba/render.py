@@ -20,7 +20,7 @@ twice in one statement (exp's argument, say) is computed once into a
 temporary `tN`. Integer arithmetic narrower than 64 bits is wrapped back to
 its dtype, as Numba widens it. Operations whose Python meaning differs from the loop IR's
 (integer / and %, NaN-propagating min/max, saturating float-to-int casts,
-ldexp, dot4) call the intrinsics in support.py, imported as `rt`.
+ldexp, dot4, dot2) call the intrinsics in support.py, imported as `rt`.
 """
 from __future__ import annotations
 
@@ -290,7 +290,7 @@ class KernelRenderer:
         dt = e.dtype
         if e.fn == "neg":
             return self.wrap(f"(-{args[0]})", dt)
-        if e.fn in ("ldexp", "dot4"):
+        if e.fn in ("ldexp", "dot4", "dot2"):
             return f"rt.{e.fn}({', '.join(args)})"
         if e.fn == "erf":
             return f"{NP_TYPE[dt]}(math.erf({args[0]}))"

@@ -163,19 +163,33 @@ def to_bf16(typingctx, x):
     return types.uint16(x), codegen
 
 
-@intrinsic
-def dot4(typingctx, acc, a, b):
-    """acc + the dot product of a's four u8 bytes with b's four i8 bytes (the
-    loop IR's dot4, on i32 words), in LLVM vector instructions."""
-    if not all(t == types.int32 for t in (acc, a, b)):
-        return None
-
+def _word_dot(parts: int, widen: str):
+    """An intrinsic: acc + the dot product of the `parts` values of two i32
+    words (a's zero- or sign-extended by `widen`, b's sign-extended), in LLVM
+    vector instructions."""
     def codegen(context, builder, sig, args):
         acc, a, b = args
-        quad, wide = ir.VectorType(ir.IntType(8), 4), ir.VectorType(ir.IntType(32), 4)
-        prod = builder.mul(builder.zext(builder.bitcast(a, quad), wide), builder.sext(builder.bitcast(b, quad), wide))
+        part, wide = ir.VectorType(ir.IntType(32 // parts), parts), ir.VectorType(ir.IntType(32), parts)
+        prod = builder.mul(getattr(builder, widen)(builder.bitcast(a, part), wide),
+                           builder.sext(builder.bitcast(b, part), wide))
         total = acc
-        for lane in range(4):
+        for lane in range(parts):
             total = builder.add(total, builder.extract_element(prod, ir.Constant(ir.IntType(32), lane)))
         return total
-    return types.int32(acc, a, b), codegen
+    return codegen
+
+
+@intrinsic
+def dot4(typingctx, acc, a, b):
+    """The loop IR's dot4 on i32 words: a's four u8 bytes with b's four i8."""
+    if not all(t == types.int32 for t in (acc, a, b)):
+        return None
+    return types.int32(acc, a, b), _word_dot(4, "zext")
+
+
+@intrinsic
+def dot2(typingctx, acc, a, b):
+    """The loop IR's dot2 on i32 words: a's two i16 halves with b's."""
+    if not all(t == types.int32 for t in (acc, a, b)):
+        return None
+    return types.int32(acc, a, b), _word_dot(2, "sext")
