@@ -13,7 +13,7 @@ import time
 from typing import NamedTuple
 
 from .ir import Graph
-from .runtime import CompiledModel, DeviceError, InputError
+from .runtime import CompiledModel, CompileError, DeviceError, InputError
 
 __version__ = "0.1.0"
 
@@ -143,5 +143,5 @@ def _is_torch_module(obj) -> bool:
     return any(c.__module__.startswith("torch") and c.__name__ == "Module" for c in type(obj).__mro__)
 
 
-__all__ = ["load", "compile", "lower", "quantize", "CompiledModel", "DeviceError", "Graph", "InputError",
-           "__version__"]
+__all__ = ["load", "compile", "lower", "quantize", "CompiledModel", "CompileError", "DeviceError", "Graph",
+           "InputError", "__version__"]

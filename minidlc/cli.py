@@ -693,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .ir import IRError
     from .passes.manager import PassError
-    from .runtime import DeviceError, InputError
+    from .runtime import CompileError, DeviceError, InputError
 
     try:  # (before the parser: building it imports the code generators, which read the CPU)
         cpu.features()
@@ -708,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `minidlc compile ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (IRError, InputError, DeviceError, PassError, UsageError, ValueError, OSError) as e:
+    except (IRError, InputError, DeviceError, CompileError, PassError, UsageError, ValueError, OSError) as e:
         if args.debug:
             raise
         msg = str(e).strip()

@@ -13,6 +13,12 @@ class InputError(ValueError):
     """A feed to `CompiledModel.run` is missing, unexpected, or of the wrong shape or dtype."""
 
 
+class CompileError(RuntimeError):
+    """A backend's compiler died or failed on a kernel (LLVM aborting on the
+    IR we gave it): a bug in minidlc's code generation. The message names
+    the kernel and says what the compiler said."""
+
+
 class DeviceError(RuntimeError):
     """The target's device is not there (no GPU, no driver) or cannot hold the
     model; the message says what it needs and what to do instead."""

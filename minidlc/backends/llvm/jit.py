@@ -1,12 +1,22 @@
 """The JIT: LLVM modules optimized at O3 for this CPU, compiled to object code
-(in parallel worker processes when there are several), cached on disk one
-module at a time, and linked into one engine so that their functions can be
-called and can call each other."""
+in forked processes (several at once when there is enough to compile),
+cached on disk one module at a time, and linked into one engine so that
+their functions can be called and can call each other.
+
+LLVM aborts the process it runs in when it cannot compile what it is given
+(an instruction it cannot select, say): compiled in a child process, such a
+bug in our code generation becomes a CompileError naming the kernel, with
+LLVM's message, and the Python process that asked lives on."""
 from __future__ import annotations
 
 import os
+import pickle
+import signal
+import sys
+import tempfile
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -16,6 +26,7 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from ... import cpu
+from ...runtime import CompileError
 from .. import cache
 from .team import WORKER_THREAD_PREFIX
 
@@ -41,19 +52,21 @@ CODEGEN_VERSION = cache.source_version(Path(__file__).parent, Path(__file__).par
 
 def compile_jobs() -> int:
     """How many processes compile modules at once: the cores this process may
-    use, or MINIDLC_COMPILE_JOBS (1: all in this process)."""
+    use, or MINIDLC_COMPILE_JOBS (0: this process itself, with no child to
+    catch an LLVM abort: for profiling LLVM from Python)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, int(os.environ.get("MINIDLC_COMPILE_JOBS", cores)))
+    return max(0, int(os.environ.get("MINIDLC_COMPILE_JOBS", cores)))
 
 
 @dataclass
 class Unit:
     """One LLVM module of a JIT. `source` is what it is generated from (loop IR):
     its cache key. `build` makes the llvmlite module, only on a cache miss or
-    when someone asks to see the code."""
+    when someone asks to see the code. `name`: what errors call it (a kernel's name)."""
 
     source: str
     build: Callable[[], ir.Module]
+    name: str = "a module"
 
 
 def _optimize(tm, unit: Unit) -> llvm.ModuleRef:
@@ -105,17 +118,89 @@ def _compile(units: list[Unit]) -> tuple[list[bytes], int]:
     """Object code for each unit, and how many processes made it. Several go to
     forked worker processes, largest first: LLVM holds one lock per process,
     so threads would take turns. The workers inherit the units (nothing is
-    pickled but the results). With other Python threads about, which might be
-    inside LLVM when we fork, this process compiles them all itself."""
+    pickled but the results). A little goes to one forked child (`_in_child`),
+    and a pool that broke (a worker died) hands its units to one too, which
+    names the unit that kills it. With other Python threads about, which might
+    be inside LLVM when we fork, this process compiles them all itself."""
     jobs = min(compile_jobs(), len(units))
     with _COMPILING:
-        if (jobs < 2 or not hasattr(os, "fork") or sum(len(u.source) for u in units) < PARALLEL_MIN_SOURCE
-                or not _fork_is_safe()):
+        if not units:
+            return [], 1
+        if jobs == 0 or not hasattr(os, "fork") or not _fork_is_safe():
             return [_object_code(u) for u in units], 1
+        if jobs < 2 or sum(len(u.source) for u in units) < PARALLEL_MIN_SOURCE:
+            return _in_child(units), 1
         order = sorted(range(len(units)), key=lambda i: -len(units[i].source))
-        with ProcessPoolExecutor(jobs, mp_context=get_context("fork"), initializer=_adopt, initargs=(units,)) as pool:
-            done = dict(zip(order, pool.map(_pending_object_code, order)))
+        try:
+            with ProcessPoolExecutor(jobs, mp_context=get_context("fork"), initializer=_adopt,
+                                     initargs=(units,)) as pool:
+                done = dict(zip(order, pool.map(_pending_object_code, order)))
+        except BrokenProcessPool:
+            return _in_child(units), 1
     return [done[i] for i in range(len(units))], jobs
+
+
+def _in_child(units: list[Unit]) -> list[bytes]:
+    """Object code for `units`, compiled in order by one forked child (about
+    5 ms to fork), which sends each back through a pipe as it is done: if the
+    child dies, the first unit not sent killed it, and the CompileError names
+    it with the end of what the child wrote to stderr (LLVM's "LLVM ERROR:
+    ..." line). A Python exception in the child is raised here."""
+    read, write = os.pipe()
+    with tempfile.TemporaryFile() as stderr:
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            _child_compiles(units, read, write, stderr.fileno())
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            sent = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        stderr.seek(0)
+        said = stderr.read().decode(errors="replace")
+    results, at = [], 0
+    while at < len(sent):
+        kind, size = sent[at:at + 1], int.from_bytes(sent[at + 1:at + 9], "little")
+        data, at = sent[at + 9:at + 9 + size], at + 9 + size
+        if kind == b"e":
+            raise pickle.loads(data)
+        results.append(data)
+    if len(results) < len(units):
+        how = (f"killed by {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
+               else f"exit status {os.waitstatus_to_exitcode(status)}")
+        last = "\n".join(said.strip().splitlines()[-5:])
+        raise CompileError(f"LLVM failed on kernel {units[len(results)].name} ({how}): a bug in minidlc's code "
+                           f"generation; --target numba or reference runs the model meanwhile"
+                           + (f"\n{last}" if last else ""))
+    if said:
+        sys.stderr.write(said)  # (warnings)
+    return results
+
+
+def _child_compiles(units: list[Unit], read: int, write: int, stderr: int) -> None:
+    """The forked child of _in_child: compile each unit and write it to the
+    pipe (a kind byte, "o" object code or "e" a pickled exception, its length
+    in 8 bytes, the data), with stderr redirected to the parent's file and
+    no core dump if LLVM aborts."""
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        os.close(read)
+        os.dup2(stderr, 2)
+        with os.fdopen(write, "wb") as pipe:
+            for unit in units:
+                try:
+                    kind, data = b"o", _object_code(unit)
+                except Exception as e:
+                    try:
+                        kind, data = b"e", pickle.dumps(e)
+                    except Exception:  # (an exception that cannot be pickled: its text)
+                        kind, data = b"e", pickle.dumps(RuntimeError(f"{type(e).__name__}: {e}"))
+                pipe.write(kind + len(data).to_bytes(8, "little") + data)
+                pipe.flush()
+                if kind == b"e":
+                    break
+    finally:  # (without flushing Python's buffers: they hold the parent's unwritten output too)
+        os._exit(0)
 
 
 class JitModule:

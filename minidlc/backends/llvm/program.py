@@ -116,7 +116,7 @@ def jit_programs(programs: list[list[Kernel]]) -> JitModule:
         symbol = symbols[k.canonical] = "k" + hashlib.sha256(k.canonical.encode()).hexdigest()[:16]
         names[symbol] = k.name
         stages[symbol] = [(stage_name(symbol, i), extent) for i, extent in enumerate(stage_extents(k))]
-        units.append(Unit(k.canonical, partial(_kernel_module, k, symbol)))
+        units.append(Unit(k.canonical, partial(_kernel_module, k, symbol), k.name))
 
     plan = [[(stage, extent, j) for j, k in enumerate(kernels) for stage, extent in stages[symbols[k.canonical]]]
             for kernels in programs]
@@ -128,7 +128,7 @@ def jit_programs(programs: list[list[Kernel]]) -> JitModule:
         for i, p in enumerate(plan):
             emit_program(module, f"program{i}", p)
         return module
-    return JitModule([*units, Unit(repr(plan), build)], names)
+    return JitModule([*units, Unit(repr(plan), build, "the programs")], names)
 
 
 def _kernel_module(kernel: Kernel, symbol: str) -> ir.Module:
